@@ -1,0 +1,219 @@
+//! The socket directory, and the one home of the address rule: node NAME lives
+//! at `DIR/piper-NAME`, or at `@DIR/piper-NAME` in Linux's abstract namespace.
+//!
+//! With `DIR=/tmp` the address is exactly the seed's `/tmp/piper-NAME`.
+
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use nix::sys::socket::UnixAddr;
+use nix::unistd::Uid;
+
+use crate::error::{Error, Result};
+use crate::name::Name;
+
+/// Where a directory's node addresses live.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Namespace {
+    /// Socket files in the directory.
+    Filesystem,
+    /// Linux abstract addresses named after the directory: no files at all.
+    Abstract,
+}
+
+/// A checked socket directory.
+///
+/// ```
+/// use piper_core::{Name, SocketDir};
+///
+/// let tmp = std::env::temp_dir().join(format!("piper-doc-{}", std::process::id()));
+/// let dir = SocketDir::open(&tmp).unwrap();
+/// let ping = Name::new("ping").unwrap();
+/// assert_eq!(dir.socket_path(&ping).unwrap(), dir.path().join("piper-ping"));
+/// # std::fs::remove_dir(&tmp).unwrap();
+/// ```
+#[derive(Clone, Debug)]
+pub struct SocketDir {
+    path: PathBuf,
+    namespace: Namespace,
+    sticky: bool,
+}
+
+const PREFIX: &str = "piper-";
+
+impl SocketDir {
+    /// The directory to use when none is given: `$PIPER_DIR`, else
+    /// `$XDG_RUNTIME_DIR/piper`, else `/tmp/piper-$UID`.
+    pub fn default_path() -> PathBuf {
+        let non_empty = |var| std::env::var_os(var).filter(|v| !v.is_empty());
+        if let Some(dir) = non_empty("PIPER_DIR") {
+            PathBuf::from(dir)
+        } else if let Some(run) = non_empty("XDG_RUNTIME_DIR") {
+            PathBuf::from(run).join("piper")
+        } else {
+            PathBuf::from(format!("/tmp/piper-{}", Uid::effective()))
+        }
+    }
+
+    /// `flag` if given (from `--dir`), else [`SocketDir::default_path`].
+    pub fn resolve(flag: Option<&Path>) -> PathBuf {
+        flag.map_or_else(SocketDir::default_path, Path::to_path_buf)
+    }
+
+    /// Opens `path` for socket files, creating it with mode 0700 if missing.
+    ///
+    /// An existing directory must belong to this user (or root) and must not
+    /// be writable by group or others, as ssh's `StrictModes` demands; a
+    /// sticky directory such as `/tmp` is the one exception.
+    pub fn open(path: impl AsRef<Path>) -> Result<SocketDir> {
+        let path = path.as_ref();
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(path)
+            .map_err(|e| Error::dir(path, "create", errno_of(&e)))?;
+        let path = path.canonicalize().map_err(|e| Error::dir(path, "resolve", errno_of(&e)))?;
+        let meta = std::fs::metadata(&path).map_err(|e| Error::dir(&path, "read", errno_of(&e)))?;
+        let sticky = meta.mode() & 0o1000 != 0;
+        let me = Uid::effective().as_raw();
+        if !sticky {
+            if meta.uid() != me && meta.uid() != 0 {
+                return Err(Error::InsecureDir {
+                    dir: path,
+                    reason: format!("it is owned by uid {}, not by uid {me} or root", meta.uid()),
+                });
+            }
+            if meta.mode() & 0o022 != 0 {
+                return Err(Error::InsecureDir {
+                    dir: path,
+                    reason: format!(
+                        "it is writable by group or others (mode {:04o}); use chmod go-w or a sticky directory",
+                        meta.mode() & 0o7777
+                    ),
+                });
+            }
+        }
+        SocketDir::checked(path, Namespace::Filesystem, sticky)
+    }
+
+    /// Uses `path` only to name abstract addresses: nothing is created or read.
+    pub fn open_abstract(path: impl AsRef<Path>) -> Result<SocketDir> {
+        let path = path.as_ref();
+        let path = std::path::absolute(path).map_err(|e| Error::dir(path, "resolve", errno_of(&e)))?;
+        SocketDir::checked(path, Namespace::Abstract, false)
+    }
+
+    fn checked(path: PathBuf, namespace: Namespace, sticky: bool) -> Result<SocketDir> {
+        let dir = SocketDir { path, namespace, sticky };
+        if dir.max_name_len() == 0 {
+            return Err(Error::InsecureDir {
+                dir: dir.path,
+                reason: "its path is too long to hold any socket address".into(),
+            });
+        }
+        Ok(dir)
+    }
+
+    /// The directory's absolute path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether addresses are files or abstract.
+    pub fn namespace(&self) -> Namespace {
+        self.namespace
+    }
+
+    /// Whether the directory is sticky (like `/tmp`): other users' socket files
+    /// there are never reclaimed or removed.
+    pub fn is_sticky(&self) -> bool {
+        self.sticky
+    }
+
+    /// The longest node name whose address fits in `sun_path` here.
+    pub fn max_name_len(&self) -> usize {
+        // sun_path holds 108 bytes; a path needs its NUL, an abstract address
+        // its leading NUL (shown as '@'): 107 either way.
+        107usize.saturating_sub(self.path.as_os_str().len() + 1 + PREFIX.len())
+    }
+
+    /// The socket file of `name`: `DIR/piper-NAME`. For an abstract directory
+    /// this is the path the abstract address is named after.
+    pub fn socket_path(&self, name: &Name) -> Result<PathBuf> {
+        if name.as_str().len() > self.max_name_len() {
+            return Err(Error::NameTooLong {
+                name: name.clone(),
+                dir: self.path.clone(),
+                max: self.max_name_len(),
+            });
+        }
+        Ok(self.path.join(format!("{PREFIX}{name}")))
+    }
+
+    /// The socket address of `name`.
+    pub fn address(&self, name: &Name) -> Result<UnixAddr> {
+        let path = self.socket_path(name)?;
+        let addr = match self.namespace {
+            Namespace::Filesystem => UnixAddr::new(&path),
+            Namespace::Abstract => UnixAddr::new_abstract(path.as_os_str().as_bytes()),
+        };
+        addr.map_err(|e| Error::io("build the address of", name, e))
+    }
+
+    /// The address shown to people: the path, or `@path` for abstract ones.
+    pub fn display_address(&self, name: &Name) -> String {
+        let path = self.path.join(format!("{PREFIX}{name}"));
+        match self.namespace {
+            Namespace::Filesystem => path.display().to_string(),
+            Namespace::Abstract => format!("@{}", path.display()),
+        }
+    }
+
+    /// The lock file that says which process owns `name`: `DIR/.piper-NAME.lock`.
+    /// The leading dot keeps it out of the `piper-*` namespace of sockets.
+    pub(crate) fn lock_path(&self, name: &Name) -> PathBuf {
+        self.path.join(format!(".{PREFIX}{name}.lock"))
+    }
+
+    /// The node name behind a sender's address, if the sender is a piper node
+    /// of this directory; `None` for unbound senders and anything else.
+    pub fn name_of(&self, addr: &UnixAddr) -> Option<Name> {
+        let full: &[u8] = match self.namespace {
+            // A zero-length address (an unbound sender) must not reach path():
+            // nix panics on it.
+            _ if nix::sys::socket::SockaddrLike::len(addr) as usize <= std::mem::size_of::<nix::libc::sa_family_t>() => {
+                return None
+            }
+            Namespace::Filesystem => addr.path()?.as_os_str().as_bytes(),
+            Namespace::Abstract => addr.as_abstract()?,
+        };
+        let rest = full.strip_prefix(self.path.as_os_str().as_bytes())?;
+        let rest = rest.strip_prefix(b"/")?.strip_prefix(PREFIX.as_bytes())?;
+        Name::from_bytes(rest).ok()
+    }
+
+    /// The names of the socket files in the directory (`piper-*`), sorted.
+    /// An abstract directory has no files and lists nothing.
+    pub fn socket_names(&self) -> Result<Vec<Name>> {
+        if self.namespace == Namespace::Abstract {
+            return Ok(Vec::new());
+        }
+        let entries = std::fs::read_dir(&self.path).map_err(|e| Error::dir(&self.path, "list", errno_of(&e)))?;
+        let mut names: Vec<Name> = entries
+            .filter_map(|entry| {
+                let entry = entry.ok()?;
+                let file_name = entry.file_name();
+                let rest = file_name.as_bytes().strip_prefix(PREFIX.as_bytes())?;
+                let is_socket = std::os::unix::fs::FileTypeExt::is_socket(&entry.file_type().ok()?);
+                is_socket.then(|| Name::from_bytes(rest).ok()).flatten()
+            })
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+}
+
+pub(crate) fn errno_of(e: &std::io::Error) -> nix::errno::Errno {
+    nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0))
+}

@@ -1,0 +1,395 @@
+//! A node: one bound `AF_UNIX SOCK_DGRAM` socket under a name.
+//!
+//! [`Node::bind`] claims the name (see [`claim`](crate::claim)), binds
+//! `DIR/piper-NAME` and removes it again on drop. [`Node::adopt`] takes a
+//! socket that systemd bound instead, and leaves its file to systemd.
+//! Sends go out from the node's own socket, so a piper receiver learns who
+//! sent; every datagram received carries its sender's credentials
+//! (`SO_PASSCRED`).
+
+use std::io::IoSliceMut;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::sys::socket::{
+    bind, getsockname, getsockopt, recvmsg, sendto, setsockopt, socket, sockopt, AddressFamily,
+    ControlMessageOwned, MsgFlags, SockFlag, SockType, SockaddrLike, SockaddrStorage, UnixAddr,
+    UnixCredentials,
+};
+use nix::sys::time::TimeVal;
+
+use crate::claim::{self, Claim};
+use crate::dir::{Namespace, SocketDir};
+use crate::error::{Error, Result};
+use crate::name::Name;
+
+/// The largest datagram the kernel takes by default: `net.core.wmem_default`
+/// (212992 bytes) is the sender's `SO_SNDBUF`, which bounds one datagram.
+/// A receive buffer of this size holds every datagram a default sender can
+/// send; a larger one (a sender that raised its buffer) is reported as
+/// [`Error::Truncated`].
+pub const MAX_DATAGRAM: usize = 212_992;
+
+/// How long a send waits for a full peer queue before giving up with
+/// [`Error::WouldBlock`], unless [`Node::set_send_timeout`] says otherwise.
+pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_millis(250);
+
+/// A bound node.
+///
+/// ```
+/// use piper_core::{Name, Node, RecvBuf, SocketDir};
+///
+/// let tmp = std::env::temp_dir().join(format!("piper-doc-node-{}", std::process::id()));
+/// let dir = SocketDir::open(&tmp).unwrap();
+/// let ping = Node::bind(&dir, Name::new("ping").unwrap()).unwrap();
+/// let pong = Node::bind(&dir, Name::new("pong").unwrap()).unwrap();
+///
+/// ping.send_to(pong.name(), b"ping").unwrap();
+/// let mut buf = RecvBuf::new();
+/// let got = pong.recv(&mut buf).unwrap();
+/// assert_eq!(got.payload, b"ping");
+/// assert_eq!(got.from.as_ref(), Some(ping.name()));
+///
+/// let path = dir.socket_path(ping.name()).unwrap();
+/// drop(ping);
+/// assert!(!path.exists());
+/// # drop(pong); std::fs::remove_dir(&tmp).unwrap();
+/// ```
+#[derive(Debug)]
+pub struct Node {
+    name: Name,
+    dir: SocketDir,
+    fd: OwnedFd,
+    /// The socket file this node created and must remove, with its identity,
+    /// so that a file someone else has since bound is never removed.
+    file: Option<(PathBuf, (u64, u64))>,
+    claim: Option<Claim>,
+    /// Bound by someone else (socket activation): its queue outlives us.
+    adopted: bool,
+}
+
+/// A resolved destination: a name and its socket address, computed once.
+#[derive(Clone, Debug)]
+pub struct Peer {
+    name: Name,
+    addr: UnixAddr,
+}
+
+impl Peer {
+    /// The peer's name.
+    pub fn name(&self) -> &Name {
+        &self.name
+    }
+}
+
+/// Who sent a datagram, as the kernel vouches (`SCM_CREDENTIALS`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Credentials {
+    /// The sender's process id.
+    pub pid: i32,
+    /// The sender's user id.
+    pub uid: u32,
+    /// The sender's group id.
+    pub gid: u32,
+}
+
+/// One received datagram.
+#[derive(Debug)]
+pub struct Datagram<'a> {
+    /// The bytes.
+    pub payload: &'a [u8],
+    /// The sender's node name, if it sent from a piper node socket of this
+    /// directory; `None` for unbound senders such as the seed's Python nodes.
+    pub from: Option<Name>,
+    /// The sender's credentials.
+    pub creds: Option<Credentials>,
+}
+
+/// Reusable receive buffers: [`MAX_DATAGRAM`] bytes of payload plus room for
+/// the credentials. Allocate one and reuse it for every receive.
+#[derive(Debug)]
+pub struct RecvBuf {
+    data: Vec<u8>,
+    cmsg: Vec<u8>,
+}
+
+impl RecvBuf {
+    /// A buffer for the largest default datagram.
+    pub fn new() -> RecvBuf {
+        RecvBuf {
+            data: vec![0; MAX_DATAGRAM],
+            cmsg: nix::cmsg_space!(UnixCredentials),
+        }
+    }
+}
+
+impl Default for RecvBuf {
+    fn default() -> Self {
+        RecvBuf::new()
+    }
+}
+
+impl Node {
+    /// Claims `name` in `dir` and binds its socket.
+    ///
+    /// Fails with [`Error::NameInUse`] if a live process owns the name. A
+    /// socket file left by a dead process is reclaimed.
+    pub fn bind(dir: &SocketDir, name: Name) -> Result<Node> {
+        let addr = dir.address(&name)?;
+        let fd = new_socket()?;
+        let mut node = Node {
+            name,
+            dir: dir.clone(),
+            fd,
+            file: None,
+            claim: None,
+            adopted: false,
+        };
+        let in_use = |node: &Node| Error::NameInUse {
+            name: node.name.clone(),
+            address: dir.display_address(&node.name),
+            pid: claim::owner_pid(dir, &node.name),
+        };
+        match dir.namespace() {
+            // The kernel makes an abstract bind atomic and frees the address
+            // when the socket closes: there is nothing to lock or clean up.
+            Namespace::Abstract => match bind(node.fd.as_raw_fd(), &addr) {
+                Err(Errno::EADDRINUSE) => return Err(in_use(&node)),
+                r => r.map_err(|e| Error::io("bind", dir.display_address(&node.name), e))?,
+            },
+            Namespace::Filesystem => {
+                let path = dir.socket_path(&node.name)?;
+                let mut claim = Claim::acquire(dir, &node.name)?;
+                let bound = claim::clear_stale(dir, &node.name, &path)
+                    .and_then(|()| match bind(node.fd.as_raw_fd(), &addr) {
+                        // Someone without a lock (a seed node) got there first.
+                        Err(Errno::EADDRINUSE) => Err(in_use(&node)),
+                        r => r.map_err(|e| Error::io("bind", path.display(), e)),
+                    })
+                    .and_then(|()| {
+                        let meta = std::fs::symlink_metadata(&path);
+                        let id = meta.map(|m| (m.dev(), m.ino()));
+                        let id = id.map_err(|e| Error::io("inspect", path.display(), crate::dir::errno_of(&e)))?;
+                        node.file = Some((path.clone(), id));
+                        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                            .map_err(|e| Error::io("chmod", path.display(), crate::dir::errno_of(&e)))
+                    })
+                    .and_then(|()| claim.record_pid());
+                // On failure the claim goes with the node's drop, which also
+                // removes a file it bound.
+                node.claim = Some(claim);
+                bound?;
+            }
+        }
+        log::debug!("bound {}", dir.display_address(&node.name));
+        Ok(node)
+    }
+
+    /// Adopts a socket bound by someone else, such as systemd's
+    /// `ListenDatagram=`, as node `name`. The socket must be `AF_UNIX
+    /// SOCK_DGRAM`; its file, if any, is left for its binder to remove.
+    pub fn adopt(fd: OwnedFd, dir: &SocketDir, name: Name) -> Result<Node> {
+        let raw = fd.as_raw_fd();
+        let kind = getsockopt(&fd, sockopt::SockType)
+            .map_err(|e| Error::Activation {
+                reason: format!("fd {raw} is not a socket ({})", e.desc()),
+            })?;
+        let local = getsockname::<SockaddrStorage>(raw).map_err(|e| Error::io("inspect fd", raw, e))?;
+        if local.family() != Some(AddressFamily::Unix) || kind != SockType::Datagram {
+            return Err(Error::Activation {
+                reason: format!(
+                    "fd {raw} is a {:?} {kind:?} socket, not AF_UNIX SOCK_DGRAM",
+                    local.family().map_or("unknown".into(), |f| format!("{f:?}"))
+                ),
+            });
+        }
+        let bound_as = local.as_unix_addr().and_then(|a| dir.name_of(a));
+        if bound_as.as_ref() != Some(&name) {
+            log::warn!(
+                "adopted fd {raw} is not bound at {}; peers may not find node '{name}'",
+                dir.display_address(&name)
+            );
+        }
+        // systemd may hand the socket over non-blocking; receives rely on poll
+        // and MSG_DONTWAIT anyway, sends on the send timeout.
+        let flags = fcntl(&fd, FcntlArg::F_GETFL).map_err(|e| Error::io("inspect fd", raw, e))?;
+        let flags = OFlag::from_bits_truncate(flags) - OFlag::O_NONBLOCK;
+        fcntl(&fd, FcntlArg::F_SETFL(flags)).map_err(|e| Error::io("configure fd", raw, e))?;
+        configure(&fd)?;
+        Ok(Node {
+            name,
+            dir: dir.clone(),
+            fd,
+            file: None,
+            claim: None,
+            adopted: true,
+        })
+    }
+
+    /// The node's name.
+    pub fn name(&self) -> &Name {
+        &self.name
+    }
+
+    /// The node's socket directory.
+    pub fn dir(&self) -> &SocketDir {
+        &self.dir
+    }
+
+    /// Whether the socket was adopted rather than bound by this node.
+    pub fn is_adopted(&self) -> bool {
+        self.adopted
+    }
+
+    /// The files this node owns and removes on exit: its socket file and lock
+    /// file. Empty for adopted and abstract nodes.
+    pub fn owned_paths(&self) -> Vec<PathBuf> {
+        let lock = self.claim.as_ref().map(|_| self.dir.lock_path(&self.name));
+        self.file.iter().map(|(path, _)| path.clone()).chain(lock).collect()
+    }
+
+    /// Resolves `name` to a destination, checking that its address fits.
+    pub fn peer(&self, name: &Name) -> Result<Peer> {
+        Ok(Peer {
+            name: name.clone(),
+            addr: self.dir.address(name)?,
+        })
+    }
+
+    /// Sets how long a send waits on a full peer queue (at least 1 ms).
+    pub fn set_send_timeout(&self, timeout: Duration) -> Result<()> {
+        set_send_timeout(&self.fd, timeout.max(Duration::from_millis(1)))
+            .map_err(|e| Error::io("configure", &self.name, e))
+    }
+
+    /// Sends `bytes` to `to` from this node's socket.
+    pub fn send(&self, to: &Peer, bytes: &[u8]) -> Result<()> {
+        match sendto(self.fd.as_raw_fd(), bytes, &to.addr, MsgFlags::MSG_NOSIGNAL) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(send_error(e, &to.name, bytes.len())),
+        }
+    }
+
+    /// Resolves `to` and sends `bytes` to it; see [`Node::send`].
+    pub fn send_to(&self, to: &Name, bytes: &[u8]) -> Result<()> {
+        self.send(&self.peer(to)?, bytes)
+    }
+
+    /// Waits for the next datagram.
+    pub fn recv<'a>(&self, buf: &'a mut RecvBuf) -> Result<Datagram<'a>> {
+        self.receive(buf, MsgFlags::empty())
+    }
+
+    /// Takes the next datagram if one is queued, without waiting.
+    pub fn try_recv<'a>(&self, buf: &'a mut RecvBuf) -> Result<Option<Datagram<'a>>> {
+        match self.receive(buf, MsgFlags::MSG_DONTWAIT) {
+            Err(Error::Io { source: Errno::EAGAIN, .. }) => Ok(None),
+            r => r.map(Some),
+        }
+    }
+
+    fn receive<'a>(&self, buf: &'a mut RecvBuf, flags: MsgFlags) -> Result<Datagram<'a>> {
+        let (len, from, creds) = {
+            let mut iov = [IoSliceMut::new(&mut buf.data)];
+            // MSG_TRUNC makes the kernel return the datagram's real length.
+            let flags = flags | MsgFlags::MSG_TRUNC;
+            let msg = recvmsg::<UnixAddr>(self.fd.as_raw_fd(), &mut iov, Some(&mut buf.cmsg), flags)
+                .map_err(|e| Error::io("receive on", &self.name, e))?;
+            let creds = msg.cmsgs().ok().and_then(|mut cmsgs| {
+                cmsgs.find_map(|c| match c {
+                    ControlMessageOwned::ScmCredentials(c) => Some(Credentials {
+                        pid: c.pid(),
+                        uid: c.uid(),
+                        gid: c.gid(),
+                    }),
+                    _ => None,
+                })
+            });
+            let from = msg.address.as_ref().and_then(|a| self.dir.name_of(a));
+            (msg.bytes, from, creds)
+        };
+        if len > buf.data.len() {
+            return Err(Error::Truncated {
+                len,
+                max: buf.data.len(),
+            });
+        }
+        Ok(Datagram {
+            payload: &buf.data[..len],
+            from,
+            creds,
+        })
+    }
+}
+
+impl AsFd for Node {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some((path, id)) = &self.file {
+            // Only our own inode: never a file another process bound since.
+            let still_ours = std::fs::symlink_metadata(path).is_ok_and(|m| (m.dev(), m.ino()) == *id);
+            if still_ours {
+                if let Err(e) = std::fs::remove_file(path) {
+                    log::warn!("cannot remove {}: {e}", path.display());
+                }
+            }
+        }
+        if let Some(claim) = self.claim.take() {
+            claim.release();
+        }
+    }
+}
+
+fn new_socket() -> Result<OwnedFd> {
+    let fd = socket(AddressFamily::Unix, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None)
+        .map_err(|e| Error::io("create", "a socket", e))?;
+    configure(&fd)?;
+    Ok(fd)
+}
+
+fn configure(fd: &OwnedFd) -> Result<()> {
+    let raw = fd.as_raw_fd();
+    setsockopt(fd, sockopt::PassCred, &true).map_err(|e| Error::io("set SO_PASSCRED on fd", raw, e))?;
+    set_send_timeout(fd, DEFAULT_SEND_TIMEOUT).map_err(|e| Error::io("set SO_SNDTIMEO on fd", raw, e))
+}
+
+/// Bounds a blocking send. A socket with a timeout also makes a send that a
+/// signal interrupts fail with EINTR instead of restarting (signal(7)).
+fn set_send_timeout(fd: &OwnedFd, timeout: Duration) -> nix::Result<()> {
+    let tv = TimeVal::new(timeout.as_secs() as _, timeout.subsec_micros() as _);
+    setsockopt(fd, sockopt::SendTimeout, &tv)
+}
+
+/// Maps a send's errno to what it means for the peer.
+fn send_error(e: Errno, peer: &Name, len: usize) -> Error {
+    let peer = peer.clone();
+    match e {
+        Errno::ENOENT => Error::PeerNotFound { peer },
+        Errno::ECONNREFUSED | Errno::EPIPE => Error::PeerGone { peer },
+        Errno::EMSGSIZE | Errno::ENOBUFS => Error::TooLarge { peer, len },
+        Errno::EAGAIN => Error::WouldBlock { peer },
+        e => Error::io("send to", peer, e),
+    }
+}
+
+/// Sends `bytes` to node `to` from a fresh unbound socket, the way the seed's
+/// `_send` does: the receiver sees no sender name. The launcher starts a
+/// chain with this.
+pub fn send_unbound(dir: &SocketDir, to: &Name, bytes: &[u8]) -> Result<()> {
+    let addr = dir.address(to)?;
+    let fd = socket(AddressFamily::Unix, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None)
+        .map_err(|e| Error::io("create", "a socket", e))?;
+    set_send_timeout(&fd, DEFAULT_SEND_TIMEOUT).map_err(|e| Error::io("configure", "a socket", e))?;
+    sendto(fd.as_raw_fd(), bytes, &addr, MsgFlags::MSG_NOSIGNAL)
+        .map(drop)
+        .map_err(|e| send_error(e, to, bytes.len()))
+}

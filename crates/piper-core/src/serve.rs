@@ -1,0 +1,322 @@
+//! The seed's protocol, as a loop that takes its node and its signals as
+//! arguments, so tests drive it in-process and the binary stays thin.
+//!
+//! For each datagram: print `NAME received: 'PAYLOAD'`, then send NAME to the
+//! node named by PAYLOAD (or to the `next` peer in a ring). Whatever cannot be
+//! answered is counted as dropped and the loop goes on.
+
+use std::io::Write;
+use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::unistd::Uid;
+
+use crate::error::{Error, Result};
+use crate::name::{escape, Name};
+use crate::node::{Credentials, Datagram, Node, Peer, RecvBuf};
+use crate::notify::Notifier;
+use crate::signals::{Signals, Stop};
+
+/// How long buffered output may wait while the node is idle.
+pub const FLUSH_AFTER: Duration = Duration::from_millis(20);
+
+/// How the loop behaves.
+#[derive(Clone, Debug, Default)]
+pub struct ServeOptions {
+    /// Send our name to this node once, before serving: starts a chain.
+    pub send_first: Option<Name>,
+    /// Answer this node instead of the one named by the payload (a ring).
+    pub next: Option<Name>,
+    /// End after this many received messages.
+    pub count: Option<u64>,
+    /// Wait this long before each reply.
+    pub interval: Duration,
+    /// Print no per-message lines.
+    pub quiet: bool,
+    /// Flush after every line (a terminal); otherwise flush when idle.
+    pub line_buffered: bool,
+    /// Senders' uids accepted besides our own and root's.
+    pub allow_uids: Vec<u32>,
+    /// Where to send `READY=1`, `STOPPING=1` and `WATCHDOG=1`.
+    pub notifier: Option<std::sync::Arc<Notifier>>,
+    /// Send `WATCHDOG=1` this often (half the manager's interval).
+    pub watchdog: Option<Duration>,
+}
+
+/// What the loop did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Messages accepted and printed.
+    pub received: u64,
+    /// Messages sent (replies and the first send).
+    pub sent: u64,
+    /// Datagrams not answered: bad payloads, failed sends, truncated or
+    /// refused datagrams, and those still queued at shutdown.
+    pub dropped: u64,
+    /// Of those, datagrams refused because of the sender's uid.
+    pub refused: u64,
+}
+
+/// Why the loop ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum End {
+    /// `count` messages were received.
+    Count,
+    /// A stop was requested.
+    Stop(Stop),
+}
+
+/// Logs at most a few warnings a second, and says how many it held back.
+#[derive(Debug)]
+struct RateLimit {
+    window: Instant,
+    shown: u32,
+    held: u64,
+}
+
+impl RateLimit {
+    const PER_SECOND: u32 = 5;
+
+    fn new() -> Self {
+        RateLimit {
+            window: Instant::now(),
+            shown: 0,
+            held: 0,
+        }
+    }
+
+    fn warn(&mut self, args: std::fmt::Arguments<'_>) {
+        let now = Instant::now();
+        if now.duration_since(self.window) >= Duration::from_secs(1) {
+            if self.held > 0 {
+                log::warn!("{} similar warnings suppressed", self.held);
+            }
+            *self = RateLimit { window: now, ..RateLimit::new() };
+        }
+        if self.shown < Self::PER_SECOND {
+            self.shown += 1;
+            log::warn!("{args}");
+        } else {
+            self.held += 1;
+        }
+    }
+}
+
+/// Runs the seed's protocol on `node` until `count` is reached or `signals`
+/// asks for a stop. Per-message lines go to `out`.
+///
+/// ```
+/// use piper_core::serve::{serve, End, ServeOptions};
+/// use piper_core::{Name, Node, SocketDir, Signals};
+///
+/// let tmp = std::env::temp_dir().join(format!("piper-doc-serve-{}", std::process::id()));
+/// let dir = SocketDir::open(&tmp).unwrap();
+/// let pong = Node::bind(&dir, Name::new("pong").unwrap()).unwrap();
+/// let ping = Node::bind(&dir, Name::new("ping").unwrap()).unwrap();
+/// ping.send_to(pong.name(), b"ping").unwrap();
+///
+/// let opts = ServeOptions { count: Some(1), ..Default::default() };
+/// let mut out = Vec::new();
+/// let (stats, end) = serve(&pong, &Signals::new().unwrap(), &opts, &mut out).unwrap();
+/// assert_eq!(end, End::Count);
+/// assert_eq!(out, b"pong received: 'ping'\n");
+/// assert_eq!((stats.received, stats.sent), (1, 1));
+/// # drop((ping, pong)); std::fs::remove_dir(&tmp).unwrap();
+/// ```
+pub fn serve(node: &Node, signals: &Signals, opts: &ServeOptions, out: &mut dyn Write) -> Result<(Stats, End)> {
+    let mut server = Server {
+        node,
+        signals,
+        opts,
+        out,
+        stats: Stats::default(),
+        me: Uid::effective().as_raw(),
+        peer: None,
+        dirty: false,
+        warnings: RateLimit::new(),
+    };
+    if let Some(peer) = &opts.send_first {
+        server.reply(peer.clone());
+    }
+    let mut buf = RecvBuf::new();
+    let end = server.run(&mut buf);
+    server.flush()?;
+    if end.is_ok() {
+        server.drain_queue(&mut buf);
+    }
+    end.map(|end| (server.stats, end))
+}
+
+struct Server<'a> {
+    node: &'a Node,
+    signals: &'a Signals,
+    opts: &'a ServeOptions,
+    out: &'a mut dyn Write,
+    stats: Stats,
+    me: u32,
+    /// The last destination, resolved once and reused while it stays the same.
+    peer: Option<Peer>,
+    dirty: bool,
+    warnings: RateLimit,
+}
+
+impl Server<'_> {
+    fn run(&mut self, buf: &mut RecvBuf) -> Result<End> {
+        let watchdog = self.opts.watchdog.zip(self.opts.notifier.clone());
+        let mut next_ping = Instant::now();
+        loop {
+            if self.opts.count.is_some_and(|count| self.stats.received >= count) {
+                return Ok(End::Count);
+            }
+            let mut timeout = if self.dirty { Some(FLUSH_AFTER) } else { None };
+            if let Some((every, notifier)) = &watchdog {
+                let now = Instant::now();
+                if now >= next_ping {
+                    if let Err(e) = notifier.notify("WATCHDOG=1") {
+                        log::warn!("{e}");
+                    }
+                    next_ping = now + *every;
+                }
+                timeout = Some(timeout.map_or(next_ping - now, |t| t.min(next_ping - now)));
+            }
+            let timeout = timeout.map_or(PollTimeout::NONE, |t| {
+                PollTimeout::try_from(t.as_millis().max(1) as u64).unwrap_or(PollTimeout::MAX)
+            });
+            let mut fds = [
+                PollFd::new(self.node.as_fd(), PollFlags::POLLIN),
+                PollFd::new(self.signals.fd(), PollFlags::POLLIN),
+            ];
+            let ready = match poll(&mut fds, timeout) {
+                Ok(n) => n,
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(Error::io("poll", self.node.name(), e)),
+            };
+            if ready == 0 {
+                self.flush()?;
+                continue;
+            }
+            let stop_ready = fds[1].any().unwrap_or(false);
+            let msg_ready = fds[0].any().unwrap_or(false);
+            if stop_ready {
+                self.signals.drain();
+                if let Some(stop) = self.signals.stop() {
+                    return Ok(End::Stop(stop));
+                }
+            }
+            if msg_ready {
+                self.receive_one(buf)?;
+            }
+        }
+    }
+
+    fn receive_one(&mut self, buf: &mut RecvBuf) -> Result<()> {
+        let target = match self.node.try_recv(buf) {
+            Ok(None) => return Ok(()),
+            Ok(Some(Datagram { payload, creds, .. })) => {
+                if !allowed(creds, self.me, &self.opts.allow_uids) {
+                    self.stats.dropped += 1;
+                    self.stats.refused += 1;
+                    let (uid, pid) = creds.map_or((-1, -1), |c| (i64::from(c.uid), i64::from(c.pid)));
+                    self.warnings.warn(format_args!(
+                        "refused a datagram from uid {uid} (pid {pid}): not an allowed user"
+                    ));
+                    return Ok(());
+                }
+                self.stats.received += 1;
+                if !self.opts.quiet {
+                    writeln!(self.out, "{} received: '{}'", self.node.name(), escape(payload))
+                        .map_err(|e| Error::io("write", "stdout", crate::dir::errno_of(&e)))?;
+                    self.dirty = true;
+                    if self.opts.line_buffered {
+                        self.flush()?;
+                    }
+                }
+                match (&self.opts.next, &self.peer) {
+                    (Some(next), _) => Ok(next.clone()),
+                    (None, Some(peer)) if peer.name().as_bytes() == payload => Ok(peer.name().clone()),
+                    (None, _) => Name::from_bytes(payload),
+                }
+            }
+            Err(e @ Error::Truncated { .. }) => {
+                self.stats.dropped += 1;
+                self.warnings.warn(format_args!("{e}; not answering"));
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        match target {
+            Ok(to) => self.reply(to),
+            Err(e) => {
+                self.stats.dropped += 1;
+                self.warnings.warn(format_args!("payload is not a node to answer ({e}); not answering"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends our name to `to`, after the interval; failures are counted and
+    /// logged, never fatal.
+    fn reply(&mut self, to: Name) {
+        if !self.opts.interval.is_zero() && !self.pause() {
+            self.stats.dropped += 1;
+            return;
+        }
+        let peer = match &self.peer {
+            Some(peer) if *peer.name() == to => Ok(peer),
+            _ => self.node.peer(&to).map(|peer| &*self.peer.insert(peer)),
+        };
+        match peer.and_then(|peer| self.node.send(peer, self.node.name().as_bytes())) {
+            Ok(()) => self.stats.sent += 1,
+            Err(e) => {
+                self.stats.dropped += 1;
+                self.warnings.warn(format_args!("{e}; dropping the reply"));
+            }
+        }
+    }
+
+    /// Waits the interval, waking early for a stop. Returns false on a stop.
+    fn pause(&mut self) -> bool {
+        if self.dirty && self.flush().is_err() {
+            return false;
+        }
+        let deadline = Instant::now() + self.opts.interval;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return true;
+            }
+            let mut fds = [PollFd::new(self.signals.fd(), PollFlags::POLLIN)];
+            let ms = PollTimeout::try_from(left.as_millis().max(1) as u64).unwrap_or(PollTimeout::MAX);
+            if let Ok(1) = poll(&mut fds, ms) {
+                if self.signals.stop().is_some() {
+                    return false;
+                }
+                self.signals.drain();
+            }
+        }
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.dirty = false;
+        self.out
+            .flush()
+            .map_err(|e| Error::io("write", "stdout", crate::dir::errno_of(&e)))
+    }
+
+    /// Counts what is still queued at shutdown as dropped. An adopted socket
+    /// is left alone: its queue outlives us and the next start answers it.
+    fn drain_queue(&mut self, buf: &mut RecvBuf) {
+        if self.node.is_adopted() {
+            return;
+        }
+        while let Ok(Some(_)) | Err(Error::Truncated { .. }) = self.node.try_recv(buf) {
+            self.stats.dropped += 1;
+        }
+    }
+}
+
+fn allowed(creds: Option<Credentials>, me: u32, extra: &[u32]) -> bool {
+    creds.is_some_and(|c| c.uid == me || c.uid == 0 || extra.contains(&c.uid))
+}

@@ -1,0 +1,210 @@
+//! Signals the self-pipe way, as in `just`'s `signals.rs`.
+//!
+//! A handler only records which signal came and writes one byte to a pipe;
+//! the main loop polls that pipe beside its socket and decides what to do.
+//! This is needed because signal-hook installs handlers with `SA_RESTART`: a
+//! blocking receive would never wake up for a signal flag alone.
+//!
+//! Terminating signals (SIGINT, SIGTERM, SIGHUP) are counted. After
+//! [`Signals::exit_on_repeat`], a second one exits at once from inside the
+//! handler: it removes the given files (`unlink` is async-signal-safe) and
+//! calls `_exit(128 + signal)`, for a process that is stuck somewhere the
+//! main loop cannot notice, such as a write to a stalled terminal.
+
+use std::ffi::CString;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use nix::fcntl::OFlag;
+use nix::sys::signal::Signal;
+use signal_hook::SigId;
+
+use crate::error::{Error, Result};
+
+/// The signals that ask a piper process to stop.
+pub const TERMINATING: [Signal; 3] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP];
+
+/// Why a process was asked to stop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// A terminating signal arrived.
+    Signal(Signal),
+    /// [`Trigger::fire`] was called (tests, embedding code).
+    Requested,
+}
+
+/// A set of watched signals and the pipe that reports them.
+///
+/// ```
+/// use nix::poll::{poll, PollFd, PollFlags};
+/// use piper_core::{Signals, Stop};
+///
+/// let signals = Signals::new().unwrap();
+/// assert_eq!(signals.stop(), None);
+/// signals.trigger().fire();
+/// let mut fds = [PollFd::new(signals.fd(), PollFlags::POLLIN)];
+/// assert_eq!(poll(&mut fds, 1000u16).unwrap(), 1);
+/// signals.drain();
+/// assert_eq!(signals.stop(), Some(Stop::Requested));
+/// ```
+#[derive(Debug)]
+pub struct Signals {
+    shared: Arc<Shared>,
+    read: OwnedFd,
+    ids: Vec<SigId>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    write: OwnedFd,
+    /// One bit per signal number that arrived since the last `drain`.
+    pending: AtomicU64,
+    /// How many stop requests arrived.
+    stops: AtomicUsize,
+    /// The first stop request: a signal number, or 0 for a trigger.
+    first: AtomicI32,
+    /// Files to remove when a repeated terminating signal exits at once.
+    emergency: OnceLock<Vec<CString>>,
+}
+
+impl Shared {
+    fn wake(&self) {
+        // The pipe is non-blocking: when it is full, a wake-up is pending anyway.
+        let _ = nix::unistd::write(&self.write, &[1]);
+    }
+
+    /// Async-signal-safe: atomics, write, unlink and _exit only.
+    fn on_stop(&self, signo: i32) {
+        let before = self.stops.fetch_add(1, Ordering::SeqCst);
+        if before == 0 {
+            self.first.store(signo, Ordering::SeqCst);
+        } else if signo != 0 {
+            if let Some(paths) = self.emergency.get() {
+                for path in paths {
+                    let _ = nix::unistd::unlink(path.as_c_str());
+                }
+                signal_hook::low_level::exit(128 + signo);
+            }
+        }
+        self.wake();
+    }
+}
+
+impl Signals {
+    /// A new set that watches nothing yet.
+    pub fn new() -> Result<Signals> {
+        let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
+            .map_err(|e| Error::io("create", "the signal pipe", e))?;
+        Ok(Signals {
+            shared: Arc::new(Shared {
+                write,
+                pending: AtomicU64::new(0),
+                stops: AtomicUsize::new(0),
+                first: AtomicI32::new(-1),
+                emergency: OnceLock::new(),
+            }),
+            read,
+            ids: Vec::new(),
+        })
+    }
+
+    /// Watches the [`TERMINATING`] signals as stop requests.
+    pub fn terminating() -> Result<Signals> {
+        let mut signals = Signals::new()?;
+        for sig in TERMINATING {
+            signals.watch(sig, true)?;
+        }
+        Ok(signals)
+    }
+
+    /// Watches `sig`. A `stop` signal counts as a stop request; any other is
+    /// only reported by [`Signals::drain`].
+    pub fn watch(&mut self, sig: Signal, stop: bool) -> Result<()> {
+        let shared = Arc::clone(&self.shared);
+        let signo = sig as i32;
+        let handler = move || {
+            shared.pending.fetch_or(1u64 << signo, Ordering::SeqCst);
+            if stop {
+                shared.on_stop(signo);
+            } else {
+                shared.wake();
+            }
+        };
+        // SAFETY: the handler is async-signal-safe: it touches only atomics
+        // and a `OnceLock` that is already initialised when read (`get` is an
+        // atomic load), and calls only write(2), unlink(2) and _exit(2).
+        let id = unsafe { signal_hook::low_level::register(signo, handler) }
+            .map_err(|e| Error::io("install a handler for", sig.as_str(), errno_of_io(&e)))?;
+        self.ids.push(id);
+        Ok(())
+    }
+
+    /// Arms the emergency exit: from now on, a second terminating signal
+    /// removes `paths` and exits at once with 128 + signal.
+    pub fn exit_on_repeat(&self, paths: &[PathBuf]) {
+        let paths = paths
+            .iter()
+            .filter_map(|p| CString::new(p.as_os_str().as_bytes()).ok())
+            .collect();
+        let _ = self.shared.emergency.set(paths);
+    }
+
+    /// A handle that requests a stop from anywhere, as a signal would.
+    pub fn trigger(&self) -> Trigger {
+        Trigger(Arc::clone(&self.shared))
+    }
+
+    /// The descriptor to poll for readability.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.read.as_fd()
+    }
+
+    /// Empties the pipe and returns the signals that arrived since the last
+    /// call, as a bit per signal number.
+    pub fn drain(&self) -> u64 {
+        let mut sink = [0u8; 64];
+        while matches!(nix::unistd::read(&self.read, &mut sink), Ok(n) if n > 0) {}
+        self.shared.pending.swap(0, Ordering::SeqCst)
+    }
+
+    /// The first stop request, if any came.
+    pub fn stop(&self) -> Option<Stop> {
+        match self.shared.first.load(Ordering::SeqCst) {
+            -1 => None,
+            0 => Some(Stop::Requested),
+            signo => Signal::try_from(signo).ok().map(Stop::Signal),
+        }
+    }
+
+    /// How many stop requests arrived.
+    pub fn stops(&self) -> usize {
+        self.shared.stops.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Signals {
+    fn drop(&mut self) {
+        for id in self.ids.drain(..) {
+            signal_hook::low_level::unregister(id);
+        }
+    }
+}
+
+/// Requests a stop of the loop that owns the [`Signals`]; see
+/// [`Signals::trigger`].
+#[derive(Clone, Debug)]
+pub struct Trigger(Arc<Shared>);
+
+impl Trigger {
+    /// Requests the stop.
+    pub fn fire(&self) {
+        self.0.on_stop(0);
+    }
+}
+
+fn errno_of_io(e: &std::io::Error) -> nix::errno::Errno {
+    crate::dir::errno_of(e)
+}

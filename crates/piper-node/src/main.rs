@@ -1,0 +1,215 @@
+//! piper-node: one piper node per OS process.
+//!
+//! Thin by design: it parses the command line, binds (or adopts) the node,
+//! runs `piper_core::serve`, and maps the outcome to an exit code.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use nix::sys::signal::Signal;
+use piper_core::serve::{serve, End, ServeOptions, Stats};
+use piper_core::{activation, claim, notify, Error, Liveness, Name, Namespace, Node, Signals, SocketDir, Stop};
+
+/// Exit codes; the README's table is generated from the same numbers.
+mod exit {
+    /// A normal end: `--count` reached, or SIGTERM/SIGHUP.
+    pub const OK: u8 = 0;
+    /// A runtime failure after start-up.
+    pub const FAILURE: u8 = 1;
+    /// A usage error or an invalid node name.
+    pub const USAGE: u8 = 2;
+    /// The name is owned by another live process.
+    pub const NAME_IN_USE: u8 = 3;
+    /// The socket directory, or a socket passed by the service manager, is unusable.
+    pub const ENVIRONMENT: u8 = 4;
+    /// Interrupted by SIGINT (128 + 2).
+    pub const INTERRUPTED: u8 = 130;
+}
+
+/// One piper node: prints every datagram it receives and answers with its own name.
+#[derive(Debug, Parser)]
+#[command(version, about, after_help = "Exit codes: 0 normal end (--count reached, SIGTERM, SIGHUP); \
+1 runtime failure; 2 usage error or invalid name; 3 name in use; \
+4 socket directory or passed socket unusable; 130 interrupted (SIGINT).")]
+struct Args {
+    /// The node's name: letters, digits, '.', '_' and '-'.
+    #[arg(required_unless_present = "list")]
+    name: Option<String>,
+    /// Socket directory [default: $PIPER_DIR, else $XDG_RUNTIME_DIR/piper, else /tmp/piper-$UID].
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// Send our name to PEER once after binding: starts the chain.
+    #[arg(long, value_name = "PEER")]
+    send: Option<String>,
+    /// Answer PEER instead of the node named by each payload (a ring).
+    #[arg(long, value_name = "PEER")]
+    next: Option<String>,
+    /// Exit 0 after receiving N messages.
+    #[arg(long, value_name = "N")]
+    count: Option<u64>,
+    /// Wait MS milliseconds before each reply.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    interval: u64,
+    /// Print no per-message lines.
+    #[arg(long)]
+    quiet: bool,
+    /// Also accept datagrams from this uid (repeatable); our own uid and root always are.
+    #[arg(long = "allow-uid", value_name = "UID")]
+    allow_uids: Vec<u32>,
+    /// Use Linux abstract addresses (@DIR/piper-NAME) instead of socket files.
+    #[arg(long = "abstract")]
+    abstract_ns: bool,
+    /// List the nodes in the socket directory: name, pid, live or stale.
+    #[arg(long, conflicts_with_all = ["send", "next", "count", "quiet"])]
+    list: bool,
+}
+
+/// A failure, with the exit code it maps to.
+struct Failure(u8, String);
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        let code = match e {
+            Error::InvalidName { .. } | Error::NameTooLong { .. } => exit::USAGE,
+            Error::NameInUse { .. } => exit::NAME_IN_USE,
+            Error::Dir { .. } | Error::InsecureDir { .. } | Error::Activation { .. } => exit::ENVIRONMENT,
+            _ => exit::FAILURE,
+        };
+        Failure(code, e.to_string())
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    init_logging(args.name.as_deref().unwrap_or("list"));
+    match run(args) {
+        Ok(code) => ExitCode::from(code),
+        Err(Failure(code, message)) => {
+            eprintln!("piper-node: error: {message}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn init_logging(name: &str) {
+    let name = name.to_string();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .format(move |buf, record| {
+            let level = record.level().as_str().to_ascii_lowercase();
+            writeln!(buf, "piper-node[{name}]: {level}: {}", record.args())
+        })
+        .init();
+}
+
+fn run(args: Args) -> Result<u8, Failure> {
+    let dir_path = SocketDir::resolve(args.dir.as_deref());
+    let dir = if args.abstract_ns {
+        SocketDir::open_abstract(&dir_path)?
+    } else {
+        SocketDir::open(&dir_path)?
+    };
+    if args.list {
+        return list(&dir);
+    }
+    let name = Name::new(args.name.as_deref().unwrap_or_default())?;
+    dir.socket_path(&name)?;
+    let peer = |p: &Option<String>| -> Result<Option<Name>, Failure> {
+        let name = p.as_deref().map(Name::new).transpose()?;
+        if let Some(name) = &name {
+            dir.socket_path(name)?;
+        }
+        Ok(name)
+    };
+    let notifier = notify::Notifier::from_env()
+        .map_err(|e| log::warn!("cannot notify the service manager: {e}"))
+        .ok()
+        .flatten()
+        .map(Arc::new);
+    let opts = ServeOptions {
+        send_first: peer(&args.send)?,
+        next: peer(&args.next)?,
+        count: args.count,
+        interval: Duration::from_millis(args.interval),
+        quiet: args.quiet,
+        line_buffered: std::io::stdout().is_terminal(),
+        allow_uids: args.allow_uids,
+        watchdog: notify::watchdog_interval().map(|every| every / 2),
+        notifier: notifier.clone(),
+    };
+
+    // Signals first: a Ctrl-C during bind is then seen by the loop, which
+    // returns at once and removes what bind made.
+    let signals = Signals::terminating()?;
+    let node = open_node(&dir, name)?;
+    signals.exit_on_repeat(&node.owned_paths());
+    if let Some(n) = &notifier {
+        n.notify("READY=1").unwrap_or_else(|e| log::warn!("{e}"));
+    }
+    let started = Instant::now();
+
+    let stdout = std::io::stdout();
+    let result = if opts.line_buffered {
+        serve(&node, &signals, &opts, &mut stdout.lock())
+    } else {
+        let mut out = std::io::BufWriter::with_capacity(64 * 1024, stdout.lock());
+        serve(&node, &signals, &opts, &mut out)
+    };
+    if let Some(n) = &notifier {
+        n.notify("STOPPING=1").unwrap_or_else(|e| log::warn!("{e}"));
+    }
+    drop(node);
+    let (stats, end) = result?;
+    summary(&args.name.unwrap_or_default(), &stats, started.elapsed());
+    Ok(match end {
+        End::Stop(Stop::Signal(Signal::SIGINT)) => exit::INTERRUPTED,
+        End::Count | End::Stop(_) => exit::OK,
+    })
+}
+
+/// Binds the node, or adopts the socket systemd passed for it.
+fn open_node(dir: &SocketDir, name: Name) -> Result<Node, Failure> {
+    let mut fds = activation::listen_fds()?;
+    if fds.is_empty() {
+        return Ok(Node::bind(dir, name)?);
+    }
+    let pick = fds
+        .iter()
+        .position(|f| f.name.as_deref() == Some(name.as_str()))
+        .or((fds.len() == 1).then_some(0))
+        .ok_or_else(|| Error::Activation {
+            reason: format!("{} sockets were passed and none is named '{name}' in LISTEN_FDNAMES", fds.len()),
+        })?;
+    let fd = fds.swap_remove(pick).fd;
+    log::info!("adopting the socket passed by the service manager");
+    Ok(Node::adopt(fd, dir, name)?)
+}
+
+fn summary(name: &str, stats: &Stats, elapsed: Duration) {
+    let secs = elapsed.as_secs_f64();
+    let rate = if secs > 0.0 { stats.received as f64 / secs } else { 0.0 };
+    eprintln!(
+        "piper-node[{name}]: received {}, sent {}, dropped {} (refused {}), elapsed {secs:.3}s, rate {rate:.0} msg/s",
+        stats.received, stats.sent, stats.dropped, stats.refused
+    );
+}
+
+fn list(dir: &SocketDir) -> Result<u8, Failure> {
+    if dir.namespace() == Namespace::Abstract {
+        return Err(Failure(exit::USAGE, "--list shows socket files; abstract nodes have none".into()));
+    }
+    let mut out = std::io::stdout().lock();
+    for entry in claim::list(dir)? {
+        let pid = entry.pid.map_or("-".to_string(), |p| p.to_string());
+        let state = match entry.liveness {
+            Liveness::Live => "live",
+            Liveness::Stale => "stale",
+            Liveness::Missing => continue,
+        };
+        let _ = writeln!(out, "{}\t{pid}\t{state}", entry.name);
+    }
+    Ok(exit::OK)
+}
