@@ -73,7 +73,9 @@ impl SocketDir {
             .mode(0o700)
             .create(path)
             .map_err(|e| Error::dir(path, "create", errno_of(&e)))?;
-        let path = path.canonicalize().map_err(|e| Error::dir(path, "resolve", errno_of(&e)))?;
+        let path = path
+            .canonicalize()
+            .map_err(|e| Error::dir(path, "resolve", errno_of(&e)))?;
         let meta = std::fs::metadata(&path).map_err(|e| Error::dir(&path, "read", errno_of(&e)))?;
         let sticky = meta.mode() & 0o1000 != 0;
         let me = Uid::effective().as_raw();
@@ -105,7 +107,11 @@ impl SocketDir {
     }
 
     fn checked(path: PathBuf, namespace: Namespace, sticky: bool) -> Result<SocketDir> {
-        let dir = SocketDir { path, namespace, sticky };
+        let dir = SocketDir {
+            path,
+            namespace,
+            sticky,
+        };
         if dir.max_name_len() == 0 {
             return Err(Error::InsecureDir {
                 dir: dir.path,
@@ -182,7 +188,9 @@ impl SocketDir {
         let full: &[u8] = match self.namespace {
             // A zero-length address (an unbound sender) must not reach path():
             // nix panics on it.
-            _ if nix::sys::socket::SockaddrLike::len(addr) as usize <= std::mem::size_of::<nix::libc::sa_family_t>() => {
+            _ if nix::sys::socket::SockaddrLike::len(addr) as usize
+                <= std::mem::size_of::<nix::libc::sa_family_t>() =>
+            {
                 return None
             }
             Namespace::Filesystem => addr.path()?.as_os_str().as_bytes(),

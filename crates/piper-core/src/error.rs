@@ -131,14 +131,25 @@ impl fmt::Display for Error {
                 dir.display()
             ),
             Error::Dir { dir, action, source } => {
-                write!(f, "cannot {action} socket directory {}: {}", dir.display(), source.desc())
+                write!(
+                    f,
+                    "cannot {action} socket directory {}: {}",
+                    dir.display(),
+                    source.desc()
+                )
             }
             Error::InsecureDir { dir, reason } => {
                 write!(f, "refusing socket directory {}: {reason}", dir.display())
             }
             Error::NameInUse { name, address, pid } => match pid {
-                Some(pid) => write!(f, "name in use: node '{name}' is already running as pid {pid} ({address})"),
-                None => write!(f, "name in use: node '{name}' is already bound by another process ({address})"),
+                Some(pid) => write!(
+                    f,
+                    "name in use: node '{name}' is already running as pid {pid} ({address})"
+                ),
+                None => write!(
+                    f,
+                    "name in use: node '{name}' is already bound by another process ({address})"
+                ),
             },
             Error::PeerNotFound { peer } => write!(f, "peer '{peer}' not found: no such node"),
             Error::PeerGone { peer } => write!(f, "peer '{peer}' is gone: its socket is stale"),

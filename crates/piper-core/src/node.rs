@@ -16,9 +16,8 @@ use std::time::Duration;
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::sys::socket::{
-    bind, getsockname, getsockopt, recvmsg, sendto, setsockopt, socket, sockopt, AddressFamily,
-    ControlMessageOwned, MsgFlags, SockFlag, SockType, SockaddrLike, SockaddrStorage, UnixAddr,
-    UnixCredentials,
+    bind, getsockname, getsockopt, recvmsg, sendto, setsockopt, socket, sockopt, AddressFamily, ControlMessageOwned,
+    MsgFlags, SockFlag, SockType, SockaddrLike, SockaddrStorage, UnixAddr, UnixCredentials,
 };
 use nix::sys::time::TimeVal;
 
@@ -194,10 +193,9 @@ impl Node {
     /// SOCK_DGRAM`; its file, if any, is left for its binder to remove.
     pub fn adopt(fd: OwnedFd, dir: &SocketDir, name: Name) -> Result<Node> {
         let raw = fd.as_raw_fd();
-        let kind = getsockopt(&fd, sockopt::SockType)
-            .map_err(|e| Error::Activation {
-                reason: format!("fd {raw} is not a socket ({})", e.desc()),
-            })?;
+        let kind = getsockopt(&fd, sockopt::SockType).map_err(|e| Error::Activation {
+            reason: format!("fd {raw} is not a socket ({})", e.desc()),
+        })?;
         let local = getsockname::<SockaddrStorage>(raw).map_err(|e| Error::io("inspect fd", raw, e))?;
         if local.family() != Some(AddressFamily::Unix) || kind != SockType::Datagram {
             return Err(Error::Activation {
@@ -287,7 +285,9 @@ impl Node {
     /// Takes the next datagram if one is queued, without waiting.
     pub fn try_recv<'a>(&self, buf: &'a mut RecvBuf) -> Result<Option<Datagram<'a>>> {
         match self.receive(buf, MsgFlags::MSG_DONTWAIT) {
-            Err(Error::Io { source: Errno::EAGAIN, .. }) => Ok(None),
+            Err(Error::Io {
+                source: Errno::EAGAIN, ..
+            }) => Ok(None),
             r => r.map(Some),
         }
     }
@@ -364,7 +364,7 @@ fn configure(fd: &OwnedFd) -> Result<()> {
 
 /// Bounds a blocking send. A socket with a timeout also makes a send that a
 /// signal interrupts fail with EINTR instead of restarting (signal(7)).
-fn set_send_timeout(fd: &OwnedFd, timeout: Duration) -> nix::Result<()> {
+pub(crate) fn set_send_timeout(fd: &OwnedFd, timeout: Duration) -> nix::Result<()> {
     let tv = TimeVal::new(timeout.as_secs() as _, timeout.subsec_micros() as _);
     setsockopt(fd, sockopt::SendTimeout, &tv)
 }

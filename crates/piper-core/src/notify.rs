@@ -7,10 +7,13 @@
 //! the datagram's credentials. The `sd-notify` crate cannot reach `@`
 //! sockets, hence this small module.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::time::Duration;
 
-use nix::sys::socket::{sendto, socket, AddressFamily, MsgFlags, SockFlag, SockType, UnixAddr};
+use nix::sys::socket::{
+    bind, recvmsg, sendto, setsockopt, socket, sockopt, AddressFamily, ControlMessageOwned, MsgFlags, SockFlag,
+    SockType, UnixAddr, UnixCredentials,
+};
 
 use crate::error::{Error, Result};
 
@@ -57,6 +60,9 @@ impl Notifier {
         }
         .map_err(|e| Error::io("use NOTIFY_SOCKET", socket, e))?;
         let fd = socket_fd().map_err(|e| Error::io("create a socket for", socket, e))?;
+        // A manager that stopped reading must not hang us forever.
+        crate::node::set_send_timeout(&fd, Duration::from_secs(1))
+            .map_err(|e| Error::io("configure a socket for", socket, e))?;
         Ok(Notifier {
             fd,
             addr,
@@ -66,9 +72,14 @@ impl Notifier {
 
     /// Sends one state message, such as `READY=1`.
     pub fn notify(&self, state: &str) -> Result<()> {
-        sendto(self.fd.as_raw_fd(), state.as_bytes(), &self.addr, MsgFlags::MSG_NOSIGNAL)
-            .map(drop)
-            .map_err(|e| Error::io("notify", &self.socket, e))
+        sendto(
+            self.fd.as_raw_fd(),
+            state.as_bytes(),
+            &self.addr,
+            MsgFlags::MSG_NOSIGNAL,
+        )
+        .map(drop)
+        .map_err(|e| Error::io("notify", &self.socket, e))
     }
 }
 
@@ -86,4 +97,73 @@ pub fn watchdog_interval() -> Option<Duration> {
     }
     let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
     (usec > 0).then(|| Duration::from_micros(usec))
+}
+
+/// The manager's side: a socket that children find through `$NOTIFY_SOCKET`.
+/// It reports each message with the sender's pid, from its credentials.
+///
+/// ```
+/// use piper_core::notify::{Listener, Notifier};
+///
+/// let listener = Listener::bind_abstract(&format!("piper-doc/{}", std::process::id())).unwrap();
+/// Notifier::new(listener.address()).unwrap().notify("READY=1").unwrap();
+/// let (pid, state) = listener.try_recv().unwrap().unwrap();
+/// assert_eq!((pid, state.as_str()), (std::process::id() as i32, "READY=1"));
+/// ```
+#[derive(Debug)]
+pub struct Listener {
+    fd: OwnedFd,
+    address: String,
+}
+
+impl Listener {
+    /// Binds the abstract address `@name`. Nothing is created on disk, and the
+    /// address vanishes with the process, however it dies.
+    pub fn bind_abstract(name: &str) -> Result<Listener> {
+        let address = format!("@{name}");
+        let fd = socket(
+            AddressFamily::Unix,
+            SockType::Datagram,
+            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+            None,
+        )
+        .map_err(|e| Error::io("create", &address, e))?;
+        let addr = UnixAddr::new_abstract(name.as_bytes()).map_err(|e| Error::io("bind", &address, e))?;
+        bind(fd.as_raw_fd(), &addr).map_err(|e| Error::io("bind", &address, e))?;
+        setsockopt(&fd, sockopt::PassCred, &true).map_err(|e| Error::io("configure", &address, e))?;
+        Ok(Listener { fd, address })
+    }
+
+    /// The value for `$NOTIFY_SOCKET`.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// The next message and its sender's pid, if one is queued.
+    pub fn try_recv(&self) -> Result<Option<(i32, String)>> {
+        let mut data = [0u8; 4096];
+        let mut cmsg = nix::cmsg_space!(UnixCredentials);
+        let mut iov = [std::io::IoSliceMut::new(&mut data)];
+        let msg = match recvmsg::<()>(self.fd.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::MSG_DONTWAIT) {
+            Err(nix::errno::Errno::EAGAIN) => return Ok(None),
+            r => r.map_err(|e| Error::io("receive on", &self.address, e))?,
+        };
+        let pid = msg.cmsgs().ok().and_then(|mut c| {
+            c.find_map(|c| match c {
+                ControlMessageOwned::ScmCredentials(c) => Some(c.pid()),
+                _ => None,
+            })
+        });
+        let len = msg.bytes.min(data.len());
+        Ok(Some((
+            pid.unwrap_or(0),
+            String::from_utf8_lossy(&data[..len]).into_owned(),
+        )))
+    }
+}
+
+impl AsFd for Listener {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
 }

@@ -93,7 +93,10 @@ impl RateLimit {
             if self.held > 0 {
                 log::warn!("{} similar warnings suppressed", self.held);
             }
-            *self = RateLimit { window: now, ..RateLimit::new() };
+            *self = RateLimit {
+                window: now,
+                ..RateLimit::new()
+            };
         }
         if self.shown < Self::PER_SECOND {
             self.shown += 1;
@@ -250,7 +253,8 @@ impl Server<'_> {
             Ok(to) => self.reply(to),
             Err(e) => {
                 self.stats.dropped += 1;
-                self.warnings.warn(format_args!("payload is not a node to answer ({e}); not answering"));
+                self.warnings
+                    .warn(format_args!("payload is not a node to answer ({e}); not answering"));
             }
         }
         Ok(())

@@ -32,9 +32,13 @@ mod exit {
 
 /// One piper node: prints every datagram it receives and answers with its own name.
 #[derive(Debug, Parser)]
-#[command(version, about, after_help = "Exit codes: 0 normal end (--count reached, SIGTERM, SIGHUP); \
+#[command(
+    version,
+    about,
+    after_help = "Exit codes: 0 normal end (--count reached, SIGTERM, SIGHUP); \
 1 runtime failure; 2 usage error or invalid name; 3 name in use; \
-4 socket directory or passed socket unusable; 130 interrupted (SIGINT).")]
+4 socket directory or passed socket unusable; 130 interrupted (SIGINT)."
+)]
 struct Args {
     /// The node's name: letters, digits, '.', '_' and '-'.
     #[arg(required_unless_present = "list")]
@@ -181,7 +185,10 @@ fn open_node(dir: &SocketDir, name: Name) -> Result<Node, Failure> {
         .position(|f| f.name.as_deref() == Some(name.as_str()))
         .or((fds.len() == 1).then_some(0))
         .ok_or_else(|| Error::Activation {
-            reason: format!("{} sockets were passed and none is named '{name}' in LISTEN_FDNAMES", fds.len()),
+            reason: format!(
+                "{} sockets were passed and none is named '{name}' in LISTEN_FDNAMES",
+                fds.len()
+            ),
         })?;
     let fd = fds.swap_remove(pick).fd;
     log::info!("adopting the socket passed by the service manager");
@@ -199,7 +206,10 @@ fn summary(name: &str, stats: &Stats, elapsed: Duration) {
 
 fn list(dir: &SocketDir) -> Result<u8, Failure> {
     if dir.namespace() == Namespace::Abstract {
-        return Err(Failure(exit::USAGE, "--list shows socket files; abstract nodes have none".into()));
+        return Err(Failure(
+            exit::USAGE,
+            "--list shows socket files; abstract nodes have none".into(),
+        ));
     }
     let mut out = std::io::stdout().lock();
     for entry in claim::list(dir)? {

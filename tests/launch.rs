@@ -1,0 +1,267 @@
+//! piper-launch as a process: rings, readiness, teardown by signals.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+use piper_tests::{bin, wait_until, Dir, Proc, PROMPT};
+
+fn launch(dir: &Dir, args: &[&str]) -> Proc {
+    let mut cmd = Command::new(bin("piper-launch"));
+    cmd.arg("--dir").arg(dir.path()).args(args);
+    Proc::spawn(dir, "launch", cmd)
+}
+
+/// The pid a live node wrote into its lock file, once it has.
+fn node_pid(dir: &Dir, name: &str) -> Pid {
+    let path = dir.join(&format!(".piper-{name}.lock"));
+    let mut pid = None;
+    let found = wait_until(PROMPT, || {
+        pid = std::fs::read_to_string(&path).ok().and_then(|s| s.trim().parse().ok());
+        pid.is_some()
+    });
+    assert!(found, "node {name} never started\n{}", dir.report());
+    Pid::from_raw(pid.unwrap())
+}
+
+/// Waits until the launcher says the ring is ready.
+fn wait_ready(dir: &Dir, launcher: &Proc) {
+    assert!(
+        wait_until(PROMPT, || launcher.stderr().contains("nodes ready in")),
+        "{}",
+        dir.report()
+    );
+}
+
+fn assert_all_gone(dir: &Dir, bound: Duration) {
+    assert_eq!(
+        dir.wait_no_processes(bound),
+        Vec::<i32>::new(),
+        "processes left\n{}",
+        dir.report()
+    );
+    assert!(
+        wait_until(bound, || dir.entries().is_empty()),
+        "files left\n{}",
+        dir.report()
+    );
+}
+
+fn fake_node() -> String {
+    concat!(env!("CARGO_MANIFEST_DIR"), "/fake/node.py").to_string()
+}
+
+#[test]
+fn ping_pong_through_the_launcher_with_exact_counts() {
+    let dir = Dir::new("launch-pingpong");
+    let mut launcher = launch(&dir, &["--nodes", "ping,pong", "--count", "300"]);
+    assert_eq!(launcher.code(PROMPT), Some(0), "{}", dir.report());
+    let lines = launcher.lines();
+    assert_eq!(lines.len(), 300, "{}", dir.report());
+    assert!(lines.iter().all(|l| l == "pong received: 'ping'"), "{}", dir.report());
+    assert!(
+        launcher.stderr().contains("piper-node[pong]: received 300, sent 300"),
+        "{}",
+        dir.report()
+    );
+    assert_all_gone(&dir, Duration::ZERO);
+}
+
+#[test]
+fn kill_9_of_the_foreground_tears_down_with_137() {
+    let dir = Dir::new("launch-kill-fg");
+    let mut launcher = launch(&dir, &["--nodes", "ping,pong", "--interval", "5"]);
+    wait_ready(&dir, &launcher);
+    let (_ping, pong) = (node_pid(&dir, "ping"), node_pid(&dir, "pong"));
+    let killed = Instant::now();
+    nix::sys::signal::kill(pong, Signal::SIGKILL).unwrap();
+    assert_eq!(launcher.code(PROMPT), Some(137), "{}", dir.report());
+    assert!(
+        killed.elapsed() < Duration::from_secs(5),
+        "exit must come within the grace period"
+    );
+    assert!(
+        launcher.stderr().contains("removed 1 stale sockets"),
+        "{}",
+        dir.report()
+    );
+    assert_all_gone(&dir, Duration::ZERO);
+}
+
+#[test]
+fn kill_9_of_the_launcher_leaves_no_node_behind() {
+    let dir = Dir::new("launch-kill-launcher");
+    let mut launcher = launch(&dir, &["--nodes", "a,b,c", "--interval", "5"]);
+    wait_ready(&dir, &launcher);
+    let pids = ["a", "b", "c"].map(|n| node_pid(&dir, n));
+    launcher.signal(Signal::SIGKILL);
+    assert_eq!(launcher.code(PROMPT), Some(137));
+    let all_gone = || pids.iter().all(|&p| !piper_tests::running(p));
+    assert!(wait_until(Duration::from_secs(1), all_gone), "{}", dir.report());
+    // PR_SET_PDEATHSIG sent SIGTERM, so the nodes removed their own files.
+    assert_all_gone(&dir, Duration::from_secs(1));
+}
+
+#[test]
+fn sigint_to_the_launcher_exits_130_and_everything_goes() {
+    let dir = Dir::new("launch-sigint");
+    let mut launcher = launch(&dir, &["--nodes", "ping,pong", "--interval", "5"]);
+    wait_ready(&dir, &launcher);
+    node_pid(&dir, "ping");
+    launcher.signal(Signal::SIGINT);
+    assert_eq!(launcher.code(PROMPT), Some(130), "{}", dir.report());
+    assert_all_gone(&dir, Duration::ZERO);
+}
+
+#[test]
+fn a_node_that_ignores_sigterm_is_killed_after_the_grace_period() {
+    let dir = Dir::new("launch-grace");
+    let mut cmd = Command::new(bin("piper-launch"));
+    cmd.arg("--dir")
+        .arg(dir.path())
+        .args(["--nodes", "a,b", "--grace", "0.5", "--node-bin", &fake_node()]);
+    cmd.env("FAKE_MODE", "ignore-term");
+    let mut launcher = Proc::spawn(&dir, "launch", cmd);
+    wait_ready(&dir, &launcher);
+    let sent = Instant::now();
+    launcher.signal(Signal::SIGTERM);
+    assert_eq!(launcher.code(PROMPT), Some(143), "{}", dir.report());
+    let took = sent.elapsed();
+    assert!(
+        took >= Duration::from_millis(500) && took < Duration::from_secs(3),
+        "took {took:?}"
+    );
+    assert!(
+        launcher.stderr().contains("node 'a' ignored SIGTERM; sending SIGKILL"),
+        "{}",
+        dir.report()
+    );
+    assert_all_gone(&dir, Duration::ZERO);
+}
+
+#[test]
+fn a_second_sigint_skips_the_grace_period() {
+    let dir = Dir::new("launch-second");
+    let mut cmd = Command::new(bin("piper-launch"));
+    cmd.arg("--dir")
+        .arg(dir.path())
+        .args(["--nodes", "a,b", "--grace", "30", "--node-bin", &fake_node()]);
+    cmd.env("FAKE_MODE", "ignore-term");
+    let mut launcher = Proc::spawn(&dir, "launch", cmd);
+    wait_ready(&dir, &launcher);
+    launcher.signal(Signal::SIGINT);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(launcher.code(Duration::ZERO), None, "still in its grace period");
+    launcher.signal(Signal::SIGINT);
+    assert_eq!(launcher.code(Duration::from_secs(3)), Some(130), "{}", dir.report());
+    assert_all_gone(&dir, Duration::ZERO);
+}
+
+#[test]
+fn a_200_node_ring_runs_and_tears_down_cleanly() {
+    let dir = Dir::new("launch-200");
+    let mut launcher = launch(&dir, &["--nodes", "200", "--count", "200", "--quiet"]);
+    assert_eq!(launcher.code(Duration::from_secs(120)), Some(0), "{}", dir.report());
+    let err = launcher.stderr();
+    assert!(err.contains("200 nodes ready in"), "{err}");
+    assert!(err.contains("piper-node[node200]: received 200, sent 200"), "{err}");
+    assert!(err.contains("tore down 199 nodes"), "{err}");
+    assert_eq!(launcher.stdout(), "", "--quiet prints no message lines");
+    assert_all_gone(&dir, Duration::ZERO);
+}
+
+#[test]
+fn a_missing_node_binary_is_a_clear_error() {
+    let dir = Dir::new("launch-missing");
+    let mut launcher = launch(&dir, &["--nodes", "a,b", "--node-bin", "/nonexistent/piper-node"]);
+    assert_eq!(launcher.code(PROMPT), Some(127));
+    assert_eq!(
+        launcher.stderr(),
+        "piper-launch: error: --node-bin /nonexistent/piper-node is not an executable file; \
+         build it with `cargo build --release` or pass --node-bin PATH\n"
+    );
+    // A launcher alone in a directory, with nothing on PATH.
+    let alone = dir.join("aux-bin");
+    std::fs::create_dir(&alone).unwrap();
+    std::fs::copy(bin("piper-launch"), alone.join("piper-launch")).unwrap();
+    let mut cmd = Command::new(alone.join("piper-launch"));
+    cmd.arg("--dir")
+        .arg(dir.path())
+        .args(["--nodes", "a,b"])
+        .env("PATH", "/nonexistent");
+    let mut launcher = Proc::spawn(&dir, "alone", cmd);
+    assert_eq!(launcher.code(PROMPT), Some(127));
+    let err = launcher.stderr();
+    assert!(
+        err.contains(&format!(
+            "piper-node not found: looked at {}/piper-node and on PATH",
+            alone.display()
+        )),
+        "{err}"
+    );
+    assert_all_gone(&dir, Duration::ZERO);
+}
+
+#[test]
+fn the_ready_timeout_names_the_late_node_and_tears_down() {
+    let dir = Dir::new("launch-timeout");
+    let mut cmd = Command::new(bin("piper-launch"));
+    cmd.arg("--dir")
+        .arg(dir.path())
+        .args(["--nodes", "slow", "--ready-timeout", "0.5", "--node-bin", &fake_node()]);
+    cmd.env("FAKE_MODE", "never-ready");
+    let mut launcher = Proc::spawn(&dir, "launch", cmd);
+    assert_eq!(launcher.code(PROMPT), Some(1), "{}", dir.report());
+    let err = launcher.stderr();
+    assert!(
+        err.contains("error: node 'slow' not ready after --ready-timeout 0.5s"),
+        "{err}"
+    );
+    assert_all_gone(&dir, Duration::ZERO);
+}
+
+#[test]
+fn a_node_that_fails_to_start_is_named_and_everything_goes() {
+    let dir = Dir::new("launch-inuse");
+    // Someone already holds "pong".
+    let squatter = std::os::unix::net::UnixDatagram::bind(dir.join("piper-pong")).unwrap();
+    let mut launcher = launch(&dir, &["--nodes", "ping,pong", "--foreground", "ping"]);
+    assert_eq!(launcher.code(PROMPT), Some(1), "{}", dir.report());
+    let err = launcher.stderr();
+    assert!(err.contains("node 'pong' (pid"), "{err}");
+    assert!(err.contains("exited with status 3 before the ring was ready"), "{err}");
+    drop(squatter);
+    std::fs::remove_file(dir.join("piper-pong")).unwrap();
+    assert_all_gone(&dir, Duration::ZERO);
+}
+
+#[test]
+fn a_background_death_is_reported_and_fail_fast_ends_the_run() {
+    for fail_fast in [false, true] {
+        let dir = Dir::new("launch-bg");
+        let mut args = vec!["--nodes", "a,b,c", "--interval", "5"];
+        if fail_fast {
+            args.push("--fail-fast");
+        }
+        let mut launcher = launch(&dir, &args);
+        wait_ready(&dir, &launcher);
+        nix::sys::signal::kill(node_pid(&dir, "b"), Signal::SIGKILL).unwrap();
+        let reported = "node 'b' (pid";
+        assert!(
+            wait_until(PROMPT, || launcher.stderr().contains(reported)),
+            "{}",
+            dir.report()
+        );
+        assert!(launcher.stderr().contains("was killed by SIGKILL"), "{}", dir.report());
+        if fail_fast {
+            assert_eq!(launcher.code(PROMPT), Some(1), "{}", dir.report());
+        } else {
+            std::thread::sleep(Duration::from_millis(100));
+            assert_eq!(launcher.code(Duration::ZERO), None, "the run continues");
+            launcher.signal(Signal::SIGTERM);
+            assert_eq!(launcher.code(PROMPT), Some(143), "{}", dir.report());
+        }
+        assert_all_gone(&dir, Duration::ZERO);
+    }
+}

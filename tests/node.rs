@@ -1,0 +1,361 @@
+//! piper-node as a process: the seed's protocol, signals, names, bad input.
+
+use std::os::unix::net::UnixDatagram;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use piper_tests::{node_cmd, start_node, wait_until, Dir, Proc, Ready, PROMPT};
+
+/// received, sent, dropped and refused from a node's summary line.
+fn summary(stderr: &str) -> [u64; 4] {
+    let line = stderr
+        .lines()
+        .find(|l| l.contains(": received "))
+        .expect("a summary line");
+    let mut numbers = line
+        .split([' ', ','])
+        .filter_map(|w| w.trim_end_matches(')').parse::<u64>().ok());
+    [(); 4].map(|()| numbers.next().expect("four counts"))
+}
+
+fn count_lines(lines: &[String], line: &str) -> usize {
+    lines.iter().filter(|l| *l == line).count()
+}
+
+#[test]
+fn ping_pong_exact_counts_and_clean_exit() {
+    let dir = Dir::new("pingpong");
+    let mut ready = Ready::new();
+    let mut pong = start_node(&dir, &mut ready, "pong", "pong", &["--count", "500"]);
+    let mut ping = Proc::spawn(
+        &dir,
+        "ping",
+        node_cmd(&dir, "ping", &["--send", "pong", "--count", "500"]),
+    );
+    assert_eq!(pong.code(PROMPT), Some(0), "{}", dir.report());
+    assert_eq!(ping.code(PROMPT), Some(0), "{}", dir.report());
+    let (pong_lines, ping_lines) = (pong.lines(), ping.lines());
+    assert_eq!(pong_lines.len(), 500, "{}", dir.report());
+    assert_eq!(count_lines(&pong_lines, "pong received: 'ping'"), 500);
+    assert_eq!(ping_lines.len(), 500, "{}", dir.report());
+    assert_eq!(count_lines(&ping_lines, "ping received: 'pong'"), 500);
+    // ping sent its first message plus 500 replies; the last finds pong
+    // either gone (dropped by ping) or exiting (dropped by pong).
+    let (pong_stats, ping_stats) = (summary(&pong.stderr()), summary(&ping.stderr()));
+    assert_eq!((pong_stats[0], pong_stats[1]), (500, 500), "{}", dir.report());
+    assert_eq!(
+        (ping_stats[0], ping_stats[1] + ping_stats[2]),
+        (500, 501),
+        "{}",
+        dir.report()
+    );
+    assert_eq!(ping_stats[2] + pong_stats[2], 1, "{}", dir.report());
+    assert_eq!(dir.entries(), Vec::<String>::new(), "sockets and locks must be gone");
+}
+
+#[test]
+fn sigint_and_sigterm_exit_fast_and_remove_the_socket() {
+    for (sig, code) in [(Signal::SIGINT, 130), (Signal::SIGTERM, 0), (Signal::SIGHUP, 0)] {
+        let dir = Dir::new("signals");
+        let mut ready = Ready::new();
+        let mut node = start_node(&dir, &mut ready, "n", "n", &[]);
+        assert_eq!(dir.entries(), [".piper-n.lock", "piper-n"]);
+        let sent = Instant::now();
+        node.signal(sig);
+        let status = node.code(PROMPT);
+        let took = sent.elapsed();
+        assert_eq!(status, Some(code), "{sig}: {}", dir.report());
+        assert!(took < Duration::from_millis(100), "{sig}: exit took {took:?}");
+        assert!(ready.wait(node.pid(), "STOPPING=1", PROMPT), "{sig}: no STOPPING=1");
+        assert!(
+            node.stderr().contains("received 0, sent 0"),
+            "{sig}: no summary\n{}",
+            dir.report()
+        );
+        assert_eq!(dir.entries(), Vec::<String>::new(), "{sig}: files left");
+    }
+}
+
+#[test]
+fn kill_9_then_the_same_name_starts_again() {
+    let dir = Dir::new("kill9");
+    let mut ready = Ready::new();
+    let mut first = start_node(&dir, &mut ready, "first", "x", &[]);
+    first.signal(Signal::SIGKILL);
+    assert_eq!(first.code(PROMPT), Some(137));
+    // kill -9 leaves the socket file behind: stale.
+    assert_eq!(dir.entries(), [".piper-x.lock", "piper-x"]);
+    let mut second = start_node(&dir, &mut ready, "second", "x", &[]);
+    let out = Command::new(piper_tests::bin("piper-node"))
+        .args(["--list", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("x\t{}\tlive\n", second.pid())
+    );
+    second.signal(Signal::SIGTERM);
+    assert_eq!(second.code(PROMPT), Some(0), "{}", dir.report());
+    assert_eq!(dir.entries(), Vec::<String>::new());
+}
+
+#[test]
+fn simultaneous_binds_of_one_name_have_exactly_one_winner() {
+    let dir = Dir::new("race");
+    for round in 0..10 {
+        let mut ready = Ready::new();
+        let mut contenders: Vec<Proc> = (0..4)
+            .map(|i| {
+                let mut cmd = node_cmd(&dir, "same", &[]);
+                cmd.env("NOTIFY_SOCKET", ready.address());
+                Proc::spawn(&dir, &format!("r{round}-{i}"), cmd)
+            })
+            .collect();
+        let exited = |c: &mut [Proc]| {
+            (0..4)
+                .filter(|&i| c[i].code(Duration::ZERO).is_some())
+                .collect::<Vec<_>>()
+        };
+        wait_until(PROMPT, || exited(&mut contenders).len() >= 3);
+        // Give a wrongly successful fourth the time to show itself.
+        std::thread::sleep(Duration::from_millis(100));
+        let losers = exited(&mut contenders);
+        assert_eq!(losers.len(), 3, "round {round}: {}", dir.report());
+        for &i in &losers {
+            assert_eq!(contenders[i].code(PROMPT), Some(3), "round {round}: {}", dir.report());
+            assert!(contenders[i].stderr().contains("name in use"), "{}", dir.report());
+        }
+        let winner = (0..4).find(|i| !losers.contains(i)).unwrap();
+        assert!(ready.wait(contenders[winner].pid(), "READY=1", PROMPT));
+        contenders[winner].signal(Signal::SIGTERM);
+        assert_eq!(contenders[winner].code(PROMPT), Some(0));
+        assert_eq!(dir.entries(), Vec::<String>::new(), "round {round}");
+    }
+}
+
+#[test]
+fn invalid_names_exit_2_with_a_message_and_leave_nothing() {
+    let dir = Dir::new("names");
+    let long = "x".repeat(101);
+    let fits_nowhere = "y".repeat(100 - dir.path().as_os_str().len() + 10);
+    let cases: &[(&[&str], &str)] = &[
+        (&[""], "must not be empty"),
+        (&["."], "are not names"),
+        (&[".."], "are not names"),
+        (&["a/b"], "only letters"),
+        (&["../x"], "only letters"),
+        (&["a b"], "only letters"),
+        (&["né"], "only letters"),
+        (&[&long], "at most 100 bytes"),
+        (&[&fits_nowhere], "too long for"),
+        (&["ok", "--send", "../etc"], "only letters"),
+        (&["ok", "--next", "a\u{1}b"], "only letters"),
+    ];
+    for (args, message) in cases {
+        let mut node = Proc::spawn(&dir, "bad", node_cmd(&dir, args[0], &args[1..]));
+        assert_eq!(node.code(PROMPT), Some(2), "{args:?}: {}", dir.report());
+        let err = node.stderr();
+        assert_eq!(err.lines().count(), 1, "{args:?}: one line: {err}");
+        assert!(
+            err.starts_with("piper-node: error: ") && err.contains(message),
+            "{args:?}: {err}"
+        );
+        assert_eq!(dir.entries(), Vec::<String>::new(), "{args:?}");
+    }
+}
+
+/// A bound test socket standing in for a node, to see what a node sends.
+fn listener(dir: &Dir, name: &str) -> UnixDatagram {
+    let sock = UnixDatagram::bind(dir.join(&format!("piper-{name}"))).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    sock
+}
+
+fn expect_reply(sock: &UnixDatagram, want: &[u8]) {
+    let mut buf = [0u8; 256];
+    let n = sock.recv(&mut buf).expect("a reply within 5 s");
+    assert_eq!(&buf[..n], want);
+}
+
+#[test]
+fn unbound_sender_gets_its_answer_by_payload() {
+    let dir = Dir::new("unbound");
+    let mut ready = Ready::new();
+    let mut pong = start_node(&dir, &mut ready, "pong", "pong", &[]);
+    let tester = listener(&dir, "tester");
+    let unbound = UnixDatagram::unbound().unwrap();
+    unbound.send_to(b"tester", dir.join("piper-pong")).unwrap();
+    expect_reply(&tester, b"pong");
+    pong.signal(Signal::SIGTERM);
+    assert_eq!(pong.code(PROMPT), Some(0));
+    assert_eq!(pong.lines(), ["pong received: 'tester'"]);
+}
+
+#[test]
+fn traversal_and_garbage_payloads_get_no_reply_and_the_node_keeps_serving() {
+    let dir = Dir::new("garbage");
+    let mut ready = Ready::new();
+    let mut pong = start_node(&dir, &mut ready, "pong", "pong", &[]);
+    // Traps where a naive DIR/piper-PAYLOAD join would land.
+    std::fs::create_dir(dir.join("aux-piper-..")).unwrap();
+    let trap = UnixDatagram::bind(dir.join("aux-piper-../victim")).unwrap();
+    trap.set_nonblocking(true).unwrap();
+    let payloads: &[&[u8]] = &[
+        b"../victim",
+        b"../aux-piper-../victim",
+        b"a/b",
+        b"",
+        b"a\0b",
+        b"\xff\xfe",
+        b".",
+        b"..",
+        b"/tmp/x",
+    ];
+    let unbound = UnixDatagram::unbound().unwrap();
+    for p in payloads {
+        unbound.send_to(p, dir.join("piper-pong")).unwrap();
+    }
+    let tester = listener(&dir, "tester");
+    unbound.send_to(b"tester", dir.join("piper-pong")).unwrap();
+    expect_reply(&tester, b"pong");
+    assert!(
+        trap.recv(&mut [0u8; 16]).is_err(),
+        "a traversal payload reached the trap"
+    );
+    pong.signal(Signal::SIGTERM);
+    assert_eq!(pong.code(PROMPT), Some(0));
+    let lines = pong.lines();
+    assert_eq!(lines.len(), payloads.len() + 1, "{}", dir.report());
+    assert_eq!(lines[4], "pong received: 'a\\x00b'");
+    assert_eq!(lines[5], "pong received: '\\xff\\xfe'");
+    let err = pong.stderr();
+    assert!(err.contains("received 10, sent 1, dropped 9"), "{}", dir.report());
+    assert!(err.contains("payload is not a node to answer"), "{err}");
+}
+
+#[test]
+fn a_datagram_larger_than_the_buffer_is_detected() {
+    use nix::sys::socket::{setsockopt, sockopt};
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test raises SO_SNDBUF past wmem_max: run it as root"
+    );
+    let dir = Dir::new("large");
+    let mut ready = Ready::new();
+    let mut pong = start_node(&dir, &mut ready, "pong", "pong", &[]);
+    let big = UnixDatagram::unbound().unwrap();
+    setsockopt(&big, sockopt::SndBufForce, &(1 << 20)).unwrap();
+    big.send_to(&vec![b'a'; 300_000], dir.join("piper-pong")).unwrap();
+    let tester = listener(&dir, "tester");
+    big.send_to(b"tester", dir.join("piper-pong")).unwrap();
+    expect_reply(&tester, b"pong");
+    pong.signal(Signal::SIGTERM);
+    assert_eq!(pong.code(PROMPT), Some(0));
+    let err = pong.stderr();
+    assert!(
+        err.contains("datagram of 300000 bytes is larger than the 212992-byte receive buffer"),
+        "{err}"
+    );
+    assert!(err.contains("received 1, sent 1, dropped 1"), "{err}");
+}
+
+#[test]
+fn a_peer_that_vanishes_and_returns_resumes_the_chain() {
+    let dir = Dir::new("vanish");
+    let mut ready = Ready::new();
+    let mut pong = start_node(&dir, &mut ready, "pong", "pong", &["--next", "ping", "--interval", "2"]);
+    let received = |p: &Proc| p.lines().len();
+    for (round, death) in [Signal::SIGKILL, Signal::SIGTERM].into_iter().enumerate() {
+        let mut ping = start_node(&dir, &mut ready, &format!("ping{round}"), "ping", &["--send", "pong"]);
+        let before = received(&pong);
+        assert!(
+            wait_until(PROMPT, || received(&pong) >= before + 20),
+            "{}",
+            dir.report()
+        );
+        ping.signal(death);
+        ping.code(PROMPT).expect("ping exits");
+        // The chain may have died inside ping; a poke makes pong answer it.
+        UnixDatagram::unbound()
+            .unwrap()
+            .send_to(b"poke", dir.join("piper-pong"))
+            .unwrap();
+        let warning = if death == Signal::SIGKILL {
+            "peer 'ping' is gone"
+        } else {
+            "peer 'ping' not found"
+        };
+        assert!(
+            wait_until(PROMPT, || pong.stderr().contains(warning)),
+            "{}",
+            dir.report()
+        );
+    }
+    let mut ping = start_node(
+        &dir,
+        &mut ready,
+        "ping-back",
+        "ping",
+        &["--send", "pong", "--count", "10"],
+    );
+    assert_eq!(ping.code(PROMPT), Some(0), "{}", dir.report());
+    assert_eq!(ping.lines().len(), 10);
+    pong.signal(Signal::SIGTERM);
+    assert_eq!(pong.code(PROMPT), Some(0), "pong kept serving throughout");
+}
+
+#[test]
+fn interop_with_the_seed_python_nodes_in_both_roles() {
+    let seed = concat!(env!("CARGO_MANIFEST_DIR"), "/seed/piper.py");
+    let dir = Dir::new("seed");
+    let tag = std::process::id();
+    let (py, rs) = (format!("seedpy{tag}"), format!("seedrs{tag}"));
+    let cleanup = || {
+        for name in [&py, &rs] {
+            let _ = std::fs::remove_file(format!("/tmp/piper-{name}"));
+        }
+    };
+    cleanup();
+    let mut ready = Ready::new();
+
+    // Python answers, piper starts the chain.
+    let mut python = Proc::spawn(&dir, "py1", {
+        let mut c = Command::new("python3");
+        c.args([seed, &py]);
+        c
+    });
+    assert!(wait_until(PROMPT, || std::path::Path::new(&format!("/tmp/piper-{py}")).exists()));
+    let mut ours = Proc::spawn(&dir, "rs1", {
+        piper_tests::node_cmd_at(std::path::Path::new("/tmp"), &rs, &["--send", &py, "--count", "50"])
+    });
+    assert_eq!(ours.code(PROMPT), Some(0), "{}", dir.report());
+    assert_eq!(count_lines(&ours.lines(), &format!("{rs} received: '{py}'")), 50);
+    assert!(
+        count_lines(&python.lines(), &format!("{py} received: '{rs}'")) >= 50,
+        "{}",
+        dir.report()
+    );
+    drop(python);
+    cleanup();
+
+    // piper answers, Python starts the chain.
+    let mut cmd = piper_tests::node_cmd_at(std::path::Path::new("/tmp"), &rs, &["--count", "50"]);
+    cmd.env("NOTIFY_SOCKET", ready.address());
+    let mut ours = Proc::spawn(&dir, "rs2", cmd);
+    assert!(ready.wait(ours.pid(), "READY=1", PROMPT), "{}", dir.report());
+    python = Proc::spawn(&dir, "py2", {
+        let mut c = Command::new("python3");
+        c.args([seed, &py, "--send", &rs]);
+        c
+    });
+    assert_eq!(ours.code(PROMPT), Some(0), "{}", dir.report());
+    assert_eq!(count_lines(&ours.lines(), &format!("{rs} received: '{py}'")), 50);
+    assert!(
+        !std::path::Path::new(&format!("/tmp/piper-{rs}")).exists(),
+        "piper removed its socket"
+    );
+    drop(python);
+    cleanup();
+}
