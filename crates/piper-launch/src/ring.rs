@@ -147,7 +147,10 @@ impl Ring<'_> {
         }
         if let Some(&(i, status)) = self.reap().first() {
             let name = &self.plan.names[i];
-            return Err(fail(format!("node '{name}' {} before the ring was ready", describe(status))));
+            return Err(fail(format!(
+                "node '{name}' {} before the ring was ready",
+                describe(status)
+            )));
         }
         Ok(())
     }
