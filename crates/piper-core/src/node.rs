@@ -198,11 +198,20 @@ impl Node {
         })?;
         let local = getsockname::<SockaddrStorage>(raw).map_err(|e| Error::io("inspect fd", raw, e))?;
         if local.family() != Some(AddressFamily::Unix) || kind != SockType::Datagram {
+            let family = match local.family() {
+                Some(AddressFamily::Unix) => "AF_UNIX".to_string(),
+                Some(AddressFamily::Inet) => "AF_INET".to_string(),
+                Some(AddressFamily::Inet6) => "AF_INET6".to_string(),
+                other => format!("{other:?}"),
+            };
+            let kind = match kind {
+                SockType::Stream => "SOCK_STREAM".to_string(),
+                SockType::Datagram => "SOCK_DGRAM".to_string(),
+                SockType::SeqPacket => "SOCK_SEQPACKET".to_string(),
+                other => format!("{other:?}"),
+            };
             return Err(Error::Activation {
-                reason: format!(
-                    "fd {raw} is a {:?} {kind:?} socket, not AF_UNIX SOCK_DGRAM",
-                    local.family().map_or("unknown".into(), |f| format!("{f:?}"))
-                ),
+                reason: format!("fd {raw} is an {family} {kind} socket, not AF_UNIX SOCK_DGRAM"),
             });
         }
         let bound_as = local.as_unix_addr().and_then(|a| dir.name_of(a));

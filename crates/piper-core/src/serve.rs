@@ -221,10 +221,18 @@ impl Server<'_> {
                 if !allowed(creds, self.me, &self.opts.allow_uids) {
                     self.stats.dropped += 1;
                     self.stats.refused += 1;
-                    let (uid, pid) = creds.map_or((-1, -1), |c| (i64::from(c.uid), i64::from(c.pid)));
-                    self.warnings.warn(format_args!(
-                        "refused a datagram from uid {uid} (pid {pid}): not an allowed user"
-                    ));
+                    match creds {
+                        Some(c) if c.pid != 0 => self.warnings.warn(format_args!(
+                            "refused a datagram from uid {} (pid {}): not an allowed user",
+                            c.uid, c.pid
+                        )),
+                        // The kernel records credentials only if the sender or
+                        // the receiver had SO_PASSCRED when it was sent.
+                        _ => self.warnings.warn(format_args!(
+                            "refused a datagram without sender credentials: it was queued before \
+                             SO_PASSCRED was set (use PassCredentials=yes on the socket unit)"
+                        )),
+                    }
                     return Ok(());
                 }
                 self.stats.received += 1;

@@ -15,7 +15,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
-use piper_core::notify::Listener;
+use piper_core::notify::{Listener, Notifier};
 use piper_core::{claim, send_unbound, Signals, Stop};
 
 use crate::spawn::{self, Plan};
@@ -122,6 +122,8 @@ impl Ring<'_> {
         }
         self.progress.done();
         log::info!("{n} nodes ready in {:.3}s", started.elapsed().as_secs_f64());
+        // Under systemd (Type=notify) the launcher is ready when its ring is.
+        notify_manager("READY=1");
         let (first, second) = (&self.plan.names[0], &self.plan.names[1 % n]);
         send_unbound(&self.plan.dir, second, first.as_bytes()).map_err(|e| fail(format!("cannot start the chain: {e}")))
     }
@@ -181,6 +183,7 @@ impl Ring<'_> {
     /// a second stop signal, reap all, and remove what killed nodes left.
     fn teardown(&mut self, grace: Duration) {
         let started = Instant::now();
+        notify_manager("STOPPING=1");
         let alive = |ring: &Self| {
             (0..ring.pids.len())
                 .filter(|&i| ring.pids[i].is_some() && ring.ended[i].is_none())
@@ -293,6 +296,15 @@ impl Ring<'_> {
             PollFd::new(self.listener.as_fd(), PollFlags::POLLIN),
         ];
         let _ = poll(&mut fds, timeout);
+    }
+}
+
+/// Tells the launcher's own service manager, if it has one, about `state`.
+fn notify_manager(state: &str) {
+    match Notifier::from_env() {
+        Ok(Some(notifier)) => notifier.notify(state).unwrap_or_else(|e| log::warn!("{e}")),
+        Ok(None) => {}
+        Err(e) => log::warn!("{e}"),
     }
 }
 

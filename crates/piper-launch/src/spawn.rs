@@ -80,6 +80,8 @@ pub fn start(plan: &Plan, i: usize, notify_socket: &str) -> Result<Pid, String> 
         .arg(plan.dir.path())
         .args(["--next", next.as_str()])
         .env("NOTIFY_SOCKET", notify_socket)
+        .env_remove("WATCHDOG_USEC")
+        .env_remove("WATCHDOG_PID")
         .stdin(Stdio::null())
         .process_group(0);
     if plan.dir.namespace() == Namespace::Abstract {

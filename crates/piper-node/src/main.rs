@@ -67,6 +67,10 @@ struct Args {
     /// Use Linux abstract addresses (@DIR/piper-NAME) instead of socket files.
     #[arg(long = "abstract")]
     abstract_ns: bool,
+    /// Send NAME to PEER once from an unbound socket and exit, without binding:
+    /// starts a chain between running nodes, as the seed's main() does.
+    #[arg(long, value_name = "PEER", conflicts_with_all = ["send", "next", "count", "quiet", "list"])]
+    kick: Option<String>,
     /// List the nodes in the socket directory: name, pid, live or stale.
     #[arg(long, conflicts_with_all = ["send", "next", "count", "quiet"])]
     list: bool,
@@ -110,6 +114,10 @@ fn init_logging(name: &str) {
 }
 
 fn run(args: Args) -> Result<u8, Failure> {
+    // Before anything opens a descriptor: fds from 3 on may be sockets the
+    // service manager passed, and must be taken before they are confused
+    // with our own.
+    let passed = activation::listen_fds()?;
     let dir_path = SocketDir::resolve(args.dir.as_deref());
     let dir = if args.abstract_ns {
         SocketDir::open_abstract(&dir_path)?
@@ -121,6 +129,11 @@ fn run(args: Args) -> Result<u8, Failure> {
     }
     let name = Name::new(args.name.as_deref().unwrap_or_default())?;
     dir.socket_path(&name)?;
+    if let Some(peer) = &args.kick {
+        let peer = Name::new(peer)?;
+        piper_core::send_unbound(&dir, &peer, name.as_bytes())?;
+        return Ok(exit::OK);
+    }
     let peer = |p: &Option<String>| -> Result<Option<Name>, Failure> {
         let name = p.as_deref().map(Name::new).transpose()?;
         if let Some(name) = &name {
@@ -148,7 +161,7 @@ fn run(args: Args) -> Result<u8, Failure> {
     // Signals first: a Ctrl-C during bind is then seen by the loop, which
     // returns at once and removes what bind made.
     let signals = Signals::terminating()?;
-    let node = open_node(&dir, name)?;
+    let node = open_node(&dir, name, passed)?;
     signals.exit_on_repeat(&node.owned_paths());
     if let Some(n) = &notifier {
         n.notify("READY=1").unwrap_or_else(|e| log::warn!("{e}"));
@@ -175,8 +188,7 @@ fn run(args: Args) -> Result<u8, Failure> {
 }
 
 /// Binds the node, or adopts the socket systemd passed for it.
-fn open_node(dir: &SocketDir, name: Name) -> Result<Node, Failure> {
-    let mut fds = activation::listen_fds()?;
+fn open_node(dir: &SocketDir, name: Name, mut fds: Vec<activation::ListenFd>) -> Result<Node, Failure> {
     if fds.is_empty() {
         return Ok(Node::bind(dir, name)?);
     }

@@ -1,0 +1,273 @@
+//! The systemd side: units that verify, hardening that scores, socket
+//! activation, sd_notify readiness and the watchdog, run without a systemd
+//! PID 1 through `systemd-analyze` and `systemd-socket-activate`.
+
+use std::os::unix::net::UnixDatagram;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use piper_tests::{bin, bin_dir, node_cmd, wait_until, Dir, Proc, Ready, PROMPT};
+
+/// Installs into `dir` with scripts/install.sh, then instantiates the
+/// templates (`piper-node@ping.service`, ...) beside them.
+fn install(dir: &Dir) -> PathBuf {
+    let prefix = dir.join("aux-prefix");
+    let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/install.sh"))
+        .env("PIPER_BIN_DIR", bin_dir())
+        .env("PREFIX", &prefix)
+        .env("SYSCONFDIR", dir.join("aux-etc"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "install.sh: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("systemctl enable --now piper-node@ping.socket"));
+    let units = prefix.join("lib/systemd/system");
+    for (template, instance) in [
+        ("piper-node@.service", "piper-node@ping.service"),
+        ("piper-node@.socket", "piper-node@ping.socket"),
+    ] {
+        std::fs::copy(units.join(template), units.join(instance)).unwrap();
+    }
+    assert!(prefix.join("bin/piper-node").exists() && dir.join("aux-etc/piper/launch.env").exists());
+    units
+}
+
+#[test]
+fn units_verify_cleanly_when_instantiated() {
+    let dir = Dir::new("verify");
+    let units = install(&dir);
+    let out = Command::new("systemd-analyze")
+        .args([
+            "verify",
+            "--man=no",
+            "piper-node@ping.service",
+            "piper-node@ping.socket",
+            "piper-launch.service",
+        ])
+        .current_dir(&units)
+        .output()
+        .expect("systemd-analyze is installed");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "",
+        "systemd-analyze verify printed on stderr"
+    );
+    assert!(out.status.success());
+}
+
+#[test]
+fn exposure_scores_are_at_most_2() {
+    let dir = Dir::new("security");
+    let units = install(&dir);
+    for unit in ["piper-node@ping.service", "piper-launch.service"] {
+        let out = Command::new("systemd-analyze")
+            .args(["security", "--offline=yes", "--no-pager", unit])
+            .current_dir(&units)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let line = text
+            .lines()
+            .find(|l| l.contains("Overall exposure level"))
+            .expect("a score line");
+        let score: f64 = line
+            .split(": ")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(score <= 2.0, "{unit}: {line}");
+    }
+}
+
+#[test]
+fn user_units_have_no_user_switch_and_use_the_runtime_dir() {
+    let dir = Dir::new("user-units");
+    let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/install.sh"))
+        .arg("--user")
+        .env("PIPER_BIN_DIR", bin_dir())
+        .env("HOME", dir.join("aux-home"))
+        .env_remove("XDG_CONFIG_HOME")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let units = dir.join("aux-home/.config/systemd/user");
+    let service = std::fs::read_to_string(units.join("piper-node@.service")).unwrap();
+    let socket = std::fs::read_to_string(units.join("piper-node@.socket")).unwrap();
+    assert!(!service.contains("\nUser=") && !socket.contains("SocketUser="));
+    assert!(service.contains(&format!(
+        "ExecStart={}/bin/piper-node %i --dir %t/piper",
+        dir.join("aux-home/.local").display()
+    )));
+    assert!(socket.contains("ListenDatagram=%t/piper/piper-%i"));
+}
+
+/// `systemd-socket-activate` binding DIR/piper-NAME and running piper-node on it.
+fn activated(dir: &Dir, ready: &Ready, name: &str, extra: &[&str]) -> Proc {
+    let mut cmd = Command::new("systemd-socket-activate");
+    cmd.arg("--datagram")
+        .arg("-l")
+        .arg(dir.join(&format!("piper-{name}")))
+        .args(["-E", &format!("NOTIFY_SOCKET={}", ready.address())])
+        .args(["-E", "RUST_LOG=info"])
+        .arg(bin("piper-node"))
+        .arg(name)
+        .arg("--dir")
+        .arg(dir.path())
+        .args(extra);
+    let proc = Proc::spawn(dir, name, cmd);
+    let socket = dir.join(&format!("piper-{name}"));
+    assert!(wait_until(PROMPT, || socket.exists()), "{}", dir.report());
+    proc
+}
+
+#[test]
+fn socket_activation_answers_datagrams_queued_before_the_node_started() {
+    let dir = Dir::new("activate");
+    let mut ready = Ready::new();
+    let mut pong = activated(&dir, &ready, "pong", &[]);
+    // Nobody reads yet: these wait in the kernel queue of systemd's socket.
+    let tester = UnixDatagram::bind(dir.join("piper-tester")).unwrap();
+    // Like a piper node, the sender asks for credentials to be attached: no
+    // SO_PASSCRED was set on the socket while nobody had adopted it.
+    nix::sys::socket::setsockopt(&tester, nix::sys::socket::sockopt::PassCred, &true).unwrap();
+    tester.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    for _ in 0..5 {
+        tester.send_to(b"tester", dir.join("piper-pong")).unwrap();
+    }
+    let mut buf = [0u8; 16];
+    for i in 0..5 {
+        let n = tester
+            .recv(&mut buf)
+            .unwrap_or_else(|e| panic!("reply {i}: {e}\n{}", dir.report()));
+        assert_eq!(&buf[..n], b"pong");
+    }
+    assert!(ready.wait(pong.pid(), "READY=1", PROMPT));
+    // And a real chain through the adopted socket.
+    let mut ping = Proc::spawn(
+        &dir,
+        "ping",
+        node_cmd(&dir, "ping", &["--send", "pong", "--count", "20"]),
+    );
+    assert_eq!(ping.code(PROMPT), Some(0), "{}", dir.report());
+    assert_eq!(ping.lines().len(), 20);
+    pong.signal(Signal::SIGTERM);
+    assert_eq!(pong.code(PROMPT), Some(0), "{}", dir.report());
+    assert!(
+        pong.stderr()
+            .contains("adopting the socket passed by the service manager"),
+        "{}",
+        dir.report()
+    );
+    assert_eq!(pong.lines().len(), 26);
+    // The socket file is systemd's to remove, not the node's.
+    assert!(
+        dir.join("piper-pong").exists(),
+        "an adopted socket file must be left alone"
+    );
+    std::fs::remove_file(dir.join("piper-pong")).unwrap();
+    drop(tester);
+    std::fs::remove_file(dir.join("piper-tester")).unwrap();
+    assert_eq!(dir.entries(), Vec::<String>::new());
+}
+
+/// piper-node started with fd 3 set up by a Python one-liner, as a service
+/// manager would, but with the wrong kind of socket.
+fn with_fd3(dir: &Dir, family: &str, kind: &str) -> Proc {
+    let script = format!(
+        "import os, socket, sys\n\
+         s = socket.socket(socket.{family}, socket.{kind})\n\
+         os.dup2(s.fileno(), 3)\n\
+         os.set_inheritable(3, True)\n\
+         os.environ.update(LISTEN_FDS='1', LISTEN_PID=str(os.getpid()))\n\
+         os.execv(sys.argv[1], sys.argv[1:])\n"
+    );
+    let mut cmd = Command::new("python3");
+    cmd.args(["-c", &script])
+        .arg(bin("piper-node"))
+        .args(["pong", "--dir"])
+        .arg(dir.path());
+    Proc::spawn(dir, "fd3", cmd)
+}
+
+#[test]
+fn a_wrong_socket_passed_as_listen_fds_is_a_clear_error() {
+    let dir = Dir::new("wrongfd");
+    for (family, kind, what) in [
+        (
+            "AF_UNIX",
+            "SOCK_STREAM",
+            "fd 3 is an AF_UNIX SOCK_STREAM socket, not AF_UNIX SOCK_DGRAM",
+        ),
+        (
+            "AF_INET",
+            "SOCK_DGRAM",
+            "fd 3 is an AF_INET SOCK_DGRAM socket, not AF_UNIX SOCK_DGRAM",
+        ),
+    ] {
+        let mut node = with_fd3(&dir, family, kind);
+        assert_eq!(node.code(PROMPT), Some(4), "{}", dir.report());
+        let err = node.stderr();
+        assert!(err.starts_with("piper-node: error: socket activation: "), "{err}");
+        assert!(err.contains(what), "{err}");
+        assert_eq!(dir.entries(), Vec::<String>::new());
+    }
+}
+
+#[test]
+fn ready_and_stopping_reach_a_path_notify_socket() {
+    let dir = Dir::new("notify-path");
+    let manager = UnixDatagram::bind(dir.join("aux-notify")).unwrap();
+    manager.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut cmd = node_cmd(&dir, "n", &[]);
+    cmd.env("NOTIFY_SOCKET", dir.join("aux-notify"));
+    let mut node = Proc::spawn(&dir, "n", cmd);
+    let mut buf = [0u8; 64];
+    let n = manager.recv(&mut buf).expect("READY=1");
+    assert_eq!(&buf[..n], b"READY=1");
+    assert!(dir.join("piper-n").exists(), "READY=1 comes after the bind");
+    node.signal(Signal::SIGTERM);
+    let n = manager.recv(&mut buf).expect("STOPPING=1");
+    assert_eq!(&buf[..n], b"STOPPING=1");
+    assert_eq!(node.code(PROMPT), Some(0));
+}
+
+#[test]
+fn ready_and_stopping_reach_an_abstract_notify_socket() {
+    let dir = Dir::new("notify-abstract");
+    let mut ready = Ready::new();
+    assert!(ready.address().starts_with('@'));
+    let mut cmd = node_cmd(&dir, "n", &[]);
+    cmd.env("NOTIFY_SOCKET", ready.address());
+    let mut node = Proc::spawn(&dir, "n", cmd);
+    assert!(ready.wait(node.pid(), "READY=1", PROMPT));
+    node.signal(Signal::SIGTERM);
+    assert!(ready.wait(node.pid(), "STOPPING=1", PROMPT));
+    assert_eq!(node.code(PROMPT), Some(0));
+    assert_eq!(ready.messages(node.pid()), ["READY=1", "STOPPING=1"]);
+}
+
+#[test]
+fn watchdog_pings_arrive_at_half_the_interval() {
+    let dir = Dir::new("watchdog");
+    let mut ready = Ready::new();
+    let mut cmd = node_cmd(&dir, "w", &[]);
+    // WATCHDOG_USEC of 200 ms: a ping every 100 ms.
+    cmd.env("NOTIFY_SOCKET", ready.address()).env("WATCHDOG_USEC", "200000");
+    let mut node = Proc::spawn(&dir, "w", cmd);
+    assert!(ready.wait(node.pid(), "READY=1", PROMPT));
+    let start = Instant::now();
+    std::thread::sleep(Duration::from_millis(1000));
+    let pings = ready.messages(node.pid()).iter().filter(|m| *m == "WATCHDOG=1").count();
+    let secs = start.elapsed().as_secs_f64();
+    // About ten in a second; a loaded CI machine may be late, never early.
+    assert!((6..=12).contains(&pings), "{pings} pings in {secs:.2}s");
+    node.signal(Signal::SIGTERM);
+    assert_eq!(node.code(PROMPT), Some(0));
+}
