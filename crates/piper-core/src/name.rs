@@ -47,7 +47,7 @@ impl Name {
         };
         match rule {
             Some(rule) => Err(Error::InvalidName {
-                name: escape(bytes).to_string(),
+                name: shorten(bytes),
                 rule,
             }),
             // Every byte is ASCII, so this is valid UTF-8.
@@ -63,6 +63,17 @@ impl Name {
     /// The name as bytes, as it travels in a payload.
     pub fn as_bytes(&self) -> &[u8] {
         self.0.as_bytes()
+    }
+}
+
+/// An untrusted name for an error message: escaped, and cut after 48 bytes
+/// so that a 200 KiB payload still makes a one-line warning.
+fn shorten(bytes: &[u8]) -> String {
+    const SHOWN: usize = 48;
+    if bytes.len() <= SHOWN {
+        escape(bytes).to_string()
+    } else {
+        format!("{}... ({} bytes)", escape(&bytes[..SHOWN]), bytes.len())
     }
 }
 

@@ -87,16 +87,20 @@ impl RateLimit {
         }
     }
 
+    /// Says how many warnings were held back since the last one shown.
+    fn finish(&mut self) {
+        if self.held > 0 {
+            log::warn!("{} similar warnings suppressed", self.held);
+            self.held = 0;
+        }
+    }
+
     fn warn(&mut self, args: std::fmt::Arguments<'_>) {
         let now = Instant::now();
         if now.duration_since(self.window) >= Duration::from_secs(1) {
-            if self.held > 0 {
-                log::warn!("{} similar warnings suppressed", self.held);
-            }
-            *self = RateLimit {
-                window: now,
-                ..RateLimit::new()
-            };
+            self.finish();
+            self.window = now;
+            self.shown = 0;
         }
         if self.shown < Self::PER_SECOND {
             self.shown += 1;
@@ -149,6 +153,7 @@ pub fn serve(node: &Node, signals: &Signals, opts: &ServeOptions, out: &mut dyn 
     if end.is_ok() {
         server.drain_queue(&mut buf);
     }
+    server.warnings.finish();
     end.map(|end| (server.stats, end))
 }
 

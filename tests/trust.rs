@@ -1,0 +1,229 @@
+//! Who may talk to a node, and the bad-input corpus.
+
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixDatagram;
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use piper_tests::{bin, node_cmd, start_node, Dir, Proc, Ready, PROMPT};
+
+const NOBODY: u32 = 65534;
+
+fn require_root() {
+    assert!(nix::unistd::geteuid().is_root(), "this test switches to uid {NOBODY}: run it as root");
+}
+
+/// `piper-node NAME --kick PEER` run as uid nobody: one datagram from a
+/// foreign user.
+fn kick_as_nobody(dir: &Dir, name: &str, peer: &str, extra: &[&str]) -> Proc {
+    let mut cmd = node_cmd(dir, name, &["--kick", peer]);
+    cmd.args(extra).uid(NOBODY).gid(NOBODY);
+    Proc::spawn(dir, &format!("kick-{name}"), cmd)
+}
+
+/// A counter from a node's summary line.
+fn summary(proc: &Proc) -> String {
+    proc.stderr().lines().find(|l| l.contains(": received ")).unwrap_or_default().to_string()
+}
+
+#[test]
+fn a_foreign_uid_is_refused_by_credentials_unless_allowed() {
+    require_root();
+    // Abstract addresses have no file permissions: the credential check is
+    // all the access control there is.
+    let dir = Dir::new("foreign");
+    let mut ready = Ready::new();
+    let mut strict = start_node(&dir, &mut ready, "strict", "strict", &["--abstract"]);
+    let mut open = start_node(&dir, &mut ready, "open", "open", &["--abstract", "--allow-uid", "65534"]);
+    for target in ["strict", "open"] {
+        for _ in 0..3 {
+            let mut kick = kick_as_nobody(&dir, "stranger", target, &["--abstract"]);
+            assert_eq!(kick.code(PROMPT), Some(0), "{}", dir.report());
+        }
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    for node in [&strict, &open] {
+        node.signal(Signal::SIGTERM);
+    }
+    assert_eq!(strict.code(PROMPT), Some(0));
+    assert_eq!(open.code(PROMPT), Some(0));
+    assert_eq!(strict.lines(), Vec::<String>::new(), "nothing from a stranger is printed");
+    assert!(summary(&strict).contains("received 0, sent 0, dropped 3 (refused 3)"), "{}", dir.report());
+    assert!(strict.stderr().contains("refused a datagram from uid 65534 (pid "), "{}", dir.report());
+    assert_eq!(open.lines(), ["open received: 'stranger'"; 3]);
+    // The stranger's name is answered, though nobody of that name exists.
+    assert!(summary(&open).contains("received 3, sent 0, dropped 3 (refused 0)"), "{}", dir.report());
+    assert_eq!(dir.entries(), Vec::<String>::new(), "abstract nodes make no files");
+}
+
+#[test]
+fn socket_files_are_0600_so_a_foreign_uid_cannot_even_send() {
+    require_root();
+    let dir = Dir::new("mode");
+    // Let nobody reach the directory, so only the socket's own mode stops it.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let mut ready = Ready::new();
+    let mut node = start_node(&dir, &mut ready, "n", "n", &[]);
+    let mode = std::fs::metadata(dir.join("piper-n")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let mut kick = kick_as_nobody(&dir, "stranger", "n", &[]);
+    assert_eq!(kick.code(PROMPT), Some(1));
+    assert!(kick.stderr().contains("Permission denied"), "{}", kick.stderr());
+    node.signal(Signal::SIGTERM);
+    assert_eq!(node.code(PROMPT), Some(0));
+}
+
+#[test]
+fn unsafe_socket_directories_are_refused() {
+    let dir = Dir::new("dirs");
+    let writable = dir.join("aux-writable");
+    std::fs::create_dir(&writable).unwrap();
+    std::fs::set_permissions(&writable, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let foreign = dir.join("aux-foreign");
+    std::fs::create_dir(&foreign).unwrap();
+    std::os::unix::fs::chown(&foreign, Some(NOBODY), Some(NOBODY)).unwrap();
+    for (path, message) in [
+        (&writable, "is writable by group or others (mode 0777)"),
+        (&foreign, "is owned by uid 65534"),
+    ] {
+        let mut cmd = Command::new(bin("piper-node"));
+        cmd.args(["n", "--dir"]).arg(path);
+        let mut node = Proc::spawn(&dir, "n", cmd);
+        assert_eq!(node.code(PROMPT), Some(4), "{}", dir.report());
+        let err = node.stderr();
+        assert!(err.starts_with("piper-node: error: refusing socket directory") && err.contains(message), "{err}");
+        assert_eq!(std::fs::read_dir(path).unwrap().count(), 0);
+    }
+    // A missing directory is created, mode 0700.
+    let fresh = dir.join("aux-fresh/nested");
+    let mut cmd = Command::new(bin("piper-node"));
+    cmd.args(["n", "--kick", "nobody-here", "--dir"]).arg(&fresh);
+    let mut kick = Proc::spawn(&dir, "kick", cmd);
+    assert_eq!(kick.code(PROMPT), Some(1), "no such peer");
+    assert!(kick.stderr().contains("peer 'nobody-here' not found"), "{}", kick.stderr());
+    assert_eq!(std::fs::metadata(&fresh).unwrap().permissions().mode() & 0o7777, 0o700);
+}
+
+#[test]
+fn in_a_sticky_directory_another_users_socket_is_never_reclaimed() {
+    require_root();
+    let dir = Dir::new("sticky");
+    let sticky = dir.join("aux-sticky");
+    std::fs::create_dir(&sticky).unwrap();
+    std::fs::set_permissions(&sticky, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    // A stale socket owned by somebody else, like a dead seed node of theirs in /tmp.
+    let stale = sticky.join("piper-squat");
+    drop(UnixDatagram::bind(&stale).unwrap());
+    std::os::unix::fs::chown(&stale, Some(NOBODY), Some(NOBODY)).unwrap();
+    let mut cmd = Command::new(bin("piper-node"));
+    cmd.args(["squat", "--dir"]).arg(&sticky);
+    let mut node = Proc::spawn(&dir, "n", cmd);
+    assert_eq!(node.code(PROMPT), Some(3), "{}", dir.report());
+    assert!(node.stderr().contains("name in use"), "{}", node.stderr());
+    assert!(stale.exists(), "another user's socket must stay");
+    // Our own stale socket there is reclaimed as usual.
+    std::os::unix::fs::chown(&stale, Some(0), Some(0)).unwrap();
+    let mut ready = Ready::new();
+    let mut cmd = Command::new(bin("piper-node"));
+    cmd.args(["squat", "--dir"]).arg(&sticky).env("NOTIFY_SOCKET", ready.address());
+    let mut node = Proc::spawn(&dir, "n2", cmd);
+    assert!(ready.wait(node.pid(), "READY=1", PROMPT), "{}", dir.report());
+    node.signal(Signal::SIGTERM);
+    assert_eq!(node.code(PROMPT), Some(0));
+    assert!(!stale.exists());
+}
+
+#[test]
+fn abstract_names_are_exclusive_and_leave_no_files() {
+    let dir = Dir::new("abstract");
+    let mut ready = Ready::new();
+    let mut first = start_node(&dir, &mut ready, "a1", "a", &["--abstract"]);
+    let mut second = Proc::spawn(&dir, "a2", node_cmd(&dir, "a", &["--abstract"]));
+    assert_eq!(second.code(PROMPT), Some(3));
+    assert!(second.stderr().contains(&format!("name in use: node 'a' is already bound by another process (@{}/piper-a)", dir.path().display())), "{}", second.stderr());
+    let mut ping = Proc::spawn(&dir, "ping", node_cmd(&dir, "ping", &["--abstract", "--send", "a", "--count", "25"]));
+    assert_eq!(ping.code(PROMPT), Some(0), "{}", dir.report());
+    assert_eq!(ping.lines().len(), 25);
+    first.signal(Signal::SIGKILL);
+    assert_eq!(first.code(PROMPT), Some(137));
+    // kill -9 leaves nothing to reclaim: the name is free at once.
+    let mut again = start_node(&dir, &mut ready, "a3", "a", &["--abstract"]);
+    again.signal(Signal::SIGINT);
+    assert_eq!(again.code(PROMPT), Some(130));
+    assert_eq!(dir.entries(), Vec::<String>::new());
+}
+
+#[test]
+fn the_launcher_runs_an_abstract_ring() {
+    let dir = Dir::new("abstract-ring");
+    let mut cmd = Command::new(bin("piper-launch"));
+    cmd.arg("--dir").arg(dir.path()).args(["--abstract", "--nodes", "5", "--count", "40"]);
+    let mut launcher = Proc::spawn(&dir, "launch", cmd);
+    assert_eq!(launcher.code(PROMPT), Some(0), "{}", dir.report());
+    assert_eq!(launcher.lines(), vec!["node5 received: 'node4'"; 40]);
+    assert_eq!(dir.entries(), Vec::<String>::new());
+}
+
+#[test]
+fn bad_payload_corpus_gets_logged_drops_and_no_reply() {
+    let dir = Dir::new("corpus");
+    let other = Dir::new("corpus-other");
+    let mut ready = Ready::new();
+    let mut pong = start_node(&dir, &mut ready, "pong", "pong", &[]);
+    // A node of the same name lives in another directory: a payload naming
+    // it must be answered in pong's own directory or not at all.
+    let victim = UnixDatagram::bind(other.join("piper-victim")).unwrap();
+    victim.set_nonblocking(true).unwrap();
+    let escape_to_other = format!("../{}/piper-victim", other.path().file_name().unwrap().to_str().unwrap());
+    let big = vec![b'a'; 64 * 1024];
+    let mut corpus: Vec<Vec<u8>> = vec![
+        b"".to_vec(),
+        big.clone(),
+        b"a\0b".to_vec(),
+        b"\0".to_vec(),
+        b"\xff\xfe\xfd".to_vec(),
+        b"\xc3\x28".to_vec(),
+        b"../x".to_vec(),
+        b"..".to_vec(),
+        b".".to_vec(),
+        b"/etc/passwd".to_vec(),
+        escape_to_other.clone().into_bytes(),
+        other.join("piper-victim").to_string_lossy().into_owned().into_bytes(),
+        b"victim".to_vec(),
+        b"a\nb".to_vec(),
+        b"name with spaces".to_vec(),
+        "ünïcödé".as_bytes().to_vec(),
+        vec![b'x'; 101],
+    ];
+    let sender = UnixDatagram::unbound().unwrap();
+    for payload in &corpus {
+        sender.send_to(payload, dir.join("piper-pong")).unwrap();
+    }
+    // Larger than any datagram the kernel takes from a default sender.
+    let too_big = sender.send_to(&vec![b'z'; 300_000], dir.join("piper-pong"));
+    assert_eq!(too_big.unwrap_err().raw_os_error(), Some(nix::libc::EMSGSIZE));
+    corpus.push(b"done".to_vec());
+    sender.send_to(b"done", dir.join("piper-pong")).unwrap();
+    assert!(piper_tests::wait_until(PROMPT, || pong.lines().len() == corpus.len()), "{}", dir.report());
+    pong.signal(Signal::SIGTERM);
+    assert_eq!(pong.code(PROMPT), Some(0));
+    assert!(victim.recv(&mut [0u8; 16]).is_err(), "nothing reached the other directory");
+    let lines = pong.lines();
+    assert_eq!(lines[0], "pong received: ''");
+    assert_eq!(lines[2], "pong received: 'a\\x00b'");
+    assert_eq!(lines[4], "pong received: '\\xff\\xfe\\xfd'");
+    assert_eq!(lines[13], "pong received: 'a\\nb'");
+    assert_eq!(lines[15], "pong received: 'ünïcödé'");
+    // "victim" and "done" are valid names with no node behind them here.
+    let n = corpus.len() as u64;
+    assert!(summary(&pong).contains(&format!("received {n}, sent 0, dropped {n} (refused 0)")), "{}", dir.report());
+    let err = pong.stderr();
+    // Five warnings a second at most, then a count of the rest.
+    assert_eq!(err.lines().filter(|l| l.contains("payload is not a node to answer")).count(), 5, "{err}");
+    assert!(err.contains("13 similar warnings suppressed"), "{err}");
+    assert!(err.lines().all(|l| l.len() < 400), "warnings stay one readable line");
+    assert_eq!(dir.entries(), Vec::<String>::new());
+    drop(victim);
+}
