@@ -12,7 +12,10 @@ use piper_tests::{bin, node_cmd, start_node, Dir, Proc, Ready, PROMPT};
 const NOBODY: u32 = 65534;
 
 fn require_root() {
-    assert!(nix::unistd::geteuid().is_root(), "this test switches to uid {NOBODY}: run it as root");
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test switches to uid {NOBODY}: run it as root"
+    );
 }
 
 /// `piper-node NAME --kick PEER` run as uid nobody: one datagram from a
@@ -25,7 +28,11 @@ fn kick_as_nobody(dir: &Dir, name: &str, peer: &str, extra: &[&str]) -> Proc {
 
 /// A counter from a node's summary line.
 fn summary(proc: &Proc) -> String {
-    proc.stderr().lines().find(|l| l.contains(": received ")).unwrap_or_default().to_string()
+    proc.stderr()
+        .lines()
+        .find(|l| l.contains(": received "))
+        .unwrap_or_default()
+        .to_string()
 }
 
 #[test]
@@ -36,7 +43,13 @@ fn a_foreign_uid_is_refused_by_credentials_unless_allowed() {
     let dir = Dir::new("foreign");
     let mut ready = Ready::new();
     let mut strict = start_node(&dir, &mut ready, "strict", "strict", &["--abstract"]);
-    let mut open = start_node(&dir, &mut ready, "open", "open", &["--abstract", "--allow-uid", "65534"]);
+    let mut open = start_node(
+        &dir,
+        &mut ready,
+        "open",
+        "open",
+        &["--abstract", "--allow-uid", "65534"],
+    );
     for target in ["strict", "open"] {
         for _ in 0..3 {
             let mut kick = kick_as_nobody(&dir, "stranger", target, &["--abstract"]);
@@ -49,12 +62,28 @@ fn a_foreign_uid_is_refused_by_credentials_unless_allowed() {
     }
     assert_eq!(strict.code(PROMPT), Some(0));
     assert_eq!(open.code(PROMPT), Some(0));
-    assert_eq!(strict.lines(), Vec::<String>::new(), "nothing from a stranger is printed");
-    assert!(summary(&strict).contains("received 0, sent 0, dropped 3 (refused 3)"), "{}", dir.report());
-    assert!(strict.stderr().contains("refused a datagram from uid 65534 (pid "), "{}", dir.report());
+    assert_eq!(
+        strict.lines(),
+        Vec::<String>::new(),
+        "nothing from a stranger is printed"
+    );
+    assert!(
+        summary(&strict).contains("received 0, sent 0, dropped 3 (refused 3)"),
+        "{}",
+        dir.report()
+    );
+    assert!(
+        strict.stderr().contains("refused a datagram from uid 65534 (pid "),
+        "{}",
+        dir.report()
+    );
     assert_eq!(open.lines(), ["open received: 'stranger'"; 3]);
     // The stranger's name is answered, though nobody of that name exists.
-    assert!(summary(&open).contains("received 3, sent 0, dropped 3 (refused 0)"), "{}", dir.report());
+    assert!(
+        summary(&open).contains("received 3, sent 0, dropped 3 (refused 0)"),
+        "{}",
+        dir.report()
+    );
     assert_eq!(dir.entries(), Vec::<String>::new(), "abstract nodes make no files");
 }
 
@@ -93,7 +122,10 @@ fn unsafe_socket_directories_are_refused() {
         let mut node = Proc::spawn(&dir, "n", cmd);
         assert_eq!(node.code(PROMPT), Some(4), "{}", dir.report());
         let err = node.stderr();
-        assert!(err.starts_with("piper-node: error: refusing socket directory") && err.contains(message), "{err}");
+        assert!(
+            err.starts_with("piper-node: error: refusing socket directory") && err.contains(message),
+            "{err}"
+        );
         assert_eq!(std::fs::read_dir(path).unwrap().count(), 0);
     }
     // A missing directory is created, mode 0700.
@@ -102,7 +134,11 @@ fn unsafe_socket_directories_are_refused() {
     cmd.args(["n", "--kick", "nobody-here", "--dir"]).arg(&fresh);
     let mut kick = Proc::spawn(&dir, "kick", cmd);
     assert_eq!(kick.code(PROMPT), Some(1), "no such peer");
-    assert!(kick.stderr().contains("peer 'nobody-here' not found"), "{}", kick.stderr());
+    assert!(
+        kick.stderr().contains("peer 'nobody-here' not found"),
+        "{}",
+        kick.stderr()
+    );
     assert_eq!(std::fs::metadata(&fresh).unwrap().permissions().mode() & 0o7777, 0o700);
 }
 
@@ -127,7 +163,9 @@ fn in_a_sticky_directory_another_users_socket_is_never_reclaimed() {
     std::os::unix::fs::chown(&stale, Some(0), Some(0)).unwrap();
     let mut ready = Ready::new();
     let mut cmd = Command::new(bin("piper-node"));
-    cmd.args(["squat", "--dir"]).arg(&sticky).env("NOTIFY_SOCKET", ready.address());
+    cmd.args(["squat", "--dir"])
+        .arg(&sticky)
+        .env("NOTIFY_SOCKET", ready.address());
     let mut node = Proc::spawn(&dir, "n2", cmd);
     assert!(ready.wait(node.pid(), "READY=1", PROMPT), "{}", dir.report());
     node.signal(Signal::SIGTERM);
@@ -142,8 +180,19 @@ fn abstract_names_are_exclusive_and_leave_no_files() {
     let mut first = start_node(&dir, &mut ready, "a1", "a", &["--abstract"]);
     let mut second = Proc::spawn(&dir, "a2", node_cmd(&dir, "a", &["--abstract"]));
     assert_eq!(second.code(PROMPT), Some(3));
-    assert!(second.stderr().contains(&format!("name in use: node 'a' is already bound by another process (@{}/piper-a)", dir.path().display())), "{}", second.stderr());
-    let mut ping = Proc::spawn(&dir, "ping", node_cmd(&dir, "ping", &["--abstract", "--send", "a", "--count", "25"]));
+    assert!(
+        second.stderr().contains(&format!(
+            "name in use: node 'a' is already bound by another process (@{}/piper-a)",
+            dir.path().display()
+        )),
+        "{}",
+        second.stderr()
+    );
+    let mut ping = Proc::spawn(
+        &dir,
+        "ping",
+        node_cmd(&dir, "ping", &["--abstract", "--send", "a", "--count", "25"]),
+    );
     assert_eq!(ping.code(PROMPT), Some(0), "{}", dir.report());
     assert_eq!(ping.lines().len(), 25);
     first.signal(Signal::SIGKILL);
@@ -159,7 +208,9 @@ fn abstract_names_are_exclusive_and_leave_no_files() {
 fn the_launcher_runs_an_abstract_ring() {
     let dir = Dir::new("abstract-ring");
     let mut cmd = Command::new(bin("piper-launch"));
-    cmd.arg("--dir").arg(dir.path()).args(["--abstract", "--nodes", "5", "--count", "40"]);
+    cmd.arg("--dir")
+        .arg(dir.path())
+        .args(["--abstract", "--nodes", "5", "--count", "40"]);
     let mut launcher = Proc::spawn(&dir, "launch", cmd);
     assert_eq!(launcher.code(PROMPT), Some(0), "{}", dir.report());
     assert_eq!(launcher.lines(), vec!["node5 received: 'node4'"; 40]);
@@ -176,7 +227,10 @@ fn bad_payload_corpus_gets_logged_drops_and_no_reply() {
     // it must be answered in pong's own directory or not at all.
     let victim = UnixDatagram::bind(other.join("piper-victim")).unwrap();
     victim.set_nonblocking(true).unwrap();
-    let escape_to_other = format!("../{}/piper-victim", other.path().file_name().unwrap().to_str().unwrap());
+    let escape_to_other = format!(
+        "../{}/piper-victim",
+        other.path().file_name().unwrap().to_str().unwrap()
+    );
     let big = vec![b'a'; 64 * 1024];
     let mut corpus: Vec<Vec<u8>> = vec![
         b"".to_vec(),
@@ -206,10 +260,17 @@ fn bad_payload_corpus_gets_logged_drops_and_no_reply() {
     assert_eq!(too_big.unwrap_err().raw_os_error(), Some(nix::libc::EMSGSIZE));
     corpus.push(b"done".to_vec());
     sender.send_to(b"done", dir.join("piper-pong")).unwrap();
-    assert!(piper_tests::wait_until(PROMPT, || pong.lines().len() == corpus.len()), "{}", dir.report());
+    assert!(
+        piper_tests::wait_until(PROMPT, || pong.lines().len() == corpus.len()),
+        "{}",
+        dir.report()
+    );
     pong.signal(Signal::SIGTERM);
     assert_eq!(pong.code(PROMPT), Some(0));
-    assert!(victim.recv(&mut [0u8; 16]).is_err(), "nothing reached the other directory");
+    assert!(
+        victim.recv(&mut [0u8; 16]).is_err(),
+        "nothing reached the other directory"
+    );
     let lines = pong.lines();
     assert_eq!(lines[0], "pong received: ''");
     assert_eq!(lines[2], "pong received: 'a\\x00b'");
@@ -218,10 +279,20 @@ fn bad_payload_corpus_gets_logged_drops_and_no_reply() {
     assert_eq!(lines[15], "pong received: 'ünïcödé'");
     // "victim" and "done" are valid names with no node behind them here.
     let n = corpus.len() as u64;
-    assert!(summary(&pong).contains(&format!("received {n}, sent 0, dropped {n} (refused 0)")), "{}", dir.report());
+    assert!(
+        summary(&pong).contains(&format!("received {n}, sent 0, dropped {n} (refused 0)")),
+        "{}",
+        dir.report()
+    );
     let err = pong.stderr();
     // Five warnings a second at most, then a count of the rest.
-    assert_eq!(err.lines().filter(|l| l.contains("payload is not a node to answer")).count(), 5, "{err}");
+    assert_eq!(
+        err.lines()
+            .filter(|l| l.contains("payload is not a node to answer"))
+            .count(),
+        5,
+        "{err}"
+    );
     assert!(err.contains("13 similar warnings suppressed"), "{err}");
     assert!(err.lines().all(|l| l.len() < 400), "warnings stay one readable line");
     assert_eq!(dir.entries(), Vec::<String>::new());

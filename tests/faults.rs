@@ -1,0 +1,203 @@
+//! What survives: floods at one node, and kill -9 at random moments.
+
+use std::os::unix::net::UnixDatagram;
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use piper_tests::{bin, start_node, wait_until, Dir, Proc, Ready, PROMPT};
+
+fn rss_kib(pid: Pid) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// received, sent, dropped and refused from a node's summary line.
+fn summary(stderr: &str) -> [u64; 4] {
+    let line = stderr
+        .lines()
+        .find(|l| l.contains(": received "))
+        .expect("a summary line");
+    let mut numbers = line
+        .split([' ', ','])
+        .filter_map(|w| w.trim_end_matches(')').parse::<u64>().ok());
+    [(); 4].map(|()| numbers.next().expect("four counts"))
+}
+
+#[test]
+fn eight_senders_flood_one_node_and_every_datagram_is_accounted_for() {
+    const SENDERS: usize = 8;
+    const EACH: u64 = 100_000;
+    let dir = Dir::new("flood");
+    let mut ready = Ready::new();
+    let mut hub = start_node(&dir, &mut ready, "hub", "hub", &["--quiet"]);
+    let rss_before = rss_kib(hub.pid());
+    let replies = Arc::new(AtomicU64::new(0));
+    let threads: Vec<_> = (0..SENDERS)
+        .map(|i| {
+            let name = format!("s{i}");
+            let sock = UnixDatagram::bind(dir.join(&format!("piper-{name}"))).unwrap();
+            // Connected and blocking: when the hub's queue is full the kernel
+            // puts the sender to sleep, so it feels backpressure and never spins.
+            sock.connect(dir.join("piper-hub")).unwrap();
+            let reader = sock.try_clone().unwrap();
+            reader.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+            let replies = Arc::clone(&replies);
+            let read = std::thread::spawn(move || {
+                let mut buf = [0u8; 16];
+                // Until the hub has been quiet for half a second.
+                while let Ok(n) = reader.recv(&mut buf) {
+                    assert_eq!(&buf[..n], b"hub");
+                    replies.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+            let send = std::thread::spawn(move || {
+                for _ in 0..EACH {
+                    sock.send(name.as_bytes()).expect("blocking send");
+                }
+            });
+            (send, read)
+        })
+        .collect();
+    for (send, read) in threads {
+        send.join().unwrap();
+        read.join().unwrap();
+    }
+    let rss_after = rss_kib(hub.pid());
+    hub.signal(Signal::SIGTERM);
+    assert_eq!(hub.code(PROMPT), Some(0), "{}", dir.report());
+    let [received, sent, dropped, refused] = summary(&hub.stderr());
+    let total = SENDERS as u64 * EACH;
+    assert_eq!(received, total, "every datagram accepted: {}", dir.report());
+    assert_eq!(refused, 0);
+    assert_eq!(sent + dropped, received, "each answered or counted as dropped");
+    assert_eq!(replies.load(Ordering::Relaxed), sent, "every answer arrived");
+    assert!(
+        rss_after <= rss_before + 1024,
+        "memory grew from {rss_before} KiB to {rss_after} KiB"
+    );
+    eprintln!("flood: {total} sent to the hub, {received} received, {sent} answered, {dropped} dropped; RSS {rss_before} -> {rss_after} KiB");
+}
+
+/// A small, seedable generator: the seed is printed, so a failing round can
+/// be replayed with PIPER_FAULT_SEED.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self, below: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % below
+    }
+}
+
+#[test]
+fn kill_9_at_random_moments_leaves_nothing_and_the_ring_starts_again() {
+    const ROUNDS: usize = 15;
+    const NODES: u64 = 50;
+    let seed = std::env::var("PIPER_FAULT_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1
+        });
+    eprintln!("fault injection: PIPER_FAULT_SEED={seed}");
+    let mut rng = Rng(seed);
+    let dir = Dir::new("faults");
+    let launch = |extra: &[&str]| {
+        let mut cmd = Command::new(bin("piper-launch"));
+        cmd.arg("--dir")
+            .arg(dir.path())
+            .args(["--nodes", &NODES.to_string(), "--quiet", "--grace", "2"]);
+        cmd.args(extra);
+        Proc::spawn(&dir, "launch", cmd)
+    };
+    let lock_pid = |name: &str| -> Option<Pid> {
+        let text = std::fs::read_to_string(dir.join(&format!(".piper-{name}.lock"))).ok()?;
+        text.trim().parse().ok().map(Pid::from_raw)
+    };
+    let mut tally = [0usize; 3];
+    for round in 0..ROUNDS {
+        let victim = rng.next(3) as usize;
+        let delay = Duration::from_millis(rng.next(400));
+        let mut launcher = launch(&[]);
+        std::thread::sleep(delay);
+        let context = format!("round {round} (seed {seed}), victim {victim}, after {delay:?}");
+        match victim {
+            // The foreground node.
+            0 => {
+                let pid = wait_for_pid(&lock_pid, &format!("node{NODES}"), &context);
+                let _ = kill(pid, Signal::SIGKILL);
+                let code = launcher.code(PROMPT);
+                assert!(
+                    matches!(code, Some(137) | Some(1)),
+                    "{context}: exit {code:?}\n{}",
+                    dir.report()
+                );
+            }
+            // The launcher itself.
+            1 => {
+                launcher.signal(Signal::SIGKILL);
+                assert_eq!(launcher.code(PROMPT), Some(137), "{context}");
+            }
+            // A random background node.
+            _ => {
+                let name = format!("node{}", 1 + rng.next(NODES - 1));
+                let pid = wait_for_pid(&lock_pid, &name, &context);
+                let _ = kill(pid, Signal::SIGKILL);
+                std::thread::sleep(Duration::from_millis(50));
+                if launcher.code(Duration::ZERO).is_none() {
+                    launcher.signal(Signal::SIGINT);
+                }
+                let code = launcher.code(PROMPT);
+                assert!(
+                    matches!(code, Some(130) | Some(1)),
+                    "{context}: exit {code:?}\n{}",
+                    dir.report()
+                );
+            }
+        }
+        tally[victim] += 1;
+        let left = dir.wait_no_processes(Duration::from_secs(5));
+        assert_eq!(left, Vec::<i32>::new(), "{context}: processes left\n{}", dir.report());
+        assert!(
+            wait_until(Duration::from_secs(2), || dir.entries().is_empty()),
+            "{context}: files left\n{}",
+            dir.report()
+        );
+    }
+    // And after all that, the same names start and run.
+    let mut launcher = launch(&["--count", "100"]);
+    assert_eq!(
+        launcher.code(Duration::from_secs(60)),
+        Some(0),
+        "final run\n{}",
+        dir.report()
+    );
+    assert!(dir.entries().is_empty());
+    eprintln!(
+        "fault injection: {ROUNDS} rounds survived (foreground {}, launcher {}, random node {}), then a clean run",
+        tally[0], tally[1], tally[2]
+    );
+}
+
+fn wait_for_pid(lock_pid: &dyn Fn(&str) -> Option<Pid>, name: &str, context: &str) -> Pid {
+    let mut pid = None;
+    assert!(
+        wait_until(PROMPT, || {
+            pid = lock_pid(name);
+            pid.is_some()
+        }),
+        "{context}: node {name} never started"
+    );
+    pid.unwrap()
+}
