@@ -70,13 +70,32 @@ impl Notifier {
         })
     }
 
-    /// Sends one state message, such as `READY=1`.
+    /// Sends one state message, such as `READY=1`, waiting up to a second
+    /// if the manager's queue is full.
     pub fn notify(&self, state: &str) -> Result<()> {
+        self.send(state, MsgFlags::empty())
+    }
+
+    /// Sends a state message only if the manager's queue has room; returns
+    /// whether it did. For `STOPPING=1`: when a thousand nodes stop at once,
+    /// waiting on a full queue turns every wake-up of the manager into a
+    /// thundering herd, and the message is advisory anyway.
+    pub fn try_notify(&self, state: &str) -> Result<bool> {
+        match self.send(state, MsgFlags::MSG_DONTWAIT) {
+            Err(Error::Io {
+                source: nix::errno::Errno::EAGAIN,
+                ..
+            }) => Ok(false),
+            r => r.map(|()| true),
+        }
+    }
+
+    fn send(&self, state: &str, flags: MsgFlags) -> Result<()> {
         sendto(
             self.fd.as_raw_fd(),
             state.as_bytes(),
             &self.addr,
-            MsgFlags::MSG_NOSIGNAL,
+            flags | MsgFlags::MSG_NOSIGNAL,
         )
         .map(drop)
         .map_err(|e| Error::io("notify", &self.socket, e))

@@ -57,6 +57,9 @@ pub struct Stats {
     pub dropped: u64,
     /// Of those, datagrams refused because of the sender's uid.
     pub refused: u64,
+    /// From the first accepted message to the last: the time spent chatting,
+    /// which the message rate is computed over.
+    pub active: Duration,
 }
 
 /// Why the loop ended.
@@ -140,6 +143,7 @@ pub fn serve(node: &Node, signals: &Signals, opts: &ServeOptions, out: &mut dyn 
         out,
         stats: Stats::default(),
         me: Uid::effective().as_raw(),
+        first: None,
         peer: None,
         dirty: false,
         warnings: RateLimit::new(),
@@ -154,6 +158,7 @@ pub fn serve(node: &Node, signals: &Signals, opts: &ServeOptions, out: &mut dyn 
         server.drain_queue(&mut buf);
     }
     server.warnings.finish();
+    server.stats.active = server.first.map_or(Duration::ZERO, |first| first.elapsed());
     end.map(|end| (server.stats, end))
 }
 
@@ -164,6 +169,8 @@ struct Server<'a> {
     out: &'a mut dyn Write,
     stats: Stats,
     me: u32,
+    /// When the first message was accepted.
+    first: Option<Instant>,
     /// The last destination, resolved once and reused while it stays the same.
     peer: Option<Peer>,
     dirty: bool,
@@ -241,6 +248,9 @@ impl Server<'_> {
                     return Ok(());
                 }
                 self.stats.received += 1;
+                if self.first.is_none() {
+                    self.first = Some(Instant::now());
+                }
                 if !self.opts.quiet {
                     writeln!(self.out, "{} received: '{}'", self.node.name(), escape(payload))
                         .map_err(|e| Error::io("write", "stdout", crate::dir::errno_of(&e)))?;

@@ -18,7 +18,7 @@ use nix::unistd::Pid;
 use piper_core::notify::{Listener, Notifier};
 use piper_core::{claim, send_unbound, Signals, Stop};
 
-use crate::spawn::{self, Plan};
+use crate::spawn::{Plan, Spawner};
 use crate::{exit, Failure};
 
 /// Timing and failure policy.
@@ -90,8 +90,9 @@ impl Ring<'_> {
         let started = Instant::now();
         let deadline = started + timeout;
         let n = self.plan.names.len();
+        let spawner = Spawner::new(self.plan, self.listener.address()).map_err(fail)?;
         for i in 0..n {
-            let pid = spawn::start(self.plan, i, self.listener.address()).map_err(fail)?;
+            let pid = spawner.start(self.plan, i).map_err(fail)?;
             self.pids[i] = Some(pid);
             self.by_pid.insert(pid, i);
             // Read READY=1 as we go: the notify queue holds only a few

@@ -2,13 +2,14 @@
 //! no shell, each child in its own process group and tied to the launcher's
 //! life by `PR_SET_PDEATHSIG`.
 
+use std::ffi::CString;
 use std::fs::File;
-use std::os::unix::process::CommandExt;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use nix::sys::signal::Signal;
-use nix::unistd::Pid;
+use nix::unistd::{ForkResult, Pid};
 use piper_core::{Name, Namespace, SocketDir};
 
 /// Everything needed to start the ring.
@@ -70,63 +71,150 @@ fn is_executable(path: &Path) -> bool {
         .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
-/// Starts node `i` of the plan, reporting readiness to `notify_socket`.
-pub fn start(plan: &Plan, i: usize, notify_socket: &str) -> Result<Pid, String> {
-    let name = &plan.names[i];
-    let next = &plan.names[(i + 1) % plan.names.len()];
-    let mut cmd = Command::new(&plan.node_bin);
-    cmd.arg(name.as_str())
-        .arg("--dir")
-        .arg(plan.dir.path())
-        .args(["--next", next.as_str()])
-        .env("NOTIFY_SOCKET", notify_socket)
-        .env_remove("WATCHDOG_USEC")
-        .env_remove("WATCHDOG_PID")
-        .stdin(Stdio::null())
-        .process_group(0);
-    if plan.dir.namespace() == Namespace::Abstract {
-        cmd.arg("--abstract");
+/// What every child shares: the binary and the environment, prepared once
+/// so that each spawn only builds its own argument list.
+#[derive(Debug)]
+pub struct Spawner {
+    path: CString,
+    env: Vec<CString>,
+    null: File,
+    launcher: Pid,
+}
+
+impl Spawner {
+    /// Prepares to start nodes that report to `notify_socket`.
+    pub fn new(plan: &Plan, notify_socket: &str) -> Result<Spawner, String> {
+        let path = CString::new(plan.node_bin.as_os_str().as_bytes()).map_err(|_| "node binary path has a NUL")?;
+        // Our own manager's variables are ours: children report to us.
+        let skip = [
+            "NOTIFY_SOCKET",
+            "WATCHDOG_USEC",
+            "WATCHDOG_PID",
+            "LISTEN_FDS",
+            "LISTEN_PID",
+            "LISTEN_FDNAMES",
+        ];
+        let mut env: Vec<CString> = std::env::vars_os()
+            .filter(|(k, _)| !skip.iter().any(|s| k == s))
+            .filter_map(|(k, v)| {
+                let mut kv = k.into_vec();
+                kv.push(b'=');
+                kv.extend(v.into_vec());
+                CString::new(kv).ok()
+            })
+            .collect();
+        env.push(CString::new(format!("NOTIFY_SOCKET={notify_socket}")).map_err(|_| "bad notify socket")?);
+        let null = File::options()
+            .read(true)
+            .write(true)
+            .open("/dev/null")
+            .map_err(|e| format!("/dev/null: {e}"))?;
+        Ok(Spawner {
+            path,
+            env,
+            null,
+            launcher: nix::unistd::getpid(),
+        })
     }
-    if let Some(ms) = plan.interval {
-        cmd.args(["--interval", &ms.to_string()]);
-    }
-    if plan.quiet {
-        cmd.arg("--quiet");
-    }
-    for uid in &plan.allow_uids {
-        cmd.args(["--allow-uid", &uid.to_string()]);
-    }
-    if i == plan.foreground {
-        if let Some(count) = plan.count {
-            cmd.args(["--count", &count.to_string()]);
+
+    /// Starts node `i` of the plan: fork, then exec in the child. Returns as
+    /// soon as the child exists; a child that cannot exec exits 127, which the
+    /// launcher reports like any early death.
+    pub fn start(&self, plan: &Plan, i: usize) -> Result<Pid, String> {
+        let name = &plan.names[i];
+        let next = &plan.names[(i + 1) % plan.names.len()];
+        let mut args: Vec<String> = vec![
+            "piper-node".into(),
+            name.to_string(),
+            "--dir".into(),
+            plan.dir.path().to_string_lossy().into_owned(),
+            "--next".into(),
+            next.to_string(),
+        ];
+        if plan.dir.namespace() == Namespace::Abstract {
+            args.push("--abstract".into());
         }
-    } else if let Some(log_dir) = &plan.log_dir {
-        let path = log_dir.join(format!("{name}.log"));
-        let log = File::create(&path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
-        let err = log
-            .try_clone()
-            .map_err(|e| format!("cannot use {}: {e}", path.display()))?;
-        cmd.stdout(log).stderr(err);
-    } else {
-        cmd.stdout(Stdio::null()).stderr(Stdio::null());
-    }
-    let launcher = nix::unistd::getpid();
-    // SAFETY: between fork and exec the closure calls only prctl(2) and
-    // getppid(2), which are async-signal-safe, and allocates nothing.
-    unsafe {
-        cmd.pre_exec(move || {
-            // A launcher that dies, even by SIGKILL, takes its nodes along.
-            nix::sys::prctl::set_pdeathsig(Signal::SIGTERM)?;
-            // If it died before prctl took effect, no signal will ever come:
-            // the prctl(2) race. Our parent is then no longer the launcher.
-            if nix::unistd::getppid() != launcher {
-                return Err(std::io::Error::from_raw_os_error(nix::libc::ESRCH));
+        if let Some(ms) = plan.interval {
+            args.extend(["--interval".into(), ms.to_string()]);
+        }
+        if plan.quiet {
+            args.push("--quiet".into());
+        }
+        for uid in &plan.allow_uids {
+            args.extend(["--allow-uid".into(), uid.to_string()]);
+        }
+        let log;
+        let (out, err) = if i == plan.foreground {
+            if let Some(count) = plan.count {
+                args.extend(["--count".into(), count.to_string()]);
             }
-            Ok(())
-        });
+            (1, 2)
+        } else if let Some(log_dir) = &plan.log_dir {
+            let path = log_dir.join(format!("{name}.log"));
+            log = File::create(&path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+            (log.as_raw_fd(), log.as_raw_fd())
+        } else {
+            (self.null.as_raw_fd(), self.null.as_raw_fd())
+        };
+        let args: Vec<CString> = args
+            .into_iter()
+            .map(|a| CString::new(a).expect("no NUL in arguments"))
+            .collect();
+        // Everything the child touches is built before fork: it allocates nothing.
+        let argv: Vec<*const nix::libc::c_char> = args.iter().map(|a| a.as_ptr()).chain([std::ptr::null()]).collect();
+        let envp: Vec<*const nix::libc::c_char> =
+            self.env.iter().map(|e| e.as_ptr()).chain([std::ptr::null()]).collect();
+        let null = self.null.as_raw_fd();
+        // SAFETY: the launcher is single-threaded, and between fork and exec
+        // the child calls only async-signal-safe functions (setpgid, prctl,
+        // getppid, dup2, execve, _exit) on data prepared before the fork. A
+        // signal handler that runs in the child before exec only writes a byte
+        // to the launcher's wake-up pipe, which the launcher tolerates.
+        match unsafe { nix::unistd::fork() } {
+            Ok(ForkResult::Child) => {
+                // SAFETY: see above; this never returns.
+                unsafe { exec_child(self.launcher, null, out, err, &argv, &envp, &self.path) }
+            }
+            Ok(ForkResult::Parent { child }) => Ok(child),
+            Err(e) => Err(format!("cannot start node '{name}': fork: {}", e.desc())),
+        }
     }
-    let child = cmd
-        .spawn()
-        .map_err(|e| format!("cannot start node '{name}' ({}): {e}", plan.node_bin.display()))?;
-    Ok(Pid::from_raw(child.id() as i32))
+}
+
+/// The child's side of [`Spawner::start`]: own process group, tied to the
+/// launcher's life, standard streams in place, then exec.
+///
+/// # Safety
+/// Call only in a freshly forked child of a single-threaded parent, with
+/// pointer arrays that end in null.
+unsafe fn exec_child(
+    launcher: Pid,
+    null: RawFd,
+    out: RawFd,
+    err: RawFd,
+    argv: &[*const nix::libc::c_char],
+    envp: &[*const nix::libc::c_char],
+    path: &CString,
+) -> ! {
+    use nix::libc;
+    // The terminal's Ctrl-C then reaches the launcher alone.
+    let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
+    // A launcher that dies, even by SIGKILL, takes its nodes along: they get
+    // SIGTERM and remove their sockets.
+    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGTERM);
+    // If it died before prctl took effect, no signal will ever come (the race
+    // prctl(2) describes); our parent is then no longer the launcher.
+    if nix::unistd::getppid() != launcher {
+        // SAFETY: _exit is async-signal-safe.
+        unsafe { libc::_exit(1) };
+    }
+    // SAFETY: dup2 and execve are async-signal-safe; the fds are open and the
+    // arrays end in null.
+    unsafe {
+        if libc::dup2(null, 0) < 0 || libc::dup2(out, 1) < 0 || libc::dup2(err, 2) < 0 {
+            libc::_exit(127);
+        }
+        libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr());
+        libc::_exit(127)
+    }
 }

@@ -176,7 +176,11 @@ fn run(args: Args) -> Result<u8, Failure> {
         serve(&node, &signals, &opts, &mut out)
     };
     if let Some(n) = &notifier {
-        n.notify("STOPPING=1").unwrap_or_else(|e| log::warn!("{e}"));
+        match n.try_notify("STOPPING=1") {
+            Ok(true) => {}
+            Ok(false) => log::debug!("the service manager's queue is full; STOPPING=1 not sent"),
+            Err(e) => log::debug!("{e}"),
+        }
     }
     drop(node);
     let (stats, end) = result?;
@@ -207,12 +211,18 @@ fn open_node(dir: &SocketDir, name: Name, mut fds: Vec<activation::ListenFd>) ->
     Ok(Node::adopt(fd, dir, name)?)
 }
 
+/// The exit summary. The rate counts from the first message received, so
+/// that time spent waiting for a peer does not dilute it.
 fn summary(name: &str, stats: &Stats, elapsed: Duration) {
-    let secs = elapsed.as_secs_f64();
-    let rate = if secs > 0.0 { stats.received as f64 / secs } else { 0.0 };
+    let active = stats.active.as_secs_f64();
+    let rate = if active > 0.0 {
+        stats.received as f64 / active
+    } else {
+        0.0
+    };
     eprintln!(
-        "piper-node[{name}]: received {}, sent {}, dropped {} (refused {}), elapsed {secs:.3}s, rate {rate:.0} msg/s",
-        stats.received, stats.sent, stats.dropped, stats.refused
+        "piper-node[{name}]: received {}, sent {}, dropped {} (refused {}), elapsed {:.3}s (active {active:.3}s), rate {rate:.0} msg/s",
+        stats.received, stats.sent, stats.dropped, stats.refused, elapsed.as_secs_f64()
     );
 }
 
