@@ -121,10 +121,6 @@ fn kill_9_at_random_moments_leaves_nothing_and_the_ring_starts_again() {
         cmd.args(extra);
         Proc::spawn(&dir, "launch", cmd)
     };
-    let lock_pid = |name: &str| -> Option<Pid> {
-        let text = std::fs::read_to_string(dir.join(&format!(".piper-{name}.lock"))).ok()?;
-        text.trim().parse().ok().map(Pid::from_raw)
-    };
     let mut tally = [0usize; 3];
     for round in 0..ROUNDS {
         let victim = rng.next(3) as usize;
@@ -135,7 +131,7 @@ fn kill_9_at_random_moments_leaves_nothing_and_the_ring_starts_again() {
         match victim {
             // The foreground node.
             0 => {
-                let pid = wait_for_pid(&lock_pid, &format!("node{NODES}"), &context);
+                let pid = wait_for_pid(&dir, &format!("node{NODES}"), &context);
                 let _ = kill(pid, Signal::SIGKILL);
                 let code = launcher.code(PROMPT);
                 assert!(
@@ -152,7 +148,7 @@ fn kill_9_at_random_moments_leaves_nothing_and_the_ring_starts_again() {
             // A random background node.
             _ => {
                 let name = format!("node{}", 1 + rng.next(NODES - 1));
-                let pid = wait_for_pid(&lock_pid, &name, &context);
+                let pid = wait_for_pid(&dir, &name, &context);
                 let _ = kill(pid, Signal::SIGKILL);
                 std::thread::sleep(Duration::from_millis(50));
                 if launcher.code(Duration::ZERO).is_none() {
@@ -190,14 +186,7 @@ fn kill_9_at_random_moments_leaves_nothing_and_the_ring_starts_again() {
     );
 }
 
-fn wait_for_pid(lock_pid: &dyn Fn(&str) -> Option<Pid>, name: &str, context: &str) -> Pid {
-    let mut pid = None;
-    assert!(
-        wait_until(PROMPT, || {
-            pid = lock_pid(name);
-            pid.is_some()
-        }),
-        "{context}: node {name} never started"
-    );
-    pid.unwrap()
+fn wait_for_pid(dir: &Dir, name: &str, context: &str) -> Pid {
+    let pid = piper_tests::node_pid(dir, name, PROMPT);
+    pid.unwrap_or_else(|| panic!("{context}: node {name} never started"))
 }

@@ -13,16 +13,10 @@ fn launch(dir: &Dir, args: &[&str]) -> Proc {
     Proc::spawn(dir, "launch", cmd)
 }
 
-/// The pid a live node wrote into its lock file, once it has.
+/// The pid of a live node, once it is up.
 fn node_pid(dir: &Dir, name: &str) -> Pid {
-    let path = dir.join(&format!(".piper-{name}.lock"));
-    let mut pid = None;
-    let found = wait_until(PROMPT, || {
-        pid = std::fs::read_to_string(&path).ok().and_then(|s| s.trim().parse().ok());
-        pid.is_some()
-    });
-    assert!(found, "node {name} never started\n{}", dir.report());
-    Pid::from_raw(pid.unwrap())
+    let pid = piper_tests::node_pid(dir, name, PROMPT);
+    pid.unwrap_or_else(|| panic!("node {name} never started\n{}", dir.report()))
 }
 
 /// Waits until the launcher says the ring is ready.

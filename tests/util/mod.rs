@@ -337,5 +337,18 @@ pub fn start_node(dir: &Dir, ready: &mut Ready, label: &str, name: &str, args: &
     proc
 }
 
+/// The pid of the live node `name` in `dir`, as the kernel's lock table
+/// says, waiting up to `bound` for it to appear.
+pub fn node_pid(dir: &Dir, name: &str, bound: Duration) -> Option<Pid> {
+    let sockets = piper_core::SocketDir::open(dir.path()).expect("socket dir");
+    let name = piper_core::Name::new(name).expect("a valid name");
+    let mut pid = None;
+    wait_until(bound, || {
+        pid = piper_core::claim::owner_pid(&sockets, &name);
+        pid.is_some()
+    });
+    pid.map(Pid::from_raw)
+}
+
 /// Standard bound for a process that should exit promptly.
 pub const PROMPT: Duration = Duration::from_secs(10);

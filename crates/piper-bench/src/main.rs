@@ -250,8 +250,7 @@ fn launch_and_teardown(s: &Settings, n: usize) -> (f64, f64) {
         assert!(Instant::now() < deadline, "ring of {n} never ready:\n{}", read());
         std::thread::sleep(Duration::from_millis(5));
     }
-    let lock = sockets.join(format!(".piper-node{n}.lock"));
-    let pid: i32 = std::fs::read_to_string(lock).unwrap().trim().parse().unwrap();
+    let pid = foreground_pid(s, &sockets, &format!("node{n}"));
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
     let status = launcher.0.wait().unwrap();
     assert_eq!(status.code(), Some(137));
@@ -271,6 +270,22 @@ fn launch_and_teardown(s: &Settings, n: usize) -> (f64, f64) {
             .unwrap()
     };
     (seconds("nodes ready in"), seconds("tore down"))
+}
+
+/// The pid of node `name`, from `piper-node --list`.
+fn foreground_pid(s: &Settings, sockets: &Path, name: &str) -> i32 {
+    let out = Command::new(s.bin.join("piper-node"))
+        .arg("--list")
+        .arg("--dir")
+        .arg(sockets)
+        .output()
+        .unwrap();
+    let list = String::from_utf8_lossy(&out.stdout);
+    let line = list
+        .lines()
+        .find(|l| l.split('\t').next() == Some(name))
+        .expect("the node is listed");
+    line.split('\t').nth(1).unwrap().parse().expect("a pid")
 }
 
 /// Figure 6: an idle node's resident memory.

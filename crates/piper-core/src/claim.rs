@@ -11,7 +11,6 @@
 //! before it is removed (`ECONNREFUSED` means nobody reads it).
 
 use std::fs::File;
-use std::io::{Read, Seek, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -28,7 +27,8 @@ use crate::name::Name;
 /// A held claim on a name: the locked lock file. Dropping it releases the name.
 #[derive(Debug)]
 pub(crate) struct Claim {
-    lock: Flock<File>,
+    /// Held, never read: the lock lasts as long as this open file.
+    _lock: Flock<File>,
     lock_path: PathBuf,
 }
 
@@ -59,11 +59,11 @@ impl Claim {
                 .map_err(|e| Error::io("open lock file", lock_path.display(), errno_of(&e)))?;
             let lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
                 Ok(lock) => lock,
-                Err((mut file, Errno::EWOULDBLOCK)) => {
+                Err((file, Errno::EWOULDBLOCK)) => {
                     return Err(Error::NameInUse {
                         name: name.clone(),
                         address: dir.display_address(name),
-                        pid: read_pid(&mut file),
+                        pid: holder_pid(&file),
                     })
                 }
                 Err((_, e)) => return Err(Error::io("lock", lock_path.display(), e)),
@@ -73,20 +73,9 @@ impl Claim {
             let held = lock.metadata().map(|m| (m.dev(), m.ino())).ok();
             let now = std::fs::symlink_metadata(&lock_path).map(|m| (m.dev(), m.ino())).ok();
             if held.is_some() && held == now {
-                return Ok(Claim { lock, lock_path });
+                return Ok(Claim { _lock: lock, lock_path });
             }
         }
-    }
-
-    /// Records the owner's pid in the lock file, for "name in use" messages
-    /// and `--list`.
-    pub(crate) fn record_pid(&mut self) -> Result<()> {
-        let pid = std::process::id().to_string();
-        let file: &mut File = &mut self.lock;
-        file.set_len(0)
-            .and_then(|()| file.rewind())
-            .and_then(|()| file.write_all(pid.as_bytes()))
-            .map_err(|e| Error::io("write lock file", self.lock_path.display(), errno_of(&e)))
     }
 
     /// Removes the lock file. Called while the lock is still held, so nobody
@@ -99,17 +88,24 @@ impl Claim {
 /// The pid of the live piper node that holds `name`'s lock, if any. Reads
 /// only: an unheld or missing lock file yields `None` and stays as it is.
 pub fn owner_pid(dir: &SocketDir, name: &Name) -> Option<i32> {
-    let file = File::open(dir.lock_path(name)).ok()?;
-    match Flock::lock(file, FlockArg::LockSharedNonblock) {
-        Err((mut file, Errno::EWOULDBLOCK)) => read_pid(&mut file),
-        _ => None,
-    }
+    holder_pid(&File::open(dir.lock_path(name)).ok()?)
 }
 
-fn read_pid(file: &mut File) -> Option<i32> {
-    let mut text = String::new();
-    file.read_to_string(&mut text).ok()?;
-    text.trim().parse().ok()
+/// Who holds the `flock` on `file`, from the kernel's own table
+/// (`/proc/locks`). Lock files stay empty: writing a pid into them would
+/// cost a data block per node, and on a filesystem mounted with `discard`
+/// freeing that block again costs milliseconds at every exit.
+fn holder_pid(file: &File) -> Option<i32> {
+    let meta = file.metadata().ok()?;
+    let (major, minor) = (nix::sys::stat::major(meta.dev()), nix::sys::stat::minor(meta.dev()));
+    let id = format!("{major:02x}:{minor:02x}:{}", meta.ino());
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    // "1: FLOCK  ADVISORY  WRITE 4242 fd:01:123456 0 EOF"
+    locks.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (kind, pid, dev) = (fields.get(1)?, fields.get(4)?, fields.get(5)?);
+        (*kind == "FLOCK" && *dev == id).then(|| pid.parse().ok()).flatten()
+    })
 }
 
 /// Probes the socket at `path`: live if a `connect` succeeds, stale if it is

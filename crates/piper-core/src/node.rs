@@ -162,7 +162,7 @@ impl Node {
             },
             Namespace::Filesystem => {
                 let path = dir.socket_path(&node.name)?;
-                let mut claim = Claim::acquire(dir, &node.name)?;
+                let claim = Claim::acquire(dir, &node.name)?;
                 let bound = claim::clear_stale(dir, &node.name, &path)
                     .and_then(|()| match bind(node.fd.as_raw_fd(), &addr) {
                         // Someone without a lock (a seed node) got there first.
@@ -176,8 +176,7 @@ impl Node {
                         node.file = Some((path.clone(), id));
                         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
                             .map_err(|e| Error::io("chmod", path.display(), crate::dir::errno_of(&e)))
-                    })
-                    .and_then(|()| claim.record_pid());
+                    });
                 // On failure the claim goes with the node's drop, which also
                 // removes a file it bound.
                 node.claim = Some(claim);
