@@ -19,6 +19,7 @@ struct Settings {
     ring_count: u64,
     launch_sizes: Vec<usize>,
     out: Option<PathBuf>,
+    tmp: PathBuf,
 }
 
 fn parse_args() -> Settings {
@@ -30,6 +31,7 @@ fn parse_args() -> Settings {
         ring_count: 200,
         launch_sizes: vec![100, 1000],
         out: None,
+        tmp: default_tmp(),
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut it = args.iter();
@@ -52,11 +54,32 @@ fn parse_args() -> Settings {
                     .collect()
             }
             "--out" => s.out = Some(PathBuf::from(value())),
+            "--tmp" => s.tmp = PathBuf::from(value()),
+            "--raw-ring" => {
+                let n: usize = value().parse().unwrap_or_else(|_| die("--raw-ring N"));
+                println!("{:.0}", raw_ring(n, 200));
+                std::process::exit(0);
+            }
             "--echo" => echo(&value()),
+            "--forward" => {
+                let from = value();
+                forward(&from, &value())
+            }
             other => die(&format!("unknown argument {other}")),
         }
     }
     s
+}
+
+/// Where sockets live during the run: a tmpfs, as `$XDG_RUNTIME_DIR` is on
+/// a systemd machine. On a disk filesystem, creating and removing thousands
+/// of socket and lock files measures the filesystem instead.
+fn default_tmp() -> PathBuf {
+    let runtime = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from);
+    runtime
+        .filter(|p| p.is_dir())
+        .or_else(|| Some(PathBuf::from("/dev/shm")).filter(|p| p.is_dir()))
+        .unwrap_or_else(std::env::temp_dir)
 }
 
 fn die(message: &str) -> ! {
@@ -67,9 +90,12 @@ fn die(message: &str) -> ! {
 /// A temp directory for one measurement, removed afterwards.
 struct Scratch(PathBuf);
 
+static TMP: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
 impl Scratch {
     fn new(tag: &str) -> Scratch {
-        let path = std::env::temp_dir().join(format!("piper-bench-{}-{tag}", std::process::id()));
+        let tmp = TMP.get().cloned().unwrap_or_else(std::env::temp_dir);
+        let path = tmp.join(format!("piper-bench-{}-{tag}", std::process::id()));
         let _ = std::fs::remove_dir_all(&path);
         std::fs::create_dir(&path).expect("scratch dir");
         std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
@@ -103,6 +129,53 @@ fn echo(path: &str) -> ! {
         let _ = n;
         sock.send_to(b"pong", to).expect("send");
     }
+}
+
+/// A raw ring member: forward every datagram on `path` to `next`.
+fn forward(path: &str, next: &str) -> ! {
+    let sock = UnixDatagram::bind(path).expect("bind ring member");
+    let mut buf = [0u8; 64];
+    loop {
+        let n = sock.recv(&mut buf).expect("recv");
+        let _ = sock.send_to(&buf[..n], next);
+    }
+}
+
+/// The raw ring: `n` processes with no piper code, the bench itself being
+/// one of them. Returns hops per second over `laps` laps.
+fn raw_ring(n: usize, laps: u64) -> f64 {
+    let dir = Scratch::new("rawring");
+    let path = |i: usize| dir.0.join(format!("r{i}"));
+    let exe = std::env::current_exe().unwrap();
+    let _members: Vec<Guard> = (1..n)
+        .map(|i| {
+            let next = path((i + 1) % n);
+            Guard(
+                Command::new(&exe)
+                    .arg("--forward")
+                    .arg(path(i))
+                    .arg(next)
+                    .spawn()
+                    .expect("ring member"),
+            )
+        })
+        .collect();
+    for i in 1..n {
+        wait_for(&path(i));
+    }
+    let me = UnixDatagram::bind(path(0)).unwrap();
+    me.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = [0u8; 64];
+    let lap = |me: &UnixDatagram, buf: &mut [u8]| {
+        me.send_to(b"token", path(1)).expect("send");
+        me.recv(buf).expect("a lap");
+    };
+    lap(&me, &mut buf);
+    let start = Instant::now();
+    for _ in 0..laps {
+        lap(&me, &mut buf);
+    }
+    (n as u64 * laps) as f64 / start.elapsed().as_secs_f64()
 }
 
 /// Round trips between a bound client socket and `server`; returns the hop
@@ -345,6 +418,8 @@ fn machine() -> String {
 
 fn main() {
     let s = parse_args();
+    let _ = TMP.set(s.tmp.clone());
+    let command: Vec<String> = std::env::args().collect();
     let reps = s.reps.max(1);
     let mut raw_rate = Vec::new();
     let (mut raw_p50, mut raw_p99) = (Vec::new(), Vec::new());
@@ -353,6 +428,7 @@ fn main() {
     let mut ready: Vec<Vec<f64>> = vec![Vec::new(); s.launch_sizes.len()];
     let mut down: Vec<Vec<f64>> = vec![Vec::new(); s.launch_sizes.len()];
     let mut rss = Vec::new();
+    let mut raw_ringv = Vec::new();
     for rep in 0..reps {
         eprintln!("piper-bench: repetition {}/{reps}", rep + 1);
         // Interleaved, so that drift in the machine's load hits every figure alike.
@@ -366,6 +442,7 @@ fn main() {
         p99.push(b);
         loud.push(pingpong(&s, false));
         ringv.push(ring(&s));
+        raw_ringv.push(raw_ring(s.ring, s.ring_count));
         for (i, &n) in s.launch_sizes.iter().enumerate() {
             let (r, d) = launch_and_teardown(&s, n);
             ready[i].push(r);
@@ -417,6 +494,13 @@ fn main() {
         format!("{:.2}× 2-node", ring_rate / quiet),
         "≥ 0.8× 2-node",
     );
+    let raw_ring_rate = median(raw_ringv);
+    row(
+        &format!("Raw {}-process ring (no piper code)", s.ring),
+        kilo(raw_ring_rate),
+        format!("{:.2}× raw 2-process", raw_ring_rate / raw_rate),
+        "",
+    );
     for (i, &n) in s.launch_sizes.iter().enumerate() {
         let target_ready = if n == 1000 { "≤ 0.6 s" } else { "" };
         let target_down = if n == 1000 { "≤ 100 ms" } else { "" };
@@ -440,8 +524,10 @@ fn main() {
         "≤ 2 MiB",
     );
     let report = format!(
-        "Machine: {}\n\nMedians of {reps} repetitions; counts: {} round trips, ring of {} × {} laps.\n\n{table}",
+        "Machine: {}\n\nCommand: `{}`; sockets in {}.\nMedians of {reps} repetitions; counts: {} round trips, ring of {} × {} laps.\n\n{table}",
         machine(),
+        command.join(" "),
+        s.tmp.display(),
         s.count,
         s.ring,
         s.ring_count

@@ -51,7 +51,7 @@ pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_millis(250);
 /// let mut buf = RecvBuf::new();
 /// let got = pong.recv(&mut buf).unwrap();
 /// assert_eq!(got.payload, b"ping");
-/// assert_eq!(got.from.as_ref(), Some(ping.name()));
+/// assert_eq!(got.from().as_ref(), Some(ping.name()));
 ///
 /// let path = dir.socket_path(ping.name()).unwrap();
 /// drop(ping);
@@ -101,11 +101,19 @@ pub struct Credentials {
 pub struct Datagram<'a> {
     /// The bytes.
     pub payload: &'a [u8],
-    /// The sender's node name, if it sent from a piper node socket of this
-    /// directory; `None` for unbound senders such as the seed's Python nodes.
-    pub from: Option<Name>,
     /// The sender's credentials.
     pub creds: Option<Credentials>,
+    sender: Option<UnixAddr>,
+    dir: &'a SocketDir,
+}
+
+impl Datagram<'_> {
+    /// The sender's node name, if it sent from a piper node socket of this
+    /// directory; `None` for unbound senders such as the seed's Python nodes.
+    /// Worked out on demand: the hot path never needs it.
+    pub fn from(&self) -> Option<Name> {
+        self.sender.as_ref().and_then(|addr| self.dir.name_of(addr))
+    }
 }
 
 /// Reusable receive buffers: [`MAX_DATAGRAM`] bytes of payload plus room for
@@ -272,6 +280,14 @@ impl Node {
             .map_err(|e| Error::io("configure", &self.name, e))
     }
 
+    /// Sets how long [`Node::recv`] waits before it fails with `EAGAIN`.
+    /// With a timeout set, a signal also makes a blocked receive fail with
+    /// `EINTR` instead of restarting it (signal(7)).
+    pub fn set_recv_timeout(&self, timeout: Duration) -> Result<()> {
+        let tv = TimeVal::new(timeout.as_secs() as _, timeout.subsec_micros() as _);
+        setsockopt(&self.fd, sockopt::ReceiveTimeout, &tv).map_err(|e| Error::io("configure", &self.name, e))
+    }
+
     /// Sends `bytes` to `to` from this node's socket.
     pub fn send(&self, to: &Peer, bytes: &[u8]) -> Result<()> {
         match sendto(self.fd.as_raw_fd(), bytes, &to.addr, MsgFlags::MSG_NOSIGNAL) {
@@ -285,13 +301,13 @@ impl Node {
         self.send(&self.peer(to)?, bytes)
     }
 
-    /// Waits for the next datagram.
-    pub fn recv<'a>(&self, buf: &'a mut RecvBuf) -> Result<Datagram<'a>> {
+    /// Waits for the next datagram (or until the receive timeout, if set).
+    pub fn recv<'a>(&'a self, buf: &'a mut RecvBuf) -> Result<Datagram<'a>> {
         self.receive(buf, MsgFlags::empty())
     }
 
     /// Takes the next datagram if one is queued, without waiting.
-    pub fn try_recv<'a>(&self, buf: &'a mut RecvBuf) -> Result<Option<Datagram<'a>>> {
+    pub fn try_recv<'a>(&'a self, buf: &'a mut RecvBuf) -> Result<Option<Datagram<'a>>> {
         match self.receive(buf, MsgFlags::MSG_DONTWAIT) {
             Err(Error::Io {
                 source: Errno::EAGAIN, ..
@@ -300,8 +316,8 @@ impl Node {
         }
     }
 
-    fn receive<'a>(&self, buf: &'a mut RecvBuf, flags: MsgFlags) -> Result<Datagram<'a>> {
-        let (len, from, creds) = {
+    fn receive<'a>(&'a self, buf: &'a mut RecvBuf, flags: MsgFlags) -> Result<Datagram<'a>> {
+        let (len, sender, creds) = {
             let mut iov = [IoSliceMut::new(&mut buf.data)];
             // MSG_TRUNC makes the kernel return the datagram's real length.
             let flags = flags | MsgFlags::MSG_TRUNC;
@@ -317,8 +333,7 @@ impl Node {
                     _ => None,
                 })
             });
-            let from = msg.address.as_ref().and_then(|a| self.dir.name_of(a));
-            (msg.bytes, from, creds)
+            (msg.bytes, msg.address, creds)
         };
         if len > buf.data.len() {
             return Err(Error::Truncated {
@@ -328,8 +343,9 @@ impl Node {
         }
         Ok(Datagram {
             payload: &buf.data[..len],
-            from,
             creds,
+            sender,
+            dir: &self.dir,
         })
     }
 }

@@ -19,6 +19,11 @@ use crate::node::{Credentials, Datagram, Node, Peer, RecvBuf};
 use crate::notify::Notifier;
 use crate::signals::{Signals, Stop};
 
+/// How often an idle node wakes up anyway: this bounds how long a stop
+/// requested by [`Trigger::fire`](crate::Trigger::fire) from another thread
+/// takes to be seen (a signal is seen at once).
+pub const IDLE_WAKE: Duration = Duration::from_secs(1);
+
 /// How long buffered output may wait while the node is idle.
 pub const FLUSH_AFTER: Duration = Duration::from_millis(20);
 
@@ -149,10 +154,15 @@ pub fn serve(node: &Node, signals: &Signals, opts: &ServeOptions, out: &mut dyn 
         warnings: RateLimit::new(),
     };
     if let Some(peer) = &opts.send_first {
-        server.reply(peer.clone());
+        server.reply(Some(peer));
     }
     let mut buf = RecvBuf::new();
+    // The fast path's wake-ups: a receive timeout (so that signals interrupt
+    // a blocked receive), and the handler's O_NONBLOCK on this socket.
+    node.set_recv_timeout(IDLE_WAKE)?;
+    signals.interrupt(Some(node.as_fd()));
     let end = server.run(&mut buf);
+    signals.interrupt(None);
     server.flush()?;
     if end.is_ok() {
         server.drain_queue(&mut buf);
@@ -178,12 +188,40 @@ struct Server<'a> {
 }
 
 impl Server<'_> {
+    /// The loop. Two ways to wait for a datagram:
+    ///
+    /// - The fast path, when nothing is due but the next datagram: a plain
+    ///   blocking `recvmsg`, so a hop costs one receive and one send, as in a
+    ///   raw loop. Signals still get through: the socket has a receive
+    ///   timeout, which makes the kernel fail a blocked receive with EINTR
+    ///   instead of restarting it, and the handler sets the socket
+    ///   non-blocking, so a receive entered just after the signal returns at
+    ///   once (see [`Signals::interrupt`]).
+    /// - The timed path, when output waits to be flushed or a watchdog ping
+    ///   is due: `poll` on the socket and the signal pipe, with a timeout.
     fn run(&mut self, buf: &mut RecvBuf) -> Result<End> {
         let watchdog = self.opts.watchdog.zip(self.opts.notifier.clone());
         let mut next_ping = Instant::now();
+        // A copy of the reference: what it lends out is not a borrow of self.
+        let node = self.node;
         loop {
+            if let Some(stop) = self.signals.stop() {
+                return Ok(End::Stop(stop));
+            }
             if self.opts.count.is_some_and(|count| self.stats.received >= count) {
                 return Ok(End::Count);
+            }
+            if !self.dirty && watchdog.is_none() {
+                match node.recv(buf) {
+                    // A signal, the signal handler's O_NONBLOCK, or the idle
+                    // timeout: the check at the top decides.
+                    Err(Error::Io {
+                        source: Errno::EINTR | Errno::EAGAIN,
+                        ..
+                    }) => {}
+                    received => self.handle(received.map(Some))?,
+                }
+                continue;
             }
             let mut timeout = if self.dirty { Some(FLUSH_AFTER) } else { None };
             if let Some((every, notifier)) = &watchdog {
@@ -212,22 +250,23 @@ impl Server<'_> {
                 self.flush()?;
                 continue;
             }
-            let stop_ready = fds[1].any().unwrap_or(false);
-            let msg_ready = fds[0].any().unwrap_or(false);
-            if stop_ready {
+            if fds[1].any().unwrap_or(false) {
                 self.signals.drain();
-                if let Some(stop) = self.signals.stop() {
-                    return Ok(End::Stop(stop));
-                }
             }
-            if msg_ready {
-                self.receive_one(buf)?;
+            if fds[0].any().unwrap_or(false) {
+                match node.try_recv(buf) {
+                    Err(Error::Io {
+                        source: Errno::EAGAIN, ..
+                    }) => {}
+                    received => self.handle(received)?,
+                }
             }
         }
     }
 
-    fn receive_one(&mut self, buf: &mut RecvBuf) -> Result<()> {
-        let target = match self.node.try_recv(buf) {
+    /// Prints and answers one received datagram, or counts why not.
+    fn handle(&mut self, received: Result<Option<Datagram<'_>>>) -> Result<()> {
+        let target = match received {
             Ok(None) => return Ok(()),
             Ok(Some(Datagram { payload, creds, .. })) => {
                 if !allowed(creds, self.me, &self.opts.allow_uids) {
@@ -259,10 +298,15 @@ impl Server<'_> {
                         self.flush()?;
                     }
                 }
-                match (&self.opts.next, &self.peer) {
-                    (Some(next), _) => Ok(next.clone()),
-                    (None, Some(peer)) if peer.name().as_bytes() == payload => Ok(peer.name().clone()),
-                    (None, _) => Name::from_bytes(payload),
+                match &self.opts.next {
+                    // The ring's peer, resolved once: no work per message.
+                    Some(_) => Ok(None),
+                    // The seed's protocol: the payload names the peer; the
+                    // last one resolved is reused while it stays the same.
+                    None => match &self.peer {
+                        Some(peer) if peer.name().as_bytes() == payload => Ok(None),
+                        _ => Name::from_bytes(payload).map(Some),
+                    },
                 }
             }
             Err(e @ Error::Truncated { .. }) => {
@@ -273,7 +317,7 @@ impl Server<'_> {
             Err(e) => return Err(e),
         };
         match target {
-            Ok(to) => self.reply(to),
+            Ok(to) => self.reply(to.as_ref()),
             Err(e) => {
                 self.stats.dropped += 1;
                 self.warnings
@@ -283,18 +327,28 @@ impl Server<'_> {
         Ok(())
     }
 
-    /// Sends our name to `to`, after the interval; failures are counted and
-    /// logged, never fatal.
-    fn reply(&mut self, to: Name) {
+    /// Sends our name to `to`, or to the current peer if `None` (the ring's
+    /// `next`, or the last payload's node), after the interval. Failures are
+    /// counted and logged, never fatal.
+    fn reply(&mut self, to: Option<&Name>) {
         if !self.opts.interval.is_zero() && !self.pause() {
             self.stats.dropped += 1;
             return;
         }
-        let peer = match &self.peer {
-            Some(peer) if *peer.name() == to => Ok(peer),
-            _ => self.node.peer(&to).map(|peer| &*self.peer.insert(peer)),
-        };
-        match peer.and_then(|peer| self.node.send(peer, self.node.name().as_bytes())) {
+        if let Some(name) = to.or(self.opts.next.as_ref()) {
+            if self.peer.as_ref().map(Peer::name) != Some(name) {
+                match self.node.peer(name) {
+                    Ok(peer) => self.peer = Some(peer),
+                    Err(e) => {
+                        self.stats.dropped += 1;
+                        self.warnings.warn(format_args!("{e}; dropping the reply"));
+                        return;
+                    }
+                }
+            }
+        }
+        let Some(peer) = &self.peer else { return };
+        match self.node.send(peer, self.node.name().as_bytes()) {
             Ok(()) => self.stats.sent += 1,
             Err(e) => {
                 self.stats.dropped += 1;

@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use nix::fcntl::OFlag;
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::sys::signal::Signal;
 use signal_hook::SigId;
 
@@ -68,6 +68,8 @@ struct Shared {
     first: AtomicI32,
     /// Files to remove when a repeated terminating signal exits at once.
     emergency: OnceLock<Vec<CString>>,
+    /// A socket to make non-blocking on a stop request, or -1.
+    interrupt: AtomicI32,
 }
 
 impl Shared {
@@ -76,7 +78,7 @@ impl Shared {
         let _ = nix::unistd::write(&self.write, &[1]);
     }
 
-    /// Async-signal-safe: atomics, write, unlink and _exit only.
+    /// Async-signal-safe: atomics, fcntl, write, unlink and _exit only.
     fn on_stop(&self, signo: i32) {
         let before = self.stops.fetch_add(1, Ordering::SeqCst);
         if before == 0 {
@@ -87,6 +89,18 @@ impl Shared {
                     let _ = nix::unistd::unlink(path.as_c_str());
                 }
                 signal_hook::low_level::exit(128 + signo);
+            }
+        }
+        let fd = self.interrupt.load(Ordering::SeqCst);
+        if fd >= 0 {
+            // SAFETY: `interrupt` is only set while its owner keeps the
+            // descriptor open (see `Signals::interrupt`).
+            let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+            if let Ok(flags) = fcntl(fd, FcntlArg::F_GETFL) {
+                let _ = fcntl(
+                    fd,
+                    FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK),
+                );
             }
         }
         self.wake();
@@ -105,6 +119,7 @@ impl Signals {
                 stops: AtomicUsize::new(0),
                 first: AtomicI32::new(-1),
                 emergency: OnceLock::new(),
+                interrupt: AtomicI32::new(-1),
             }),
             read,
             ids: Vec::new(),
@@ -135,7 +150,7 @@ impl Signals {
         };
         // SAFETY: the handler is async-signal-safe: it touches only atomics
         // and a `OnceLock` that is already initialised when read (`get` is an
-        // atomic load), and calls only write(2), unlink(2) and _exit(2).
+        // atomic load), and calls only fcntl(2), write(2), unlink(2) and _exit(2).
         let id = unsafe { signal_hook::low_level::register(signo, handler) }
             .map_err(|e| Error::io("install a handler for", sig.as_str(), errno_of_io(&e)))?;
         self.ids.push(id);
@@ -150,6 +165,16 @@ impl Signals {
             .filter_map(|p| CString::new(p.as_os_str().as_bytes()).ok())
             .collect();
         let _ = self.shared.emergency.set(paths);
+    }
+
+    /// Makes a stop request also set `socket` non-blocking, so that a loop
+    /// that blocks in a receive on it (with a receive timeout set, so that
+    /// the signal itself fails the receive with EINTR) cannot miss a stop
+    /// that lands between its check and its receive. `None` clears it; the
+    /// caller must clear it before the socket is closed.
+    pub fn interrupt(&self, socket: Option<BorrowedFd<'_>>) {
+        let fd = socket.map_or(-1, |fd| std::os::fd::AsRawFd::as_raw_fd(&fd));
+        self.shared.interrupt.store(fd, Ordering::SeqCst);
     }
 
     /// A handle that requests a stop from anywhere, as a signal would.

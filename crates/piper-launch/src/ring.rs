@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::signal::{kill, Signal};
+use nix::sys::signal::{kill, killpg, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use piper_core::notify::{Listener, Notifier};
@@ -45,6 +45,8 @@ struct Ring<'a> {
     signals: Signals,
     listener: Listener,
     pids: Vec<Option<Pid>>,
+    /// Each node's process group (normally one for all).
+    groups: Vec<Option<Pid>>,
     by_pid: HashMap<Pid, usize>,
     /// How each node ended, once reaped.
     ended: Vec<Option<WaitStatus>>,
@@ -67,6 +69,7 @@ pub fn run(plan: &Plan, options: &Options) -> Result<u8, Failure> {
         signals,
         listener,
         pids: vec![None; n],
+        groups: vec![None; n],
         by_pid: HashMap::with_capacity(n),
         ended: vec![None; n],
         ready: vec![false; n],
@@ -90,10 +93,11 @@ impl Ring<'_> {
         let started = Instant::now();
         let deadline = started + timeout;
         let n = self.plan.names.len();
-        let spawner = Spawner::new(self.plan, self.listener.address()).map_err(fail)?;
+        let mut spawner = Spawner::new(self.plan, self.listener.address()).map_err(fail)?;
         for i in 0..n {
-            let pid = spawner.start(self.plan, i).map_err(fail)?;
+            let (pid, group) = spawner.start(self.plan, i).map_err(fail)?;
             self.pids[i] = Some(pid);
+            self.groups[i] = Some(group);
             self.by_pid.insert(pid, i);
             // Read READY=1 as we go: the notify queue holds only a few
             // datagrams, and a node waiting on it is a node not starting.
@@ -194,11 +198,17 @@ impl Ring<'_> {
         if targets.is_empty() && self.pids.iter().all(Option::is_none) {
             return;
         }
-        for &i in &targets {
-            let pid = self.pids[i].expect("started");
-            let _ = kill(pid, Signal::SIGTERM);
-            let _ = kill(pid, Signal::SIGCONT);
+        // One kill per process group reaches every node at once. Only groups
+        // with a live member are signalled: an empty group's id may since
+        // belong to someone else.
+        let mut groups: Vec<Pid> = targets.iter().filter_map(|&i| self.groups[i]).collect();
+        groups.sort_unstable();
+        groups.dedup();
+        for group in groups {
+            let _ = killpg(group, Signal::SIGTERM);
+            let _ = killpg(group, Signal::SIGCONT);
         }
+        log::debug!("SIGTERM sent to {} nodes after {:?}", targets.len(), started.elapsed());
         let stops = self.signals.stops();
         let deadline = started + grace;
         loop {
@@ -213,6 +223,7 @@ impl Ring<'_> {
             self.drain_notifications();
             self.signals.drain();
         }
+        log::debug!("reaped after {:?}", started.elapsed());
         let stubborn = alive(self);
         for &i in &stubborn {
             log::warn!("node '{}' ignored SIGTERM; sending SIGKILL", self.plan.names[i]);

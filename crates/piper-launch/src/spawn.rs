@@ -79,6 +79,8 @@ pub struct Spawner {
     env: Vec<CString>,
     null: File,
     launcher: Pid,
+    /// The process group the nodes share, once the first one made it.
+    group: Option<Pid>,
 }
 
 impl Spawner {
@@ -114,13 +116,19 @@ impl Spawner {
             env,
             null,
             launcher: nix::unistd::getpid(),
+            group: None,
         })
     }
 
     /// Starts node `i` of the plan: fork, then exec in the child. Returns as
-    /// soon as the child exists; a child that cannot exec exits 127, which the
-    /// launcher reports like any early death.
-    pub fn start(&self, plan: &Plan, i: usize) -> Result<Pid, String> {
+    /// soon as the child exists, with its pid and process group; a child that
+    /// cannot exec exits 127, which the launcher reports like any early death.
+    ///
+    /// The nodes share one process group of their own, apart from the
+    /// terminal's: Ctrl-C reaches the launcher alone, and teardown signals
+    /// every node with one `kill(-group)`. The first node leads the group;
+    /// should every member be gone, the next node starts a new one.
+    pub fn start(&mut self, plan: &Plan, i: usize) -> Result<(Pid, Pid), String> {
         let name = &plan.names[i];
         let next = &plan.names[(i + 1) % plan.names.len()];
         let mut args: Vec<String> = vec![
@@ -165,6 +173,7 @@ impl Spawner {
         let envp: Vec<*const nix::libc::c_char> =
             self.env.iter().map(|e| e.as_ptr()).chain([std::ptr::null()]).collect();
         let null = self.null.as_raw_fd();
+        let group = self.group.unwrap_or(Pid::from_raw(0));
         // SAFETY: the launcher is single-threaded, and between fork and exec
         // the child calls only async-signal-safe functions (setpgid, prctl,
         // getppid, dup2, execve, _exit) on data prepared before the fork. A
@@ -173,9 +182,18 @@ impl Spawner {
         match unsafe { nix::unistd::fork() } {
             Ok(ForkResult::Child) => {
                 // SAFETY: see above; this never returns.
-                unsafe { exec_child(self.launcher, null, out, err, &argv, &envp, &self.path) }
+                unsafe { exec_child(self.launcher, group, null, out, err, &argv, &envp, &self.path) }
             }
-            Ok(ForkResult::Parent { child }) => Ok(child),
+            Ok(ForkResult::Parent { child }) => {
+                // Both sides set the group, so it is in place whichever runs
+                // first; EACCES means the child has already exec'd and set it.
+                if nix::unistd::setpgid(child, group) == Err(nix::errno::Errno::EPERM) {
+                    let _ = nix::unistd::setpgid(child, child);
+                }
+                let pgid = nix::unistd::getpgid(Some(child)).unwrap_or(child);
+                self.group = Some(pgid);
+                Ok((child, pgid))
+            }
             Err(e) => Err(format!("cannot start node '{name}': fork: {}", e.desc())),
         }
     }
@@ -189,6 +207,7 @@ impl Spawner {
 /// pointer arrays that end in null.
 unsafe fn exec_child(
     launcher: Pid,
+    group: Pid,
     null: RawFd,
     out: RawFd,
     err: RawFd,
@@ -197,8 +216,11 @@ unsafe fn exec_child(
     path: &CString,
 ) -> ! {
     use nix::libc;
-    // The terminal's Ctrl-C then reaches the launcher alone.
-    let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
+    // The nodes' group, not the terminal's: Ctrl-C reaches the launcher alone.
+    // If the group has emptied meanwhile, lead a new one.
+    if nix::unistd::setpgid(Pid::from_raw(0), group).is_err() {
+        let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
+    }
     // A launcher that dies, even by SIGKILL, takes its nodes along: they get
     // SIGTERM and remove their sockets.
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGTERM);
