@@ -172,8 +172,14 @@ impl Spawner {
         let argv: Vec<*const nix::libc::c_char> = args.iter().map(|a| a.as_ptr()).chain([std::ptr::null()]).collect();
         let envp: Vec<*const nix::libc::c_char> =
             self.env.iter().map(|e| e.as_ptr()).chain([std::ptr::null()]).collect();
-        let null = self.null.as_raw_fd();
-        let group = self.group.unwrap_or(Pid::from_raw(0));
+        let exec = ChildExec {
+            launcher: self.launcher,
+            group: self.group.unwrap_or(Pid::from_raw(0)),
+            stdio: [self.null.as_raw_fd(), out, err],
+            argv: &argv,
+            envp: &envp,
+            path: &self.path,
+        };
         // SAFETY: the launcher is single-threaded, and between fork and exec
         // the child calls only async-signal-safe functions (setpgid, prctl,
         // getppid, dup2, execve, _exit) on data prepared before the fork. A
@@ -182,12 +188,12 @@ impl Spawner {
         match unsafe { nix::unistd::fork() } {
             Ok(ForkResult::Child) => {
                 // SAFETY: see above; this never returns.
-                unsafe { exec_child(self.launcher, group, null, out, err, &argv, &envp, &self.path) }
+                unsafe { exec.exec() }
             }
             Ok(ForkResult::Parent { child }) => {
                 // Both sides set the group, so it is in place whichever runs
                 // first; EACCES means the child has already exec'd and set it.
-                if nix::unistd::setpgid(child, group) == Err(nix::errno::Errno::EPERM) {
+                if nix::unistd::setpgid(child, exec.group) == Err(nix::errno::Errno::EPERM) {
                     let _ = nix::unistd::setpgid(child, child);
                 }
                 let pgid = nix::unistd::getpgid(Some(child)).unwrap_or(child);
@@ -199,44 +205,50 @@ impl Spawner {
     }
 }
 
-/// The child's side of [`Spawner::start`]: own process group, tied to the
-/// launcher's life, standard streams in place, then exec.
-///
-/// # Safety
-/// Call only in a freshly forked child of a single-threaded parent, with
-/// pointer arrays that end in null.
-unsafe fn exec_child(
+/// What the child needs between fork and exec, all prepared before the fork.
+struct ChildExec<'a> {
     launcher: Pid,
+    /// The group to join, or 0 to lead a new one.
     group: Pid,
-    null: RawFd,
-    out: RawFd,
-    err: RawFd,
-    argv: &[*const nix::libc::c_char],
-    envp: &[*const nix::libc::c_char],
-    path: &CString,
-) -> ! {
-    use nix::libc;
-    // The nodes' group, not the terminal's: Ctrl-C reaches the launcher alone.
-    // If the group has emptied meanwhile, lead a new one.
-    if nix::unistd::setpgid(Pid::from_raw(0), group).is_err() {
-        let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
-    }
-    // A launcher that dies, even by SIGKILL, takes its nodes along: they get
-    // SIGTERM and remove their sockets.
-    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGTERM);
-    // If it died before prctl took effect, no signal will ever come (the race
-    // prctl(2) describes); our parent is then no longer the launcher.
-    if nix::unistd::getppid() != launcher {
-        // SAFETY: _exit is async-signal-safe.
-        unsafe { libc::_exit(1) };
-    }
-    // SAFETY: dup2 and execve are async-signal-safe; the fds are open and the
-    // arrays end in null.
-    unsafe {
-        if libc::dup2(null, 0) < 0 || libc::dup2(out, 1) < 0 || libc::dup2(err, 2) < 0 {
-            libc::_exit(127);
+    /// What becomes fds 0, 1 and 2.
+    stdio: [RawFd; 3],
+    /// Null-terminated argument and environment pointer arrays.
+    argv: &'a [*const nix::libc::c_char],
+    envp: &'a [*const nix::libc::c_char],
+    path: &'a CString,
+}
+
+impl ChildExec<'_> {
+    /// The child's side of [`Spawner::start`]: the nodes' process group, tied
+    /// to the launcher's life, standard streams in place, then exec.
+    ///
+    /// # Safety
+    /// Call only in a freshly forked child of a single-threaded parent.
+    unsafe fn exec(&self) -> ! {
+        use nix::libc;
+        let (launcher, group) = (self.launcher, self.group);
+        // The nodes' group, not the terminal's: Ctrl-C reaches the launcher alone.
+        // If the group has emptied meanwhile, lead a new one.
+        if nix::unistd::setpgid(Pid::from_raw(0), group).is_err() {
+            let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
         }
-        libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr());
-        libc::_exit(127)
+        // A launcher that dies, even by SIGKILL, takes its nodes along: they get
+        // SIGTERM and remove their sockets.
+        let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGTERM);
+        // If it died before prctl took effect, no signal will ever come (the race
+        // prctl(2) describes); our parent is then no longer the launcher.
+        if nix::unistd::getppid() != launcher {
+            // SAFETY: _exit is async-signal-safe.
+            unsafe { libc::_exit(1) };
+        }
+        // SAFETY: dup2 and execve are async-signal-safe; the fds are open and the
+        // arrays end in null.
+        unsafe {
+            if (0..3).any(|fd| libc::dup2(self.stdio[fd as usize], fd) < 0) {
+                libc::_exit(127);
+            }
+            libc::execve(self.path.as_ptr(), self.argv.as_ptr(), self.envp.as_ptr());
+            libc::_exit(127)
+        }
     }
 }
