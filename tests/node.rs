@@ -359,3 +359,64 @@ fn interop_with_the_seed_python_nodes_in_both_roles() {
     drop(python);
     cleanup();
 }
+
+#[test]
+fn a_second_sigint_exits_at_once_even_when_stuck_and_removes_the_socket() {
+    use std::process::Stdio;
+    let dir = Dir::new("second-sigint");
+    let mut ready = Ready::new();
+    // Stdout is a pipe nobody reads: once it and the node's buffer are full,
+    // the node is stuck in write(2), where the first Ctrl-C cannot reach it.
+    let mut cmd = node_cmd(&dir, "stuck", &[]);
+    cmd.env("NOTIFY_SOCKET", ready.address());
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Reap<'a>(&'a mut std::process::Child);
+    impl Drop for Reap<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let guard = Reap(&mut child);
+    assert!(ready.wait(pid, "READY=1", PROMPT));
+    let sender = UnixDatagram::unbound().unwrap();
+    // Once the node is stuck its queue fills up: sends then time out.
+    sender.set_write_timeout(Some(Duration::from_millis(200))).unwrap();
+    let payload = vec![b'x'; 200];
+    // Up to 2000 lines of about 220 bytes: far more than a pipe and a buffer hold.
+    let mut sent = 0;
+    while sent < 2000 && sender.send_to(&payload, dir.join("piper-stuck")).is_ok() {
+        sent += 1;
+    }
+    assert!(sent > 600, "only {sent} datagrams went out before the node got stuck");
+    let kill = |sig| nix::sys::signal::kill(pid, sig).unwrap();
+    kill(Signal::SIGINT);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        guard.0.try_wait().unwrap().is_none(),
+        "stuck in write, the first SIGINT cannot end it"
+    );
+    let sent = Instant::now();
+    kill(Signal::SIGINT);
+    let mut status = None;
+    wait_until(PROMPT, || {
+        status = guard.0.try_wait().unwrap();
+        status.is_some()
+    });
+    assert!(
+        sent.elapsed() < Duration::from_millis(100),
+        "the second SIGINT exits at once"
+    );
+    assert_eq!(status.and_then(|s| s.code()), Some(130));
+    assert_eq!(
+        dir.entries(),
+        Vec::<String>::new(),
+        "the emergency exit removed socket and lock"
+    );
+}

@@ -57,7 +57,7 @@ fn parse_args() -> Settings {
             "--tmp" => s.tmp = PathBuf::from(value()),
             "--raw-ring" => {
                 let n: usize = value().parse().unwrap_or_else(|_| die("--raw-ring N"));
-                println!("{:.0}", raw_ring(n, 200));
+                println!("{:.0}", raw_ring(n, (200_000 / n as u64).max(1)));
                 std::process::exit(0);
             }
             "--echo" => echo(&value()),
