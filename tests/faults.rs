@@ -8,24 +8,12 @@ use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use piper_tests::{bin, start_node, wait_until, Dir, Proc, Ready, PROMPT};
+use piper_tests::{bin, start_node, summary, wait_until, Dir, Proc, Ready, PROMPT};
 
 fn rss_kib(pid: Pid) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
-/// received, sent, dropped and refused from a node's summary line.
-fn summary(stderr: &str) -> [u64; 4] {
-    let line = stderr
-        .lines()
-        .find(|l| l.contains(": received "))
-        .expect("a summary line");
-    let mut numbers = line
-        .split([' ', ','])
-        .filter_map(|w| w.trim_end_matches(')').parse::<u64>().ok());
-    [(); 4].map(|()| numbers.next().expect("four counts"))
 }
 
 #[test]

@@ -5,19 +5,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use piper_tests::{node_cmd, start_node, wait_until, Dir, Proc, Ready, PROMPT};
-
-/// received, sent, dropped and refused from a node's summary line.
-fn summary(stderr: &str) -> [u64; 4] {
-    let line = stderr
-        .lines()
-        .find(|l| l.contains(": received "))
-        .expect("a summary line");
-    let mut numbers = line
-        .split([' ', ','])
-        .filter_map(|w| w.trim_end_matches(')').parse::<u64>().ok());
-    [(); 4].map(|()| numbers.next().expect("four counts"))
-}
+use piper_tests::{node_cmd, start_node, summary, wait_until, Dir, Proc, Ready, PROMPT};
 
 fn count_lines(lines: &[String], line: &str) -> usize {
     lines.iter().filter(|l| *l == line).count()

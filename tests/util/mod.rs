@@ -350,5 +350,17 @@ pub fn node_pid(dir: &Dir, name: &str, bound: Duration) -> Option<Pid> {
     pid.map(Pid::from_raw)
 }
 
+/// The counts on a node's summary line: received, sent, dropped, refused.
+pub fn summary(stderr: &str) -> [u64; 4] {
+    let line = stderr
+        .lines()
+        .find(|l| l.contains(": received "))
+        .expect("a summary line");
+    let mut numbers = line
+        .split([' ', ','])
+        .filter_map(|w| w.trim_end_matches(')').parse::<u64>().ok());
+    [(); 4].map(|()| numbers.next().expect("four counts"))
+}
+
 /// Standard bound for a process that should exit promptly.
 pub const PROMPT: Duration = Duration::from_secs(10);

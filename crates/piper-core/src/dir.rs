@@ -225,3 +225,55 @@ impl SocketDir {
 pub(crate) fn errno_of(e: &std::io::Error) -> nix::errno::Errno {
     nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(s: &str) -> Name {
+        Name::new(s).unwrap()
+    }
+
+    #[test]
+    fn the_seed_path_is_kept_in_tmp() {
+        let tmp = SocketDir::open("/tmp").unwrap();
+        assert!(tmp.is_sticky());
+        assert_eq!(tmp.socket_path(&name("pong")).unwrap(), Path::new("/tmp/piper-pong"));
+        assert_eq!(tmp.display_address(&name("pong")), "/tmp/piper-pong");
+    }
+
+    #[test]
+    fn names_that_do_not_fit_are_refused_per_directory() {
+        let dir = SocketDir::open_abstract("/run/piper").unwrap();
+        assert_eq!(dir.max_name_len(), 107 - "/run/piper/piper-".len());
+        let longest = "x".repeat(dir.max_name_len());
+        assert!(dir.address(&name(&longest)).is_ok());
+        let too_long = format!("{longest}y");
+        assert!(matches!(dir.address(&name(&too_long)), Err(Error::NameTooLong { .. })));
+    }
+
+    #[test]
+    fn sender_names_come_only_from_this_directory() {
+        let dir = SocketDir::open_abstract("/run/piper").unwrap();
+        let ping = dir.address(&name("ping")).unwrap();
+        assert_eq!(dir.name_of(&ping), Some(name("ping")));
+        let elsewhere = SocketDir::open_abstract("/run/other")
+            .unwrap()
+            .address(&name("ping"))
+            .unwrap();
+        assert_eq!(dir.name_of(&elsewhere), None);
+        // An unbound sender's address: zero length, and nix would panic on path().
+        assert_eq!(dir.name_of(&UnixAddr::new_unnamed()), None);
+        let fs = SocketDir {
+            path: PathBuf::from("/run/piper"),
+            namespace: Namespace::Filesystem,
+            sticky: false,
+        };
+        assert_eq!(
+            fs.name_of(&UnixAddr::new("/run/piper/piper-pong").unwrap()),
+            Some(name("pong"))
+        );
+        assert_eq!(fs.name_of(&UnixAddr::new("/run/piper/pong").unwrap()), None);
+        assert_eq!(fs.name_of(&UnixAddr::new("/run/piper/piper-../x").unwrap()), None);
+    }
+}

@@ -139,3 +139,64 @@ impl fmt::Display for Escape<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(bytes: &[u8]) -> &'static str {
+        match Name::from_bytes(bytes) {
+            Err(Error::InvalidName { rule, .. }) => rule,
+            other => panic!("{bytes:?} should be invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn valid_names_are_taken_as_they_are() {
+        for name in [
+            "ping",
+            "pong",
+            "node1000",
+            "a.b_c-d",
+            "...",
+            ".hidden",
+            "-",
+            "x".repeat(100).as_str(),
+        ] {
+            assert_eq!(Name::new(name).unwrap().as_str(), name);
+        }
+    }
+
+    #[test]
+    fn each_rule_is_named() {
+        assert_eq!(rule(b""), "a name must not be empty");
+        assert_eq!(rule(b"."), "'.' and '..' are not names");
+        assert_eq!(rule(b".."), "'.' and '..' are not names");
+        assert_eq!(
+            rule(&[b'x'; 101]),
+            "a name must fit in a socket address (at most 100 bytes)"
+        );
+        for bad in [&b"a/b"[..], b"../x", b"a b", b"a\0b", b"\xff", "né".as_bytes(), b"a\n"] {
+            assert_eq!(
+                rule(bad),
+                "only letters, digits, '.', '_' and '-' are allowed",
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn long_garbage_is_shortened_in_errors() {
+        let err = Name::from_bytes(&[b'\xff'; 5000]).unwrap_err().to_string();
+        assert!(err.len() < 300, "{err}");
+        assert!(err.contains("... (5000 bytes)"), "{err}");
+    }
+
+    #[test]
+    fn escape_keeps_one_line_and_is_unambiguous() {
+        assert_eq!(escape(b"a\\b").to_string(), "a\\\\b");
+        assert_eq!(escape(b"\r\t\x7f").to_string(), "\\r\\t\\x7f");
+        assert_eq!(escape("\u{85}".as_bytes()).to_string(), "\\u{85}");
+        assert_eq!(escape(b"\xc3").to_string(), "\\xc3");
+    }
+}

@@ -212,13 +212,13 @@ impl Ring<'_> {
         let stops = self.signals.stops();
         let deadline = started + grace;
         loop {
-            self.reap_into_ended();
+            self.reap();
             let left = deadline.saturating_duration_since(Instant::now());
             if alive(self).is_empty() || left.is_zero() || self.signals.stops() > stops {
                 break;
             }
-            // Nodes say STOPPING=1 on the way out: keep reading, or a full
-            // notify queue would hold them up for their send timeout.
+            // Nodes say STOPPING=1 on the way out; keep reading so that it
+            // finds room (they never wait for it).
             self.wait_readable(Some(left.as_millis().max(1) as u64));
             self.drain_notifications();
             self.signals.drain();
@@ -265,10 +265,6 @@ impl Ring<'_> {
 
     fn drain_notifications(&self) {
         while let Ok(Some(_)) = self.listener.try_recv() {}
-    }
-
-    fn reap_into_ended(&mut self) {
-        let _ = self.reap();
     }
 
     /// Collects every child that has ended, without waiting.
