@@ -176,6 +176,7 @@ impl Spawner {
             launcher: self.launcher,
             group: self.group.unwrap_or(Pid::from_raw(0)),
             stdio: [self.null.as_raw_fd(), out, err],
+            foreground: i == plan.foreground,
             argv: &argv,
             envp: &envp,
             path: &self.path,
@@ -212,6 +213,8 @@ struct ChildExec<'a> {
     group: Pid,
     /// What becomes fds 0, 1 and 2.
     stdio: [RawFd; 3],
+    /// Whether this is the foreground node, which writes to the terminal.
+    foreground: bool,
     /// Null-terminated argument and environment pointer arrays.
     argv: &'a [*const nix::libc::c_char],
     envp: &'a [*const nix::libc::c_char],
@@ -240,6 +243,13 @@ impl ChildExec<'_> {
         if nix::unistd::getppid() != launcher {
             // SAFETY: _exit is async-signal-safe.
             unsafe { libc::_exit(1) };
+        }
+        // The foreground node writes to the terminal from a group that is not
+        // the terminal's foreground group; with `stty tostop` SIGTTOU would
+        // stop it. An ignored signal stays ignored across exec.
+        if self.foreground {
+            // SAFETY: sigaction is async-signal-safe, and SIG_IGN runs no code.
+            let _ = unsafe { nix::sys::signal::signal(Signal::SIGTTOU, nix::sys::signal::SigHandler::SigIgn) };
         }
         // SAFETY: dup2 and execve are async-signal-safe; the fds are open and the
         // arrays end in null.
