@@ -408,3 +408,24 @@ fn a_second_sigint_exits_at_once_even_when_stuck_and_removes_the_socket() {
         "the emergency exit removed socket and lock"
     );
 }
+
+#[test]
+fn a_name_bound_by_a_lockless_process_is_in_use_and_left_alone() {
+    // Like a running seed node: a bound socket, no piper lock.
+    let dir = Dir::new("squat");
+    let squatter = UnixDatagram::bind(dir.join("piper-x")).unwrap();
+    let mut node = Proc::spawn(&dir, "x", node_cmd(&dir, "x", &[]));
+    assert_eq!(node.code(PROMPT), Some(3), "{}", dir.report());
+    let err = node.stderr();
+    let want = format!(
+        "name in use: node 'x' is already bound by another process ({})",
+        dir.join("piper-x").display()
+    );
+    assert!(err.contains(&want), "{err}");
+    assert_eq!(
+        dir.entries(),
+        ["piper-x"],
+        "the squatter's socket stays, our lock is gone"
+    );
+    drop(squatter);
+}

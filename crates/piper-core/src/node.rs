@@ -156,10 +156,13 @@ impl Node {
             claim: None,
             adopted: false,
         };
+        // Bound by a process that holds no piper lock (a seed node, or an
+        // abstract address): its pid is not known. A locked name is reported
+        // with its owner's pid by `Claim::acquire`.
         let in_use = |node: &Node| Error::NameInUse {
             name: node.name.clone(),
             address: dir.display_address(&node.name),
-            pid: claim::owner_pid(dir, &node.name),
+            pid: None,
         };
         match dir.namespace() {
             // The kernel makes an abstract bind atomic and frees the address
