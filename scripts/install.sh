@@ -38,13 +38,14 @@ if [[ -z "${PIPER_BIN_DIR:-}" ]]; then
   PIPER_BIN_DIR="target/$host/release"
 fi
 
-install -d "$DESTDIR$PREFIX/bin" "$DESTDIR$UNITDIR" "$DESTDIR$SYSCONFDIR/piper"
+install -d "$DESTDIR$PREFIX/bin" "$DESTDIR$PREFIX/share/doc/piper" "$DESTDIR$UNITDIR" "$DESTDIR$SYSCONFDIR/piper"
 install -m 0755 "$PIPER_BIN_DIR/piper-node" "$PIPER_BIN_DIR/piper-launch" "$DESTDIR$PREFIX/bin/"
+install -m 0644 README.md "$DESTDIR$PREFIX/share/doc/piper/README.md"
 
-# The units name /usr/local/bin, /etc/piper and /run; point them at this
+# The units name /usr/local, /etc/piper and /run; point them at this
 # install. A user manager has no User= to switch to, and its runtime
 # directory is %t ($XDG_RUNTIME_DIR).
-edit=(-e "s|/usr/local/bin/|$PREFIX/bin/|g" -e "s|/etc/piper/|$SYSCONFDIR/piper/|g")
+edit=(-e "s|/usr/local/|$PREFIX/|g" -e "s|/etc/piper/|$SYSCONFDIR/piper/|g")
 if [[ $user == yes ]]; then
   edit+=(-e '/^User=/d' -e '/^Group=/d' -e '/^SocketUser=/d' -e '/^SocketGroup=/d'
          -e '/^PrivateUsers=/d' -e '/^PrivateNetwork=/d' -e '/^WantedBy=multi-user.target/s/multi-user/default/'

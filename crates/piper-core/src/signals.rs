@@ -3,7 +3,10 @@
 //! A handler only records which signal came and writes one byte to a pipe;
 //! the main loop polls that pipe beside its socket and decides what to do.
 //! This is needed because signal-hook installs handlers with `SA_RESTART`: a
-//! blocking receive would never wake up for a signal flag alone.
+//! blocking receive would never wake up for a signal flag alone. A loop that
+//! does block in a receive, to save the poll on every message, registers its
+//! socket with [`Signals::interrupt`]: a stop request then also makes that
+//! socket non-blocking, so the loop cannot sleep through it.
 //!
 //! Terminating signals (SIGINT, SIGTERM, SIGHUP) are counted. After
 //! [`Signals::exit_on_repeat`], a second one exits at once from inside the
