@@ -300,12 +300,18 @@ fn interop_with_the_seed_python_nodes_in_both_roles() {
     let dir = Dir::new("seed");
     let tag = std::process::id();
     let (py, rs) = (format!("seedpy{tag}"), format!("seedrs{tag}"));
-    let cleanup = || {
-        for name in [&py, &rs] {
-            let _ = std::fs::remove_file(format!("/tmp/piper-{name}"));
+    // The seed never cleans up after itself; this guard does, pass or fail.
+    struct Cleanup(Vec<String>);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            for name in &self.0 {
+                let _ = std::fs::remove_file(format!("/tmp/piper-{name}"));
+            }
         }
-    };
-    cleanup();
+    }
+    let cleanup = Cleanup(vec![py.clone(), rs.clone()]);
+    let clean = || drop(Cleanup(cleanup.0.clone()));
+    clean();
     let mut ready = Ready::new();
 
     // Python answers, piper starts the chain.
@@ -326,7 +332,7 @@ fn interop_with_the_seed_python_nodes_in_both_roles() {
         dir.report()
     );
     drop(python);
-    cleanup();
+    clean();
 
     // piper answers, Python starts the chain.
     let mut cmd = piper_tests::node_cmd_at(std::path::Path::new("/tmp"), &rs, &["--count", "50"]);
@@ -345,7 +351,7 @@ fn interop_with_the_seed_python_nodes_in_both_roles() {
         "piper removed its socket"
     );
     drop(python);
-    cleanup();
+    drop(cleanup);
 }
 
 #[test]
