@@ -72,18 +72,18 @@ fn kill_9_then_the_same_name_starts_again() {
     let mut first = start_node(&dir, &mut ready, "first", "x", &[]);
     first.signal(Signal::SIGKILL);
     assert_eq!(first.code(PROMPT), Some(137));
-    // kill -9 leaves the socket file behind: stale.
+    // kill -9 leaves the socket file behind: stale, and listed as such.
     assert_eq!(dir.entries(), [".piper-x.lock", "piper-x"]);
+    let list = || {
+        let out = Command::new(piper_tests::bin("piper-node"))
+            .args(["--list", "--dir"])
+            .arg(dir.path())
+            .output();
+        String::from_utf8_lossy(&out.unwrap().stdout).into_owned()
+    };
+    assert_eq!(list(), "x\t-\tstale\n");
     let mut second = start_node(&dir, &mut ready, "second", "x", &[]);
-    let out = Command::new(piper_tests::bin("piper-node"))
-        .args(["--list", "--dir"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        format!("x\t{}\tlive\n", second.pid())
-    );
+    assert_eq!(list(), format!("x\t{}\tlive\n", second.pid()));
     second.signal(Signal::SIGTERM);
     assert_eq!(second.code(PROMPT), Some(0), "{}", dir.report());
     assert_eq!(dir.entries(), Vec::<String>::new());

@@ -190,20 +190,22 @@ struct Server<'a> {
 impl Server<'_> {
     /// The loop. Two ways to wait for a datagram:
     ///
-    /// - The fast path, when nothing is due but the next datagram: a plain
-    ///   blocking `recvmsg`, so a hop costs one receive and one send, as in a
-    ///   raw loop. Signals still get through: the socket has a receive
-    ///   timeout, which makes the kernel fail a blocked receive with EINTR
-    ///   instead of restarting it, and the handler sets the socket
-    ///   non-blocking, so a receive entered just after the signal returns at
-    ///   once (see [`Signals::interrupt`]).
-    /// - The timed path, when output waits to be flushed or a watchdog ping
-    ///   is due: `poll` on the socket and the signal pipe, with a timeout.
+    /// - The fast path: a plain blocking `recvmsg`, so a hop costs one
+    ///   receive and one send, as in a raw loop. The socket's receive timeout
+    ///   is the idle timer: [`FLUSH_AFTER`] while output waits to be flushed,
+    ///   else [`IDLE_WAKE`]; it is set only when that changes. Signals still
+    ///   get through: with a receive timeout set, the kernel fails a blocked
+    ///   receive with EINTR instead of restarting it, and the handler sets
+    ///   the socket non-blocking, so a receive entered just after the signal
+    ///   returns at once (see [`Signals::interrupt`]).
+    /// - The watchdog path, when `WATCHDOG=1` is due at set times: `poll` on
+    ///   the socket and the signal pipe, with a timeout.
     fn run(&mut self, buf: &mut RecvBuf) -> Result<End> {
         let watchdog = self.opts.watchdog.zip(self.opts.notifier.clone());
         let mut next_ping = Instant::now();
         // A copy of the reference: what it lends out is not a borrow of self.
         let node = self.node;
+        let mut recv_timeout = IDLE_WAKE;
         loop {
             if let Some(stop) = self.signals.stop() {
                 return Ok(End::Stop(stop));
@@ -211,14 +213,24 @@ impl Server<'_> {
             if self.opts.count.is_some_and(|count| self.stats.received >= count) {
                 return Ok(End::Count);
             }
-            if !self.dirty && watchdog.is_none() {
+            if watchdog.is_none() {
+                let idle = if self.dirty { FLUSH_AFTER } else { IDLE_WAKE };
+                if idle != recv_timeout {
+                    node.set_recv_timeout(idle)?;
+                    recv_timeout = idle;
+                }
                 match node.recv(buf) {
-                    // A signal, the signal handler's O_NONBLOCK, or the idle
-                    // timeout: the check at the top decides.
+                    // The idle timeout, a signal, or the signal handler's
+                    // O_NONBLOCK: flush what waits; the check at the top
+                    // decides whether to stop.
                     Err(Error::Io {
                         source: Errno::EINTR | Errno::EAGAIN,
                         ..
-                    }) => {}
+                    }) => {
+                        if self.dirty {
+                            self.flush()?;
+                        }
+                    }
                     received => self.handle(received.map(Some))?,
                 }
                 continue;
