@@ -32,6 +32,9 @@ fn eight_senders_flood_one_node_and_every_datagram_is_accounted_for() {
             // Connected and blocking: when the hub's queue is full the kernel
             // puts the sender to sleep, so it feels backpressure and never spins.
             sock.connect(dir.join("piper-hub")).unwrap();
+            // Bounded all the same: a hub that stopped reading fails the test
+            // instead of hanging it.
+            sock.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
             let reader = sock.try_clone().unwrap();
             reader.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
             let replies = Arc::clone(&replies);

@@ -235,6 +235,7 @@ fn bad_payload_corpus_gets_logged_drops_and_no_reply() {
         vec![b'x'; 101],
     ];
     let sender = UnixDatagram::unbound().unwrap();
+    sender.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
     for payload in &corpus {
         sender.send_to(payload, dir.join("piper-pong")).unwrap();
     }
