@@ -24,7 +24,8 @@ use crate::dir::{errno_of, SocketDir};
 use crate::error::{Error, Result};
 use crate::name::Name;
 
-/// A held claim on a name: the locked lock file. Dropping it releases the name.
+/// A held claim on a name: the locked lock file. Dropping it removes the lock
+/// file and releases the name.
 #[derive(Debug)]
 pub(crate) struct Claim {
     /// Held, never read: the lock lasts as long as this open file.
@@ -77,10 +78,13 @@ impl Claim {
             }
         }
     }
+}
 
-    /// Removes the lock file. Called while the lock is still held, so nobody
-    /// can be between open and flock on this inode without noticing.
-    pub(crate) fn release(self) {
+impl Drop for Claim {
+    /// Removes the lock file while the lock is still held (the field drops
+    /// after this), so nobody can be between open and flock on this inode
+    /// without noticing: `acquire` rechecks the inode after locking.
+    fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.lock_path);
     }
 }
@@ -132,15 +136,15 @@ pub fn probe(path: &Path) -> Result<Liveness> {
 
 /// Makes way for binding `name` while holding its claim: a stale socket file
 /// is removed; a live one, or one that another user owns in a sticky
-/// directory, means the name is in use.
-pub(crate) fn clear_stale(dir: &SocketDir, name: &Name, path: &Path) -> Result<()> {
+/// directory, means the name is in use. Returns whether a file was removed.
+pub(crate) fn clear_stale(dir: &SocketDir, name: &Name, path: &Path) -> Result<bool> {
     let in_use = || Error::NameInUse {
         name: name.clone(),
         address: path.display().to_string(),
         pid: None,
     };
     match probe(path)? {
-        Liveness::Missing => Ok(()),
+        Liveness::Missing => Ok(false),
         Liveness::Live => Err(in_use()),
         Liveness::Stale => {
             let owner = std::fs::symlink_metadata(path).map(|m| m.uid()).unwrap_or(u32::MAX);
@@ -149,10 +153,9 @@ pub(crate) fn clear_stale(dir: &SocketDir, name: &Name, path: &Path) -> Result<(
             }
             log::info!("removing stale socket {}", path.display());
             match std::fs::remove_file(path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    Err(Error::io("remove stale socket", path.display(), errno_of(&e)))
-                }
-                _ => Ok(()),
+                Ok(()) => Ok(true),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+                Err(e) => Err(Error::io("remove stale socket", path.display(), errno_of(&e))),
             }
         }
     }
@@ -165,19 +168,16 @@ pub fn reclaim(dir: &SocketDir, name: &Name) -> Result<bool> {
     if dir.namespace() == crate::Namespace::Abstract {
         return Ok(false);
     }
-    let claim = match Claim::acquire(dir, name) {
+    let path = dir.socket_path(name)?;
+    // Dropping the claim removes the lock file, on every path out of here.
+    let _claim = match Claim::acquire(dir, name) {
         Ok(claim) => claim,
         Err(Error::NameInUse { .. }) => return Ok(false),
         Err(e) => return Err(e),
     };
-    let path = dir.socket_path(name)?;
-    let existed = probe(&path)? == Liveness::Stale;
-    let result = clear_stale(dir, name, &path);
-    claim.release();
-    match result {
-        Ok(()) => Ok(existed),
+    match clear_stale(dir, name, &path) {
         Err(Error::NameInUse { .. }) => Ok(false),
-        Err(e) => Err(e),
+        removed => removed,
     }
 }
 

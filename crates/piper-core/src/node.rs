@@ -175,7 +175,7 @@ impl Node {
                 let path = dir.socket_path(&node.name)?;
                 let claim = Claim::acquire(dir, &node.name)?;
                 let bound = claim::clear_stale(dir, &node.name, &path)
-                    .and_then(|()| match bind(node.fd.as_raw_fd(), &addr) {
+                    .and_then(|_| match bind(node.fd.as_raw_fd(), &addr) {
                         // Someone without a lock (a seed node) got there first.
                         Err(Errno::EADDRINUSE) => Err(in_use(&node)),
                         r => r.map_err(|e| Error::io("bind", path.display(), e)),
@@ -370,9 +370,8 @@ impl Drop for Node {
                 }
             }
         }
-        if let Some(claim) = self.claim.take() {
-            claim.release();
-        }
+        // Then the claim, which removes the lock file: the name is free.
+        self.claim = None;
     }
 }
 
