@@ -157,7 +157,7 @@ pub fn serve(node: &Node, signals: &Signals, opts: &ServeOptions, out: &mut dyn 
         server.reply(Some(peer));
     }
     let mut buf = RecvBuf::new();
-    // The fast path's wake-ups: a receive timeout (so that signals interrupt
+    // The loop's wake-ups: a receive timeout (so that signals interrupt
     // a blocked receive), and the handler's O_NONBLOCK on this socket.
     node.set_recv_timeout(IDLE_WAKE)?;
     signals.interrupt(Some(node.as_fd()));
@@ -188,18 +188,15 @@ struct Server<'a> {
 }
 
 impl Server<'_> {
-    /// The loop. Two ways to wait for a datagram:
-    ///
-    /// - The fast path: a plain blocking `recvmsg`, so a hop costs one
-    ///   receive and one send, as in a raw loop. The socket's receive timeout
-    ///   is the idle timer: [`FLUSH_AFTER`] while output waits to be flushed,
-    ///   else [`IDLE_WAKE`]; it is set only when that changes. Signals still
-    ///   get through: with a receive timeout set, the kernel fails a blocked
-    ///   receive with EINTR instead of restarting it, and the handler sets
-    ///   the socket non-blocking, so a receive entered just after the signal
-    ///   returns at once (see [`Signals::interrupt`]).
-    /// - The watchdog path, when `WATCHDOG=1` is due at set times: `poll` on
-    ///   the socket and the signal pipe, with a timeout.
+    /// The loop. It waits in a plain blocking `recvmsg`, so a hop costs one
+    /// receive and one send, as in a raw loop. The socket's receive timeout
+    /// is the loop's only timer: [`FLUSH_AFTER`] while output waits to be
+    /// flushed, else [`IDLE_WAKE`], and at most half the watchdog interval
+    /// when `WATCHDOG=1` is due at set times; it is set only when it changes.
+    /// Signals still get through: with a receive timeout set, the kernel
+    /// fails a blocked receive with EINTR instead of restarting it, and the
+    /// handler sets the socket non-blocking, so a receive entered just after
+    /// the signal returns at once (see [`Signals::interrupt`]).
     fn run(&mut self, buf: &mut RecvBuf) -> Result<End> {
         let watchdog = self.opts.watchdog.zip(self.opts.notifier.clone());
         let mut next_ping = Instant::now();
@@ -213,74 +210,45 @@ impl Server<'_> {
             if self.opts.count.is_some_and(|count| self.stats.received >= count) {
                 return Ok(End::Count);
             }
-            if watchdog.is_none() {
-                let idle = if self.dirty { FLUSH_AFTER } else { IDLE_WAKE };
-                if idle != recv_timeout {
-                    node.set_recv_timeout(idle)?;
-                    recv_timeout = idle;
-                }
-                match node.recv(buf) {
-                    // The idle timeout, a signal, or the signal handler's
-                    // O_NONBLOCK: flush what waits; the check at the top
-                    // decides whether to stop.
-                    Err(Error::Io {
-                        source: Errno::EINTR | Errno::EAGAIN,
-                        ..
-                    }) => {
-                        if self.dirty {
-                            self.flush()?;
-                        }
-                    }
-                    received => self.handle(received.map(Some))?,
-                }
-                continue;
-            }
-            let mut timeout = if self.dirty { Some(FLUSH_AFTER) } else { None };
+            let mut idle = if self.dirty { FLUSH_AFTER } else { IDLE_WAKE };
             if let Some((every, notifier)) = &watchdog {
                 let now = Instant::now();
                 if now >= next_ping {
                     if let Err(e) = notifier.notify("WATCHDOG=1") {
                         log::warn!("{e}");
                     }
-                    next_ping = now + *every;
+                    // On schedule on average; after a stall, not in a burst.
+                    next_ping = (next_ping + *every).max(now);
                 }
-                timeout = Some(timeout.map_or(next_ping - now, |t| t.min(next_ping - now)));
+                // Waking every half interval keeps a ping at most 1.5
+                // intervals after the last, inside the manager's 2.
+                idle = idle.min((*every / 2).max(Duration::from_millis(1)));
             }
-            let timeout = timeout.map_or(PollTimeout::NONE, |t| {
-                PollTimeout::try_from(t.as_millis().max(1) as u64).unwrap_or(PollTimeout::MAX)
-            });
-            let mut fds = [
-                PollFd::new(self.node.as_fd(), PollFlags::POLLIN),
-                PollFd::new(self.signals.fd(), PollFlags::POLLIN),
-            ];
-            let ready = match poll(&mut fds, timeout) {
-                Ok(n) => n,
-                Err(Errno::EINTR) => continue,
-                Err(e) => return Err(Error::io("poll", self.node.name(), e)),
-            };
-            if ready == 0 {
-                self.flush()?;
-                continue;
+            if idle != recv_timeout {
+                node.set_recv_timeout(idle)?;
+                recv_timeout = idle;
             }
-            if fds[1].any().unwrap_or(false) {
-                self.signals.drain();
-            }
-            if fds[0].any().unwrap_or(false) {
-                match node.try_recv(buf) {
-                    Err(Error::Io {
-                        source: Errno::EAGAIN, ..
-                    }) => {}
-                    received => self.handle(received)?,
+            match node.recv(buf) {
+                // The idle timeout, a signal, or the signal handler's
+                // O_NONBLOCK: flush what waits; the check at the top decides
+                // whether to stop.
+                Err(Error::Io {
+                    source: Errno::EINTR | Errno::EAGAIN,
+                    ..
+                }) => {
+                    if self.dirty {
+                        self.flush()?;
+                    }
                 }
+                received => self.handle(received)?,
             }
         }
     }
 
     /// Prints and answers one received datagram, or counts why not.
-    fn handle(&mut self, received: Result<Option<Datagram<'_>>>) -> Result<()> {
+    fn handle(&mut self, received: Result<Datagram<'_>>) -> Result<()> {
         let target = match received {
-            Ok(None) => return Ok(()),
-            Ok(Some(Datagram { payload, creds, .. })) => {
+            Ok(Datagram { payload, creds, .. }) => {
                 if !allowed(creds, self.me, &self.opts.allow_uids) {
                     self.stats.dropped += 1;
                     self.stats.refused += 1;
