@@ -287,8 +287,8 @@ impl Node {
     /// With a timeout set, a signal also makes a blocked receive fail with
     /// `EINTR` instead of restarting it (signal(7)).
     pub fn set_recv_timeout(&self, timeout: Duration) -> Result<()> {
-        let tv = TimeVal::new(timeout.as_secs() as _, timeout.subsec_micros() as _);
-        setsockopt(&self.fd, sockopt::ReceiveTimeout, &tv).map_err(|e| Error::io("configure", &self.name, e))
+        setsockopt(&self.fd, sockopt::ReceiveTimeout, &timeval(timeout))
+            .map_err(|e| Error::io("configure", &self.name, e))
     }
 
     /// Sends `bytes` to `to` from this node's socket.
@@ -391,8 +391,11 @@ fn configure(fd: &OwnedFd) -> Result<()> {
 /// Bounds a blocking send. A socket with a timeout also makes a send that a
 /// signal interrupts fail with EINTR instead of restarting (signal(7)).
 pub(crate) fn set_send_timeout(fd: &OwnedFd, timeout: Duration) -> nix::Result<()> {
-    let tv = TimeVal::new(timeout.as_secs() as _, timeout.subsec_micros() as _);
-    setsockopt(fd, sockopt::SendTimeout, &tv)
+    setsockopt(fd, sockopt::SendTimeout, &timeval(timeout))
+}
+
+fn timeval(d: Duration) -> TimeVal {
+    TimeVal::new(d.as_secs() as _, d.subsec_micros() as _)
 }
 
 /// Maps a send's errno to what it means for the peer.

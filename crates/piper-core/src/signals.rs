@@ -18,7 +18,7 @@ use std::ffi::CString;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
@@ -63,8 +63,6 @@ pub struct Signals {
 #[derive(Debug)]
 struct Shared {
     write: OwnedFd,
-    /// One bit per signal number that arrived since the last `drain`.
-    pending: AtomicU64,
     /// How many stop requests arrived.
     stops: AtomicUsize,
     /// The first stop request: a signal number, or 0 for a trigger.
@@ -118,7 +116,6 @@ impl Signals {
         Ok(Signals {
             shared: Arc::new(Shared {
                 write,
-                pending: AtomicU64::new(0),
                 stops: AtomicUsize::new(0),
                 first: AtomicI32::new(-1),
                 emergency: OnceLock::new(),
@@ -138,13 +135,12 @@ impl Signals {
         Ok(signals)
     }
 
-    /// Watches `sig`. A `stop` signal counts as a stop request; any other is
-    /// only reported by [`Signals::drain`].
+    /// Watches `sig`. A `stop` signal counts as a stop request; any other
+    /// only wakes the pipe.
     pub fn watch(&mut self, sig: Signal, stop: bool) -> Result<()> {
         let shared = Arc::clone(&self.shared);
         let signo = sig as i32;
         let handler = move || {
-            shared.pending.fetch_or(1u64 << signo, Ordering::SeqCst);
             if stop {
                 shared.on_stop(signo);
             } else {
@@ -190,12 +186,12 @@ impl Signals {
         self.read.as_fd()
     }
 
-    /// Empties the pipe and returns the signals that arrived since the last
-    /// call, as a bit per signal number.
-    pub fn drain(&self) -> u64 {
+    /// Empties the pipe, after a wake-up has been handled. What woke it is
+    /// read from [`Signals::stop`] (and, for other signals, from the state
+    /// they are about, such as children to reap).
+    pub fn drain(&self) {
         let mut sink = [0u8; 64];
         while matches!(nix::unistd::read(&self.read, &mut sink), Ok(n) if n > 0) {}
-        self.shared.pending.swap(0, Ordering::SeqCst)
     }
 
     /// The first stop request, if any came.
