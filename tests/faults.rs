@@ -1,14 +1,13 @@
 //! What survives: floods at one node, and kill -9 at random moments.
 
 use std::os::unix::net::UnixDatagram;
-use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use piper_tests::{bin, start_node, summary, wait_until, Dir, Proc, Ready, PROMPT};
+use piper_tests::{start_node, summary, wait_until, Dir, Proc, Ready, PROMPT};
 
 fn rss_kib(pid: Pid) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -105,10 +104,7 @@ fn kill_9_at_random_moments_leaves_nothing_and_the_ring_starts_again() {
     let mut rng = Rng(seed);
     let dir = Dir::new("faults");
     let launch = |extra: &[&str]| {
-        let mut cmd = Command::new(bin("piper-launch"));
-        cmd.arg("--dir")
-            .arg(dir.path())
-            .args(["--nodes", &NODES.to_string(), "--quiet", "--grace", "2"]);
+        let mut cmd = piper_tests::launch_cmd(&dir, &["--nodes", &NODES.to_string(), "--quiet", "--grace", "2"]);
         cmd.args(extra);
         Proc::spawn(&dir, "launch", cmd)
     };

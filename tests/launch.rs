@@ -5,11 +5,17 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
-use piper_tests::{bin, wait_until, Dir, Proc, PROMPT};
+use piper_tests::{bin, launch_cmd, wait_until, Dir, Proc, PROMPT};
 
 fn launch(dir: &Dir, args: &[&str]) -> Proc {
-    let mut cmd = Command::new(bin("piper-launch"));
-    cmd.arg("--dir").arg(dir.path()).args(args);
+    Proc::spawn(dir, "launch", launch_cmd(dir, args))
+}
+
+/// The launcher running the misbehaving stand-in node (tests/fake/node.py).
+fn launch_fake(dir: &Dir, mode: &str, args: &[&str]) -> Proc {
+    let fake = concat!(env!("CARGO_MANIFEST_DIR"), "/fake/node.py");
+    let mut cmd = launch_cmd(dir, args);
+    cmd.args(["--node-bin", fake]).env("FAKE_MODE", mode);
     Proc::spawn(dir, "launch", cmd)
 }
 
@@ -40,10 +46,6 @@ fn assert_all_gone(dir: &Dir, bound: Duration) {
         "files left\n{}",
         dir.report()
     );
-}
-
-fn fake_node() -> String {
-    concat!(env!("CARGO_MANIFEST_DIR"), "/fake/node.py").to_string()
 }
 
 #[test]
@@ -111,12 +113,7 @@ fn sigint_to_the_launcher_exits_130_and_everything_goes() {
 #[test]
 fn a_node_that_ignores_sigterm_is_killed_after_the_grace_period() {
     let dir = Dir::new("launch-grace");
-    let mut cmd = Command::new(bin("piper-launch"));
-    cmd.arg("--dir")
-        .arg(dir.path())
-        .args(["--nodes", "a,b", "--grace", "0.5", "--node-bin", &fake_node()]);
-    cmd.env("FAKE_MODE", "ignore-term");
-    let mut launcher = Proc::spawn(&dir, "launch", cmd);
+    let mut launcher = launch_fake(&dir, "ignore-term", &["--nodes", "a,b", "--grace", "0.5"]);
     wait_ready(&dir, &launcher);
     let sent = Instant::now();
     launcher.signal(Signal::SIGTERM);
@@ -137,12 +134,7 @@ fn a_node_that_ignores_sigterm_is_killed_after_the_grace_period() {
 #[test]
 fn a_second_sigint_skips_the_grace_period() {
     let dir = Dir::new("launch-second");
-    let mut cmd = Command::new(bin("piper-launch"));
-    cmd.arg("--dir")
-        .arg(dir.path())
-        .args(["--nodes", "a,b", "--grace", "30", "--node-bin", &fake_node()]);
-    cmd.env("FAKE_MODE", "ignore-term");
-    let mut launcher = Proc::spawn(&dir, "launch", cmd);
+    let mut launcher = launch_fake(&dir, "ignore-term", &["--nodes", "a,b", "--grace", "30"]);
     wait_ready(&dir, &launcher);
     launcher.signal(Signal::SIGINT);
     std::thread::sleep(Duration::from_millis(200));
@@ -200,12 +192,7 @@ fn a_missing_node_binary_is_a_clear_error() {
 #[test]
 fn the_ready_timeout_names_the_late_node_and_tears_down() {
     let dir = Dir::new("launch-timeout");
-    let mut cmd = Command::new(bin("piper-launch"));
-    cmd.arg("--dir")
-        .arg(dir.path())
-        .args(["--nodes", "slow", "--ready-timeout", "0.5", "--node-bin", &fake_node()]);
-    cmd.env("FAKE_MODE", "never-ready");
-    let mut launcher = Proc::spawn(&dir, "launch", cmd);
+    let mut launcher = launch_fake(&dir, "never-ready", &["--nodes", "slow", "--ready-timeout", "0.5"]);
     assert_eq!(launcher.code(PROMPT), Some(1), "{}", dir.report());
     let err = launcher.stderr();
     assert!(

@@ -324,6 +324,13 @@ pub fn node_cmd_at(sockets: &Path, name: &str, args: &[&str]) -> Command {
     cmd
 }
 
+/// A `piper-launch` command with socket directory `dir` and `args`.
+pub fn launch_cmd(dir: &Dir, args: &[&str]) -> Command {
+    let mut cmd = Command::new(bin("piper-launch"));
+    cmd.arg("--dir").arg(dir.path()).args(args);
+    cmd
+}
+
 /// Starts a node and waits until it is ready (bound).
 pub fn start_node(dir: &Dir, ready: &mut Ready, label: &str, name: &str, args: &[&str]) -> Proc {
     let mut cmd = node_cmd(dir, name, args);
