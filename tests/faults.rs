@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use piper_tests::{start_node, summary, wait_until, Dir, Proc, Ready, PROMPT};
+use piper_tests::{start_node, wait_until, Dir, Proc, Ready, Summary, PROMPT};
 
 fn rss_kib(pid: Pid) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -59,10 +59,15 @@ fn eight_senders_flood_one_node_and_every_datagram_is_accounted_for() {
     }
     let rss_after = rss_kib(hub.pid());
     hub.signal(Signal::SIGTERM);
-    assert_eq!(hub.code(PROMPT), Some(0), "{}", dir.report());
-    let [received, sent, dropped, refused] = summary(&hub.stderr());
+    assert_eq!(hub.code(PROMPT), Some(0));
+    let Summary {
+        received,
+        sent,
+        dropped,
+        refused,
+    } = hub.summary();
     let total = SENDERS as u64 * EACH;
-    assert_eq!(received, total, "every datagram accepted: {}", dir.report());
+    assert_eq!(received, total, "every datagram accepted: ");
     assert_eq!(refused, 0);
     assert_eq!(sent + dropped, received, "each answered or counted as dropped");
     assert_eq!(replies.load(Ordering::Relaxed), sent, "every answer arrived");
@@ -121,11 +126,7 @@ fn kill_9_at_random_moments_leaves_nothing_and_the_ring_starts_again() {
                 let pid = wait_for_pid(&dir, &format!("node{NODES}"), &context);
                 let _ = kill(pid, Signal::SIGKILL);
                 let code = launcher.code(PROMPT);
-                assert!(
-                    matches!(code, Some(137) | Some(1)),
-                    "{context}: exit {code:?}\n{}",
-                    dir.report()
-                );
+                assert!(matches!(code, Some(137) | Some(1)), "{context}: exit {code:?}");
             }
             // The launcher itself.
             1 => {
@@ -142,30 +143,20 @@ fn kill_9_at_random_moments_leaves_nothing_and_the_ring_starts_again() {
                     launcher.signal(Signal::SIGINT);
                 }
                 let code = launcher.code(PROMPT);
-                assert!(
-                    matches!(code, Some(130) | Some(1)),
-                    "{context}: exit {code:?}\n{}",
-                    dir.report()
-                );
+                assert!(matches!(code, Some(130) | Some(1)), "{context}: exit {code:?}");
             }
         }
         tally[victim] += 1;
         let left = dir.wait_no_processes(Duration::from_secs(5));
-        assert_eq!(left, Vec::<i32>::new(), "{context}: processes left\n{}", dir.report());
+        assert_eq!(left, Vec::<i32>::new(), "{context}: processes left");
         assert!(
             wait_until(Duration::from_secs(2), || dir.entries().is_empty()),
-            "{context}: files left\n{}",
-            dir.report()
+            "{context}: files left"
         );
     }
     // And after all that, the same names start and run.
     let mut launcher = launch(&["--count", "100"]);
-    assert_eq!(
-        launcher.code(Duration::from_secs(60)),
-        Some(0),
-        "final run\n{}",
-        dir.report()
-    );
+    assert_eq!(launcher.code(Duration::from_secs(60)), Some(0), "final run");
     assert!(dir.entries().is_empty());
     eprintln!(
         "fault injection: {ROUNDS} rounds survived (foreground {}, launcher {}, random node {}), then a clean run",

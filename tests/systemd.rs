@@ -8,16 +8,16 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use piper_tests::{bin, bin_dir, node_cmd, wait_until, Dir, Proc, Ready, PROMPT};
+use piper_tests::{bin, bin_dir, may_run, node_cmd, wait_until, Dir, Needs, Proc, Ready, PROMPT};
 
 /// Installs into `dir` with scripts/install.sh, then instantiates the
 /// templates (`piper-node@ping.service`, ...) beside them.
 fn install(dir: &Dir) -> PathBuf {
-    let prefix = dir.join("aux-prefix");
+    let prefix = dir.aux("prefix");
     let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/install.sh"))
         .env("PIPER_BIN_DIR", bin_dir())
         .env("PREFIX", &prefix)
-        .env("SYSCONFDIR", dir.join("aux-etc"))
+        .env("SYSCONFDIR", dir.aux("etc"))
         .output()
         .unwrap();
     assert!(
@@ -33,12 +33,15 @@ fn install(dir: &Dir) -> PathBuf {
     ] {
         std::fs::copy(units.join(template), units.join(instance)).unwrap();
     }
-    assert!(prefix.join("bin/piper-node").exists() && dir.join("aux-etc/piper/launch.env").exists());
+    assert!(prefix.join("bin/piper-node").exists() && dir.aux("etc/piper/launch.env").exists());
     units
 }
 
 #[test]
 fn units_verify_cleanly_when_instantiated() {
+    if !may_run(Needs::Tool("systemd-analyze")) {
+        return;
+    }
     let dir = Dir::new("verify");
     let units = install(&dir);
     let out = Command::new("systemd-analyze")
@@ -62,6 +65,9 @@ fn units_verify_cleanly_when_instantiated() {
 
 #[test]
 fn exposure_scores_are_at_most_2() {
+    if !may_run(Needs::Tool("systemd-analyze")) {
+        return;
+    }
     let dir = Dir::new("security");
     let units = install(&dir);
     for unit in ["piper-node@ping.service", "piper-launch.service"] {
@@ -92,18 +98,18 @@ fn user_units_have_no_user_switch_and_use_the_runtime_dir() {
     let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/install.sh"))
         .arg("--user")
         .env("PIPER_BIN_DIR", bin_dir())
-        .env("HOME", dir.join("aux-home"))
+        .env("HOME", dir.aux("home"))
         .env_remove("XDG_CONFIG_HOME")
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let units = dir.join("aux-home/.config/systemd/user");
+    let units = dir.aux("home/.config/systemd/user");
     let service = std::fs::read_to_string(units.join("piper-node@.service")).unwrap();
     let socket = std::fs::read_to_string(units.join("piper-node@.socket")).unwrap();
     assert!(!service.contains("\nUser=") && !socket.contains("SocketUser="));
     assert!(service.contains(&format!(
         "ExecStart={}/bin/piper-node %i --dir %t/piper",
-        dir.join("aux-home/.local").display()
+        dir.aux("home/.local").display()
     )));
     assert!(socket.contains("ListenDatagram=%t/piper/piper-%i"));
 }
@@ -123,12 +129,15 @@ fn activated(dir: &Dir, ready: &Ready, name: &str, extra: &[&str]) -> Proc {
         .args(extra);
     let proc = Proc::spawn(dir, name, cmd);
     let socket = dir.join(&format!("piper-{name}"));
-    assert!(wait_until(PROMPT, || socket.exists()), "{}", dir.report());
+    assert!(wait_until(PROMPT, || socket.exists()));
     proc
 }
 
 #[test]
 fn socket_activation_answers_datagrams_queued_before_the_node_started() {
+    if !may_run(Needs::Tool("systemd-socket-activate")) {
+        return;
+    }
     let dir = Dir::new("activate");
     let mut ready = Ready::new();
     let mut pong = activated(&dir, &ready, "pong", &[]);
@@ -143,9 +152,7 @@ fn socket_activation_answers_datagrams_queued_before_the_node_started() {
     }
     let mut buf = [0u8; 16];
     for i in 0..5 {
-        let n = tester
-            .recv(&mut buf)
-            .unwrap_or_else(|e| panic!("reply {i}: {e}\n{}", dir.report()));
+        let n = tester.recv(&mut buf).unwrap_or_else(|e| panic!("reply {i}: {e}"));
         assert_eq!(&buf[..n], b"pong");
     }
     assert!(ready.wait(pong.pid(), "READY=1", PROMPT));
@@ -155,16 +162,13 @@ fn socket_activation_answers_datagrams_queued_before_the_node_started() {
         "ping",
         node_cmd(&dir, "ping", &["--send", "pong", "--count", "20"]),
     );
-    assert_eq!(ping.code(PROMPT), Some(0), "{}", dir.report());
+    assert_eq!(ping.code(PROMPT), Some(0));
     assert_eq!(ping.lines().len(), 20);
     pong.signal(Signal::SIGTERM);
-    assert_eq!(pong.code(PROMPT), Some(0), "{}", dir.report());
-    assert!(
-        pong.stderr()
-            .contains("adopting the socket passed by the service manager"),
-        "{}",
-        dir.report()
-    );
+    assert_eq!(pong.code(PROMPT), Some(0));
+    assert!(pong
+        .stderr()
+        .contains("adopting the socket passed by the service manager"));
     assert_eq!(pong.lines().len(), 26);
     // The socket file is systemd's to remove, not the node's.
     assert!(
@@ -198,6 +202,9 @@ fn with_fd3(dir: &Dir, family: &str, kind: &str) -> Proc {
 
 #[test]
 fn a_wrong_socket_passed_as_listen_fds_is_a_clear_error() {
+    if !may_run(Needs::Tool("python3")) {
+        return;
+    }
     let dir = Dir::new("wrongfd");
     for (family, kind, what) in [
         (
@@ -212,7 +219,7 @@ fn a_wrong_socket_passed_as_listen_fds_is_a_clear_error() {
         ),
     ] {
         let mut node = with_fd3(&dir, family, kind);
-        assert_eq!(node.code(PROMPT), Some(4), "{}", dir.report());
+        assert_eq!(node.code(PROMPT), Some(4));
         let err = node.stderr();
         assert!(err.starts_with("piper-node: error: socket activation: "), "{err}");
         assert!(err.contains(what), "{err}");
@@ -223,10 +230,10 @@ fn a_wrong_socket_passed_as_listen_fds_is_a_clear_error() {
 #[test]
 fn ready_and_stopping_reach_a_path_notify_socket() {
     let dir = Dir::new("notify-path");
-    let manager = UnixDatagram::bind(dir.join("aux-notify")).unwrap();
+    let manager = UnixDatagram::bind(dir.aux("notify")).unwrap();
     manager.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut cmd = node_cmd(&dir, "n", &[]);
-    cmd.env("NOTIFY_SOCKET", dir.join("aux-notify"));
+    cmd.env("NOTIFY_SOCKET", dir.aux("notify"));
     let mut node = Proc::spawn(&dir, "n", cmd);
     let mut buf = [0u8; 64];
     let n = manager.recv(&mut buf).expect("READY=1");

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A misbehaving stand-in for piper-node, for launcher tests.
 
-Invoked as piper-node would be (NAME --dir DIR ...). It binds DIR/piper-NAME
+Invoked as piper-node would be (--dir=DIR ... -- NAME). It binds DIR/piper-NAME
 so the launcher can start its chain, then misbehaves as FAKE_MODE says:
   ignore-term  says READY=1, then ignores SIGTERM (only SIGKILL ends it)
   never-ready  never says READY=1
@@ -12,8 +12,8 @@ import socket
 import sys
 import time
 
-name = sys.argv[1]
-sock_dir = sys.argv[sys.argv.index("--dir") + 1]
+name = sys.argv[-1]
+sock_dir = next(a[len("--dir="):] for a in sys.argv if a.startswith("--dir="))
 mode = os.environ.get("FAKE_MODE", "")
 if mode == "ignore-term":
     signal.signal(signal.SIGTERM, signal.SIG_IGN)

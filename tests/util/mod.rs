@@ -1,16 +1,24 @@
-//! Test utilities: a temp dir per test, a guard per process, bounded waits.
+//! Test utilities: a temp dir per test, a guard per process, bounded waits,
+//! and failures that explain themselves.
 //!
 //! Every spawned process is owned by a [`Proc`], whose drop kills and reaps
-//! it, so a failing test leaves nothing running. Every wait has a bound.
-//! When an assertion fails, [`Dir::report`] says what the directory held and
-//! what each process printed.
+//! it (and the kernel kills it if the test's thread dies first), so a failing
+//! test leaves nothing running. Every wait has a bound.
+//!
+//! A test's [`Dir`] registers itself with a panic hook: when any assertion
+//! in the test fails, the hook prints what the socket directory held, and
+//! each process's command line, stdout and stderr, as ripgrep's test
+//! harness does. A test body is only its scenario and its assertions.
 
+use std::cell::RefCell;
 use std::fs::File;
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Once, OnceLock};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
@@ -49,82 +57,92 @@ pub fn bin(name: &str) -> PathBuf {
     bin_dir().join(name)
 }
 
-/// A unique, empty temp directory (mode 0700), removed on drop.
+thread_local! {
+    /// The roots of this thread's live [`Dir`]s, for the panic hook.
+    static DIRS: RefCell<Vec<PathBuf>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Installs, once, the panic hook that prints the failing test's context.
+fn install_panic_hook() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            default(info);
+            let roots = DIRS.try_with(|d| d.borrow().clone()).unwrap_or_default();
+            for root in roots {
+                eprintln!("{}", report(&root));
+            }
+        }));
+    });
+}
+
+/// A unique temp directory for one test, removed on drop. It holds the
+/// socket directory ([`Dir::path`], mode 0700, where nothing else goes), the
+/// processes' logs, and scratch space ([`Dir::aux`]).
 #[derive(Debug)]
 pub struct Dir {
-    path: PathBuf,
+    root: PathBuf,
+    sockets: PathBuf,
 }
 
 impl Dir {
     /// A new directory for `test`.
     pub fn new(test: &str) -> Dir {
         static N: AtomicUsize = AtomicUsize::new(0);
+        install_panic_hook();
         let n = N.fetch_add(1, Ordering::SeqCst);
-        let path = std::env::temp_dir().join(format!("pt-{}-{n}-{test}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir(&path).expect("create test dir");
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700)).expect("chmod");
-        Dir { path }
-    }
-
-    /// The directory.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// A path inside it.
-    pub fn join(&self, rel: &str) -> PathBuf {
-        self.path.join(rel)
-    }
-
-    /// The sorted names of what it holds, logs (`*.out`, `*.err`) excepted.
-    pub fn entries(&self) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(&self.path)
-            .map(|rd| rd.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect())
-            .unwrap_or_default();
-        names.retain(|n| !n.ends_with(".out") && !n.ends_with(".err") && !n.starts_with("aux"));
-        names.sort();
-        names
-    }
-
-    /// What a failing assertion should show: the listing and every log.
-    pub fn report(&self) -> String {
-        let mut text = format!("dir {}: {:?}\n", self.path.display(), self.entries());
-        let mut logs: Vec<_> = std::fs::read_dir(&self.path)
-            .map(|rd| rd.filter_map(|e| Some(e.ok()?.path())).collect())
-            .unwrap_or_default();
-        logs.sort();
-        for log in logs {
-            if log.extension().is_some_and(|e| e == "out" || e == "err") {
-                let body = std::fs::read_to_string(&log).unwrap_or_default();
-                let tail: String = body
-                    .lines()
-                    .rev()
-                    .take(20)
-                    .collect::<Vec<_>>()
-                    .into_iter()
-                    .rev()
-                    .collect::<Vec<_>>()
-                    .join("\n");
-                text.push_str(&format!("--- {}\n{tail}\n", log.display()));
-            }
+        let root = std::env::temp_dir().join(format!("pt-{}-{n}-{test}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let sockets = root.join("s");
+        for dir in [&root, &sockets, &root.join("logs"), &root.join("aux")] {
+            std::fs::create_dir(dir).expect("create test dir");
+            // The root only traversable by others, so that a test may open
+            // the socket directory to another uid.
+            let mode = if dir == &root { 0o711 } else { 0o700 };
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).expect("chmod");
         }
-        text
+        DIRS.with(|d| d.borrow_mut().push(root.clone()));
+        Dir { root, sockets }
     }
 
-    /// The pids of live processes whose command line mentions this directory.
+    /// The socket directory.
+    pub fn path(&self) -> &Path {
+        &self.sockets
+    }
+
+    /// A path inside the socket directory.
+    pub fn join(&self, rel: &str) -> PathBuf {
+        self.sockets.join(rel)
+    }
+
+    /// A scratch path outside the socket directory (created on demand by
+    /// the test).
+    pub fn aux(&self, rel: &str) -> PathBuf {
+        self.root.join("aux").join(rel)
+    }
+
+    fn log(&self, file: &str) -> PathBuf {
+        self.root.join("logs").join(file)
+    }
+
+    /// The sorted names of everything in the socket directory.
+    pub fn entries(&self) -> Vec<String> {
+        entries(&self.sockets)
+    }
+
+    /// The pids of live processes whose command line mentions this test's
+    /// directory: the only processes a test may kill that are not its own
+    /// children. Never pid 0 or 1, never ourselves.
     pub fn processes(&self) -> Vec<i32> {
-        let needle = self.path.to_string_lossy().into_owned();
+        let needle = self.root.to_string_lossy().into_owned();
         let me = std::process::id() as i32;
         std::fs::read_dir("/proc")
             .into_iter()
             .flatten()
             .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-            .filter(|&pid| pid != me)
-            .filter(|&pid| {
-                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-                running(Pid::from_raw(pid)) && String::from_utf8_lossy(&cmdline).contains(&needle)
-            })
+            .filter(|&pid| pid > 1 && pid != me)
+            .filter(|&pid| running(Pid::from_raw(pid)) && mentions(pid, &needle))
             .collect()
     }
 
@@ -144,8 +162,55 @@ impl Drop for Dir {
         for pid in self.processes() {
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         }
-        let _ = std::fs::remove_dir_all(&self.path);
+        DIRS.with(|d| d.borrow_mut().retain(|r| r != &self.root));
+        let _ = std::fs::remove_dir_all(&self.root);
     }
+}
+
+fn entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| Some(e.ok()?.file_name().to_string_lossy().into_owned()))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// Whether `/proc/PID/cmdline` contains `needle`.
+fn mentions(pid: i32, needle: &str) -> bool {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    String::from_utf8_lossy(&cmdline).contains(needle)
+}
+
+/// What a failing test shows: the socket directory's listing, and each
+/// process's command line, stdout and stderr (their last 20 lines).
+fn report(root: &Path) -> String {
+    let mut text = format!("--- socket dir {}/s: {:?}\n", root.display(), entries(&root.join("s")));
+    let logs = root.join("logs");
+    let mut labels: Vec<String> = entries(&logs)
+        .into_iter()
+        .filter_map(|f| f.strip_suffix(".cmd").map(str::to_string))
+        .collect();
+    labels.sort();
+    for label in labels {
+        let read = |ext: &str| std::fs::read_to_string(logs.join(format!("{label}.{ext}"))).unwrap_or_default();
+        text.push_str(&format!("--- {label}: {}\n", read("cmd").trim_end()));
+        for ext in ["out", "err"] {
+            let body = read(ext);
+            let lines: Vec<&str> = body.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(20)..];
+            if !tail.is_empty() {
+                text.push_str(&format!(
+                    "  {ext} ({} lines):\n    {}\n",
+                    lines.len(),
+                    tail.join("\n    ")
+                ));
+            }
+        }
+    }
+    text
 }
 
 /// Whether `pid` is a running process: not gone, and not a zombie waiting
@@ -171,7 +236,8 @@ pub fn wait_until(bound: Duration, mut cond: impl FnMut() -> bool) -> bool {
 }
 
 /// A spawned process that is killed and reaped when dropped. Its stdout and
-/// stderr go to `DIR/LABEL.out` and `DIR/LABEL.err`.
+/// stderr are kept in the test's log directory under its label, where a
+/// failing test's report finds them with its command line.
 #[derive(Debug)]
 pub struct Proc {
     child: Child,
@@ -181,13 +247,29 @@ pub struct Proc {
 }
 
 impl Proc {
-    /// Spawns `cmd` with its output captured in `dir` under `label`.
-    pub fn spawn(dir: &Dir, label: &str, mut cmd: Command) -> Proc {
-        let out = dir.join(&format!("{label}.out"));
-        let err = dir.join(&format!("{label}.err"));
+    /// Spawns `cmd` with its output captured under `label`.
+    pub fn spawn(dir: &Dir, label: &str, cmd: Command) -> Proc {
+        let out = dir.log(&format!("{label}.out"));
+        let stdout = File::create(&out).expect("stdout file");
+        Proc::spawn_with_stdout(dir, label, cmd, stdout.into())
+    }
+
+    /// Spawns `cmd` with stdout connected to `stdout` (for example a pipe
+    /// the test never reads); stderr is captured under `label`.
+    pub fn spawn_with_stdout(dir: &Dir, label: &str, mut cmd: Command, stdout: Stdio) -> Proc {
+        let out = dir.log(&format!("{label}.out"));
+        let err = dir.log(&format!("{label}.err"));
+        let mut record = File::create(dir.log(&format!("{label}.cmd"))).expect("cmd file");
+        let _ = writeln!(record, "{cmd:?}");
         cmd.stdin(Stdio::null())
-            .stdout(File::create(&out).expect("stdout file"))
+            .stdout(stdout)
             .stderr(File::create(&err).expect("stderr file"));
+        // SAFETY: prctl is async-signal-safe and touches no memory of ours.
+        unsafe {
+            // Should the test's thread die without dropping us (an abort, a
+            // killed test binary), the kernel kills the child.
+            cmd.pre_exec(|| nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(Into::into));
+        }
         let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
         Proc {
             child,
@@ -202,8 +284,9 @@ impl Proc {
         Pid::from_raw(self.child.id() as i32)
     }
 
-    /// Sends `sig`.
-    pub fn signal(&self, sig: Signal) {
+    /// Sends `sig`, unless it has been reaped (its pid may be reused since).
+    pub fn signal(&mut self, sig: Signal) {
+        assert!(self.wait(Duration::ZERO).is_none(), "signal {sig} to a reaped process");
         kill(self.pid(), sig).expect("kill");
     }
 
@@ -242,6 +325,11 @@ impl Proc {
     pub fn lines(&self) -> Vec<String> {
         self.stdout().lines().map(str::to_string).collect()
     }
+
+    /// The counts on its exit summary line.
+    pub fn summary(&self) -> Summary {
+        summary(&self.stderr())
+    }
 }
 
 impl Drop for Proc {
@@ -250,6 +338,26 @@ impl Drop for Proc {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+    }
+}
+
+/// Files removed when dropped, pass or fail: for paths outside the test's
+/// directory, such as the seed's `/tmp/piper-NAME`.
+#[derive(Debug)]
+pub struct RemoveOnDrop(pub Vec<PathBuf>);
+
+impl RemoveOnDrop {
+    /// Removes them now (and again on drop).
+    pub fn remove(&self) {
+        for path in &self.0 {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        self.remove();
     }
 }
 
@@ -276,13 +384,17 @@ impl Ready {
         self.listener.address()
     }
 
+    fn take(&mut self) {
+        while let Ok(Some(msg)) = self.listener.try_recv() {
+            self.seen.push(msg);
+        }
+    }
+
     /// Waits up to `bound` for `pid` to send `state`; returns whether it did.
     pub fn wait(&mut self, pid: Pid, state: &str, bound: Duration) -> bool {
         let pid = pid.as_raw();
         wait_until(bound, || {
-            while let Ok(Some(msg)) = self.listener.try_recv() {
-                self.seen.push(msg);
-            }
+            self.take();
             self.seen
                 .iter()
                 .any(|(p, s)| *p == pid && s.lines().any(|l| l == state))
@@ -291,9 +403,7 @@ impl Ready {
 
     /// Every message received so far from `pid`.
     pub fn messages(&mut self, pid: Pid) -> Vec<String> {
-        while let Ok(Some(msg)) = self.listener.try_recv() {
-            self.seen.push(msg);
-        }
+        self.take();
         self.seen
             .iter()
             .filter(|(p, _)| *p == pid.as_raw())
@@ -338,35 +448,98 @@ pub fn start_node(dir: &Dir, ready: &mut Ready, label: &str, name: &str, args: &
     let proc = Proc::spawn(dir, label, cmd);
     assert!(
         ready.wait(proc.pid(), "READY=1", Duration::from_secs(10)),
-        "node {name} never became ready\n{}",
-        dir.report()
+        "node {name} never became ready"
     );
     proc
 }
 
 /// The pid of the live node `name` in `dir`, as the kernel's lock table
-/// says, waiting up to `bound` for it to appear.
+/// says, waiting up to `bound` for it to appear. Only a pid that is safe to
+/// signal is returned: greater than 1, not ours, and a process whose command
+/// line names this test's directory.
 pub fn node_pid(dir: &Dir, name: &str, bound: Duration) -> Option<Pid> {
     let sockets = piper_core::SocketDir::open(dir.path()).expect("socket dir");
     let name = piper_core::Name::new(name).expect("a valid name");
+    let needle = dir.root.to_string_lossy().into_owned();
+    let me = std::process::id() as i32;
     let mut pid = None;
     wait_until(bound, || {
-        pid = piper_core::claim::owner_pid(&sockets, &name);
+        pid = sockets
+            .owner_pid(&name)
+            .filter(|&p| p > 1 && p != me && mentions(p, &needle));
         pid.is_some()
     });
     pid.map(Pid::from_raw)
 }
 
-/// The counts on a node's summary line: received, sent, dropped, refused.
-pub fn summary(stderr: &str) -> [u64; 4] {
+/// The counts of a node's exit summary line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Summary {
+    /// Messages accepted and printed.
+    pub received: u64,
+    /// Messages sent.
+    pub sent: u64,
+    /// Datagrams not answered.
+    pub dropped: u64,
+    /// Of those, refused because of the sender's uid.
+    pub refused: u64,
+}
+
+/// The counts on the first summary line in `stderr`.
+pub fn summary(stderr: &str) -> Summary {
     let line = stderr
         .lines()
         .find(|l| l.contains(": received "))
-        .expect("a summary line");
+        .unwrap_or_else(|| panic!("no summary line in:\n{stderr}"));
     let mut numbers = line
         .split([' ', ','])
         .filter_map(|w| w.trim_end_matches(')').parse::<u64>().ok());
-    [(); 4].map(|()| numbers.next().expect("four counts"))
+    let mut next = || numbers.next().expect("four counts");
+    Summary {
+        received: next(),
+        sent: next(),
+        dropped: next(),
+        refused: next(),
+    }
+}
+
+/// Whether this test may run here. A test that needs root (to switch users,
+/// chown, or raise a socket buffer past the system limit) or a tool the
+/// machine lacks is skipped for an ordinary developer, with one line on
+/// stderr that names it and says why; CI sets `PIPER_TESTS_REQUIRE_ALL=1`,
+/// and there a skip is a failure.
+pub fn may_run(needs: Needs) -> bool {
+    let missing = match needs {
+        Needs::Root(_) if !nix::unistd::geteuid().is_root() => Some("root".to_string()),
+        Needs::Tool(tool) if !on_path(tool) => Some(format!("the command `{tool}`")),
+        _ => None,
+    };
+    let Some(missing) = missing else { return true };
+    let why = match needs {
+        Needs::Root(why) => why,
+        Needs::Tool(_) => "",
+    };
+    let test = std::thread::current().name().unwrap_or("?").to_string();
+    if std::env::var_os("PIPER_TESTS_REQUIRE_ALL").is_some() {
+        panic!("{test} needs {missing} {why}, and PIPER_TESTS_REQUIRE_ALL is set");
+    }
+    // Straight to stderr: the test harness captures only the print macros.
+    let line = format!("SKIPPED {test}: needs {missing} {why}\n");
+    let _ = std::io::stderr().write_all(line.as_bytes());
+    false
+}
+
+/// What a test needs beyond an ordinary user's machine.
+#[derive(Clone, Copy, Debug)]
+pub enum Needs {
+    /// Root, and what for.
+    Root(&'static str),
+    /// A command on `PATH`.
+    Tool(&'static str),
+}
+
+fn on_path(tool: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file()))
 }
 
 /// Standard bound for a process that should exit promptly.

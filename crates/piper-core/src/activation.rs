@@ -5,8 +5,14 @@
 //! `LISTEN_FDS` to the number of fds, and `LISTEN_FDNAMES` to their names,
 //! colon-separated. Datagrams sent while the service is down wait in the
 //! socket's queue and are read when it starts.
+//!
+//! The library only reads the variables. Removing them, so that children do
+//! not inherit them, is the program's business ([`VARIABLES`] names them):
+//! changing the environment is not thread-safe, and a library cannot know
+//! that no other thread reads it.
 
-use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 
@@ -14,6 +20,9 @@ use crate::error::{Error, Result};
 
 /// The first passed descriptor (`SD_LISTEN_FDS_START`).
 pub const LISTEN_FDS_START: RawFd = 3;
+
+/// The environment variables of the protocol.
+pub const VARIABLES: [&str; 3] = ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"];
 
 /// One socket passed by the service manager.
 #[derive(Debug)]
@@ -25,38 +34,49 @@ pub struct ListenFd {
 }
 
 /// Takes the descriptors passed with `LISTEN_FDS`, if they are meant for this
-/// process, and removes the variables so that nothing takes them twice or
-/// hands them to children. Returns none when there are none.
+/// process (`LISTEN_PID`); none when there are none. Only the first call
+/// takes them: a descriptor has one owner, so later calls return none.
+/// Call it before opening any descriptor of your own.
 pub fn listen_fds() -> Result<Vec<ListenFd>> {
-    let pid = std::env::var("LISTEN_PID").ok();
-    let count = std::env::var("LISTEN_FDS").ok();
-    let names = std::env::var("LISTEN_FDNAMES").ok();
-    for var in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
-        std::env::remove_var(var);
-    }
-    let (Some(pid), Some(count)) = (pid, count) else {
+    static TAKEN: AtomicBool = AtomicBool::new(false);
+    let var = |name| std::env::var(name).ok();
+    let (Some(pid), Some(count)) = (var("LISTEN_PID"), var("LISTEN_FDS")) else {
         return Ok(Vec::new());
     };
     if pid.parse::<u32>().ok() != Some(std::process::id()) {
         log::debug!("LISTEN_PID={pid} is not this process; ignoring LISTEN_FDS");
         return Ok(Vec::new());
     }
-    let count: RawFd = count.parse().map_err(|_| Error::Activation {
-        reason: format!("LISTEN_FDS={count} is not a number"),
-    })?;
-    let mut names = names.as_deref().unwrap_or("").split(':').map(str::to_string);
+    let count: RawFd = count
+        .parse()
+        .ok()
+        .filter(|&n| (0..=1024).contains(&n))
+        .ok_or_else(|| Error::Activation {
+            reason: format!("LISTEN_FDS={count} is not a number of descriptors"),
+        })?;
+    if TAKEN.swap(true, Ordering::SeqCst) {
+        return Ok(Vec::new());
+    }
+    let names = var("LISTEN_FDNAMES").unwrap_or_default();
+    let mut names = names.split(':').map(str::to_string);
     (LISTEN_FDS_START..LISTEN_FDS_START + count)
         .map(|raw| {
-            // SAFETY: the borrow lives for this one call; if `raw` is not open,
-            // fcntl fails with EBADF and nothing else happens.
-            let borrowed = unsafe { BorrowedFd::borrow_raw(raw) };
-            fcntl(borrowed, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).map_err(|e| Error::Activation {
+            // Whether `raw` is open, asked without touching it: nothing may
+            // borrow a descriptor that might be closed (or someone else's).
+            if let Err(e) = std::fs::symlink_metadata(format!("/proc/self/fd/{raw}")) {
+                if std::path::Path::new("/proc/self/fd").is_dir() {
+                    return Err(Error::Activation {
+                        reason: format!("LISTEN_FDS={count} but fd {raw} is not open ({e})"),
+                    });
+                }
+            }
+            // SAFETY: `raw` is open (checked above when /proc is there), and
+            // the protocol hands it to this process alone: LISTEN_PID names
+            // us, and TAKEN makes this the only call that takes ownership.
+            let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+            fcntl(&fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).map_err(|e| Error::Activation {
                 reason: format!("LISTEN_FDS={count} but fd {raw} is unusable ({})", e.desc()),
             })?;
-            // SAFETY: the fd is open (F_SETFD just succeeded), and the
-            // protocol hands it to this process alone; the variables are gone,
-            // so no second call can take ownership of it again.
-            let fd = unsafe { OwnedFd::from_raw_fd(raw) };
             let name = names.next().filter(|n| !n.is_empty());
             Ok(ListenFd { fd, name })
         })

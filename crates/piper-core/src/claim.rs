@@ -20,7 +20,7 @@ use nix::fcntl::{Flock, FlockArg};
 use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
 use nix::unistd::Uid;
 
-use crate::dir::{errno_of, SocketDir};
+use crate::dir::{Namespace, SocketDir};
 use crate::error::{Error, Result};
 use crate::name::Name;
 
@@ -57,7 +57,7 @@ impl Claim {
                 .mode(0o600)
                 .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
                 .open(&lock_path)
-                .map_err(|e| Error::io("open lock file", lock_path.display(), errno_of(&e)))?;
+                .map_err(|e| Error::io("open lock file", lock_path.display(), e))?;
             let lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
                 Ok(lock) => lock,
                 Err((file, Errno::EWOULDBLOCK)) => {
@@ -89,12 +89,6 @@ impl Drop for Claim {
     }
 }
 
-/// The pid of the live piper node that holds `name`'s lock, if any. Reads
-/// only: an unheld or missing lock file yields `None` and stays as it is.
-pub fn owner_pid(dir: &SocketDir, name: &Name) -> Option<i32> {
-    holder_pid(&File::open(dir.lock_path(name)).ok()?)
-}
-
 /// Who holds the `flock` on `file`, from the kernel's own table
 /// (`/proc/locks`). Lock files stay empty: writing a pid into them would
 /// cost a data block per node, and on a filesystem mounted with `discard`
@@ -102,26 +96,36 @@ pub fn owner_pid(dir: &SocketDir, name: &Name) -> Option<i32> {
 fn holder_pid(file: &File) -> Option<i32> {
     let meta = file.metadata().ok()?;
     let (major, minor) = (nix::sys::stat::major(meta.dev()), nix::sys::stat::minor(meta.dev()));
-    let id = format!("{major:02x}:{minor:02x}:{}", meta.ino());
     let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    flock_holder(&locks, &format!("{major:02x}:{minor:02x}:{}", meta.ino()))
+}
+
+/// The pid holding a `flock` on the inode `id` (`MAJ:MIN:INODE`, as
+/// `/proc/locks` writes it) in the text of `/proc/locks`. A holder in
+/// another pid namespace shows as pid 0 (or, on some kernels, -1): that is
+/// no pid of ours, and anything that is not a positive number is none.
+fn flock_holder(locks: &str, id: &str) -> Option<i32> {
     // "1: FLOCK  ADVISORY  WRITE 4242 fd:01:123456 0 EOF"
     locks.lines().find_map(|line| {
         let fields: Vec<&str> = line.split_whitespace().collect();
         let (kind, pid, dev) = (fields.get(1)?, fields.get(4)?, fields.get(5)?);
-        (*kind == "FLOCK" && *dev == id).then(|| pid.parse().ok()).flatten()
+        if *kind != "FLOCK" || *dev != id {
+            return None;
+        }
+        pid.parse::<i32>().ok().filter(|&pid| pid > 0)
     })
 }
 
 /// Probes the socket at `path`: live if a `connect` succeeds, stale if it is
 /// refused.
-pub fn probe(path: &Path) -> Result<Liveness> {
+fn probe_path(path: &Path) -> Result<Liveness> {
     let meta = match std::fs::symlink_metadata(path) {
         Ok(meta) => meta,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Liveness::Missing),
-        Err(e) => return Err(Error::io("inspect", path.display(), errno_of(&e))),
+        Err(e) => return Err(Error::io("inspect", path.display(), e)),
     };
     if !std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()) {
-        return Err(Error::io("use", path.display(), Errno::ENOTSOCK));
+        return Err(Error::io("probe", path.display(), Errno::ENOTSOCK));
     }
     let fd = socket(AddressFamily::Unix, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None)
         .map_err(|e| Error::io("create a socket to probe", path.display(), e))?;
@@ -143,7 +147,7 @@ pub(crate) fn clear_stale(dir: &SocketDir, name: &Name, path: &Path) -> Result<b
         address: path.display().to_string(),
         pid: None,
     };
-    match probe(path)? {
+    match probe_path(path)? {
         Liveness::Missing => Ok(false),
         Liveness::Live => Err(in_use()),
         Liveness::Stale => {
@@ -155,33 +159,13 @@ pub(crate) fn clear_stale(dir: &SocketDir, name: &Name, path: &Path) -> Result<b
             match std::fs::remove_file(path) {
                 Ok(()) => Ok(true),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-                Err(e) => Err(Error::io("remove stale socket", path.display(), errno_of(&e))),
+                Err(e) => Err(Error::io("remove stale socket", path.display(), e)),
             }
         }
     }
 }
 
-/// Removes what a dead node left behind (its stale socket file and lock file),
-/// if the name is not owned by a live process. Returns whether a socket file
-/// was removed. The launcher calls this after killing nodes.
-pub fn reclaim(dir: &SocketDir, name: &Name) -> Result<bool> {
-    if dir.namespace() == crate::Namespace::Abstract {
-        return Ok(false);
-    }
-    let path = dir.socket_path(name)?;
-    // Dropping the claim removes the lock file, on every path out of here.
-    let _claim = match Claim::acquire(dir, name) {
-        Ok(claim) => claim,
-        Err(Error::NameInUse { .. }) => return Ok(false),
-        Err(e) => return Err(e),
-    };
-    match clear_stale(dir, name, &path) {
-        Err(Error::NameInUse { .. }) => Ok(false),
-        removed => removed,
-    }
-}
-
-/// One entry of [`list`].
+/// One entry of [`SocketDir::list`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Listing {
     /// The node's name.
@@ -192,15 +176,88 @@ pub struct Listing {
     pub liveness: Liveness,
 }
 
-/// The nodes in a directory: name, pid and live or stale.
-pub fn list(dir: &SocketDir) -> Result<Vec<Listing>> {
-    dir.socket_names()?
-        .into_iter()
-        .map(|name| {
-            let path = dir.socket_path(&name)?;
-            let liveness = probe(&path)?;
-            let pid = owner_pid(dir, &name);
-            Ok(Listing { name, pid, liveness })
-        })
-        .collect()
+/// Inspecting a directory: who owns which name, and what is left over.
+impl SocketDir {
+    /// The pid of the live piper node that holds `name`'s lock, if any.
+    /// Reads only: an unheld or missing lock file yields `None` and stays as
+    /// it is. A process that binds without piper's lock (a seed node) has
+    /// no pid here.
+    pub fn owner_pid(&self, name: &Name) -> Option<i32> {
+        holder_pid(&File::open(self.lock_path(name)).ok()?)
+    }
+
+    /// Probes `name`'s socket file: [`Liveness::Live`] if something reads it,
+    /// [`Liveness::Stale`] if nothing does, [`Liveness::Missing`] if there is
+    /// none. An abstract directory has no files: its names are always missing.
+    pub fn probe(&self, name: &Name) -> Result<Liveness> {
+        match self.namespace() {
+            Namespace::Abstract => Ok(Liveness::Missing),
+            Namespace::Filesystem => probe_path(&self.socket_path(name)?),
+        }
+    }
+
+    /// The nodes in the directory: name, pid, and live or stale.
+    pub fn list(&self) -> Result<Vec<Listing>> {
+        self.socket_names()?
+            .into_iter()
+            .map(|name| {
+                let liveness = self.probe(&name)?;
+                let pid = self.owner_pid(&name);
+                Ok(Listing { name, pid, liveness })
+            })
+            .collect()
+    }
+
+    /// Removes what a dead node left behind (its stale socket file and lock
+    /// file), if the name is not owned by a live process. Returns whether a
+    /// socket file was removed. The launcher calls this after killing nodes.
+    pub fn reclaim(&self, name: &Name) -> Result<bool> {
+        if self.namespace() == Namespace::Abstract {
+            return Ok(false);
+        }
+        let path = self.socket_path(name)?;
+        // Dropping the claim removes the lock file, on every path out of here.
+        let _claim = match Claim::acquire(self, name) {
+            Ok(claim) => claim,
+            Err(Error::NameInUse { .. }) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        match clear_stale(self, name, &path) {
+            Err(Error::NameInUse { .. }) => Ok(false),
+            removed => removed,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::flock_holder;
+
+    const LOCKS: &str = "\
+1: POSIX  ADVISORY  WRITE 812 00:1a:77 0 EOF
+2: FLOCK  ADVISORY  WRITE 4242 fd:01:123456 0 EOF
+3: FLOCK  ADVISORY  WRITE 0 fd:01:999 0 EOF
+4: FLOCK  ADVISORY  WRITE -1 fd:01:1000 0 EOF
+5: OFDLCK ADVISORY  READ  -1 fd:01:1001 0 EOF
+";
+
+    #[test]
+    fn the_holder_of_a_flock_is_found_by_inode() {
+        assert_eq!(flock_holder(LOCKS, "fd:01:123456"), Some(4242));
+    }
+
+    #[test]
+    fn posix_locks_and_other_inodes_are_not_flocks_of_ours() {
+        assert_eq!(flock_holder(LOCKS, "00:1a:77"), None);
+        assert_eq!(flock_holder(LOCKS, "fd:01:12345"), None);
+        assert_eq!(flock_holder(LOCKS, "fd:01:1001"), None);
+        assert_eq!(flock_holder("", "fd:01:123456"), None);
+    }
+
+    #[test]
+    fn a_holder_in_another_pid_namespace_is_no_pid() {
+        // Shown as 0 or -1: signalling either would hit a process group.
+        assert_eq!(flock_holder(LOCKS, "fd:01:999"), None);
+        assert_eq!(flock_holder(LOCKS, "fd:01:1000"), None);
+    }
 }

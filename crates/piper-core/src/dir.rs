@@ -56,9 +56,13 @@ impl SocketDir {
         }
     }
 
-    /// `flag` if given (from `--dir`), else [`SocketDir::default_path`].
-    pub fn resolve(flag: Option<&Path>) -> PathBuf {
-        flag.map_or_else(SocketDir::default_path, Path::to_path_buf)
+    /// Opens `path` in `namespace`: [`SocketDir::open`] for socket files,
+    /// [`SocketDir::open_abstract`] for abstract addresses.
+    pub fn open_in(path: impl AsRef<Path>, namespace: Namespace) -> Result<SocketDir> {
+        match namespace {
+            Namespace::Filesystem => SocketDir::open(path),
+            Namespace::Abstract => SocketDir::open_abstract(path),
+        }
     }
 
     /// Opens `path` for socket files, creating it with mode 0700 if missing.
@@ -72,11 +76,9 @@ impl SocketDir {
             .recursive(true)
             .mode(0o700)
             .create(path)
-            .map_err(|e| Error::dir(path, "create", errno_of(&e)))?;
-        let path = path
-            .canonicalize()
-            .map_err(|e| Error::dir(path, "resolve", errno_of(&e)))?;
-        let meta = std::fs::metadata(&path).map_err(|e| Error::dir(&path, "read", errno_of(&e)))?;
+            .map_err(|e| Error::dir(path, "create", e))?;
+        let path = path.canonicalize().map_err(|e| Error::dir(path, "resolve", e))?;
+        let meta = std::fs::metadata(&path).map_err(|e| Error::dir(&path, "read", e))?;
         let sticky = meta.mode() & 0o1000 != 0;
         let me = Uid::effective().as_raw();
         if !sticky {
@@ -102,7 +104,7 @@ impl SocketDir {
     /// Uses `path` only to name abstract addresses: nothing is created or read.
     pub fn open_abstract(path: impl AsRef<Path>) -> Result<SocketDir> {
         let path = path.as_ref();
-        let path = std::path::absolute(path).map_err(|e| Error::dir(path, "resolve", errno_of(&e)))?;
+        let path = std::path::absolute(path).map_err(|e| Error::dir(path, "resolve", e))?;
         SocketDir::checked(path, Namespace::Abstract, false)
     }
 
@@ -113,10 +115,7 @@ impl SocketDir {
             sticky,
         };
         if dir.max_name_len() == 0 {
-            return Err(Error::InsecureDir {
-                dir: dir.path,
-                reason: "its path is too long to hold any socket address".into(),
-            });
+            return Err(Error::DirTooLong { dir: dir.path });
         }
         Ok(dir)
     }
@@ -144,9 +143,8 @@ impl SocketDir {
         107usize.saturating_sub(self.path.as_os_str().len() + 1 + PREFIX.len())
     }
 
-    /// The socket file of `name`: `DIR/piper-NAME`. For an abstract directory
-    /// this is the path the abstract address is named after.
-    pub fn socket_path(&self, name: &Name) -> Result<PathBuf> {
+    /// Checks that `name`'s address fits in `sun_path` here.
+    pub fn check_fits(&self, name: &Name) -> Result<()> {
         if name.as_str().len() > self.max_name_len() {
             return Err(Error::NameTooLong {
                 name: name.clone(),
@@ -154,6 +152,13 @@ impl SocketDir {
                 max: self.max_name_len(),
             });
         }
+        Ok(())
+    }
+
+    /// The socket file of `name`: `DIR/piper-NAME`. For an abstract directory
+    /// this is the path the abstract address is named after.
+    pub fn socket_path(&self, name: &Name) -> Result<PathBuf> {
+        self.check_fits(name)?;
         Ok(self.path.join(format!("{PREFIX}{name}")))
     }
 
@@ -207,7 +212,7 @@ impl SocketDir {
         if self.namespace == Namespace::Abstract {
             return Ok(Vec::new());
         }
-        let entries = std::fs::read_dir(&self.path).map_err(|e| Error::dir(&self.path, "list", errno_of(&e)))?;
+        let entries = std::fs::read_dir(&self.path).map_err(|e| Error::dir(&self.path, "list", e))?;
         let mut names: Vec<Name> = entries
             .filter_map(|entry| {
                 let entry = entry.ok()?;
@@ -220,10 +225,6 @@ impl SocketDir {
         names.sort();
         Ok(names)
     }
-}
-
-pub(crate) fn errno_of(e: &std::io::Error) -> nix::errno::Errno {
-    nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0))
 }
 
 #[cfg(test)]

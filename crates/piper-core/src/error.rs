@@ -2,11 +2,13 @@
 //!
 //! Every variant says what failed and with which input, in lowercase, so a
 //! binary can print `piper-node: {error}` as its whole one-line diagnostic.
+//! System-call failures keep their [`std::io::Error`], so the cause is never
+//! lost; a receive that simply found nothing is not an error at all (see
+//! [`Node::recv`](crate::Node::recv)).
 
 use std::fmt;
+use std::io;
 use std::path::PathBuf;
-
-use nix::errno::Errno;
 
 use crate::name::Name;
 
@@ -33,14 +35,19 @@ pub enum Error {
         /// The longest name that fits in that directory.
         max: usize,
     },
-    /// The socket directory could not be created, read or used.
+    /// The socket directory's path is so long that no socket address fits in it.
+    DirTooLong {
+        /// The directory.
+        dir: PathBuf,
+    },
+    /// The socket directory could not be created, read or listed.
     Dir {
         /// The directory.
         dir: PathBuf,
         /// What piper was doing with it.
         action: &'static str,
         /// The cause.
-        source: Errno,
+        source: io::Error,
     },
     /// The socket directory is not safe to hold sockets: wrong owner or mode.
     InsecureDir {
@@ -94,7 +101,7 @@ pub enum Error {
         /// What it was doing it to (a path, a name, a descriptor).
         target: String,
         /// The cause.
-        source: Errno,
+        source: io::Error,
     },
     /// Socket activation (`LISTEN_FDS`) handed over something unusable.
     Activation {
@@ -104,19 +111,40 @@ pub enum Error {
 }
 
 impl Error {
-    pub(crate) fn io(action: &'static str, target: impl fmt::Display, source: Errno) -> Self {
+    pub(crate) fn io(action: &'static str, target: impl fmt::Display, source: impl Into<io::Error>) -> Self {
         Error::Io {
             action,
             target: target.to_string(),
-            source,
+            source: source.into(),
         }
     }
 
-    pub(crate) fn dir(dir: &std::path::Path, action: &'static str, source: Errno) -> Self {
+    pub(crate) fn dir(dir: &std::path::Path, action: &'static str, source: io::Error) -> Self {
         Error::Dir {
             dir: dir.to_path_buf(),
             action,
             source,
+        }
+    }
+
+    /// The operating system's error code behind this error, if there is one.
+    pub fn raw_os_error(&self) -> Option<i32> {
+        match self {
+            Error::Dir { source, .. } | Error::Io { source, .. } => source.raw_os_error(),
+            _ => None,
+        }
+    }
+}
+
+/// The cause as people read it: `Permission denied`, without std's
+/// ` (os error 13)` suffix.
+struct Cause<'a>(&'a io::Error);
+
+impl fmt::Display for Cause<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.raw_os_error() {
+            Some(errno) => f.write_str(nix::errno::Errno::from_raw(errno).desc()),
+            None => write!(f, "{}", self.0),
         }
     }
 }
@@ -130,12 +158,17 @@ impl fmt::Display for Error {
                 "node name '{name}' is too long for {}: at most {max} bytes fit in a socket address there",
                 dir.display()
             ),
+            Error::DirTooLong { dir } => write!(
+                f,
+                "socket directory {} is too long: no socket address fits in it",
+                dir.display()
+            ),
             Error::Dir { dir, action, source } => {
                 write!(
                     f,
                     "cannot {action} socket directory {}: {}",
                     dir.display(),
-                    source.desc()
+                    Cause(source)
                 )
             }
             Error::InsecureDir { dir, reason } => {
@@ -161,7 +194,7 @@ impl fmt::Display for Error {
                 f,
                 "datagram of {len} bytes is larger than the {max}-byte receive buffer and was truncated"
             ),
-            Error::Io { action, target, source } => write!(f, "cannot {action} {target}: {}", source.desc()),
+            Error::Io { action, target, source } => write!(f, "cannot {action} {target}: {}", Cause(source)),
             Error::Activation { reason } => write!(f, "socket activation: {reason}"),
         }
     }
@@ -173,5 +206,26 @@ impl std::error::Error for Error {
             Error::Dir { source, .. } | Error::Io { source, .. } => Some(source),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cause_is_kept_and_shown_without_the_os_error_suffix() {
+        let e = Error::io("open", "/x", nix::errno::Errno::EACCES);
+        assert_eq!(e.to_string(), "cannot open /x: Permission denied");
+        assert_eq!(e.raw_os_error(), Some(nix::libc::EACCES));
+        let source = std::error::Error::source(&e).expect("a source");
+        assert_eq!(source.to_string(), "Permission denied (os error 13)");
+    }
+
+    #[test]
+    fn an_error_without_an_errno_keeps_its_message() {
+        let e = Error::io("parse", "x", io::Error::other("not a number"));
+        assert_eq!(e.to_string(), "cannot parse x: not a number");
+        assert_eq!(e.raw_os_error(), None);
     }
 }

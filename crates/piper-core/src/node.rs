@@ -1,6 +1,6 @@
 //! A node: one bound `AF_UNIX SOCK_DGRAM` socket under a name.
 //!
-//! [`Node::bind`] claims the name (see [`claim`](crate::claim)), binds
+//! [`Node::bind`] claims the name (an `flock` on `DIR/.piper-NAME.lock`), binds
 //! `DIR/piper-NAME` and removes it again on drop. [`Node::adopt`] takes a
 //! socket that systemd bound instead, and leaves its file to systemd.
 //! Sends go out from the node's own socket, so a piper receiver learns who
@@ -49,7 +49,7 @@ pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_millis(250);
 ///
 /// ping.send_to(pong.name(), b"ping").unwrap();
 /// let mut buf = RecvBuf::new();
-/// let got = pong.recv(&mut buf).unwrap();
+/// let got = pong.recv(&mut buf).unwrap().expect("a datagram");
 /// assert_eq!(got.payload, b"ping");
 /// assert_eq!(got.from().as_ref(), Some(ping.name()));
 ///
@@ -183,10 +183,10 @@ impl Node {
                     .and_then(|()| {
                         let meta = std::fs::symlink_metadata(&path);
                         let id = meta.map(|m| (m.dev(), m.ino()));
-                        let id = id.map_err(|e| Error::io("inspect", path.display(), crate::dir::errno_of(&e)))?;
+                        let id = id.map_err(|e| Error::io("inspect", path.display(), e))?;
                         node.file = Some((path.clone(), id));
                         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
-                            .map_err(|e| Error::io("chmod", path.display(), crate::dir::errno_of(&e)))
+                            .map_err(|e| Error::io("chmod", path.display(), e))
                     });
                 // On failure the claim goes with the node's drop, which also
                 // removes a file it bound.
@@ -231,8 +231,9 @@ impl Node {
                 dir.display_address(&name)
             );
         }
-        // systemd may hand the socket over non-blocking; receives rely on poll
-        // and MSG_DONTWAIT anyway, sends on the send timeout.
+        // systemd may hand the socket over non-blocking; a node's receives
+        // block (bounded by the receive timeout) and its sends are bounded by
+        // the send timeout, so both want a blocking socket.
         let flags = fcntl(&fd, FcntlArg::F_GETFL).map_err(|e| Error::io("inspect fd", raw, e))?;
         let flags = OFlag::from_bits_truncate(flags) - OFlag::O_NONBLOCK;
         fcntl(&fd, FcntlArg::F_SETFL(flags)).map_err(|e| Error::io("configure fd", raw, e))?;
@@ -283,10 +284,12 @@ impl Node {
             .map_err(|e| Error::io("configure", &self.name, e))
     }
 
-    /// Sets how long [`Node::recv`] waits before it fails with `EAGAIN`.
-    /// With a timeout set, a signal also makes a blocked receive fail with
-    /// `EINTR` instead of restarting it (signal(7)).
+    /// Sets how long [`Node::recv`] waits before it returns `Ok(None)`.
+    /// With a timeout set, a signal also ends a blocked receive (with
+    /// `Ok(None)`) instead of restarting it (signal(7)).
+    /// A zero timeout would mean "forever" to the kernel; it is taken as 1 µs.
     pub fn set_recv_timeout(&self, timeout: Duration) -> Result<()> {
+        let timeout = timeout.max(Duration::from_micros(1));
         setsockopt(&self.fd, sockopt::ReceiveTimeout, &timeval(timeout))
             .map_err(|e| Error::io("configure", &self.name, e))
     }
@@ -304,28 +307,30 @@ impl Node {
         self.send(&self.peer(to)?, bytes)
     }
 
-    /// Waits for the next datagram (or until the receive timeout, if set).
-    pub fn recv<'a>(&'a self, buf: &'a mut RecvBuf) -> Result<Datagram<'a>> {
+    /// Waits for the next datagram. Returns `Ok(None)` when the wait ended
+    /// without one: the receive timeout ([`Node::set_recv_timeout`]) passed,
+    /// a signal interrupted it, or the socket was made non-blocking (as a
+    /// stop request does while [`Signals::interrupting`](crate::Signals::interrupting)
+    /// runs).
+    pub fn recv<'a>(&'a self, buf: &'a mut RecvBuf) -> Result<Option<Datagram<'a>>> {
         self.receive(buf, MsgFlags::empty())
     }
 
     /// Takes the next datagram if one is queued, without waiting.
     pub fn try_recv<'a>(&'a self, buf: &'a mut RecvBuf) -> Result<Option<Datagram<'a>>> {
-        match self.receive(buf, MsgFlags::MSG_DONTWAIT) {
-            Err(Error::Io {
-                source: Errno::EAGAIN, ..
-            }) => Ok(None),
-            r => r.map(Some),
-        }
+        self.receive(buf, MsgFlags::MSG_DONTWAIT)
     }
 
-    fn receive<'a>(&'a self, buf: &'a mut RecvBuf, flags: MsgFlags) -> Result<Datagram<'a>> {
+    fn receive<'a>(&'a self, buf: &'a mut RecvBuf, flags: MsgFlags) -> Result<Option<Datagram<'a>>> {
         let (len, sender, creds) = {
             let mut iov = [IoSliceMut::new(&mut buf.data)];
             // MSG_TRUNC makes the kernel return the datagram's real length.
             let flags = flags | MsgFlags::MSG_TRUNC;
-            let msg = recvmsg::<UnixAddr>(self.fd.as_raw_fd(), &mut iov, Some(&mut buf.cmsg), flags)
-                .map_err(|e| Error::io("receive on", &self.name, e))?;
+            let msg = match recvmsg::<UnixAddr>(self.fd.as_raw_fd(), &mut iov, Some(&mut buf.cmsg), flags) {
+                Ok(msg) => msg,
+                Err(Errno::EAGAIN | Errno::EINTR) => return Ok(None),
+                Err(e) => return Err(Error::io("receive on", &self.name, e)),
+            };
             let creds = msg.cmsgs().ok().and_then(|mut cmsgs| {
                 cmsgs.find_map(|c| match c {
                     ControlMessageOwned::ScmCredentials(c) => Some(Credentials {
@@ -344,12 +349,12 @@ impl Node {
                 max: buf.data.len(),
             });
         }
-        Ok(Datagram {
+        Ok(Some(Datagram {
             payload: &buf.data[..len],
             creds,
             sender,
             dir: &self.dir,
-        })
+        }))
     }
 }
 

@@ -30,7 +30,7 @@ use crate::error::{Error, Result};
 /// let notifier = Notifier::new(path.to_str().unwrap()).unwrap();
 /// notifier.notify("READY=1").unwrap();
 /// let mut buf = RecvBuf::new();
-/// assert_eq!(manager.recv(&mut buf).unwrap().payload, b"READY=1");
+/// assert_eq!(manager.recv(&mut buf).unwrap().unwrap().payload, b"READY=1");
 /// # drop(manager); std::fs::remove_dir(&tmp).unwrap();
 /// ```
 #[derive(Debug)]
@@ -74,6 +74,7 @@ impl Notifier {
     /// if the manager's queue is full.
     pub fn notify(&self, state: &str) -> Result<()> {
         self.send(state, MsgFlags::empty())
+            .map_err(|e| Error::io("notify", &self.socket, e))
     }
 
     /// Sends a state message only if the manager's queue has room; returns
@@ -82,15 +83,13 @@ impl Notifier {
     /// thundering herd, and the message is advisory anyway.
     pub fn try_notify(&self, state: &str) -> Result<bool> {
         match self.send(state, MsgFlags::MSG_DONTWAIT) {
-            Err(Error::Io {
-                source: nix::errno::Errno::EAGAIN,
-                ..
-            }) => Ok(false),
-            r => r.map(|()| true),
+            Ok(()) => Ok(true),
+            Err(nix::errno::Errno::EAGAIN) => Ok(false),
+            Err(e) => Err(Error::io("notify", &self.socket, e)),
         }
     }
 
-    fn send(&self, state: &str, flags: MsgFlags) -> Result<()> {
+    fn send(&self, state: &str, flags: MsgFlags) -> nix::Result<()> {
         sendto(
             self.fd.as_raw_fd(),
             state.as_bytes(),
@@ -98,7 +97,6 @@ impl Notifier {
             flags | MsgFlags::MSG_NOSIGNAL,
         )
         .map(drop)
-        .map_err(|e| Error::io("notify", &self.socket, e))
     }
 }
 

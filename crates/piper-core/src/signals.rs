@@ -4,9 +4,9 @@
 //! the main loop polls that pipe beside its socket and decides what to do.
 //! This is needed because signal-hook installs handlers with `SA_RESTART`: a
 //! blocking receive would never wake up for a signal flag alone. A loop that
-//! does block in a receive, to save the poll on every message, registers its
-//! socket with [`Signals::interrupt`]: a stop request then also makes that
-//! socket non-blocking, so the loop cannot sleep through it.
+//! does block in a receive, to save the poll on every message, runs inside
+//! [`Signals::interrupting`] with its socket: a stop request then also makes
+//! that socket non-blocking, so the loop cannot sleep through it.
 //!
 //! Terminating signals (SIGINT, SIGTERM, SIGHUP) are counted. After
 //! [`Signals::exit_on_repeat`], a second one exits at once from inside the
@@ -94,8 +94,9 @@ impl Shared {
         }
         let fd = self.interrupt.load(Ordering::SeqCst);
         if fd >= 0 {
-            // SAFETY: `interrupt` is only set while its owner keeps the
-            // descriptor open (see `Signals::interrupt`).
+            // SAFETY: `interrupt` is set only inside `Signals::interrupting`,
+            // which holds a borrow of the descriptor for that whole time and
+            // clears it before returning or unwinding.
             let fd = unsafe { BorrowedFd::borrow_raw(fd) };
             if let Ok(flags) = fcntl(fd, FcntlArg::F_GETFL) {
                 let _ = fcntl(
@@ -151,7 +152,7 @@ impl Signals {
         // and a `OnceLock` that is already initialised when read (`get` is an
         // atomic load), and calls only fcntl(2), write(2), unlink(2) and _exit(2).
         let id = unsafe { signal_hook::low_level::register(signo, handler) }
-            .map_err(|e| Error::io("install a handler for", sig.as_str(), errno_of_io(&e)))?;
+            .map_err(|e| Error::io("install a handler for", sig.as_str(), e))?;
         self.ids.push(id);
         Ok(())
     }
@@ -166,14 +167,47 @@ impl Signals {
         let _ = self.shared.emergency.set(paths);
     }
 
-    /// Makes a stop request also set `socket` non-blocking, so that a loop
-    /// that blocks in a receive on it (with a receive timeout set, so that
-    /// the signal itself fails the receive with EINTR) cannot miss a stop
-    /// that lands between its check and its receive. `None` clears it; the
-    /// caller must clear it before the socket is closed.
-    pub fn interrupt(&self, socket: Option<BorrowedFd<'_>>) {
-        let fd = socket.map_or(-1, |fd| std::os::fd::AsRawFd::as_raw_fd(&fd));
-        self.shared.interrupt.store(fd, Ordering::SeqCst);
+    /// Runs `f`, during which a stop request also sets `socket` non-blocking,
+    /// so that a loop that blocks in a receive on it (with a receive timeout
+    /// set, so that the signal itself ends the receive with EINTR) cannot
+    /// miss a stop that lands between its check and its receive.
+    ///
+    /// The socket is registered only for the duration of the call, which
+    /// borrows it throughout, and is cleared however `f` ends, by return or
+    /// by panic: the handler never touches a closed descriptor. One socket
+    /// at a time: a nested call replaces the outer one until it returns.
+    pub fn interrupting<R>(&self, socket: BorrowedFd<'_>, f: impl FnOnce() -> R) -> R {
+        struct Clear<'a>(&'a AtomicI32, i32);
+        impl Drop for Clear<'_> {
+            fn drop(&mut self) {
+                self.0.store(self.1, Ordering::SeqCst);
+            }
+        }
+        let raw = std::os::fd::AsRawFd::as_raw_fd(&socket);
+        let outer = self.shared.interrupt.swap(raw, Ordering::SeqCst);
+        let _clear = Clear(&self.shared.interrupt, outer);
+        f()
+    }
+
+    /// Sleeps for `timeout` unless a stop is requested first; returns the
+    /// stop if one came. For pauses that must not delay a shutdown.
+    pub fn sleep(&self, timeout: std::time::Duration) -> Option<Stop> {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(stop) = self.stop() {
+                return Some(stop);
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            let mut fds = [PollFd::new(self.fd(), PollFlags::POLLIN)];
+            let ms = PollTimeout::try_from(left.as_millis().max(1)).unwrap_or(PollTimeout::MAX);
+            if let Ok(1) = poll(&mut fds, ms) {
+                self.drain();
+            }
+        }
     }
 
     /// A handle that requests a stop from anywhere, as a signal would.
@@ -229,6 +263,52 @@ impl Trigger {
     }
 }
 
-fn errno_of_io(e: &std::io::Error) -> nix::errno::Errno {
-    crate::dir::errno_of(e)
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_stop_during_interrupting_makes_the_socket_non_blocking_and_is_cleared_after() {
+        let signals = Signals::new().unwrap();
+        let (a, _b) = std::os::unix::net::UnixDatagram::pair().unwrap();
+        let nonblocking = |fd: BorrowedFd<'_>| {
+            OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL).unwrap()).contains(OFlag::O_NONBLOCK)
+        };
+        signals.interrupting(a.as_fd(), || {
+            assert_eq!(signals.shared.interrupt.load(Ordering::SeqCst), a.as_raw_fd());
+            signals.trigger().fire();
+        });
+        assert!(nonblocking(a.as_fd()));
+        assert_eq!(signals.shared.interrupt.load(Ordering::SeqCst), -1);
+    }
+
+    #[test]
+    fn a_panic_inside_interrupting_still_clears_the_socket() {
+        let signals = Signals::new().unwrap();
+        let (a, _b) = std::os::unix::net::UnixDatagram::pair().unwrap();
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            signals.interrupting(a.as_fd(), || panic!("inside"));
+        }));
+        assert!(caught.is_err());
+        assert_eq!(signals.shared.interrupt.load(Ordering::SeqCst), -1);
+    }
+
+    #[test]
+    fn sleep_ends_early_on_a_stop_and_runs_its_course_otherwise() {
+        let signals = Signals::new().unwrap();
+        let start = Instant::now();
+        assert_eq!(signals.sleep(Duration::from_millis(30)), None);
+        assert!(start.elapsed() >= Duration::from_millis(30));
+        let trigger = signals.trigger();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            trigger.fire();
+        });
+        let start = Instant::now();
+        assert_eq!(signals.sleep(Duration::from_secs(30)), Some(Stop::Requested));
+        assert!(start.elapsed() < Duration::from_secs(10));
+        t.join().unwrap();
+    }
 }

@@ -1,41 +1,27 @@
 //! piper-launch: forks and execs one `piper-node` per name, wired in a ring,
 //! shows one of them, and tears the rest down via signals when it dies.
 //!
-//! Thin like piper-node: `spawn` finds and starts the nodes, `ring` watches
-//! and tears them down, and this file parses arguments and maps outcomes to
-//! exit codes.
+//! Thin like piper-node: `spawn` finds and starts the nodes (and is the one
+//! place that speaks piper-node's command line), `ring` runs the one event
+//! loop that launches, watches and tears them down, `signals` blocks the
+//! launcher's signals and reads them from a signalfd, and this file parses
+//! arguments and maps outcomes to exit codes.
 
 mod ring;
+mod signals;
 mod spawn;
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use piper_core::{Name, SocketDir};
-
-/// Exit codes besides the foreground node's own (or 128+signal).
-mod exit {
-    /// A failure of the launcher itself: a node failed to start or to become ready.
-    pub const FAILURE: u8 = 1;
-    /// A usage error: bad flags, names or node list.
-    pub const USAGE: u8 = 2;
-    /// The node binary could not be found.
-    pub const NO_NODE_BINARY: u8 = 127;
-}
+use piper_cli::{exit, Failure};
+use piper_core::{Name, Namespace, SocketDir};
 
 /// Runs a ring of piper nodes, one process each, and shows one of them.
 #[derive(Debug, Parser)]
-#[command(
-    version,
-    about,
-    after_help = "Exit status: the foreground node's exit code, or 128+signal if it \
-was killed by one; 128+signal if the launcher itself got SIGINT (130), SIGTERM (143) or SIGHUP (129); \
-1 if a node failed to start or become ready, or died with --fail-fast; 2 usage error; \
-127 node binary not found."
-)]
+#[command(version, about, after_help = exit::help(exit::LAUNCHER))]
 struct Args {
     /// Comma-separated node names, or a number N for node1..nodeN.
     #[arg(long, value_name = "LIST|N")]
@@ -78,34 +64,9 @@ struct Args {
     fail_fast: bool,
 }
 
-/// A failure, with its exit code.
-#[derive(Debug)]
-pub struct Failure(pub u8, pub String);
-
-impl From<piper_core::Error> for Failure {
-    fn from(e: piper_core::Error) -> Self {
-        let code = match e {
-            piper_core::Error::InvalidName { .. } | piper_core::Error::NameTooLong { .. } => exit::USAGE,
-            _ => exit::FAILURE,
-        };
-        Failure(code, e.to_string())
-    }
-}
-
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format(|buf, record| {
-            let level = record.level().as_str().to_ascii_lowercase();
-            writeln!(buf, "piper-launch: {level}: {}", record.args())
-        })
-        .init();
-    match run(Args::parse()) {
-        Ok(code) => ExitCode::from(code),
-        Err(Failure(code, message)) => {
-            eprintln!("piper-launch: error: {message}");
-            ExitCode::from(code)
-        }
-    }
+    piper_cli::init_logging("piper-launch".into(), "info");
+    piper_cli::finish("piper-launch", run(Args::parse()))
 }
 
 fn run(args: Args) -> Result<u8, Failure> {
@@ -115,29 +76,24 @@ fn run(args: Args) -> Result<u8, Failure> {
         Some(f) => names
             .iter()
             .position(|n| n.as_str() == f)
-            .ok_or_else(|| Failure(exit::USAGE, format!("--foreground '{f}' is not one of the --nodes")))?,
+            .ok_or_else(|| Failure::usage(format!("--foreground '{f}' is not one of the --nodes")))?,
     };
     let seconds = |flag: &str, secs: f64| {
-        Duration::try_from_secs_f64(secs).map_err(|_| Failure(exit::USAGE, format!("{flag} {secs} is not a duration")))
+        Duration::try_from_secs_f64(secs).map_err(|_| Failure::usage(format!("{flag} {secs} is not a duration")))
     };
-    let dir_path = SocketDir::resolve(args.dir.as_deref());
-    let dir = if args.abstract_ns {
-        SocketDir::open_abstract(&dir_path)?
+    let namespace = if args.abstract_ns {
+        Namespace::Abstract
     } else {
-        SocketDir::open(&dir_path)?
+        Namespace::Filesystem
     };
+    let dir = SocketDir::open_in(args.dir.unwrap_or_else(SocketDir::default_path), namespace)?;
     for name in &names {
-        dir.socket_path(name)?;
+        dir.check_fits(name)?;
     }
-    let node_bin =
-        spawn::find_node_binary(args.node_bin.as_deref()).map_err(|message| Failure(exit::NO_NODE_BINARY, message))?;
+    let node_bin = spawn::find_node_binary(args.node_bin.as_deref()).map_err(|m| Failure::new(exit::NOT_FOUND, m))?;
     if let Some(log_dir) = &args.log_dir {
-        std::fs::create_dir_all(log_dir).map_err(|e| {
-            Failure(
-                exit::USAGE,
-                format!("cannot create --log-dir {}: {e}", log_dir.display()),
-            )
-        })?;
+        std::fs::create_dir_all(log_dir)
+            .map_err(|e| Failure::usage(format!("cannot create --log-dir {}: {e}", log_dir.display())))?;
     }
     let plan = spawn::Plan {
         node_bin,
@@ -161,7 +117,7 @@ fn run(args: Args) -> Result<u8, Failure> {
 /// `a,b,c` or a number N for `node1..nodeN`; names must be valid and distinct.
 fn parse_nodes(spec: &str) -> Result<Vec<Name>, Failure> {
     let names: Vec<Name> = match spec.trim().parse::<usize>() {
-        Ok(0) => return Err(Failure(exit::USAGE, "--nodes 0: a ring needs at least one node".into())),
+        Ok(0) => return Err(Failure::usage("--nodes 0: a ring needs at least one node")),
         Ok(n) => (1..=n)
             .map(|i| Name::new(&format!("node{i}")))
             .collect::<Result<_, _>>()?,
@@ -169,7 +125,7 @@ fn parse_nodes(spec: &str) -> Result<Vec<Name>, Failure> {
     };
     let mut seen = std::collections::HashSet::new();
     if let Some(dup) = names.iter().find(|n| !seen.insert(*n)) {
-        return Err(Failure(exit::USAGE, format!("--nodes names '{dup}' twice")));
+        return Err(Failure::usage(format!("--nodes names '{dup}' twice")));
     }
     Ok(names)
 }

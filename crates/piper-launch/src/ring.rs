@@ -1,12 +1,15 @@
-//! Watching a running ring and tearing it down.
+//! Running a ring: launch, watch, teardown, as one event loop over a table
+//! of members.
 //!
-//! The launcher waits in `poll` on two descriptors: the notify socket, where
-//! nodes say `READY=1`, and the signal pipe, which reports SIGCHLD and the
-//! terminating signals. Every decision is made in this loop, never in a
+//! Every phase repeats one step, [`Ring::wait_events`]: wait (in `poll`) on
+//! the signalfd and the notify socket, where nodes say `READY=1`; record
+//! what came; reap every child that ended. The phases differ only in what
+//! they make of the [`Events`], and every decision is made here, never in a
 //! signal handler.
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
+use std::ops::ControlFlow;
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
@@ -15,11 +18,12 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
+use piper_cli::{exit, Failure};
 use piper_core::notify::{Listener, Notifier};
-use piper_core::{claim, send_unbound, Signals, Stop};
+use piper_core::{send_unbound, Name};
 
+use crate::signals::Signals;
 use crate::spawn::{Plan, Spawner};
-use crate::{exit, Failure};
 
 /// Timing and failure policy.
 #[derive(Debug)]
@@ -32,33 +36,59 @@ pub struct Options {
     pub fail_fast: bool,
 }
 
-/// How the run ended, before teardown.
-enum Outcome {
-    /// Exit with this code after teardown.
-    Exit(u8),
-    /// Report this failure after teardown.
-    Fail(Failure),
+/// How a run ends: the launcher's exit code, or a failure to report.
+type Outcome = Result<u8, Failure>;
+
+/// One node of the ring, as the launcher knows it.
+#[derive(Debug)]
+struct Member {
+    name: Name,
+    state: State,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// Not forked yet.
+    Planned,
+    /// Forked, not ready yet.
+    Starting { pid: Pid, group: Pid },
+    /// Said `READY=1`.
+    Ready { pid: Pid, group: Pid },
+    /// Reaped.
+    Ended(WaitStatus),
+}
+
+impl Member {
+    /// The process and its group, while it lives.
+    fn live(&self) -> Option<(Pid, Pid)> {
+        match self.state {
+            State::Starting { pid, group } | State::Ready { pid, group } => Some((pid, group)),
+            State::Planned | State::Ended(_) => None,
+        }
+    }
+}
+
+/// What one [`Ring::wait_events`] saw.
+#[derive(Debug, Default)]
+struct Events {
+    /// Terminating signals that arrived.
+    stops: Vec<Signal>,
+    /// Members that ended, with how.
+    ended: Vec<(usize, WaitStatus)>,
 }
 
 struct Ring<'a> {
     plan: &'a Plan,
+    members: Vec<Member>,
+    by_pid: HashMap<Pid, usize>,
     signals: Signals,
     listener: Listener,
-    pids: Vec<Option<Pid>>,
-    /// Each node's process group (normally one for all).
-    groups: Vec<Option<Pid>>,
-    by_pid: HashMap<Pid, usize>,
-    /// How each node ended, once reaped.
-    ended: Vec<Option<WaitStatus>>,
-    ready: Vec<bool>,
-    ready_count: usize,
     progress: Progress,
 }
 
 /// Runs the plan: launch, wait for readiness, start the chain, watch, tear down.
-pub fn run(plan: &Plan, options: &Options) -> Result<u8, Failure> {
-    let mut signals = Signals::terminating()?;
-    signals.watch(Signal::SIGCHLD, false)?;
+pub fn run(plan: &Plan, options: &Options) -> Outcome {
+    let signals = Signals::block().map_err(|e| Failure::new(exit::FAILURE, format!("cannot block signals: {e}")))?;
     let nonce = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
@@ -66,122 +96,170 @@ pub fn run(plan: &Plan, options: &Options) -> Result<u8, Failure> {
     let n = plan.names.len();
     let mut ring = Ring {
         plan,
+        members: plan
+            .names
+            .iter()
+            .map(|name| Member {
+                name: name.clone(),
+                state: State::Planned,
+            })
+            .collect(),
+        by_pid: HashMap::with_capacity(n),
         signals,
         listener,
-        pids: vec![None; n],
-        groups: vec![None; n],
-        by_pid: HashMap::with_capacity(n),
-        ended: vec![None; n],
-        ready: vec![false; n],
-        ready_count: 0,
         progress: Progress::new(n),
     };
     let outcome = match ring.launch(options.ready_timeout) {
-        Ok(()) => ring.watch(options.fail_fast),
-        Err(outcome) => outcome,
+        ControlFlow::Continue(()) => ring.watch(options.fail_fast),
+        ControlFlow::Break(outcome) => outcome,
     };
     ring.teardown(options.grace);
-    match outcome {
-        Outcome::Exit(code) => Ok(code),
-        Outcome::Fail(failure) => Err(failure),
-    }
+    outcome
 }
 
 impl Ring<'_> {
-    /// Starts every node and waits until all are ready, then starts the chain.
-    fn launch(&mut self, timeout: Duration) -> Result<(), Outcome> {
+    /// The one step of every phase: waits up to `timeout` (forever if
+    /// `None`) for a signal or a notification, then takes in everything
+    /// that is there: stop signals, `READY=1`, and ended children.
+    fn wait_events(&mut self, timeout: Option<Duration>) -> Events {
+        let timeout = timeout.map_or(PollTimeout::NONE, |t| {
+            PollTimeout::try_from(t.as_millis()).unwrap_or(PollTimeout::MAX)
+        });
+        let mut fds = [
+            PollFd::new(self.signals.as_fd(), PollFlags::POLLIN),
+            PollFd::new(self.listener.as_fd(), PollFlags::POLLIN),
+        ];
+        let _ = poll(&mut fds, timeout);
+        let mut events = Events {
+            stops: self.signals.read(),
+            ..Events::default()
+        };
+        while let Ok(Some((pid, state))) = self.listener.try_recv() {
+            let Some(&i) = self.by_pid.get(&Pid::from_raw(pid)) else {
+                continue;
+            };
+            if let (State::Starting { pid, group }, true) =
+                (self.members[i].state, state.lines().any(|l| l == "READY=1"))
+            {
+                self.members[i].state = State::Ready { pid, group };
+            }
+        }
+        loop {
+            let status = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => break,
+                Err(Errno::EINTR) => continue,
+                Err(e) => {
+                    log::warn!("waitpid: {}", e.desc());
+                    break;
+                }
+                Ok(status) => status,
+            };
+            if !matches!(status, WaitStatus::Exited(..) | WaitStatus::Signaled(..)) {
+                continue;
+            }
+            if let Some(i) = status.pid().and_then(|pid| self.by_pid.remove(&pid)) {
+                self.members[i].state = State::Ended(status);
+                events.ended.push((i, status));
+            }
+        }
+        events
+    }
+
+    fn ready(&self) -> usize {
+        self.members
+            .iter()
+            .filter(|m| matches!(m.state, State::Ready { .. }))
+            .count()
+    }
+
+    /// Starts every node and waits until all are ready, then starts the
+    /// chain. Any death or stop before that ends the run.
+    fn launch(&mut self, timeout: Duration) -> ControlFlow<Outcome> {
         let started = Instant::now();
         let deadline = started + timeout;
-        let n = self.plan.names.len();
-        let mut spawner = Spawner::new(self.plan, self.listener.address()).map_err(fail)?;
+        let n = self.members.len();
+        let mut spawner = or_fail(Spawner::new(self.plan, self.listener.address()))?;
         for i in 0..n {
-            let (pid, group) = spawner.start(self.plan, i).map_err(fail)?;
-            self.pids[i] = Some(pid);
-            self.groups[i] = Some(group);
+            let (pid, group) = or_fail(spawner.start(self.plan, i))?;
+            self.members[i].state = State::Starting { pid, group };
             self.by_pid.insert(pid, i);
             // Read READY=1 as we go: the notify queue holds only a few
             // datagrams, and a node waiting on it is a node not starting.
-            self.pump(false, 0)?;
-            self.progress.show(i + 1, self.ready_count);
+            let events = self.wait_events(Some(Duration::ZERO));
+            self.check_launch(events)?;
+            self.progress.show(i + 1, self.ready());
         }
-        while self.ready_count < n {
+        while self.ready() < n {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                let late: Vec<_> = (0..n)
-                    .filter(|&i| !self.ready[i])
-                    .map(|i| &self.plan.names[i])
+                let late: Vec<&Name> = self
+                    .members
+                    .iter()
+                    .filter(|m| !matches!(m.state, State::Ready { .. }))
+                    .map(|m| &m.name)
                     .collect();
-                let more = if late.len() > 1 {
-                    format!(" and {} more", late.len() - 1)
-                } else {
-                    String::new()
+                let more = match late.len() {
+                    1 => String::new(),
+                    k => format!(" and {} more", k - 1),
                 };
-                return Err(fail(format!(
+                return ControlFlow::Break(Err(fail(format!(
                     "node '{}'{more} not ready after --ready-timeout {:.1}s",
                     late[0],
                     timeout.as_secs_f64()
-                )));
+                ))));
             }
-            self.pump(true, left.as_millis().max(1) as u64)?;
-            self.progress.show(n, self.ready_count);
+            let events = self.wait_events(Some(left));
+            self.check_launch(events)?;
+            self.progress.show(n, self.ready());
         }
         self.progress.done();
         log::info!("{n} nodes ready in {:.3}s", started.elapsed().as_secs_f64());
         // Under systemd (Type=notify) the launcher is ready when its ring is.
         notify_manager("READY=1");
         let (first, second) = (&self.plan.names[0], &self.plan.names[1 % n]);
-        send_unbound(&self.plan.dir, second, first.as_bytes()).map_err(|e| fail(format!("cannot start the chain: {e}")))
+        or_fail(
+            send_unbound(&self.plan.dir, second, first.as_bytes()).map_err(|e| format!("cannot start the chain: {e}")),
+        )
     }
 
-    /// Waits for events (up to `wait_ms` if `wait`), then handles them:
-    /// readiness, deaths and stop signals. During launch every death is fatal.
-    fn pump(&mut self, wait: bool, wait_ms: u64) -> Result<(), Outcome> {
-        if wait {
-            self.wait_readable(Some(wait_ms));
+    /// During launch, a stop signal or any death ends the run.
+    fn check_launch(&self, events: Events) -> ControlFlow<Outcome> {
+        if let Some(&sig) = events.stops.first() {
+            return ControlFlow::Break(Ok(128 + sig as u8));
         }
-        while let Ok(Some((pid, state))) = self.listener.try_recv() {
-            let Some(&i) = self.by_pid.get(&Pid::from_raw(pid)) else {
-                continue;
-            };
-            if state.lines().any(|l| l == "READY=1") && !self.ready[i] {
-                self.ready[i] = true;
-                self.ready_count += 1;
-            }
-        }
-        self.signals.drain();
-        if let Some(stop) = self.signals.stop() {
-            return Err(Outcome::Exit(stop_code(stop)));
-        }
-        if let Some(&(i, status)) = self.reap().first() {
-            let name = &self.plan.names[i];
-            return Err(fail(format!(
+        if let Some(&(i, status)) = events.ended.first() {
+            let name = &self.members[i].name;
+            return ControlFlow::Break(Err(fail(format!(
                 "node '{name}' {} before the ring was ready",
                 describe(status)
-            )));
+            ))));
         }
-        Ok(())
+        ControlFlow::Continue(())
     }
 
     /// Runs until the foreground node dies or the launcher is told to stop.
     fn watch(&mut self, fail_fast: bool) -> Outcome {
         loop {
-            self.wait_readable(None);
-            self.drain_notifications();
-            self.signals.drain();
-            if let Some(stop) = self.signals.stop() {
-                return Outcome::Exit(stop_code(stop));
+            let events = self.wait_events(None);
+            if let Some(&sig) = events.stops.first() {
+                return Ok(128 + sig as u8);
             }
-            for (i, status) in self.reap() {
-                let name = &self.plan.names[i];
+            for (i, status) in events.ended {
+                let name = &self.members[i].name;
                 if i == self.plan.foreground {
-                    return Outcome::Exit(status_code(status));
+                    return Ok(status_code(status));
                 }
                 log::warn!("node '{name}' {}", describe(status));
                 if fail_fast {
-                    return fail(format!("node '{name}' {} (--fail-fast)", describe(status)));
+                    return Err(fail(format!("node '{name}' {} (--fail-fast)", describe(status))));
                 }
             }
         }
+    }
+
+    fn alive(&self) -> impl Iterator<Item = (usize, Pid, Pid)> + '_ {
+        let live = self.members.iter().enumerate();
+        live.filter_map(|(i, m)| m.live().map(|(pid, group)| (i, pid, group)))
     }
 
     /// SIGTERM (and SIGCONT) to every node at once, SIGKILL after `grace` or
@@ -189,52 +267,44 @@ impl Ring<'_> {
     fn teardown(&mut self, grace: Duration) {
         let started = Instant::now();
         notify_manager("STOPPING=1");
-        let alive = |ring: &Self| {
-            (0..ring.pids.len())
-                .filter(|&i| ring.pids[i].is_some() && ring.ended[i].is_none())
-                .collect::<Vec<_>>()
-        };
-        let targets = alive(self);
-        if targets.is_empty() && self.pids.iter().all(Option::is_none) {
+        let targets = self.alive().count();
+        if self.members.iter().all(|m| m.state == State::Planned) {
             return;
         }
         // One kill per process group reaches every node at once. Only groups
         // with a live member are signalled: an empty group's id may since
         // belong to someone else.
-        let mut groups: Vec<Pid> = targets.iter().filter_map(|&i| self.groups[i]).collect();
+        let mut groups: Vec<Pid> = self.alive().map(|(_, _, group)| group).collect();
         groups.sort_unstable();
         groups.dedup();
         for group in groups {
             let _ = killpg(group, Signal::SIGTERM);
             let _ = killpg(group, Signal::SIGCONT);
         }
-        log::debug!("SIGTERM sent to {} nodes after {:?}", targets.len(), started.elapsed());
-        let stops = self.signals.stops();
+        log::debug!("SIGTERM sent to {targets} nodes after {:?}", started.elapsed());
         let deadline = started + grace;
-        loop {
-            self.reap();
+        let mut again = false;
+        while self.alive().next().is_some() && !again {
             let left = deadline.saturating_duration_since(Instant::now());
-            if alive(self).is_empty() || left.is_zero() || self.signals.stops() > stops {
+            if left.is_zero() {
                 break;
             }
-            // Nodes say STOPPING=1 on the way out; keep reading so that it
-            // finds room (they never wait for it).
-            self.wait_readable(Some(left.as_millis().max(1) as u64));
-            self.drain_notifications();
-            self.signals.drain();
+            // Nodes say STOPPING=1 on the way out; reading keeps room for it
+            // (they never wait for it). A second stop signal skips the grace.
+            again = !self.wait_events(Some(left)).stops.is_empty();
         }
         log::debug!("reaped after {:?}", started.elapsed());
-        let stubborn = alive(self);
-        for &i in &stubborn {
-            log::warn!("node '{}' ignored SIGTERM; sending SIGKILL", self.plan.names[i]);
-            let _ = kill(self.pids[i].expect("started"), Signal::SIGKILL);
+        let stubborn: Vec<(usize, Pid)> = self.alive().map(|(i, pid, _)| (i, pid)).collect();
+        for &(i, pid) in &stubborn {
+            log::warn!("node '{}' ignored SIGTERM; sending SIGKILL", self.members[i].name);
+            // Our own child, not yet reaped: the pid cannot have been reused.
+            let _ = kill(pid, Signal::SIGKILL);
         }
-        for &i in &stubborn {
-            let pid = self.pids[i].expect("started");
+        for (i, pid) in stubborn {
             loop {
                 match waitpid(pid, None) {
                     Err(Errno::EINTR) => continue,
-                    Ok(status) => self.ended[i] = Some(status),
+                    Ok(status) => self.members[i].state = State::Ended(status),
                     Err(_) => {}
                 }
                 break;
@@ -242,9 +312,9 @@ impl Ring<'_> {
         }
         // A node killed by a signal had no chance to remove its socket file.
         let mut removed = 0;
-        for (i, status) in self.ended.iter().enumerate() {
-            if matches!(status, Some(WaitStatus::Signaled(..))) {
-                match claim::reclaim(&self.plan.dir, &self.plan.names[i]) {
+        for member in &self.members {
+            if let State::Ended(WaitStatus::Signaled(..)) = member.state {
+                match self.plan.dir.reclaim(&member.name) {
                     Ok(true) => removed += 1,
                     Ok(false) => {}
                     Err(e) => log::warn!("{e}"),
@@ -252,8 +322,7 @@ impl Ring<'_> {
             }
         }
         log::info!(
-            "tore down {} nodes in {:.3}s{}",
-            targets.len(),
+            "tore down {targets} nodes in {:.3}s{}",
             started.elapsed().as_secs_f64(),
             if removed > 0 {
                 format!(", removed {removed} stale sockets")
@@ -261,49 +330,6 @@ impl Ring<'_> {
                 String::new()
             }
         );
-    }
-
-    fn drain_notifications(&self) {
-        while let Ok(Some(_)) = self.listener.try_recv() {}
-    }
-
-    /// Collects every child that has ended, without waiting.
-    fn reap(&mut self) -> Vec<(usize, WaitStatus)> {
-        let mut ended = Vec::new();
-        loop {
-            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => break,
-                Err(Errno::EINTR) => continue,
-                Err(e) => {
-                    log::warn!("waitpid: {}", e.desc());
-                    break;
-                }
-                Ok(status) => {
-                    let Some(pid) = status.pid() else { continue };
-                    if !matches!(status, WaitStatus::Exited(..) | WaitStatus::Signaled(..)) {
-                        continue;
-                    }
-                    if let Some(&i) = self.by_pid.get(&pid) {
-                        self.ended[i] = Some(status);
-                        ended.push((i, status));
-                    }
-                }
-            }
-        }
-        ended
-    }
-
-    /// Polls the signal pipe and the notify socket for up to
-    /// `ms` milliseconds (forever if `None`).
-    fn wait_readable(&self, ms: Option<u64>) {
-        let timeout = ms.map_or(PollTimeout::NONE, |ms| {
-            PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
-        });
-        let mut fds = [
-            PollFd::new(self.signals.fd(), PollFlags::POLLIN),
-            PollFd::new(self.listener.as_fd(), PollFlags::POLLIN),
-        ];
-        let _ = poll(&mut fds, timeout);
     }
 }
 
@@ -316,15 +342,15 @@ fn notify_manager(state: &str) {
     }
 }
 
-fn fail(message: String) -> Outcome {
-    Outcome::Fail(Failure(exit::FAILURE, message))
+fn fail(message: String) -> Failure {
+    Failure::new(exit::FAILURE, message)
 }
 
-/// 128 + the signal that stopped the launcher: 130 for SIGINT.
-fn stop_code(stop: Stop) -> u8 {
-    match stop {
-        Stop::Signal(sig) => 128 + sig as u8,
-        Stop::Requested => exit::FAILURE,
+/// A step of the launch that may fail: its failure ends the run with exit 1.
+fn or_fail<T>(step: Result<T, String>) -> ControlFlow<Outcome, T> {
+    match step {
+        Ok(value) => ControlFlow::Continue(value),
+        Err(message) => ControlFlow::Break(Err(fail(message))),
     }
 }
 

@@ -2,7 +2,7 @@
 //! no shell, each child in its own process group and tied to the launcher's
 //! life by `PR_SET_PDEATHSIG`.
 
-use std::ffi::CString;
+use std::ffi::{CString, OsString};
 use std::fs::File;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -128,34 +128,19 @@ impl Spawner {
     /// terminal's: Ctrl-C reaches the launcher alone, and teardown signals
     /// every node with one `kill(-group)`. The first node leads the group;
     /// should every member be gone, the next node starts a new one.
+    ///
+    /// A raw fork rather than `std::process::Command`: `Command::spawn`
+    /// waits on a pipe until the child has exec'd, so a thousand spawns
+    /// would pay a thousand exec round trips one after the other; here the
+    /// launcher forks the next node while the last one is still exec'ing.
     pub fn start(&mut self, plan: &Plan, i: usize) -> Result<(Pid, Pid), String> {
         let name = &plan.names[i];
-        let next = &plan.names[(i + 1) % plan.names.len()];
-        let mut args: Vec<String> = vec![
-            "piper-node".into(),
-            name.to_string(),
-            "--dir".into(),
-            plan.dir.path().to_string_lossy().into_owned(),
-            "--next".into(),
-            next.to_string(),
-        ];
-        if plan.dir.namespace() == Namespace::Abstract {
-            args.push("--abstract".into());
-        }
-        if let Some(ms) = plan.interval {
-            args.extend(["--interval".into(), ms.to_string()]);
-        }
-        if plan.quiet {
-            args.push("--quiet".into());
-        }
-        for uid in &plan.allow_uids {
-            args.extend(["--allow-uid".into(), uid.to_string()]);
-        }
+        let args: Vec<CString> = node_args(plan, i)
+            .into_iter()
+            .map(|a| CString::new(a.into_vec()).map_err(|_| format!("an argument for node '{name}' has a NUL byte")))
+            .collect::<Result<_, _>>()?;
         let log;
         let (out, err) = if i == plan.foreground {
-            if let Some(count) = plan.count {
-                args.extend(["--count".into(), count.to_string()]);
-            }
             (1, 2)
         } else if let Some(log_dir) = &plan.log_dir {
             let path = log_dir.join(format!("{name}.log"));
@@ -164,10 +149,6 @@ impl Spawner {
         } else {
             (self.null.as_raw_fd(), self.null.as_raw_fd())
         };
-        let args: Vec<CString> = args
-            .into_iter()
-            .map(|a| CString::new(a).expect("no NUL in arguments"))
-            .collect();
         // Everything the child touches is built before fork: it allocates nothing.
         let argv: Vec<*const nix::libc::c_char> = args.iter().map(|a| a.as_ptr()).chain([std::ptr::null()]).collect();
         let envp: Vec<*const nix::libc::c_char> =
@@ -183,9 +164,10 @@ impl Spawner {
         };
         // SAFETY: the launcher is single-threaded, and between fork and exec
         // the child calls only async-signal-safe functions (setpgid, prctl,
-        // getppid, dup2, execve, _exit) on data prepared before the fork. A
-        // signal handler that runs in the child before exec only writes a byte
-        // to the launcher's wake-up pipe, which the launcher tolerates.
+        // getppid, sigaction, sigprocmask, dup2, execve, _exit) on data
+        // prepared before the fork. No signal handler is installed in the
+        // launcher (its signals are blocked and read from a signalfd), so
+        // none can run in the child either.
         match unsafe { nix::unistd::fork() } {
             Ok(ForkResult::Child) => {
                 // SAFETY: see above; this never returns.
@@ -193,7 +175,9 @@ impl Spawner {
             }
             Ok(ForkResult::Parent { child }) => {
                 // Both sides set the group, so it is in place whichever runs
-                // first; EACCES means the child has already exec'd and set it.
+                // first. EACCES means the child has already exec'd (and set
+                // it itself); EPERM that the group is gone, so the child
+                // leads a new one.
                 if nix::unistd::setpgid(child, exec.group) == Err(nix::errno::Errno::EPERM) {
                     let _ = nix::unistd::setpgid(child, child);
                 }
@@ -204,6 +188,35 @@ impl Spawner {
             Err(e) => Err(format!("cannot start node '{name}': fork: {}", e.desc())),
         }
     }
+}
+
+/// piper-node's command line for node `i` of the plan: the one place the
+/// launcher speaks the node's CLI. Options come first, with their values
+/// attached (`--next=NAME`), and the name last after `--`, so that a name
+/// beginning with `-` is never read as an option. The directory is passed
+/// as the bytes it is, UTF-8 or not.
+pub fn node_args(plan: &Plan, i: usize) -> Vec<OsString> {
+    let next = &plan.names[(i + 1) % plan.names.len()];
+    let mut dir = OsString::from("--dir=");
+    dir.push(plan.dir.path());
+    let mut args: Vec<OsString> = vec!["piper-node".into(), dir, format!("--next={next}").into()];
+    if plan.dir.namespace() == Namespace::Abstract {
+        args.push("--abstract".into());
+    }
+    if let Some(ms) = plan.interval {
+        args.push(format!("--interval={ms}").into());
+    }
+    if plan.quiet {
+        args.push("--quiet".into());
+    }
+    for uid in &plan.allow_uids {
+        args.push(format!("--allow-uid={uid}").into());
+    }
+    if let (true, Some(count)) = (i == plan.foreground, plan.count) {
+        args.push(format!("--count={count}").into());
+    }
+    args.extend(["--".into(), plan.names[i].as_str().into()]);
+    args
 }
 
 /// What the child needs between fork and exec, all prepared before the fork.
@@ -244,6 +257,10 @@ impl ChildExec<'_> {
             // SAFETY: _exit is async-signal-safe.
             unsafe { libc::_exit(1) };
         }
+        // The launcher's blocked signals stay blocked across exec unless
+        // unblocked here; a teardown's SIGTERM that came since the fork
+        // takes effect now.
+        crate::signals::unblock_in_child();
         // The foreground node writes to the terminal from a group that is not
         // the terminal's foreground group; with `stty tostop` SIGTTOU would
         // stop it. An ignored signal stays ignored across exec.
@@ -260,5 +277,58 @@ impl ChildExec<'_> {
             libc::execve(self.path.as_ptr(), self.argv.as_ptr(), self.envp.as_ptr());
             libc::_exit(127)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::ffi::OsStrExt;
+
+    fn plan(dir: &[u8], names: &[&str]) -> Plan {
+        let dir = std::path::Path::new(std::ffi::OsStr::from_bytes(dir));
+        Plan {
+            node_bin: PathBuf::from("/bin/false"),
+            dir: SocketDir::open_abstract(dir).unwrap(),
+            names: names.iter().map(|n| Name::new(n).unwrap()).collect(),
+            foreground: names.len() - 1,
+            log_dir: None,
+            interval: Some(5),
+            quiet: true,
+            count: Some(7),
+            allow_uids: vec![65534],
+        }
+    }
+
+    fn args(plan: &Plan, i: usize) -> Vec<Vec<u8>> {
+        node_args(plan, i).into_iter().map(|a| a.into_vec()).collect()
+    }
+
+    #[test]
+    fn each_node_answers_the_next_and_only_the_foreground_counts() {
+        let plan = plan(b"/run/p", &["ping", "pong"]);
+        let want = |next: &str, name: &str, count: bool| {
+            let mut v: Vec<Vec<u8>> = ["piper-node", "--dir=/run/p", &format!("--next={next}"), "--abstract"]
+                .iter()
+                .chain(&["--interval=5", "--quiet", "--allow-uid=65534"])
+                .map(|s| s.as_bytes().to_vec())
+                .collect();
+            if count {
+                v.push(b"--count=7".to_vec());
+            }
+            v.extend([b"--".to_vec(), name.as_bytes().to_vec()]);
+            v
+        };
+        assert_eq!(args(&plan, 0), want("pong", "ping", false));
+        assert_eq!(args(&plan, 1), want("ping", "pong", true));
+    }
+
+    #[test]
+    fn names_that_look_like_options_and_non_utf8_dirs_pass_unharmed() {
+        let plan = plan(b"/run/bad\xffdir", &["-x", "--version"]);
+        let a = args(&plan, 0);
+        assert_eq!(a[1], b"--dir=/run/bad\xffdir");
+        assert_eq!(a[2], b"--next=--version");
+        assert_eq!(a[a.len() - 2..], [b"--".to_vec(), b"-x".to_vec()]);
     }
 }

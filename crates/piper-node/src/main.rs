@@ -1,7 +1,11 @@
-//! piper-node: one piper node per OS process.
+//! piper-node: one piper node per OS process, running the seed's protocol.
 //!
-//! Thin by design: it parses the command line, binds (or adopts) the node,
-//! runs `piper_core::serve`, and maps the outcome to an exit code.
+//! Thin by design: this file parses the command line, binds (or adopts) the
+//! node, runs the seed's handler (`seed.rs`) on piper-core's receive loop,
+//! and maps the outcome to an exit code (`piper_cli::exit`, whose table the
+//! README and `--help` both show).
+
+mod seed;
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -11,34 +15,13 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use nix::sys::signal::Signal;
-use piper_core::serve::{serve, End, ServeOptions, Stats};
-use piper_core::{activation, claim, notify, Error, Liveness, Name, Namespace, Node, Signals, SocketDir, Stop};
-
-/// Exit codes; the README's table is generated from the same numbers.
-mod exit {
-    /// A normal end: `--count` reached, or SIGTERM/SIGHUP.
-    pub const OK: u8 = 0;
-    /// A runtime failure after start-up.
-    pub const FAILURE: u8 = 1;
-    /// A usage error or an invalid node name.
-    pub const USAGE: u8 = 2;
-    /// The name is owned by another live process.
-    pub const NAME_IN_USE: u8 = 3;
-    /// The socket directory, or a socket passed by the service manager, is unusable.
-    pub const ENVIRONMENT: u8 = 4;
-    /// Interrupted by SIGINT (128 + 2).
-    pub const INTERRUPTED: u8 = 130;
-}
+use piper_cli::{exit, Failure};
+use piper_core::serve::End;
+use piper_core::{activation, notify, Error, Liveness, Name, Namespace, Node, Signals, SocketDir, Stop};
 
 /// One piper node: prints every datagram it receives and answers with its own name.
 #[derive(Debug, Parser)]
-#[command(
-    version,
-    about,
-    after_help = "Exit codes: 0 normal end (--count reached, SIGTERM, SIGHUP); \
-1 runtime failure; 2 usage error or invalid name; 3 name in use; \
-4 socket directory or passed socket unusable; 130 interrupted (SIGINT)."
-)]
+#[command(version, about, after_help = exit::help(exit::NODE))]
 struct Args {
     /// The node's name: letters, digits, '.', '_' and '-'.
     #[arg(required_unless_present = "list")]
@@ -76,59 +59,33 @@ struct Args {
     list: bool,
 }
 
-/// A failure, with the exit code it maps to.
-struct Failure(u8, String);
-
-impl From<Error> for Failure {
-    fn from(e: Error) -> Self {
-        let code = match e {
-            Error::InvalidName { .. } | Error::NameTooLong { .. } => exit::USAGE,
-            Error::NameInUse { .. } => exit::NAME_IN_USE,
-            Error::Dir { .. } | Error::InsecureDir { .. } | Error::Activation { .. } => exit::ENVIRONMENT,
-            _ => exit::FAILURE,
-        };
-        Failure(code, e.to_string())
-    }
-}
-
 fn main() -> ExitCode {
     let args = Args::parse();
-    init_logging(args.name.as_deref().unwrap_or("list"));
-    match run(args) {
-        Ok(code) => ExitCode::from(code),
-        Err(Failure(code, message)) => {
-            eprintln!("piper-node: error: {message}");
-            ExitCode::from(code)
-        }
-    }
-}
-
-fn init_logging(name: &str) {
-    let name = name.to_string();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
-        .format(move |buf, record| {
-            let level = record.level().as_str().to_ascii_lowercase();
-            writeln!(buf, "piper-node[{name}]: {level}: {}", record.args())
-        })
-        .init();
+    let label = args.name.clone().unwrap_or_else(|| "list".into());
+    piper_cli::init_logging(format!("piper-node[{label}]"), "warn");
+    piper_cli::finish("piper-node", run(args))
 }
 
 fn run(args: Args) -> Result<u8, Failure> {
     // Before anything opens a descriptor: fds from 3 on may be sockets the
     // service manager passed, and must be taken before they are confused
-    // with our own.
+    // with our own. Then the variables go, so no child inherits them; this
+    // process has no other thread yet.
     let passed = activation::listen_fds()?;
-    let dir_path = SocketDir::resolve(args.dir.as_deref());
-    let dir = if args.abstract_ns {
-        SocketDir::open_abstract(&dir_path)?
+    for var in activation::VARIABLES {
+        std::env::remove_var(var);
+    }
+    let namespace = if args.abstract_ns {
+        Namespace::Abstract
     } else {
-        SocketDir::open(&dir_path)?
+        Namespace::Filesystem
     };
+    let dir = SocketDir::open_in(args.dir.clone().unwrap_or_else(SocketDir::default_path), namespace)?;
     if args.list {
         return list(&dir);
     }
     let name = Name::new(args.name.as_deref().unwrap_or_default())?;
-    dir.socket_path(&name)?;
+    dir.check_fits(&name)?;
     if let Some(peer) = &args.kick {
         let peer = Name::new(peer)?;
         piper_core::send_unbound(&dir, &peer, name.as_bytes())?;
@@ -137,7 +94,7 @@ fn run(args: Args) -> Result<u8, Failure> {
     let peer = |p: &Option<String>| -> Result<Option<Name>, Failure> {
         let name = p.as_deref().map(Name::new).transpose()?;
         if let Some(name) = &name {
-            dir.socket_path(name)?;
+            dir.check_fits(name)?;
         }
         Ok(name)
     };
@@ -146,7 +103,7 @@ fn run(args: Args) -> Result<u8, Failure> {
         .ok()
         .flatten()
         .map(Arc::new);
-    let opts = ServeOptions {
+    let opts = seed::Options {
         send_first: peer(&args.send)?,
         next: peer(&args.next)?,
         count: args.count,
@@ -170,10 +127,10 @@ fn run(args: Args) -> Result<u8, Failure> {
 
     let stdout = std::io::stdout();
     let result = if opts.line_buffered {
-        serve(&node, &signals, &opts, &mut stdout.lock())
+        seed::run(&node, &signals, &opts, &mut stdout.lock())
     } else {
         let mut out = std::io::BufWriter::with_capacity(64 * 1024, stdout.lock());
-        serve(&node, &signals, &opts, &mut out)
+        seed::run(&node, &signals, &opts, &mut out)
     };
     if let Some(n) = &notifier {
         match n.try_notify("STOPPING=1") {
@@ -182,12 +139,13 @@ fn run(args: Args) -> Result<u8, Failure> {
             Err(e) => log::debug!("{e}"),
         }
     }
+    let name = node.name().clone();
     drop(node);
     let (stats, end) = result?;
-    summary(&args.name.unwrap_or_default(), &stats, started.elapsed());
+    summary(&name, &stats, started.elapsed());
     Ok(match end {
         End::Stop(Stop::Signal(Signal::SIGINT)) => exit::INTERRUPTED,
-        End::Count | End::Stop(_) => exit::OK,
+        End::Handler | End::Stop(_) => exit::OK,
     })
 }
 
@@ -211,9 +169,9 @@ fn open_node(dir: &SocketDir, name: Name, mut fds: Vec<activation::ListenFd>) ->
     Ok(Node::adopt(fd, dir, name)?)
 }
 
-/// The exit summary. The rate counts from the first message received, so
-/// that time spent waiting for a peer does not dilute it.
-fn summary(name: &str, stats: &Stats, elapsed: Duration) {
+/// The exit summary. The rate counts from the first message received to the
+/// last, so that time spent waiting for a peer does not dilute it.
+fn summary(name: &Name, stats: &seed::Stats, elapsed: Duration) {
     let active = stats.active.as_secs_f64();
     let rate = if active > 0.0 {
         stats.received as f64 / active
@@ -235,13 +193,10 @@ fn summary(name: &str, stats: &Stats, elapsed: Duration) {
 
 fn list(dir: &SocketDir) -> Result<u8, Failure> {
     if dir.namespace() == Namespace::Abstract {
-        return Err(Failure(
-            exit::USAGE,
-            "--list shows socket files; abstract nodes have none".into(),
-        ));
+        return Err(Failure::usage("--list shows socket files; abstract nodes have none"));
     }
     let mut out = std::io::stdout().lock();
-    for entry in claim::list(dir)? {
+    for entry in dir.list()? {
         let pid = entry.pid.map_or("-".to_string(), |p| p.to_string());
         let state = match entry.liveness {
             Liveness::Live => "live",

@@ -1,0 +1,130 @@
+//! Exit codes, and the tables that document them.
+//!
+//! [`NODE`] and [`LAUNCHER`] are the single source of the codes' meanings:
+//! `--help` prints them ([`help`]) and a test checks that the README's
+//! tables are exactly [`markdown`] of them.
+
+use piper_core::Error;
+
+/// A normal end: `--count` reached, or SIGTERM/SIGHUP.
+pub const OK: u8 = 0;
+/// A runtime failure after start-up.
+pub const FAILURE: u8 = 1;
+/// A usage error or an invalid node name.
+pub const USAGE: u8 = 2;
+/// The name is owned by another live process.
+pub const NAME_IN_USE: u8 = 3;
+/// The socket directory, or a socket passed by the service manager, is unusable.
+pub const ENVIRONMENT: u8 = 4;
+/// The node binary could not be found (as a shell says for a missing command).
+pub const NOT_FOUND: u8 = 127;
+/// Interrupted by SIGINT (128 + 2).
+pub const INTERRUPTED: u8 = 130;
+
+/// The exit code for a piper-core error.
+pub fn of(e: &Error) -> u8 {
+    match e {
+        Error::InvalidName { .. } | Error::NameTooLong { .. } => USAGE,
+        Error::NameInUse { .. } => NAME_IN_USE,
+        Error::Dir { .. } | Error::DirTooLong { .. } | Error::InsecureDir { .. } | Error::Activation { .. } => {
+            ENVIRONMENT
+        }
+        _ => FAILURE,
+    }
+}
+
+/// One documented exit code: the code as shown (`130`, or `n` for a code
+/// passed through) and what it means.
+pub type Row = (&'static str, &'static str);
+
+/// piper-node's exit codes.
+pub const NODE: &[Row] = &[
+    ("0", "normal end: `--count` reached, or SIGTERM / SIGHUP"),
+    ("1", "runtime failure after start-up (I/O error, stdout closed)"),
+    ("2", "usage error or invalid node name"),
+    (
+        "3",
+        "name in use: a live process owns the name (its pid is named when known)",
+    ),
+    (
+        "4",
+        "socket directory unusable or unsafe, or a socket passed by the service manager is unusable",
+    ),
+    (
+        "130",
+        "SIGINT; a second SIGINT, SIGTERM or SIGHUP exits at once with 128+signal, still removing the socket file",
+    ),
+];
+
+/// piper-launch's exit codes.
+pub const LAUNCHER: &[Row] = &[
+    (
+        "*n*",
+        "the foreground node's exit code, or 128+signal if a signal killed it",
+    ),
+    ("129 / 130 / 143", "the launcher itself got SIGHUP / SIGINT / SIGTERM"),
+    (
+        "1",
+        "a node failed to start or to become ready, or died under `--fail-fast`",
+    ),
+    ("2", "usage error"),
+    ("4", "socket directory unusable or unsafe"),
+    ("127", "the `piper-node` binary was not found"),
+];
+
+/// The table as `--help` shows it, after the options.
+pub fn help(rows: &[Row]) -> String {
+    let mut text = String::from("Exit status:\n");
+    for (code, meaning) in rows {
+        let code = code.replace('*', "");
+        text.push_str(&format!("  {code:<15}  {}\n", meaning.replace('`', "")));
+    }
+    text
+}
+
+/// The table as the README shows it, under a header naming `program`.
+pub fn markdown(program: &str, rows: &[Row]) -> String {
+    let mut text = format!("| {program} | meaning |\n|---|---|\n");
+    for (code, meaning) in rows {
+        text.push_str(&format!("| {code} | {meaning} |\n"));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn readme() -> String {
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap()
+    }
+
+    #[test]
+    fn the_readme_tables_are_the_code_tables() {
+        let readme = readme();
+        for (program, rows) in [("piper-node", NODE), ("piper-launch", LAUNCHER)] {
+            let table = markdown(program, rows);
+            assert!(readme.contains(&table), "README.md lacks, verbatim:\n{table}");
+        }
+    }
+
+    #[test]
+    fn every_code_constant_is_documented() {
+        let node: Vec<&str> = NODE.iter().map(|r| r.0).collect();
+        for code in [OK, FAILURE, USAGE, NAME_IN_USE, ENVIRONMENT, INTERRUPTED] {
+            assert!(node.contains(&code.to_string().as_str()), "{code}");
+        }
+        let launcher: Vec<&str> = LAUNCHER.iter().map(|r| r.0).collect();
+        for code in [FAILURE, USAGE, ENVIRONMENT, NOT_FOUND] {
+            assert!(launcher.contains(&code.to_string().as_str()), "{code}");
+        }
+    }
+
+    #[test]
+    fn help_lists_every_row_without_markdown() {
+        let help = help(NODE);
+        assert!(help.starts_with("Exit status:\n"));
+        assert_eq!(help.lines().count(), NODE.len() + 1);
+        assert!(help.contains("  130  ") && !help.contains('`'));
+    }
+}

@@ -1,0 +1,68 @@
+//! The launcher's signals, tini's way: blocked, and read from a signalfd in
+//! the main loop. No handler ever runs, so there is no self-pipe, nothing
+//! async-signal-safe to get right, and nothing for a child to inherit
+//! between fork and exec: the child only has to unblock them again
+//! ([`unblock_in_child`]) before it execs.
+
+use std::os::fd::{AsFd, BorrowedFd};
+
+use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+
+/// The signals that ask the launcher to stop.
+pub const TERMINATING: [Signal; 3] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP];
+
+/// The launcher's blocked signals and the descriptor that reports them.
+#[derive(Debug)]
+pub struct Signals {
+    fd: SignalFd,
+}
+
+impl Signals {
+    /// Blocks [`TERMINATING`] and SIGCHLD and opens a signalfd for them.
+    ///
+    /// Their dispositions are reset to the default first: a signal ignored
+    /// by whoever started us (a shell's `&` ignores SIGINT) would otherwise
+    /// be discarded, never queued for the signalfd.
+    pub fn block() -> nix::Result<Signals> {
+        let mut mask = SigSet::empty();
+        for sig in TERMINATING.into_iter().chain([Signal::SIGCHLD]) {
+            mask.add(sig);
+            let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+            // SAFETY: installing the default disposition runs no code of ours.
+            unsafe { sigaction(sig, &default) }?;
+        }
+        mask.thread_block()?;
+        let fd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
+        Ok(Signals { fd })
+    }
+
+    /// Reads every pending signal; returns the terminating ones that came.
+    /// SIGCHLD needs no record: the loop reaps after every wake-up.
+    pub fn read(&mut self) -> Vec<Signal> {
+        let mut stops = Vec::new();
+        while let Ok(Some(info)) = self.fd.read_signal() {
+            match Signal::try_from(info.ssi_signo as i32) {
+                Ok(sig) if TERMINATING.contains(&sig) => stops.push(sig),
+                _ => {}
+            }
+        }
+        stops
+    }
+}
+
+impl AsFd for Signals {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// Unblocks every signal: the node starts with the mask a process normally
+/// has. A terminating signal that arrived between fork and here was held
+/// pending and now takes its default action, so a child caught by a teardown
+/// before it could exec dies at once instead of running a node.
+///
+/// Async-signal-safe (sigprocmask only), for use between fork and exec.
+pub fn unblock_in_child() {
+    let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+}

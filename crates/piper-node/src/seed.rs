@@ -1,0 +1,422 @@
+//! The seed's protocol, as a [`Handler`] for piper-core's receive loop.
+//!
+//! For each datagram: print `NAME received: 'PAYLOAD'`, then send NAME to the
+//! node named by PAYLOAD (or to the `next` peer in a ring). Whatever cannot be
+//! answered is counted as dropped and the loop goes on. Around that protocol
+//! sit what a node run by hand or by a service manager needs: buffered
+//! output flushed when idle, rate-limited warnings, watchdog pings, and the
+//! counts of the exit summary.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nix::unistd::Uid;
+use piper_core::notify::Notifier;
+use piper_core::serve::{serve, End, Event, Flow, Handler, IDLE_WAKE};
+use piper_core::{escape, Credentials, Datagram, Error, Name, Node, Peer, RecvBuf, Result, Signals};
+
+/// How long buffered output may wait while the node is idle.
+pub const FLUSH_AFTER: Duration = Duration::from_millis(20);
+
+/// How the node behaves.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Send our name to this node once, before serving: starts a chain.
+    pub send_first: Option<Name>,
+    /// Answer this node instead of the one named by the payload (a ring).
+    pub next: Option<Name>,
+    /// End after this many received messages.
+    pub count: Option<u64>,
+    /// Wait this long before each reply.
+    pub interval: Duration,
+    /// Print no per-message lines.
+    pub quiet: bool,
+    /// Flush after every line (a terminal); otherwise flush when idle.
+    pub line_buffered: bool,
+    /// Senders' uids accepted besides our own and root's.
+    pub allow_uids: Vec<u32>,
+    /// Where to send `WATCHDOG=1`.
+    pub notifier: Option<Arc<Notifier>>,
+    /// Send `WATCHDOG=1` this often (half the manager's interval).
+    pub watchdog: Option<Duration>,
+}
+
+/// What the node did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Messages accepted and printed.
+    pub received: u64,
+    /// Messages sent (replies and the first send).
+    pub sent: u64,
+    /// Datagrams not answered: bad payloads, failed sends, truncated or
+    /// refused datagrams, and those still queued at shutdown.
+    pub dropped: u64,
+    /// Of those, datagrams refused because of the sender's uid.
+    pub refused: u64,
+    /// From the first accepted message to the last: the time spent chatting,
+    /// which the message rate is computed over.
+    pub active: Duration,
+}
+
+/// Runs the seed's protocol on `node` until `count` is reached or `signals`
+/// asks for a stop. Per-message lines go to `out`. Datagrams still queued
+/// at the end are counted as dropped (unless the socket was adopted: its
+/// queue outlives us, and the next start answers them).
+pub fn run(node: &Node, signals: &Signals, opts: &Options, out: &mut dyn Write) -> Result<(Stats, End)> {
+    let mut seed = Seed {
+        opts,
+        signals,
+        out,
+        stats: Stats::default(),
+        me: Uid::effective().as_raw(),
+        first: None,
+        last: None,
+        peer: None,
+        dirty: false,
+        warnings: RateLimit::new(),
+        next_ping: Instant::now(),
+    };
+    if let Some(peer) = &opts.send_first {
+        seed.reply(node, Some(peer));
+    }
+    let end = serve(node, signals, &mut seed);
+    seed.flush()?;
+    if end.is_ok() && !node.is_adopted() {
+        let mut buf = RecvBuf::new();
+        while let Ok(Some(_)) | Err(Error::Truncated { .. }) = node.try_recv(&mut buf) {
+            seed.stats.dropped += 1;
+        }
+    }
+    seed.warnings.finish();
+    seed.stats.active = seed.first.zip(seed.last).map_or(Duration::ZERO, |(f, l)| l - f);
+    Ok((seed.stats, end?))
+}
+
+struct Seed<'a> {
+    opts: &'a Options,
+    signals: &'a Signals,
+    out: &'a mut dyn Write,
+    stats: Stats,
+    me: u32,
+    /// When the first and the last message were accepted.
+    first: Option<Instant>,
+    last: Option<Instant>,
+    /// The last destination, resolved once and reused while it stays the same.
+    peer: Option<Peer>,
+    /// Whether output waits in the buffer.
+    dirty: bool,
+    warnings: RateLimit,
+    next_ping: Instant,
+}
+
+impl Handler for Seed<'_> {
+    fn handle(&mut self, node: &Node, event: Event<'_>) -> Result<Flow> {
+        self.watchdog();
+        match event {
+            Event::Datagram(datagram) => self.datagram(node, datagram)?,
+            Event::Truncated { len } => {
+                self.stats.dropped += 1;
+                let e = Error::Truncated {
+                    len,
+                    max: piper_core::MAX_DATAGRAM,
+                };
+                self.warnings.warn(format_args!("{e}; not answering"));
+            }
+            Event::Idle => {
+                if self.dirty {
+                    self.flush()?;
+                }
+            }
+        }
+        let done = self.opts.count.is_some_and(|count| self.stats.received >= count);
+        Ok(if done { Flow::Stop } else { Flow::Continue })
+    }
+
+    /// [`FLUSH_AFTER`] while output waits to be flushed, else [`IDLE_WAKE`],
+    /// and at most half the watchdog interval when `WATCHDOG=1` is due at
+    /// set times: waking every half interval keeps a ping at most 1.5
+    /// intervals after the last, inside the manager's 2.
+    fn timeout(&self) -> Duration {
+        let idle = if self.dirty { FLUSH_AFTER } else { IDLE_WAKE };
+        match self.opts.watchdog {
+            Some(every) => idle.min((every / 2).max(Duration::from_millis(1))),
+            None => idle,
+        }
+    }
+}
+
+impl Seed<'_> {
+    /// Prints and answers one datagram, or counts why not.
+    fn datagram(&mut self, node: &Node, datagram: Datagram<'_>) -> Result<()> {
+        let Datagram { payload, creds, .. } = datagram;
+        if !allowed(creds, self.me, &self.opts.allow_uids) {
+            self.stats.dropped += 1;
+            self.stats.refused += 1;
+            match creds {
+                Some(c) if c.pid != 0 => self.warnings.warn(format_args!(
+                    "refused a datagram from uid {} (pid {}): not an allowed user",
+                    c.uid, c.pid
+                )),
+                // The kernel records credentials only if the sender or the
+                // receiver had SO_PASSCRED when it was sent.
+                _ => self.warnings.warn(format_args!(
+                    "refused a datagram without sender credentials: it was queued before \
+                     SO_PASSCRED was set (use PassCredentials=yes on the socket unit)"
+                )),
+            }
+            return Ok(());
+        }
+        self.stats.received += 1;
+        let now = Instant::now();
+        self.first.get_or_insert(now);
+        self.last = Some(now);
+        if !self.opts.quiet {
+            writeln!(self.out, "{} received: '{}'", node.name(), escape(payload)).map_err(|e| Error::Io {
+                action: "write",
+                target: "stdout".into(),
+                source: e,
+            })?;
+            self.dirty = true;
+            if self.opts.line_buffered {
+                self.flush()?;
+            }
+        }
+        let target = match &self.opts.next {
+            // The ring's peer, resolved once: no work per message.
+            Some(_) => Ok(None),
+            // The seed's protocol: the payload names the peer; the last one
+            // resolved is reused while it stays the same.
+            None => match &self.peer {
+                Some(peer) if peer.name().as_bytes() == payload => Ok(None),
+                _ => Name::from_bytes(payload).map(Some),
+            },
+        };
+        match target {
+            Ok(to) => self.reply(node, to.as_ref()),
+            Err(e) => {
+                self.stats.dropped += 1;
+                self.warnings
+                    .warn(format_args!("payload is not a node to answer ({e}); not answering"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends our name to `to`, or to the current peer if `None` (the ring's
+    /// `next`, or the last payload's node), after the interval. Failures are
+    /// counted and logged, never fatal.
+    fn reply(&mut self, node: &Node, to: Option<&Name>) {
+        if !self.opts.interval.is_zero() && !self.pause() {
+            self.stats.dropped += 1;
+            return;
+        }
+        if let Some(name) = to.or(self.opts.next.as_ref()) {
+            if self.peer.as_ref().map(Peer::name) != Some(name) {
+                match node.peer(name) {
+                    Ok(peer) => self.peer = Some(peer),
+                    Err(e) => {
+                        self.stats.dropped += 1;
+                        self.warnings.warn(format_args!("{e}; dropping the reply"));
+                        return;
+                    }
+                }
+            }
+        }
+        let Some(peer) = &self.peer else { return };
+        match node.send(peer, node.name().as_bytes()) {
+            Ok(()) => self.stats.sent += 1,
+            Err(e) => {
+                self.stats.dropped += 1;
+                self.warnings.warn(format_args!("{e}; dropping the reply"));
+            }
+        }
+    }
+
+    /// Waits the interval, waking early for a stop. Returns false on a stop.
+    fn pause(&mut self) -> bool {
+        if self.dirty && self.flush().is_err() {
+            return false;
+        }
+        self.signals.sleep(self.opts.interval).is_none()
+    }
+
+    /// Sends `WATCHDOG=1` when it is due: on schedule on average, and after
+    /// a stall not in a burst.
+    fn watchdog(&mut self) {
+        let (Some(every), Some(notifier)) = (self.opts.watchdog, &self.opts.notifier) else {
+            return;
+        };
+        let now = Instant::now();
+        if now >= self.next_ping {
+            if let Err(e) = notifier.notify("WATCHDOG=1") {
+                log::warn!("{e}");
+            }
+            self.next_ping = (self.next_ping + every).max(now);
+        }
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.dirty = false;
+        self.out.flush().map_err(|e| Error::Io {
+            action: "write",
+            target: "stdout".into(),
+            source: e,
+        })
+    }
+}
+
+fn allowed(creds: Option<Credentials>, me: u32, extra: &[u32]) -> bool {
+    creds.is_some_and(|c| c.uid == me || c.uid == 0 || extra.contains(&c.uid))
+}
+
+/// Logs at most a few warnings a second, and says how many it held back.
+#[derive(Debug)]
+struct RateLimit {
+    window: Instant,
+    shown: u32,
+    held: u64,
+}
+
+impl RateLimit {
+    const PER_SECOND: u32 = 5;
+
+    fn new() -> Self {
+        RateLimit {
+            window: Instant::now(),
+            shown: 0,
+            held: 0,
+        }
+    }
+
+    /// Says how many warnings were held back since the last one shown.
+    fn finish(&mut self) {
+        if self.held > 0 {
+            log::warn!("{} similar warnings suppressed", self.held);
+            self.held = 0;
+        }
+    }
+
+    fn warn(&mut self, args: std::fmt::Arguments<'_>) {
+        let now = Instant::now();
+        if now.duration_since(self.window) >= Duration::from_secs(1) {
+            self.finish();
+            self.window = now;
+            self.shown = 0;
+        }
+        if self.shown < Self::PER_SECOND {
+            self.shown += 1;
+            log::warn!("{args}");
+        } else {
+            self.held += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use piper_core::{SocketDir, Stop};
+    use std::sync::mpsc;
+
+    struct TempDir(std::path::PathBuf);
+
+    impl TempDir {
+        fn new(tag: &str) -> TempDir {
+            let path = std::env::temp_dir().join(format!("piper-seed-{tag}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&path);
+            TempDir(path)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// The loop driven in-process: its node and its stop handle are plain
+    /// arguments, no process is spawned.
+    #[test]
+    fn a_trigger_stops_the_loop_while_it_waits_in_its_receive() {
+        let tmp = TempDir::new("trigger");
+        let dir = SocketDir::open(&tmp.0).unwrap();
+        let pong = Node::bind(&dir, Name::new("pong").unwrap()).unwrap();
+        let ping = Node::bind(&dir, Name::new("ping").unwrap()).unwrap();
+        let signals = Signals::new().unwrap();
+        let trigger = signals.trigger();
+        let (done, result) = mpsc::channel();
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                let opts = Options {
+                    next: Some(Name::new("ping").unwrap()),
+                    ..Default::default()
+                };
+                let mut out = Vec::new();
+                let end = run(&pong, &signals, &opts, &mut out);
+                done.send((end.map_err(|e| e.to_string()), out)).unwrap();
+            });
+            let mut buf = RecvBuf::new();
+            ping.set_recv_timeout(Duration::from_secs(5)).unwrap();
+            for _ in 0..3 {
+                ping.send_to(pong.name(), b"ping").unwrap();
+                assert_eq!(ping.recv(&mut buf).unwrap().unwrap().payload, b"pong");
+            }
+            trigger.fire();
+            // Seen within IDLE_WAKE even though pong is blocked in a receive.
+            let (end, out) = result.recv_timeout(IDLE_WAKE * 5).expect("the loop stops");
+            let (stats, end) = end.unwrap();
+            assert_eq!(end, End::Stop(Stop::Requested));
+            assert_eq!((stats.received, stats.sent, stats.dropped), (3, 3, 0));
+            assert_eq!(out, b"pong received: 'ping'\n".repeat(3));
+        });
+    }
+
+    #[test]
+    fn datagrams_queued_at_the_stop_are_dropped_and_count_ends_the_loop() {
+        let tmp = TempDir::new("queued");
+        let dir = SocketDir::open(&tmp.0).unwrap();
+        let pong = Node::bind(&dir, Name::new("pong").unwrap()).unwrap();
+        let ping = Node::bind(&dir, Name::new("ping").unwrap()).unwrap();
+        for _ in 0..5 {
+            ping.send_to(pong.name(), b"ping").unwrap();
+        }
+        // --count 2: two are answered, the loop ends, three stay queued.
+        let opts = Options {
+            count: Some(2),
+            quiet: true,
+            ..Default::default()
+        };
+        let signals = Signals::new().unwrap();
+        let (stats, end) = run(&pong, &signals, &opts, &mut Vec::new()).unwrap();
+        assert_eq!(end, End::Handler);
+        assert_eq!((stats.received, stats.sent, stats.dropped), (2, 2, 3));
+        assert!(stats.active < Duration::from_secs(1));
+    }
+
+    #[test]
+    fn a_stop_during_the_interval_ends_the_pause_at_once() {
+        let tmp = TempDir::new("pause");
+        let dir = SocketDir::open(&tmp.0).unwrap();
+        let pong = Node::bind(&dir, Name::new("pong").unwrap()).unwrap();
+        let ping = Node::bind(&dir, Name::new("ping").unwrap()).unwrap();
+        ping.send_to(pong.name(), b"ping").unwrap();
+        let signals = Signals::new().unwrap();
+        let trigger = signals.trigger();
+        let opts = Options {
+            interval: Duration::from_secs(60),
+            quiet: true,
+            ..Default::default()
+        };
+        let started = Instant::now();
+        let firing = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            trigger.fire();
+        });
+        let (stats, end) = run(&pong, &signals, &opts, &mut Vec::new()).unwrap();
+        firing.join().unwrap();
+        assert_eq!(end, End::Stop(Stop::Requested));
+        assert_eq!((stats.received, stats.sent, stats.dropped), (1, 0, 1));
+        assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    }
+}
