@@ -25,7 +25,8 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use piper_core::notify::Listener;
 
-/// The directory holding piper-node and piper-launch, built once per run.
+/// The directory holding piper-node and piper-launch (and piper-core's
+/// examples under `examples/`), built once per run.
 ///
 /// `CARGO_BIN_EXE_*` exists only for a binary's own package, so this finds
 /// the workspace's target directory from the test executable's path and asks
@@ -42,12 +43,19 @@ pub fn bin_dir() -> &'static Path {
         let release = dir.file_name().is_some_and(|n| n == "release");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
-        cmd.args(["build", "--quiet", "-p", "piper-node", "-p", "piper-launch"]);
+        cmd.args(["build", "--quiet", "--bins", "--examples"]).args([
+            "-p",
+            "piper-node",
+            "-p",
+            "piper-launch",
+            "-p",
+            "piper-core",
+        ]);
         if release {
             cmd.arg("--release");
         }
         let status = cmd.status().expect("run cargo build");
-        assert!(status.success(), "cargo build of the binaries failed");
+        assert!(status.success(), "cargo build of the binaries and examples failed");
         dir
     })
 }

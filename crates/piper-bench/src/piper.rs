@@ -1,0 +1,160 @@
+//! The figures measured through piper's real binaries: the launcher's
+//! ping-pong (quiet, and printing to files), round trips against a node,
+//! the big ring, launch and teardown, and an idle node's memory.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::scratch::{wait_for, Guard, Scratch};
+use crate::Settings;
+
+/// Round trips against a real `piper-node pong --quiet`: p50 and p99 in µs.
+pub fn round_trips(s: &Settings) -> (f64, f64) {
+    let dir = Scratch::new("rtt");
+    let _pong = Guard(
+        Command::new(s.bin.join("piper-node"))
+            .args(["pong", "--quiet", "--dir"])
+            .arg(&dir.0)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("piper-node"),
+    );
+    wait_for(&dir.0.join("piper-pong"));
+    let client = dir.0.join("piper-bench");
+    let (_, p50, p99) = crate::raw::round_trips(&client, &dir.0.join("piper-pong"), b"bench", s.count);
+    (p50, p99)
+}
+
+/// Runs the launcher to completion; returns its stderr.
+fn launch(s: &Settings, dir: &Path, args: &[&str], stdout: Stdio) -> String {
+    let out = Command::new(s.bin.join("piper-launch"))
+        .arg("--dir")
+        .arg(dir)
+        .args(args)
+        .stdout(stdout)
+        .stderr(Stdio::piped())
+        .output()
+        .expect("piper-launch");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "piper-launch {args:?} failed:\n{err}");
+    err
+}
+
+/// The foreground node's message rate, from its summary line.
+fn foreground_rate(stderr: &str) -> f64 {
+    let line = stderr.lines().find(|l| l.contains("msg/s")).expect("a summary line");
+    let rate = line.rsplit("rate ").next().unwrap().split_whitespace().next().unwrap();
+    rate.parse().expect("a rate")
+}
+
+/// The seed's ping-pong through the launcher, quiet or printing every
+/// message to files: hops per second.
+pub fn pingpong(s: &Settings, quiet: bool) -> f64 {
+    let dir = Scratch::new(if quiet { "quiet" } else { "loud" });
+    let sockets = dir.0.join("sockets");
+    let count = s.count.to_string();
+    let err = if quiet {
+        let args = ["--nodes", "ping,pong", "--count", &count, "--quiet"];
+        launch(s, &sockets, &args, Stdio::null())
+    } else {
+        let logs = dir.0.join("logs");
+        let file = std::fs::File::create(dir.0.join("pong.out")).unwrap();
+        let logs = logs.to_str().unwrap();
+        let args = ["--nodes", "ping,pong", "--count", &count, "--log-dir", logs];
+        let err = launch(s, &sockets, &args, file.into());
+        let lines = std::fs::read_to_string(dir.0.join("pong.out")).unwrap().lines().count() as u64;
+        assert_eq!(lines, s.count, "every message printed");
+        err
+    };
+    2.0 * foreground_rate(&err)
+}
+
+/// A ring, where every hop is a different pair of processes: hops per second.
+pub fn ring(s: &Settings) -> f64 {
+    let dir = Scratch::new("ring");
+    let (n, laps) = (s.ring.to_string(), s.ring_count.to_string());
+    let err = launch(s, &dir.0, &["--nodes", &n, "--count", &laps, "--quiet"], Stdio::null());
+    s.ring as f64 * foreground_rate(&err)
+}
+
+/// Seconds to ready, and to tear down after the foreground is killed.
+pub fn launch_and_teardown(s: &Settings, n: usize) -> (f64, f64) {
+    let dir = Scratch::new(&format!("launch{n}"));
+    let sockets = dir.0.join("s");
+    let err_path = dir.0.join("err");
+    let mut launcher = Guard(
+        Command::new(s.bin.join("piper-launch"))
+            .arg("--dir")
+            .arg(&sockets)
+            .args(["--nodes", &n.to_string(), "--quiet"])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&err_path).unwrap())
+            .spawn()
+            .expect("piper-launch"),
+    );
+    let read = || std::fs::read_to_string(&err_path).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !read().contains("nodes ready in") {
+        assert!(Instant::now() < deadline, "ring of {n} never ready:\n{}", read());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let pid = node_pid(s, &sockets, &format!("node{n}"));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+    let status = launcher.0.wait().unwrap();
+    assert_eq!(status.code(), Some(137));
+    let err = read();
+    let seconds = |marker: &str| -> f64 {
+        let line = err
+            .lines()
+            .find(|l| l.contains(marker))
+            .unwrap_or_else(|| panic!("no '{marker}' in:\n{err}"));
+        let after = line.split(" in ").nth(1).unwrap();
+        let number = after.trim_end_matches(|c: char| !c.is_ascii_digit());
+        number.split('s').next().unwrap().parse().unwrap()
+    };
+    (seconds("nodes ready in"), seconds("tore down"))
+}
+
+/// The pid of node `name`, from `piper-node --list`, checked before anyone
+/// signals it: a real pid (not 0, 1 or ours) of a process whose command
+/// line names `sockets`.
+fn node_pid(s: &Settings, sockets: &Path, name: &str) -> i32 {
+    let out = Command::new(s.bin.join("piper-node"))
+        .arg("--list")
+        .arg("--dir")
+        .arg(sockets)
+        .output()
+        .unwrap();
+    let list = String::from_utf8_lossy(&out.stdout);
+    let line = list
+        .lines()
+        .find(|l| l.split('\t').next() == Some(name))
+        .expect("the node is listed");
+    let pid: i32 = line.split('\t').nth(1).unwrap().parse().expect("a pid");
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let ours = String::from_utf8_lossy(&cmdline).contains(&*sockets.to_string_lossy());
+    assert!(
+        pid > 1 && pid != std::process::id() as i32 && ours,
+        "pid {pid} for {name} is not a node of {}",
+        sockets.display()
+    );
+    pid
+}
+
+/// An idle node's resident memory, in KiB.
+pub fn idle_rss_kib(s: &Settings) -> f64 {
+    let dir = Scratch::new("rss");
+    let node = Guard(
+        Command::new(s.bin.join("piper-node"))
+            .args(["idle", "--dir"])
+            .arg(&dir.0)
+            .spawn()
+            .expect("piper-node"),
+    );
+    wait_for(&dir.0.join("piper-idle"));
+    std::thread::sleep(Duration::from_millis(100));
+    let status = std::fs::read_to_string(format!("/proc/{}/status", node.0.id())).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}

@@ -1,0 +1,98 @@
+//! The raw baselines: the same message patterns over bound `AF_UNIX
+//! SOCK_DGRAM` sockets with no piper code, so every piper figure has a
+//! yardstick measured in the same run.
+
+use std::os::unix::net::UnixDatagram;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::scratch::{wait_for, Guard, Scratch};
+
+/// The raw ping-pong's server: answers every datagram on `path` with "pong".
+pub fn echo(path: &Path) -> ! {
+    let sock = UnixDatagram::bind(path).expect("bind echo");
+    let mut buf = [0u8; 64];
+    loop {
+        let (_, from) = sock.recv_from(&mut buf).expect("recv");
+        let to = from.as_pathname().expect("bound client").to_path_buf();
+        sock.send_to(b"pong", to).expect("send");
+    }
+}
+
+/// A raw ring member: forwards every datagram on `path` to `next`.
+pub fn forward(path: &Path, next: &Path) -> ! {
+    let sock = UnixDatagram::bind(path).expect("bind ring member");
+    let mut buf = [0u8; 64];
+    loop {
+        let n = sock.recv(&mut buf).expect("recv");
+        let _ = sock.send_to(&buf[..n], next);
+    }
+}
+
+/// Two processes, bound sockets, no piper code: the hop rate and the round
+/// trip's p50 and p99 in microseconds.
+pub fn pingpong(count: u64) -> (f64, f64, f64) {
+    let dir = Scratch::new("raw");
+    let server = dir.0.join("echo");
+    let exe = std::env::current_exe().unwrap();
+    let _echo = Guard(Command::new(exe).arg("echo").arg(&server).spawn().expect("echo"));
+    wait_for(&server);
+    round_trips(&dir.0.join("client"), &server, b"ping", count)
+}
+
+/// A ring of `n` processes with no piper code, this one among them: hops
+/// per second over `laps` laps.
+pub fn ring(n: usize, laps: u64) -> f64 {
+    let dir = Scratch::new("rawring");
+    let path = |i: usize| dir.0.join(format!("r{i}"));
+    let exe = std::env::current_exe().unwrap();
+    let _members: Vec<Guard> = (1..n)
+        .map(|i| {
+            let mut cmd = Command::new(&exe);
+            cmd.arg("forward").arg(path(i)).arg(path((i + 1) % n));
+            Guard(cmd.spawn().expect("ring member"))
+        })
+        .collect();
+    for i in 1..n {
+        wait_for(&path(i));
+    }
+    let me = UnixDatagram::bind(path(0)).unwrap();
+    me.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = [0u8; 64];
+    let lap = |me: &UnixDatagram, buf: &mut [u8]| {
+        me.send_to(b"token", path(1)).expect("send");
+        me.recv(buf).expect("a lap");
+    };
+    lap(&me, &mut buf);
+    let start = Instant::now();
+    for _ in 0..laps {
+        lap(&me, &mut buf);
+    }
+    (n as u64 * laps) as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Round trips between a bound client socket and `server`: the hop rate,
+/// and the round trip's p50 and p99 in microseconds.
+pub fn round_trips(client_path: &Path, server: &Path, payload: &[u8], count: u64) -> (f64, f64, f64) {
+    let client = UnixDatagram::bind(client_path).expect("bind client");
+    client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 64];
+    let mut rtts = Vec::with_capacity(count as usize);
+    // Warm up: caches, page faults, the scheduler's idea of who runs where.
+    for _ in 0..1000.min(count) {
+        client.send_to(payload, server).expect("send");
+        client.recv(&mut buf).expect("reply");
+    }
+    let start = Instant::now();
+    for _ in 0..count {
+        let t = Instant::now();
+        client.send_to(payload, server).expect("send");
+        client.recv(&mut buf).expect("reply");
+        rtts.push(t.elapsed().as_nanos() as f64 / 1000.0);
+    }
+    let total = start.elapsed().as_secs_f64();
+    rtts.sort_by(f64::total_cmp);
+    let pct = |p: f64| rtts[((rtts.len() as f64 - 1.0) * p) as usize];
+    (2.0 * count as f64 / total, pct(0.50), pct(0.99))
+}
