@@ -5,7 +5,9 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
-use piper_tests::{bin, launch_cmd, wait_until, Dir, Proc, PROMPT};
+use std::os::unix::process::CommandExt;
+
+use piper_tests::{bin, launch_cmd, may_run, wait_until, Dir, Needs, Proc, PROMPT};
 
 fn launch(dir: &Dir, args: &[&str]) -> Proc {
     Proc::spawn(dir, "launch", launch_cmd(dir, args))
@@ -167,11 +169,12 @@ fn a_missing_node_binary_is_a_clear_error() {
 #[test]
 fn the_ready_timeout_names_the_late_node_and_tears_down() {
     let dir = Dir::new("launch-timeout");
-    let mut launcher = launch_fake(&dir, "never-ready", &["--nodes", "slow", "--ready-timeout", "0.5"]);
+    let args = ["--nodes", "slow,slower", "--ready-timeout", "0.5"];
+    let mut launcher = launch_fake(&dir, "never-ready", &args);
     assert_eq!(launcher.code(PROMPT), Some(1));
     let err = launcher.stderr();
     assert!(
-        err.contains("error: node 'slow' not ready after --ready-timeout 0.5s"),
+        err.contains("error: node 'slow' and 1 more not ready after --ready-timeout 0.5s"),
         "{err}"
     );
     assert_all_gone(&dir, Duration::ZERO);
@@ -216,4 +219,251 @@ fn a_background_death_is_reported_and_fail_fast_ends_the_run() {
         }
         assert_all_gone(&dir, Duration::ZERO);
     }
+}
+
+/// A small, seedable generator, so that "random" moments are the same in
+/// every run unless PIPER_FAULT_SEED says otherwise.
+fn moments(n: usize, lo: u64, hi: u64) -> Vec<Duration> {
+    let mut x: u64 = std::env::var("PIPER_FAULT_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x9e37_79b9_7f4a_7c15);
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            Duration::from_millis(lo + x % (hi - lo))
+        })
+        .collect()
+}
+
+#[test]
+fn sigint_at_any_moment_of_a_big_launch_tears_down_at_once() {
+    for (round, after) in moments(6, 100, 400).into_iter().enumerate() {
+        let dir = Dir::new("launch-interrupt");
+        let mut launcher = launch(&dir, &["--nodes", "1000", "--quiet"]);
+        std::thread::sleep(after);
+        let sent = Instant::now();
+        launcher.signal(Signal::SIGINT);
+        assert_eq!(
+            launcher.code(PROMPT),
+            Some(130),
+            "round {round}, SIGINT after {after:?}"
+        );
+        let took = sent.elapsed();
+        // The grace period is 5 s: a node that swallowed SIGTERM between
+        // fork and exec would hold the teardown that long.
+        assert!(took < Duration::from_secs(2), "round {round}: teardown took {took:?}");
+        assert!(!launcher.stderr().contains("ignored SIGTERM"), "round {round}");
+        assert_all_gone(&dir, Duration::from_secs(2));
+    }
+}
+
+#[test]
+fn a_fork_that_fails_midway_tears_down_what_started() {
+    if !may_run(Needs::Root("to put the launcher in a pids cgroup")) {
+        return;
+    }
+    let cgroup = std::path::PathBuf::from(format!("/sys/fs/cgroup/pids/piper-test-{}", std::process::id()));
+    if !cgroup.parent().unwrap().join("cgroup.procs").exists() {
+        // cgroup v2 only: the pids controller lives in the unified tree.
+        panic!("no cgroup v1 pids hierarchy at /sys/fs/cgroup/pids on this machine");
+    }
+    std::fs::create_dir(&cgroup).unwrap();
+    struct Remove(std::path::PathBuf);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir(&self.0);
+        }
+    }
+    let _remove = Remove(cgroup.clone());
+    std::fs::write(cgroup.join("pids.max"), "40").unwrap();
+    let dir = Dir::new("launch-forkfail");
+    let mut cmd = launch_cmd(&dir, &["--nodes", "100", "--quiet"]);
+    let procs = cgroup.join("cgroup.procs");
+    // SAFETY: the closure only writes a file, as the child, before exec.
+    unsafe {
+        cmd.pre_exec(move || std::fs::write(&procs, "0"));
+    }
+    let started = Instant::now();
+    let mut launcher = Proc::spawn(&dir, "launch", cmd);
+    assert_eq!(launcher.code(PROMPT), Some(1));
+    let err = launcher.stderr();
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}: {err}",
+        started.elapsed()
+    );
+    assert!(
+        err.contains("error: cannot start node 'node")
+            && err.contains(&format!("fork: {}", nix::errno::Errno::EAGAIN.desc())),
+        "{err}"
+    );
+    assert!(!err.contains("ignored SIGTERM"), "{err}");
+    assert_all_gone(&dir, Duration::from_secs(2));
+}
+
+#[test]
+fn readiness_survives_a_launcher_that_is_stopped_while_nodes_start() {
+    let dir = Dir::new("launch-stopped");
+    let mut launcher = launch(
+        &dir,
+        &["--nodes", "300", "--quiet", "--count", "300", "--ready-timeout", "20"],
+    );
+    std::thread::sleep(Duration::from_millis(50));
+    launcher.signal(Signal::SIGSTOP);
+    // Meanwhile its notify queue (10 deep) overflows with READY=1.
+    std::thread::sleep(Duration::from_millis(2500));
+    launcher.signal(Signal::SIGCONT);
+    assert_eq!(launcher.code(Duration::from_secs(60)), Some(0));
+    assert!(launcher.stderr().contains("300 nodes ready in"));
+    assert_all_gone(&dir, Duration::ZERO);
+}
+
+/// A process's state letter from /proc (R, S, T, ...).
+fn state(pid: Pid) -> char {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rsplit(')')
+        .next()
+        .and_then(|s| s.trim_start().chars().next())
+        .unwrap_or('?')
+}
+
+#[test]
+fn ctrl_z_pauses_the_whole_ring_and_fg_resumes_it() {
+    let dir = Dir::new("launch-tstp");
+    let mut launcher = launch(&dir, &["--nodes", "a,b,c", "--interval", "5"]);
+    wait_ready(&launcher);
+    let nodes = ["a", "b", "c"].map(|n| node_pid(&dir, n));
+    launcher.signal(Signal::SIGTSTP);
+    let stopped = |pids: &[Pid]| pids.iter().all(|&p| state(p) == 'T');
+    let everyone: Vec<Pid> = nodes.iter().copied().chain([launcher.pid()]).collect();
+    assert!(wait_until(PROMPT, || stopped(&everyone)), "not all stopped");
+    let lines = launcher.lines().len();
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(launcher.lines().len(), lines, "a paused ring prints nothing");
+    launcher.signal(Signal::SIGCONT);
+    assert!(
+        wait_until(PROMPT, || everyone.iter().all(|&p| state(p) != 'T')),
+        "not all resumed"
+    );
+    assert!(
+        wait_until(PROMPT, || launcher.lines().len() > lines + 5),
+        "the chain goes on"
+    );
+    launcher.signal(Signal::SIGTERM);
+    assert_eq!(launcher.code(PROMPT), Some(143));
+    assert_all_gone(&dir, Duration::ZERO);
+}
+
+#[test]
+fn names_that_look_like_options_and_non_utf8_directories_work() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = Dir::new("launch-odd");
+    for nodes in ["--nodes=-x,y", "--nodes=a,--version"] {
+        let mut launcher = launch(&dir, &[nodes, "--count", "5"]);
+        assert_eq!(launcher.code(PROMPT), Some(0), "{nodes}");
+        let (first, last) = nodes["--nodes=".len()..].split_once(',').unwrap();
+        assert_eq!(launcher.lines(), vec![format!("{last} received: '{first}'"); 5]);
+    }
+    let odd = dir.aux("").join(std::ffi::OsStr::from_bytes(b"bad\xffdir"));
+    let mut cmd = Command::new(bin("piper-launch"));
+    cmd.arg("--dir").arg(&odd).args(["--nodes", "a,b", "--count", "5"]);
+    let mut launcher = Proc::spawn(&dir, "odd", cmd);
+    assert_eq!(launcher.code(PROMPT), Some(0));
+    let made: Vec<_> = std::fs::read_dir(dir.aux(""))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(made, std::slice::from_ref(&odd), "one directory, the one named");
+    assert_eq!(std::fs::read_dir(&odd).unwrap().count(), 0);
+}
+
+#[test]
+fn launcher_usage_errors_are_exit_2_with_one_line() {
+    let dir = Dir::new("launch-usage");
+    let cases: &[(&[&str], &str)] = &[
+        (&["--nodes", "99999999999999999999999"], "at most"),
+        (&["--nodes", "1"], "a ring needs at least two nodes"),
+        (&["--nodes", "solo"], "a ring needs at least two nodes"),
+        (&["--nodes", "a,b", "--count", "0"], "--count"),
+        (
+            &["--nodes", "a,b", "--ready-timeout", "1e19"],
+            "--ready-timeout 10000000000000000000",
+        ),
+        (&["--nodes", "a,b", "--grace", "1e19"], "--grace 10000000000000000000"),
+        (&["--nodes", "a,b", "--grace=-1"], "--grace -1"),
+        (&["--nodes", "a,a"], "names 'a' twice"),
+    ];
+    for (args, message) in cases {
+        let mut launcher = launch(&dir, args);
+        assert_eq!(launcher.code(PROMPT), Some(2), "{args:?}");
+        let err = launcher.stderr();
+        assert!(err.contains(message), "{args:?}: {err}");
+    }
+    assert_all_gone(&dir, Duration::ZERO);
+}
+
+#[test]
+fn abstract_directories_meet_whatever_their_spelling() {
+    let dir = Dir::new("launch-spelling");
+    let plain = dir.path().to_str().unwrap().to_string();
+    let mut ready = piper_tests::Ready::new();
+    let mut cmd = Command::new(bin("piper-node"));
+    cmd.args(["pong", "--abstract", "--dir"])
+        .arg(format!("{plain}/./"))
+        .env("NOTIFY_SOCKET", ready.address());
+    let mut pong = Proc::spawn(&dir, "pong", cmd);
+    assert!(ready.wait(pong.pid(), "READY=1", PROMPT));
+    let mut cmd = Command::new(bin("piper-node"));
+    cmd.args(["ping", "--abstract", "--send", "pong", "--count", "3", "--dir"])
+        .arg(format!("{plain}//sub/.."));
+    let mut ping = Proc::spawn(&dir, "ping", cmd);
+    assert_eq!(ping.code(PROMPT), Some(0));
+    assert_eq!(ping.lines(), vec!["ping received: 'pong'"; 3]);
+    pong.signal(Signal::SIGTERM);
+    assert_eq!(pong.code(PROMPT), Some(0));
+}
+
+#[test]
+fn logs_are_as_private_as_sockets() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = Dir::new("launch-logs");
+    let logs = dir.aux("logs");
+    let mut launcher = launch(
+        &dir,
+        &["--nodes", "a,b", "--count", "3", "--log-dir", logs.to_str().unwrap()],
+    );
+    assert_eq!(launcher.code(PROMPT), Some(0));
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&logs), 0o700);
+    assert_eq!(mode(&logs.join("a.log")), 0o600);
+    assert!(std::fs::read_to_string(logs.join("a.log"))
+        .unwrap()
+        .contains("a received: 'b'"));
+}
+
+#[test]
+fn teardown_messages_say_what_happened() {
+    // --grace 0: no node "ignored" anything; SIGKILL is the plan.
+    let dir = Dir::new("launch-grace0");
+    let mut launcher = launch(&dir, &["--nodes", "20", "--quiet", "--grace", "0"]);
+    wait_ready(&launcher);
+    launcher.signal(Signal::SIGTERM);
+    assert_eq!(launcher.code(PROMPT), Some(143));
+    let err = launcher.stderr();
+    assert!(!err.contains("ignored SIGTERM"), "{err}");
+    assert_all_gone(&dir, Duration::from_secs(2));
+    // A busy ring torn down normally: stopping nodes do not warn about the
+    // sends the teardown interrupts.
+    let dir = Dir::new("launch-busy");
+    let mut launcher = launch(&dir, &["--nodes", "20", "--quiet"]);
+    wait_ready(&launcher);
+    std::thread::sleep(Duration::from_millis(300));
+    launcher.signal(Signal::SIGTERM);
+    assert_eq!(launcher.code(PROMPT), Some(143));
+    let err = launcher.stderr();
+    assert!(!err.contains("cannot send") && !err.contains("Interrupted"), "{err}");
+    assert_all_gone(&dir, Duration::from_secs(2));
 }

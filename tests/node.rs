@@ -388,3 +388,202 @@ fn a_name_bound_by_a_lockless_process_is_in_use_and_left_alone() {
     );
     drop(squatter);
 }
+
+#[test]
+fn a_node_never_answers_its_own_name() {
+    let dir = Dir::new("self");
+    let mut ready = Ready::new();
+    let mut pong = start_node(&dir, &mut ready, "pong", "pong", &[]);
+    let kicker = UnixDatagram::unbound().unwrap();
+    kicker.send_to(b"pong", dir.join("piper-pong")).unwrap();
+    // Still serving others: a reply to a sender of ours arrives.
+    let tester = listener(&dir, "tester");
+    kicker.send_to(b"tester", dir.join("piper-pong")).unwrap();
+    expect_reply(&tester, b"pong");
+    pong.signal(Signal::SIGTERM);
+    assert_eq!(pong.code(PROMPT), Some(0));
+    assert_eq!(pong.lines(), ["pong received: 'pong'", "pong received: 'tester'"]);
+    let s = pong.summary();
+    assert_eq!((s.received, s.sent, s.dropped), (2, 1, 1));
+    assert!(pong.stderr().contains("payload names this node itself; not answering"));
+    // Asked to at start, it refuses at once.
+    for flag in ["--send", "--next"] {
+        let mut node = Proc::spawn(&dir, "self", node_cmd(&dir, "pong", &[flag, "pong"]));
+        assert_eq!(node.code(PROMPT), Some(2));
+        assert_eq!(
+            node.stderr(),
+            format!("piper-node: error: {flag} pong names this node itself: a node never answers itself\n")
+        );
+    }
+}
+
+#[test]
+fn a_peer_that_never_reads_costs_only_itself() {
+    let dir = Dir::new("stall");
+    let mut ready = Ready::new();
+    let mut pong = start_node(&dir, &mut ready, "pong", "pong", &["--quiet"]);
+    // A bound socket that sends 30 datagrams and never reads its answers:
+    // its queue holds max_dgram_qlen of them, the rest cannot be delivered.
+    let started = Instant::now();
+    let hostile = UnixDatagram::bind(dir.join("piper-hostile")).unwrap();
+    for _ in 0..30 {
+        hostile.send_to(b"hostile", dir.join("piper-pong")).unwrap();
+    }
+    let mut ping = Proc::spawn(
+        &dir,
+        "ping",
+        node_cmd(&dir, "ping", &["--send", "pong", "--count", "200"]),
+    );
+    assert_eq!(ping.code(PROMPT), Some(0));
+    let took = started.elapsed();
+    // One send timeout (250 ms) to find the hostile peer stalled, then none:
+    // without the penalty, 20 of them (5 s) before pong gets to ping.
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+    pong.signal(Signal::SIGTERM);
+    assert_eq!(pong.code(PROMPT), Some(0));
+    let qlen: u64 = std::fs::read_to_string("/proc/sys/net/unix/max_dgram_qlen")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    hostile.set_nonblocking(true).unwrap();
+    let mut got = 0;
+    while hostile.recv(&mut [0u8; 16]).is_ok() {
+        got += 1;
+    }
+    let s = pong.summary();
+    // The kernel queues one more than max_dgram_qlen before it refuses.
+    assert_eq!(got, (qlen + 1).min(30), "what the hostile queue held");
+    assert_eq!(s.received, 30 + 201, "30 from the hostile peer, 201 from ping");
+    assert_eq!(s.sent + s.dropped, s.received);
+    assert!(s.dropped >= 30 - (qlen + 1), "{s:?}");
+    drop(hostile);
+    std::fs::remove_file(dir.join("piper-hostile")).unwrap();
+}
+
+#[test]
+fn the_first_send_waits_for_its_peer_and_fails_visibly_without_one() {
+    let dir = Dir::new("first-send");
+    let mut ready = Ready::new();
+    // ping starts first; pong comes 300 ms later, and the chain still starts.
+    let mut ping = Proc::spawn(
+        &dir,
+        "ping",
+        node_cmd(&dir, "ping", &["--send", "pong", "--count", "5"]),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let mut pong = start_node(&dir, &mut ready, "pong", "pong", &[]);
+    assert_eq!(ping.code(PROMPT), Some(0));
+    assert_eq!(ping.lines(), vec!["ping received: 'pong'"; 5]);
+    pong.signal(Signal::SIGTERM);
+    assert_eq!(pong.code(PROMPT), Some(0));
+    // Nobody ever comes: a non-zero exit and one clear line, after a while.
+    let started = Instant::now();
+    let mut lonely = Proc::spawn(&dir, "lonely", node_cmd(&dir, "lonely", &["--send", "nobody"]));
+    assert_eq!(lonely.code(PROMPT), Some(1));
+    assert!(started.elapsed() >= Duration::from_secs(4), "{:?}", started.elapsed());
+    assert!(
+        lonely
+            .stderr()
+            .ends_with("piper-node: error: peer 'nobody' not found: no such node\n"),
+        "{}",
+        lonely.stderr()
+    );
+    assert_eq!(dir.entries(), Vec::<String>::new());
+}
+
+#[test]
+fn the_rate_counts_from_the_first_message_to_the_last() {
+    let dir = Dir::new("rate");
+    let mut ready = Ready::new();
+    let mut pong = start_node(&dir, &mut ready, "pong", "pong", &["--count", "50", "--quiet"]);
+    let mut ping = start_node(&dir, &mut ready, "ping", "ping", &["--send", "pong", "--quiet"]);
+    assert_eq!(pong.code(PROMPT), Some(0));
+    // ping idles on after its last message; that is not active time.
+    std::thread::sleep(Duration::from_millis(1500));
+    ping.signal(Signal::SIGTERM);
+    assert_eq!(ping.code(PROMPT), Some(0));
+    let err = ping.stderr();
+    let active: f64 = err
+        .split("(active ")
+        .nth(1)
+        .and_then(|rest| rest.split('s').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no active time in {err}"));
+    assert!(active < 1.0, "active {active}s includes the idle time: {err}");
+}
+
+#[test]
+fn a_failing_stdout_is_exit_1_and_count_0_is_a_usage_error() {
+    let dir = Dir::new("stdout");
+    let mut ready = Ready::new();
+    let mut cmd = node_cmd(&dir, "pong", &[]);
+    cmd.env("NOTIFY_SOCKET", ready.address());
+    let full = std::fs::File::options().write(true).open("/dev/full").unwrap();
+    let mut pong = Proc::spawn_with_stdout(&dir, "pong", cmd, full.into());
+    assert!(ready.wait(pong.pid(), "READY=1", PROMPT));
+    UnixDatagram::unbound()
+        .unwrap()
+        .send_to(b"x", dir.join("piper-pong"))
+        .unwrap();
+    assert_eq!(pong.code(PROMPT), Some(1));
+    assert!(
+        pong.stderr()
+            .contains("piper-node: error: cannot write stdout: No space left on device"),
+        "{}",
+        pong.stderr()
+    );
+    assert_eq!(
+        dir.entries(),
+        Vec::<String>::new(),
+        "the socket is removed all the same"
+    );
+    let mut zero = Proc::spawn(&dir, "zero", node_cmd(&dir, "z", &["--count", "0"]));
+    assert_eq!(zero.code(PROMPT), Some(2));
+    assert!(zero.stderr().contains("--count"), "{}", zero.stderr());
+}
+
+#[test]
+fn kicks_and_lists_create_nothing_and_say_what_is_wrong() {
+    let dir = Dir::new("kick");
+    let run = |label: &str, args: &[&str]| {
+        let mut cmd = Command::new(piper_tests::bin("piper-node"));
+        cmd.args(args);
+        let mut p = Proc::spawn(&dir, label, cmd);
+        let code = p.code(PROMPT);
+        (code, p.stderr())
+    };
+    let missing = dir.aux("a/b/c");
+    let missing = missing.to_str().unwrap();
+    for args in [
+        &["--list", "--dir", missing][..],
+        &["x", "--kick", "y", "--dir", missing],
+    ] {
+        let (code, err) = run("missing", args);
+        assert_eq!(code, Some(4), "{args:?}: {err}");
+        assert!(err.contains("No such file or directory"), "{err}");
+    }
+    assert!(!dir.aux("a").exists(), "read-only commands create nothing");
+    let long = dir.aux(&"d".repeat(120));
+    let (code, err) = run("long", &["x", "--dir", long.to_str().unwrap()]);
+    assert_eq!(code, Some(4), "{err}");
+    assert!(err.contains("is too long: no socket address fits in it"), "{err}");
+    assert!(!long.exists(), "a refused directory is not left behind");
+    // A regular file where a node should be.
+    std::fs::write(dir.join("piper-file"), b"").unwrap();
+    let sockets = dir.path().to_str().unwrap();
+    let (code, err) = run("file", &["x", "--kick", "file", "--dir", sockets]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("peer 'file' is not a node:") && err.contains("is not a socket"),
+        "{err}"
+    );
+    let (code, err) = run("taken", &["file", "--dir", sockets]);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(err.contains("name in use: node 'file' is taken by"), "{err}");
+    let (code, err) = run("abstract", &["x", "--abstract", "--kick", "nobody", "--dir", sockets]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("peer 'nobody' not found"), "{err}");
+    std::fs::remove_file(dir.join("piper-file")).unwrap();
+    assert_eq!(dir.entries(), Vec::<String>::new());
+}

@@ -5,7 +5,7 @@
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use piper_tests::{bin, bin_dir, may_run, node_cmd, wait_until, Dir, Needs, Proc, Ready, PROMPT};
@@ -269,12 +269,53 @@ fn watchdog_pings_arrive_at_half_the_interval() {
     cmd.env("NOTIFY_SOCKET", ready.address()).env("WATCHDOG_USEC", "200000");
     let mut node = Proc::spawn(&dir, "w", cmd);
     assert!(ready.wait(node.pid(), "READY=1", PROMPT));
-    let start = Instant::now();
-    std::thread::sleep(Duration::from_millis(1000));
-    let pings = ready.messages(node.pid()).iter().filter(|m| *m == "WATCHDOG=1").count();
-    let secs = start.elapsed().as_secs_f64();
-    // About ten in a second; a loaded CI machine may be late, never early.
-    assert!((6..=12).contains(&pings), "{pings} pings in {secs:.2}s");
+    let pings = ready.times(node.pid(), "WATCHDOG=1", Duration::from_secs(1));
     node.signal(Signal::SIGTERM);
     assert_eq!(node.code(PROMPT), Some(0));
+    // About ten in a second: never early (at most one more than the
+    // schedule allows), and never so late that the manager's 200 ms passes.
+    assert!((5..=11).contains(&pings.len()), "{} pings in a second", pings.len());
+    let gaps: Vec<Duration> = pings.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(gaps.iter().all(|g| *g >= Duration::from_millis(50)), "early: {gaps:?}");
+    assert!(gaps.iter().all(|g| *g < Duration::from_millis(200)), "late: {gaps:?}");
+}
+
+#[test]
+fn watchdog_pings_go_on_during_a_long_interval() {
+    let dir = Dir::new("watchdog-pause");
+    let mut ready = Ready::new();
+    let mut cmd = node_cmd(&dir, "pong", &["--interval", "5000"]);
+    // WATCHDOG_USEC of 400 ms, while each reply waits 5 s.
+    cmd.env("NOTIFY_SOCKET", ready.address()).env("WATCHDOG_USEC", "400000");
+    let mut pong = Proc::spawn(&dir, "pong", cmd);
+    assert!(ready.wait(pong.pid(), "READY=1", PROMPT));
+    let kicker = UnixDatagram::unbound().unwrap();
+    kicker.send_to(b"nobody", dir.join("piper-pong")).unwrap();
+    let pings = ready.times(pong.pid(), "WATCHDOG=1", Duration::from_millis(1500));
+    pong.signal(Signal::SIGTERM);
+    assert_eq!(pong.code(PROMPT), Some(0));
+    assert_eq!(pong.lines(), ["pong received: 'nobody'"], "it was pausing");
+    let gaps: Vec<Duration> = pings.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(pings.len() >= 4, "{} pings in 1.5 s", pings.len());
+    assert!(gaps.iter().all(|g| *g < Duration::from_millis(400)), "late: {gaps:?}");
+}
+
+#[test]
+fn watchdog_pid_of_another_process_means_no_pings() {
+    let dir = Dir::new("watchdog-pid");
+    let mut ready = Ready::new();
+    let mut cmd = node_cmd(&dir, "w", &[]);
+    cmd.env("NOTIFY_SOCKET", ready.address())
+        .env("WATCHDOG_USEC", "100000")
+        .env("WATCHDOG_PID", "1");
+    let mut node = Proc::spawn(&dir, "w", cmd);
+    assert!(ready.wait(node.pid(), "READY=1", PROMPT));
+    let pings = ready.times(node.pid(), "WATCHDOG=1", Duration::from_millis(500));
+    node.signal(Signal::SIGTERM);
+    assert_eq!(node.code(PROMPT), Some(0));
+    assert_eq!(
+        pings,
+        Vec::<std::time::Instant>::new(),
+        "the watchdog is another process's"
+    );
 }

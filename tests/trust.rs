@@ -92,17 +92,11 @@ fn socket_files_are_0600_so_a_foreign_uid_cannot_even_send() {
 #[test]
 fn unsafe_socket_directories_are_refused() {
     let dir = Dir::new("dirs");
+    let mut ready = Ready::new();
     let writable = dir.aux("writable");
     std::fs::create_dir(&writable).unwrap();
     std::fs::set_permissions(&writable, std::fs::Permissions::from_mode(0o777)).unwrap();
-    let mut cases = vec![(writable, "is writable by group or others (mode 0777)")];
-    if may_run(Needs::Root("to give a directory to another uid")) {
-        let foreign = dir.aux("foreign");
-        std::fs::create_dir(&foreign).unwrap();
-        std::os::unix::fs::chown(&foreign, Some(NOBODY), Some(NOBODY)).unwrap();
-        cases.push((foreign, "is owned by uid 65534"));
-    }
-    for (path, message) in &cases {
+    for (path, message) in [(&writable, "is writable by group or others (mode 0777)")] {
         let mut cmd = Command::new(bin("piper-node"));
         cmd.args(["n", "--dir"]).arg(path);
         let mut node = Proc::spawn(&dir, "n", cmd);
@@ -114,18 +108,46 @@ fn unsafe_socket_directories_are_refused() {
         );
         assert_eq!(std::fs::read_dir(path).unwrap().count(), 0);
     }
-    // A missing directory is created, mode 0700.
+    if may_run(Needs::Root("to give a directory to other uids")) {
+        // Another user's directory: refused to an ordinary user, but not to
+        // root, who can do anything there anyway (systemd's RuntimeDirectory=
+        // with User= makes /run/piper the service user's).
+        std::fs::set_permissions(dir.aux(""), std::fs::Permissions::from_mode(0o711)).unwrap();
+        let foreign = dir.aux("foreign");
+        std::fs::create_dir(&foreign).unwrap();
+        std::os::unix::fs::chown(&foreign, Some(4242), Some(4242)).unwrap();
+        let mut cmd = Command::new(bin("piper-node"));
+        cmd.args(["n", "--dir"]).arg(&foreign).uid(NOBODY).gid(NOBODY);
+        let mut node = Proc::spawn(&dir, "foreign", cmd);
+        assert_eq!(node.code(PROMPT), Some(4));
+        assert!(
+            node.stderr()
+                .contains("it is owned by uid 4242, not by uid 65534 or root"),
+            "{}",
+            node.stderr()
+        );
+        let mut cmd = Command::new(bin("piper-node"));
+        cmd.args(["n", "--dir"])
+            .arg(&foreign)
+            .env("NOTIFY_SOCKET", ready.address());
+        let mut node = Proc::spawn(&dir, "root", cmd);
+        assert!(ready.wait(node.pid(), "READY=1", PROMPT), "root trusts any owner");
+        node.signal(Signal::SIGTERM);
+        assert_eq!(node.code(PROMPT), Some(0));
+    }
+    // A missing directory is created for a node, mode 0700, parents too.
     let fresh = dir.aux("fresh/nested");
     let mut cmd = Command::new(bin("piper-node"));
-    cmd.args(["n", "--kick", "nobody-here", "--dir"]).arg(&fresh);
-    let mut kick = Proc::spawn(&dir, "kick", cmd);
-    assert_eq!(kick.code(PROMPT), Some(1), "no such peer");
-    assert!(
-        kick.stderr().contains("peer 'nobody-here' not found"),
-        "{}",
-        kick.stderr()
-    );
-    assert_eq!(std::fs::metadata(&fresh).unwrap().permissions().mode() & 0o7777, 0o700);
+    cmd.args(["n", "--dir"])
+        .arg(&fresh)
+        .env("NOTIFY_SOCKET", ready.address());
+    let mut node = Proc::spawn(&dir, "fresh", cmd);
+    assert!(ready.wait(node.pid(), "READY=1", PROMPT));
+    for made in [&fresh, &dir.aux("fresh")] {
+        assert_eq!(std::fs::metadata(made).unwrap().permissions().mode() & 0o7777, 0o700);
+    }
+    node.signal(Signal::SIGTERM);
+    assert_eq!(node.code(PROMPT), Some(0));
 }
 
 #[test]
@@ -275,4 +297,100 @@ fn bad_payload_corpus_gets_logged_drops_and_no_reply() {
     assert!(err.lines().all(|l| l.len() < 400), "warnings stay one readable line");
     assert_eq!(dir.entries(), Vec::<String>::new());
     drop(victim);
+}
+
+/// `piper-node ARGS` run as uid nobody.
+fn as_nobody(dir: &Dir, label: &str, args: &[&str]) -> Proc {
+    let mut cmd = Command::new(bin("piper-node"));
+    cmd.args(args).uid(NOBODY).gid(NOBODY).env_remove("NOTIFY_SOCKET");
+    Proc::spawn(dir, label, cmd)
+}
+
+#[test]
+fn list_in_a_shared_directory_shows_what_it_can_and_marks_the_rest() {
+    if !may_run(Needs::Root("to run nodes as two users")) {
+        return;
+    }
+    let dir = Dir::new("list-shared");
+    let sticky = dir.aux("sticky");
+    std::fs::create_dir(&sticky).unwrap();
+    std::fs::set_permissions(&sticky, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    std::fs::set_permissions(dir.aux(""), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let sticky_str = sticky.to_str().unwrap();
+    let mut ready = Ready::new();
+    let mut cmd = Command::new(bin("piper-node"));
+    cmd.args(["roots", "--dir", sticky_str])
+        .env("NOTIFY_SOCKET", ready.address());
+    let mut root_node = Proc::spawn(&dir, "roots", cmd);
+    assert!(ready.wait(root_node.pid(), "READY=1", PROMPT));
+    let mut cmd = Command::new(bin("piper-node"));
+    cmd.args(["mine", "--dir", sticky_str])
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .env("NOTIFY_SOCKET", ready.address());
+    let mut own = Proc::spawn(&dir, "mine", cmd);
+    assert!(ready.wait(own.pid(), "READY=1", PROMPT));
+    let mut list = as_nobody(&dir, "list", &["--list", "--dir", sticky_str]);
+    assert_eq!(list.code(PROMPT), Some(0), "{}", list.stderr());
+    assert_eq!(list.stdout(), format!("mine\t{}\tlive\nroots\t-\tunknown\n", own.pid()));
+    for node in [&mut root_node, &mut own] {
+        node.signal(Signal::SIGTERM);
+        assert_eq!(node.code(PROMPT), Some(0));
+    }
+}
+
+#[test]
+fn directory_and_lock_file_failures_have_their_documented_codes() {
+    if !may_run(Needs::Root("to act as another uid and mount a tmpfs")) {
+        return;
+    }
+    let dir = Dir::new("codes");
+    std::fs::set_permissions(dir.aux(""), std::fs::Permissions::from_mode(0o711)).unwrap();
+    // A directory nobody owns but may not write: unusable, 4.
+    let readonly = dir.aux("readonly");
+    std::fs::create_dir(&readonly).unwrap();
+    std::os::unix::fs::chown(&readonly, Some(NOBODY), Some(NOBODY)).unwrap();
+    std::fs::set_permissions(&readonly, std::fs::Permissions::from_mode(0o500)).unwrap();
+    let mut node = as_nobody(&dir, "readonly", &["n", "--dir", readonly.to_str().unwrap()]);
+    assert_eq!(node.code(PROMPT), Some(4), "{}", node.stderr());
+    assert!(node.stderr().contains("Permission denied"), "{}", node.stderr());
+    // A lock file another user made in a sticky directory: the name is
+    // taken, 3.
+    let sticky = dir.aux("sticky");
+    std::fs::create_dir(&sticky).unwrap();
+    std::fs::set_permissions(&sticky, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    std::fs::write(sticky.join(".piper-n.lock"), b"").unwrap();
+    let mut node = as_nobody(&dir, "squatted", &["n", "--dir", sticky.to_str().unwrap()]);
+    assert_eq!(node.code(PROMPT), Some(3), "{}", node.stderr());
+    assert!(
+        node.stderr().contains("is taken by a lock file of uid 0"),
+        "{}",
+        node.stderr()
+    );
+    // A full filesystem: room for the lock file, none for the socket: 4.
+    let full = dir.aux("full");
+    std::fs::create_dir(&full).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64k,nr_inodes=2,mode=0700", "tmpfs"])
+        .arg(&full)
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "mount a tmpfs");
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(full.clone());
+    let mut cmd = Command::new(bin("piper-node"));
+    cmd.args(["n", "--dir"]).arg(&full);
+    let mut node = Proc::spawn(&dir, "full", cmd);
+    assert_eq!(node.code(PROMPT), Some(4), "{}", node.stderr());
+    assert!(node.stderr().contains("No space left on device"), "{}", node.stderr());
+    assert_eq!(
+        std::fs::read_dir(&full).unwrap().count(),
+        0,
+        "nothing left in the full directory"
+    );
 }

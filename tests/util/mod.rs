@@ -373,7 +373,8 @@ impl Drop for RemoveOnDrop {
 #[derive(Debug)]
 pub struct Ready {
     listener: Listener,
-    seen: Vec<(i32, String)>,
+    /// Every message so far: when it was read, the sender's pid, the text.
+    seen: Vec<(Instant, i32, String)>,
 }
 
 impl Ready {
@@ -393,8 +394,8 @@ impl Ready {
     }
 
     fn take(&mut self) {
-        while let Ok(Some(msg)) = self.listener.try_recv() {
-            self.seen.push(msg);
+        while let Ok(Some((pid, text))) = self.listener.try_recv() {
+            self.seen.push((Instant::now(), pid, text));
         }
     }
 
@@ -405,7 +406,7 @@ impl Ready {
             self.take();
             self.seen
                 .iter()
-                .any(|(p, s)| *p == pid && s.lines().any(|l| l == state))
+                .any(|(_, p, s)| *p == pid && s.lines().any(|l| l == state))
         })
     }
 
@@ -414,8 +415,23 @@ impl Ready {
         self.take();
         self.seen
             .iter()
-            .filter(|(p, _)| *p == pid.as_raw())
-            .map(|(_, s)| s.clone())
+            .filter(|(_, p, _)| *p == pid.as_raw())
+            .map(|(_, _, s)| s.clone())
+            .collect()
+    }
+
+    /// Reads continuously for `span` (so that the 10-deep queue never
+    /// overflows), then returns when each `state` message from `pid` came.
+    pub fn times(&mut self, pid: Pid, state: &str, span: Duration) -> Vec<Instant> {
+        let end = Instant::now() + span;
+        while Instant::now() < end {
+            self.take();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        self.seen
+            .iter()
+            .filter(|(_, p, s)| *p == pid.as_raw() && s == state)
+            .map(|(t, _, _)| *t)
             .collect()
     }
 }

@@ -25,7 +25,7 @@ pub const INTERRUPTED: u8 = 130;
 pub fn of(e: &Error) -> u8 {
     match e {
         Error::InvalidName { .. } | Error::NameTooLong { .. } => USAGE,
-        Error::NameInUse { .. } => NAME_IN_USE,
+        Error::NameInUse { .. } | Error::NameTaken { .. } => NAME_IN_USE,
         Error::Dir { .. } | Error::DirTooLong { .. } | Error::InsecureDir { .. } | Error::Activation { .. } => {
             ENVIRONMENT
         }
@@ -40,11 +40,14 @@ pub type Row = (&'static str, &'static str);
 /// piper-node's exit codes.
 pub const NODE: &[Row] = &[
     ("0", "normal end: `--count` reached, or SIGTERM / SIGHUP"),
-    ("1", "runtime failure after start-up (I/O error, stdout closed)"),
+    (
+        "1",
+        "runtime failure after start-up (an I/O error, such as a write to stdout failing), or a `--send` or `--kick` that could not be delivered",
+    ),
     ("2", "usage error or invalid node name"),
     (
         "3",
-        "name in use: a live process owns the name (its pid is named when known)",
+        "name in use: a live process owns the name (its pid is named when known), or something else occupies its socket or lock file",
     ),
     (
         "4",

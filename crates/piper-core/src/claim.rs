@@ -42,6 +42,10 @@ pub enum Liveness {
     Stale,
     /// There is no socket file.
     Missing,
+    /// Something other than a socket is there.
+    NotSocket,
+    /// It could not be probed (another user's socket we may not connect to).
+    Unknown,
 }
 
 impl Claim {
@@ -49,15 +53,18 @@ impl Claim {
     pub(crate) fn acquire(dir: &SocketDir, name: &Name) -> Result<Claim> {
         let lock_path = dir.lock_path(name);
         loop {
-            let file = std::fs::OpenOptions::new()
+            let opened = std::fs::OpenOptions::new()
                 .read(true)
                 .write(true)
                 .create(true)
                 .truncate(false)
                 .mode(0o600)
                 .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
-                .open(&lock_path)
-                .map_err(|e| Error::io("open lock file", lock_path.display(), e))?;
+                .open(&lock_path);
+            let file = match opened {
+                Ok(file) => file,
+                Err(e) => return Err(lock_error(dir, name, &lock_path, e)),
+            };
             let lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
                 Ok(lock) => lock,
                 Err((file, Errno::EWOULDBLOCK)) => {
@@ -77,6 +84,33 @@ impl Claim {
                 return Ok(Claim { _lock: lock, lock_path });
             }
         }
+    }
+}
+
+/// Why a lock file could not be opened, in the terms of the exit codes: a
+/// lock file that another user made (or a symlink where it should be) means
+/// the name is taken; a directory we may not write, or that is full, is an
+/// unusable directory.
+fn lock_error(dir: &SocketDir, name: &Name, lock_path: &Path, e: std::io::Error) -> Error {
+    let errno = e.raw_os_error().unwrap_or(0);
+    if let Ok(meta) = std::fs::symlink_metadata(lock_path) {
+        let what = if meta.file_type().is_symlink() {
+            format!("a symlink at {}", lock_path.display())
+        } else {
+            format!("a lock file of uid {} at {}", meta.uid(), lock_path.display())
+        };
+        if errno == nix::libc::EACCES || errno == nix::libc::ELOOP || meta.uid() != Uid::effective().as_raw() {
+            return Error::NameTaken {
+                name: name.clone(),
+                what,
+            };
+        }
+    }
+    match Errno::from_raw(errno) {
+        Errno::EACCES | Errno::EPERM | Errno::EROFS | Errno::ENOSPC | Errno::EDQUOT => {
+            Error::dir(dir.path(), "create a lock file in", e)
+        }
+        _ => Error::io("open lock file", lock_path.display(), e),
     }
 }
 
@@ -125,7 +159,7 @@ fn probe_path(path: &Path) -> Result<Liveness> {
         Err(e) => return Err(Error::io("inspect", path.display(), e)),
     };
     if !std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()) {
-        return Err(Error::io("probe", path.display(), Errno::ENOTSOCK));
+        return Ok(Liveness::NotSocket);
     }
     let fd = socket(AddressFamily::Unix, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None)
         .map_err(|e| Error::io("create a socket to probe", path.display(), e))?;
@@ -134,6 +168,8 @@ fn probe_path(path: &Path) -> Result<Liveness> {
         Ok(()) => Ok(Liveness::Live),
         Err(Errno::ECONNREFUSED) => Ok(Liveness::Stale),
         Err(Errno::ENOENT) => Ok(Liveness::Missing),
+        // Another user's socket in a shared directory such as /tmp.
+        Err(Errno::EACCES | Errno::EPERM) => Ok(Liveness::Unknown),
         Err(e) => Err(Error::io("probe", path.display(), e)),
     }
 }
@@ -149,7 +185,11 @@ pub(crate) fn clear_stale(dir: &SocketDir, name: &Name, path: &Path) -> Result<b
     };
     match probe_path(path)? {
         Liveness::Missing => Ok(false),
-        Liveness::Live => Err(in_use()),
+        Liveness::Live | Liveness::Unknown => Err(in_use()),
+        Liveness::NotSocket => Err(Error::NameTaken {
+            name: name.clone(),
+            what: format!("{}, which is not a socket", path.display()),
+        }),
         Liveness::Stale => {
             let owner = std::fs::symlink_metadata(path).map(|m| m.uid()).unwrap_or(u32::MAX);
             if dir.is_sticky() && owner != Uid::effective().as_raw() {
@@ -196,12 +236,17 @@ impl SocketDir {
         }
     }
 
-    /// The nodes in the directory: name, pid, and live or stale.
+    /// The nodes in the directory: name, pid, and live or stale. An entry
+    /// that cannot be probed (another user's, in a shared directory) is
+    /// listed as [`Liveness::Unknown`]; it never hides the others.
     pub fn list(&self) -> Result<Vec<Listing>> {
         self.socket_names()?
             .into_iter()
             .map(|name| {
-                let liveness = self.probe(&name)?;
+                let liveness = self.probe(&name).unwrap_or_else(|e| {
+                    log::debug!("{e}");
+                    Liveness::Unknown
+                });
                 let pid = self.owner_pid(&name);
                 Ok(Listing { name, pid, liveness })
             })

@@ -65,24 +65,46 @@ impl SocketDir {
         }
     }
 
-    /// Opens `path` for socket files, creating it with mode 0700 if missing.
+    /// Opens `path` for socket files, creating it (and any missing parent)
+    /// with mode 0700 if missing.
     ///
-    /// An existing directory must belong to this user (or root) and must not
-    /// be writable by group or others, as ssh's `StrictModes` demands; a
-    /// sticky directory such as `/tmp` is the one exception.
+    /// An existing directory must belong to this user or to root (root
+    /// trusts any owner: it can do anything there anyway) and must not be
+    /// writable by group or others, as ssh's `StrictModes` demands; a sticky
+    /// directory such as `/tmp` is the one exception. A directory that is
+    /// refused, or too long for any socket address, is never left behind:
+    /// what this call created it removes again.
     pub fn open(path: impl AsRef<Path>) -> Result<SocketDir> {
         let path = path.as_ref();
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(path)
-            .map_err(|e| Error::dir(path, "create", e))?;
-        let path = path.canonicalize().map_err(|e| Error::dir(path, "resolve", e))?;
+        let absolute = std::path::absolute(path).map_err(|e| Error::dir(path, "resolve", e))?;
+        if max_name_len(&absolute) == 0 {
+            return Err(Error::DirTooLong { dir: absolute });
+        }
+        let created = create_missing(&absolute)?;
+        let opened = SocketDir::open_existing(&absolute);
+        if opened.is_err() {
+            for dir in created.iter().rev() {
+                let _ = std::fs::remove_dir(dir);
+            }
+        }
+        opened
+    }
+
+    /// Opens an existing `path` for socket files, creating nothing: for
+    /// commands that only look (`--list`) or only send (`--kick`). The same
+    /// checks as [`SocketDir::open`] apply.
+    pub fn open_existing(path: impl AsRef<Path>) -> Result<SocketDir> {
+        let path = path.as_ref();
+        let path = path.canonicalize().map_err(|e| Error::dir(path, "open", e))?;
         let meta = std::fs::metadata(&path).map_err(|e| Error::dir(&path, "read", e))?;
+        if !meta.is_dir() {
+            let e = std::io::Error::from_raw_os_error(nix::libc::ENOTDIR);
+            return Err(Error::dir(&path, "open", e));
+        }
         let sticky = meta.mode() & 0o1000 != 0;
-        let me = Uid::effective().as_raw();
+        let me = Uid::effective();
         if !sticky {
-            if meta.uid() != me && meta.uid() != 0 {
+            if meta.uid() != me.as_raw() && meta.uid() != 0 && !me.is_root() {
                 return Err(Error::InsecureDir {
                     dir: path,
                     reason: format!("it is owned by uid {}, not by uid {me} or root", meta.uid()),
@@ -101,11 +123,14 @@ impl SocketDir {
         SocketDir::checked(path, Namespace::Filesystem, sticky)
     }
 
-    /// Uses `path` only to name abstract addresses: nothing is created or read.
+    /// Uses `path` only to name abstract addresses: nothing is created or
+    /// read. The path is made absolute and normalised as text (`.`, `..` and
+    /// repeated slashes resolved), so that every spelling of one directory
+    /// names the same addresses.
     pub fn open_abstract(path: impl AsRef<Path>) -> Result<SocketDir> {
         let path = path.as_ref();
-        let path = std::path::absolute(path).map_err(|e| Error::dir(path, "resolve", e))?;
-        SocketDir::checked(path, Namespace::Abstract, false)
+        let absolute = std::path::absolute(path).map_err(|e| Error::dir(path, "resolve", e))?;
+        SocketDir::checked(normalise(&absolute), Namespace::Abstract, false)
     }
 
     fn checked(path: PathBuf, namespace: Namespace, sticky: bool) -> Result<SocketDir> {
@@ -138,9 +163,7 @@ impl SocketDir {
 
     /// The longest node name whose address fits in `sun_path` here.
     pub fn max_name_len(&self) -> usize {
-        // sun_path holds 108 bytes; a path needs its NUL, an abstract address
-        // its leading NUL (shown as '@'): 107 either way.
-        107usize.saturating_sub(self.path.as_os_str().len() + 1 + PREFIX.len())
+        max_name_len(&self.path)
     }
 
     /// Checks that `name`'s address fits in `sun_path` here.
@@ -227,6 +250,53 @@ impl SocketDir {
     }
 }
 
+/// The longest node name whose address fits in `sun_path` in `dir`.
+fn max_name_len(dir: &Path) -> usize {
+    // sun_path holds 108 bytes; a path needs its NUL, an abstract address
+    // its leading NUL (shown as '@'): 107 either way.
+    107usize.saturating_sub(dir.as_os_str().len() + 1 + PREFIX.len())
+}
+
+/// Creates the missing directories of the absolute `path`, each with mode
+/// 0700; returns those it created, outermost first. On failure it removes
+/// them again.
+fn create_missing(path: &Path) -> Result<Vec<PathBuf>> {
+    let missing: Vec<&Path> = path
+        .ancestors()
+        .take_while(|p| std::fs::symlink_metadata(p).is_err())
+        .collect();
+    let mut created = Vec::new();
+    for dir in missing.into_iter().rev() {
+        match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+            Ok(()) => created.push(dir.to_path_buf()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => {
+                for dir in created.iter().rev() {
+                    let _ = std::fs::remove_dir(dir);
+                }
+                return Err(Error::dir(path, "create", e));
+            }
+        }
+    }
+    Ok(created)
+}
+
+/// `.`, `..` and repeated slashes resolved as text, without the filesystem.
+fn normalise(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -251,6 +321,42 @@ mod tests {
         assert!(dir.address(&name(&longest)).is_ok());
         let too_long = format!("{longest}y");
         assert!(matches!(dir.address(&name(&too_long)), Err(Error::NameTooLong { .. })));
+    }
+
+    #[test]
+    fn every_spelling_of_an_abstract_directory_names_the_same_addresses() {
+        for spelling in ["/y", "//y", "/x/../y", "/y/.", "/y/", "/./y//"] {
+            let dir = SocketDir::open_abstract(spelling).unwrap();
+            assert_eq!(dir.path(), Path::new("/y"), "{spelling}");
+        }
+        assert_eq!(SocketDir::open_abstract("/..").unwrap().path(), Path::new("/"));
+    }
+
+    #[test]
+    fn a_directory_too_long_for_any_address_is_refused_before_it_is_created() {
+        let base = std::env::temp_dir().join(format!("piper-long-{}", std::process::id()));
+        let long = base.join("d".repeat(120));
+        assert!(matches!(SocketDir::open(&long), Err(Error::DirTooLong { .. })));
+        assert!(!base.exists(), "nothing was created");
+    }
+
+    #[test]
+    fn a_refused_directory_that_open_created_is_removed() {
+        let base = std::env::temp_dir().join(format!("piper-refused-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir(&base).unwrap();
+        // A file where a directory should be: creating beneath it fails.
+        std::fs::write(base.join("file"), b"").unwrap();
+        assert!(SocketDir::open(base.join("file/sub/dir")).is_err());
+        assert!(SocketDir::open_existing(base.join("missing")).is_err());
+        assert!(!base.join("missing").exists());
+        let mut left: Vec<_> = std::fs::read_dir(&base)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["file"]);
+        std::fs::remove_dir_all(&base).unwrap();
     }
 
     #[test]

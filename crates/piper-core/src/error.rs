@@ -65,6 +65,14 @@ pub enum Error {
         /// The owner's pid, when known.
         pid: Option<i32>,
     },
+    /// The name's path is taken by something that is not a piper node's
+    /// socket: a regular file, say, or a lock file another user made.
+    NameTaken {
+        /// The name.
+        name: Name,
+        /// What occupies it, and where.
+        what: String,
+    },
     /// No node of that name exists (`ENOENT`).
     PeerNotFound {
         /// The peer's name.
@@ -74,6 +82,13 @@ pub enum Error {
     PeerGone {
         /// The peer's name.
         peer: Name,
+    },
+    /// The peer's path holds something other than a socket.
+    PeerNotSocket {
+        /// The peer's name.
+        peer: Name,
+        /// The path.
+        path: PathBuf,
     },
     /// The message is larger than the kernel accepts in one datagram (`EMSGSIZE`).
     TooLarge {
@@ -184,6 +199,10 @@ impl fmt::Display for Error {
                     "name in use: node '{name}' is already bound by another process ({address})"
                 ),
             },
+            Error::NameTaken { name, what } => write!(f, "name in use: node '{name}' is taken by {what}"),
+            Error::PeerNotSocket { peer, path } => {
+                write!(f, "peer '{peer}' is not a node: {} is not a socket", path.display())
+            }
             Error::PeerNotFound { peer } => write!(f, "peer '{peer}' not found: no such node"),
             Error::PeerGone { peer } => write!(f, "peer '{peer}' is gone: its socket is stale"),
             Error::TooLarge { peer, len } => {

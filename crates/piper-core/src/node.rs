@@ -169,7 +169,7 @@ impl Node {
             // when the socket closes: there is nothing to lock or clean up.
             Namespace::Abstract => match bind(node.fd.as_raw_fd(), &addr) {
                 Err(Errno::EADDRINUSE) => return Err(in_use(&node)),
-                r => r.map_err(|e| Error::io("bind", dir.display_address(&node.name), e))?,
+                r => r.map_err(|e| bind_error(dir, &dir.display_address(&node.name), e))?,
             },
             Namespace::Filesystem => {
                 let path = dir.socket_path(&node.name)?;
@@ -178,7 +178,7 @@ impl Node {
                     .and_then(|_| match bind(node.fd.as_raw_fd(), &addr) {
                         // Someone without a lock (a seed node) got there first.
                         Err(Errno::EADDRINUSE) => Err(in_use(&node)),
-                        r => r.map_err(|e| Error::io("bind", path.display(), e)),
+                        r => r.map_err(|e| bind_error(dir, &path.display(), e)),
                     })
                     .and_then(|()| {
                         let meta = std::fs::symlink_metadata(&path);
@@ -298,7 +298,18 @@ impl Node {
     pub fn send(&self, to: &Peer, bytes: &[u8]) -> Result<()> {
         match sendto(self.fd.as_raw_fd(), bytes, &to.addr, MsgFlags::MSG_NOSIGNAL) {
             Ok(_) => Ok(()),
-            Err(e) => Err(send_error(e, &to.name, bytes.len())),
+            Err(e) => Err(send_error(e, &self.dir, &to.name, bytes.len())),
+        }
+    }
+
+    /// Sends `bytes` to `to` only if its queue has room now: a full queue is
+    /// [`Error::WouldBlock`] at once, without waiting the send timeout. For
+    /// a peer that has stopped reading, so that it costs nobody else time.
+    pub fn send_nowait(&self, to: &Peer, bytes: &[u8]) -> Result<()> {
+        let flags = MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT;
+        match sendto(self.fd.as_raw_fd(), bytes, &to.addr, flags) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(send_error(e, &self.dir, &to.name, bytes.len())),
         }
     }
 
@@ -403,12 +414,33 @@ fn timeval(d: Duration) -> TimeVal {
     TimeVal::new(d.as_secs() as _, d.subsec_micros() as _)
 }
 
-/// Maps a send's errno to what it means for the peer.
-fn send_error(e: Errno, peer: &Name, len: usize) -> Error {
+/// A failed bind: a directory we may not write or that is full is an
+/// unusable directory; anything else is a plain failure.
+fn bind_error(dir: &SocketDir, address: &dyn std::fmt::Display, e: Errno) -> Error {
+    match e {
+        Errno::EACCES | Errno::EPERM | Errno::EROFS | Errno::ENOSPC | Errno::EDQUOT => {
+            Error::dir(dir.path(), "bind a socket in", e.into())
+        }
+        e => Error::io("bind", address, e),
+    }
+}
+
+/// Maps a send's errno to what it means for the peer. A refused send means
+/// different things by namespace: an abstract address nobody has bound is
+/// refused, and so is a path that holds something other than a socket.
+fn send_error(e: Errno, dir: &SocketDir, peer: &Name, len: usize) -> Error {
     let peer = peer.clone();
     match e {
         Errno::ENOENT => Error::PeerNotFound { peer },
-        Errno::ECONNREFUSED | Errno::EPIPE => Error::PeerGone { peer },
+        Errno::ECONNREFUSED if dir.namespace() == Namespace::Abstract => Error::PeerNotFound { peer },
+        Errno::ECONNREFUSED => match dir.socket_path(&peer).map(|p| (std::fs::symlink_metadata(&p), p)) {
+            Ok((Ok(meta), path)) if !std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()) => {
+                Error::PeerNotSocket { peer, path }
+            }
+            Ok((Err(_), _)) => Error::PeerNotFound { peer },
+            _ => Error::PeerGone { peer },
+        },
+        Errno::EPIPE => Error::PeerGone { peer },
         Errno::EMSGSIZE | Errno::ENOBUFS => Error::TooLarge { peer, len },
         Errno::EAGAIN => Error::WouldBlock { peer },
         e => Error::io("send to", peer, e),
@@ -425,5 +457,5 @@ pub fn send_unbound(dir: &SocketDir, to: &Name, bytes: &[u8]) -> Result<()> {
     set_send_timeout(&fd, DEFAULT_SEND_TIMEOUT).map_err(|e| Error::io("configure", "a socket", e))?;
     sendto(fd.as_raw_fd(), bytes, &addr, MsgFlags::MSG_NOSIGNAL)
         .map(drop)
-        .map_err(|e| send_error(e, to, bytes.len()))
+        .map_err(|e| send_error(e, dir, to, bytes.len()))
 }

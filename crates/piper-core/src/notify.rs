@@ -77,6 +77,25 @@ impl Notifier {
             .map_err(|e| Error::io("notify", &self.socket, e))
     }
 
+    /// Sends a state message that must not be lost, such as `READY=1`: while
+    /// the manager's queue is full (a manager that is busy, or stopped), it
+    /// retries with a growing pause, for up to `patience`, and gives up early
+    /// if `signals` reports a stop. Returns whether it was delivered.
+    pub fn notify_persistently(&self, state: &str, patience: Duration, signals: &crate::Signals) -> Result<bool> {
+        let deadline = std::time::Instant::now() + patience;
+        let mut pause = Duration::from_millis(1);
+        loop {
+            if self.try_notify(state)? {
+                return Ok(true);
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() || signals.sleep(pause.min(left)).is_some() {
+                return Ok(false);
+            }
+            pause = (pause * 2).min(Duration::from_millis(100));
+        }
+    }
+
     /// Sends a state message only if the manager's queue has room; returns
     /// whether it did. For `STOPPING=1`: when a thousand nodes stop at once,
     /// waiting on a full queue turns every wake-up of the manager into a

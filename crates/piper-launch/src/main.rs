@@ -41,8 +41,8 @@ struct Args {
     /// Nodes print no per-message lines.
     #[arg(long)]
     quiet: bool,
-    /// End the run after the foreground node has received N messages.
-    #[arg(long, value_name = "N")]
+    /// End the run after the foreground node has received N messages (at least 1).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     count: Option<u64>,
     /// Use abstract socket addresses instead of files.
     #[arg(long = "abstract")]
@@ -79,7 +79,12 @@ fn run(args: Args) -> Result<u8, Failure> {
             .ok_or_else(|| Failure::usage(format!("--foreground '{f}' is not one of the --nodes")))?,
     };
     let seconds = |flag: &str, secs: f64| {
-        Duration::try_from_secs_f64(secs).map_err(|_| Failure::usage(format!("{flag} {secs} is not a duration")))
+        if !(0.0..=MAX_SECONDS).contains(&secs) {
+            return Err(Failure::usage(format!(
+                "{flag} {secs}: give a number of seconds from 0 to {MAX_SECONDS}"
+            )));
+        }
+        Ok(Duration::from_secs_f64(secs))
     };
     let namespace = if args.abstract_ns {
         Namespace::Abstract
@@ -92,7 +97,9 @@ fn run(args: Args) -> Result<u8, Failure> {
     }
     let node_bin = spawn::find_node_binary(args.node_bin.as_deref()).map_err(|m| Failure::new(exit::NOT_FOUND, m))?;
     if let Some(log_dir) = &args.log_dir {
-        std::fs::create_dir_all(log_dir)
+        // Logs carry every payload: as private as the sockets.
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+            .create(log_dir)
             .map_err(|e| Failure::usage(format!("cannot create --log-dir {}: {e}", log_dir.display())))?;
     }
     let plan = spawn::Plan {
@@ -114,18 +121,51 @@ fn run(args: Args) -> Result<u8, Failure> {
     ring::run(&plan, &options)
 }
 
-/// `a,b,c` or a number N for `node1..nodeN`; names must be valid and distinct.
+/// The longest `--ready-timeout` or `--grace`: a year.
+const MAX_SECONDS: f64 = 365.0 * 24.0 * 3600.0;
+
+/// The most nodes one launcher starts, whatever the system allows.
+const MAX_NODES: u64 = 65_536;
+
+/// `a,b,c` or a number N for `node1..nodeN`; names must be valid and
+/// distinct, and a ring has at least two (a node never answers itself).
 fn parse_nodes(spec: &str) -> Result<Vec<Name>, Failure> {
-    let names: Vec<Name> = match spec.trim().parse::<usize>() {
-        Ok(0) => return Err(Failure::usage("--nodes 0: a ring needs at least one node")),
-        Ok(n) => (1..=n)
+    let spec = spec.trim();
+    let names: Vec<Name> = if !spec.is_empty() && spec.bytes().all(|b| b.is_ascii_digit()) {
+        let max = max_nodes();
+        let n = spec.parse::<u64>().ok().filter(|&n| n <= max).ok_or_else(|| {
+            Failure::usage(format!(
+                "--nodes {spec}: at most {max} nodes here (the least of {MAX_NODES}, half of \
+                 kernel.pid_max, and RLIMIT_NPROC)"
+            ))
+        })?;
+        (1..=n)
             .map(|i| Name::new(&format!("node{i}")))
-            .collect::<Result<_, _>>()?,
-        Err(_) => spec.split(',').map(|s| Name::new(s.trim())).collect::<Result<_, _>>()?,
+            .collect::<Result<_, _>>()?
+    } else {
+        spec.split(',').map(|s| Name::new(s.trim())).collect::<Result<_, _>>()?
     };
+    if names.len() < 2 {
+        return Err(Failure::usage(format!(
+            "--nodes {spec}: a ring needs at least two nodes (a node never answers itself)"
+        )));
+    }
     let mut seen = std::collections::HashSet::new();
     if let Some(dup) = names.iter().find(|n| !seen.insert(*n)) {
         return Err(Failure::usage(format!("--nodes names '{dup}' twice")));
     }
     Ok(names)
+}
+
+/// How many nodes this machine lets us start: [`MAX_NODES`], half of
+/// `kernel.pid_max` (the rest of the system needs pids too), and the
+/// per-user process limit.
+fn max_nodes() -> u64 {
+    let pid_max = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(32_768);
+    let nproc =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NPROC).map_or(u64::MAX, |(soft, _)| soft);
+    MAX_NODES.min(pid_max / 2).min(nproc)
 }

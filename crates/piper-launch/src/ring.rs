@@ -22,7 +22,7 @@ use piper_cli::{exit, Failure};
 use piper_core::notify::{Listener, Notifier};
 use piper_core::{send_unbound, Name};
 
-use crate::signals::Signals;
+use crate::signals::{Signals, SUSPENDING, TERMINATING};
 use crate::spawn::{Plan, Spawner};
 
 /// Timing and failure policy.
@@ -130,10 +130,16 @@ impl Ring<'_> {
             PollFd::new(self.listener.as_fd(), PollFlags::POLLIN),
         ];
         let _ = poll(&mut fds, timeout);
-        let mut events = Events {
-            stops: self.signals.read(),
-            ..Events::default()
-        };
+        let mut events = Events::default();
+        for sig in self.signals.read() {
+            if TERMINATING.contains(&sig) {
+                events.stops.push(sig);
+            } else if SUSPENDING.contains(&sig) {
+                self.suspend(sig);
+            } else if sig == Signal::SIGCONT {
+                self.signal_groups(Signal::SIGCONT);
+            }
+        }
         while let Ok(Some((pid, state))) = self.listener.try_recv() {
             let Some(&i) = self.by_pid.get(&Pid::from_raw(pid)) else {
                 continue;
@@ -163,6 +169,29 @@ impl Ring<'_> {
             }
         }
         events
+    }
+
+    /// Ctrl-Z (or a background read or write of the terminal): the whole
+    /// ring pauses with the launcher, as a shell user expects, and resumes
+    /// with it on SIGCONT (`fg`, `bg`).
+    fn suspend(&mut self, sig: Signal) {
+        log::debug!("{sig}: stopping the ring and the launcher");
+        self.signal_groups(Signal::SIGSTOP);
+        // Stops right here until someone continues us.
+        let _ = kill(nix::unistd::getpid(), Signal::SIGSTOP);
+        self.signal_groups(Signal::SIGCONT);
+    }
+
+    /// Sends `sig` to every process group with a live member: one kill
+    /// reaches every node at once. An empty group is never signalled: its id
+    /// may since belong to someone else.
+    fn signal_groups(&self, sig: Signal) {
+        let mut groups: Vec<Pid> = self.alive().map(|(_, _, group)| group).collect();
+        groups.sort_unstable();
+        groups.dedup();
+        for group in groups {
+            let _ = killpg(group, sig);
+        }
     }
 
     fn ready(&self) -> usize {
@@ -271,16 +300,9 @@ impl Ring<'_> {
         if self.members.iter().all(|m| m.state == State::Planned) {
             return;
         }
-        // One kill per process group reaches every node at once. Only groups
-        // with a live member are signalled: an empty group's id may since
-        // belong to someone else.
-        let mut groups: Vec<Pid> = self.alive().map(|(_, _, group)| group).collect();
-        groups.sort_unstable();
-        groups.dedup();
-        for group in groups {
-            let _ = killpg(group, Signal::SIGTERM);
-            let _ = killpg(group, Signal::SIGCONT);
-        }
+        // SIGCONT too: a stopped node cannot act on SIGTERM.
+        self.signal_groups(Signal::SIGTERM);
+        self.signal_groups(Signal::SIGCONT);
         log::debug!("SIGTERM sent to {targets} nodes after {:?}", started.elapsed());
         let deadline = started + grace;
         let mut again = false;
@@ -295,8 +317,14 @@ impl Ring<'_> {
         }
         log::debug!("reaped after {:?}", started.elapsed());
         let stubborn: Vec<(usize, Pid)> = self.alive().map(|(i, pid, _)| (i, pid)).collect();
+        if !stubborn.is_empty() && (grace.is_zero() || again) {
+            let why = if again { "a second stop signal" } else { "--grace 0" };
+            log::info!("{why}: sending SIGKILL to {} nodes", stubborn.len());
+        }
         for &(i, pid) in &stubborn {
-            log::warn!("node '{}' ignored SIGTERM; sending SIGKILL", self.members[i].name);
+            if !grace.is_zero() && !again {
+                log::warn!("node '{}' ignored SIGTERM; sending SIGKILL", self.members[i].name);
+            }
             // Our own child, not yet reaped: the pid cannot have been reused.
             let _ = kill(pid, Signal::SIGKILL);
         }

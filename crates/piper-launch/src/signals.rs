@@ -12,6 +12,22 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 /// The signals that ask the launcher to stop.
 pub const TERMINATING: [Signal; 3] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP];
 
+/// The terminal's job-control stops (Ctrl-Z, and reading or writing the
+/// terminal from the background): the launcher stops its nodes and itself.
+pub const SUSPENDING: [Signal; 3] = [Signal::SIGTSTP, Signal::SIGTTIN, Signal::SIGTTOU];
+
+/// Every signal the launcher blocks and reads.
+const WATCHED: [Signal; 8] = [
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGHUP,
+    Signal::SIGCHLD,
+    Signal::SIGTSTP,
+    Signal::SIGTTIN,
+    Signal::SIGTTOU,
+    Signal::SIGCONT,
+];
+
 /// The launcher's blocked signals and the descriptor that reports them.
 #[derive(Debug)]
 pub struct Signals {
@@ -19,14 +35,16 @@ pub struct Signals {
 }
 
 impl Signals {
-    /// Blocks [`TERMINATING`] and SIGCHLD and opens a signalfd for them.
+    /// Blocks [`TERMINATING`], [`SUSPENDING`], SIGCHLD and SIGCONT, and
+    /// opens a signalfd for them. (A blocked SIGCONT still continues a
+    /// stopped launcher; the signalfd then says it happened.)
     ///
     /// Their dispositions are reset to the default first: a signal ignored
     /// by whoever started us (a shell's `&` ignores SIGINT) would otherwise
     /// be discarded, never queued for the signalfd.
     pub fn block() -> nix::Result<Signals> {
         let mut mask = SigSet::empty();
-        for sig in TERMINATING.into_iter().chain([Signal::SIGCHLD]) {
+        for sig in WATCHED {
             mask.add(sig);
             let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
             // SAFETY: installing the default disposition runs no code of ours.
@@ -37,17 +55,17 @@ impl Signals {
         Ok(Signals { fd })
     }
 
-    /// Reads every pending signal; returns the terminating ones that came.
-    /// SIGCHLD needs no record: the loop reaps after every wake-up.
+    /// Reads every pending signal, in the order they came. SIGCHLD is left
+    /// out: the loop reaps after every wake-up anyway.
     pub fn read(&mut self) -> Vec<Signal> {
-        let mut stops = Vec::new();
+        let mut came = Vec::new();
         while let Ok(Some(info)) = self.fd.read_signal() {
             match Signal::try_from(info.ssi_signo as i32) {
-                Ok(sig) if TERMINATING.contains(&sig) => stops.push(sig),
-                _ => {}
+                Ok(Signal::SIGCHLD) | Err(_) => {}
+                Ok(sig) => came.push(sig),
             }
         }
-        stops
+        came
     }
 }
 

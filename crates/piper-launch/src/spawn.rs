@@ -144,7 +144,11 @@ impl Spawner {
             (1, 2)
         } else if let Some(log_dir) = &plan.log_dir {
             let path = log_dir.join(format!("{name}.log"));
-            log = File::create(&path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+            // Logs carry every payload: as private as the sockets.
+            log =
+                std::os::unix::fs::OpenOptionsExt::mode(File::options().write(true).create(true).truncate(true), 0o600)
+                    .open(&path)
+                    .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
             (log.as_raw_fd(), log.as_raw_fd())
         } else {
             (self.null.as_raw_fd(), self.null.as_raw_fd())

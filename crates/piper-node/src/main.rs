@@ -35,8 +35,8 @@ struct Args {
     /// Answer PEER instead of the node named by each payload (a ring).
     #[arg(long, value_name = "PEER")]
     next: Option<String>,
-    /// Exit 0 after receiving N messages.
-    #[arg(long, value_name = "N")]
+    /// Exit 0 after receiving N messages (at least 1).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     count: Option<u64>,
     /// Wait MS milliseconds before each reply.
     #[arg(long, value_name = "MS", default_value_t = 0)]
@@ -59,6 +59,9 @@ struct Args {
     list: bool,
 }
 
+/// How long READY=1 is retried while the manager's queue is full.
+const READY_PATIENCE: Duration = Duration::from_secs(60);
+
 fn main() -> ExitCode {
     let args = Args::parse();
     let label = args.name.clone().unwrap_or_else(|| "list".into());
@@ -80,7 +83,13 @@ fn run(args: Args) -> Result<u8, Failure> {
     } else {
         Namespace::Filesystem
     };
-    let dir = SocketDir::open_in(args.dir.clone().unwrap_or_else(SocketDir::default_path), namespace)?;
+    let path = args.dir.clone().unwrap_or_else(SocketDir::default_path);
+    // Commands that only look or only send create nothing.
+    let looks_only = args.list || args.kick.is_some();
+    let dir = match namespace {
+        Namespace::Filesystem if looks_only => SocketDir::open_existing(&path)?,
+        _ => SocketDir::open_in(&path, namespace)?,
+    };
     if args.list {
         return list(&dir);
     }
@@ -91,12 +100,17 @@ fn run(args: Args) -> Result<u8, Failure> {
         piper_core::send_unbound(&dir, &peer, name.as_bytes())?;
         return Ok(exit::OK);
     }
-    let peer = |p: &Option<String>| -> Result<Option<Name>, Failure> {
-        let name = p.as_deref().map(Name::new).transpose()?;
-        if let Some(name) = &name {
-            dir.check_fits(name)?;
+    let peer = |flag: &str, p: &Option<String>| -> Result<Option<Name>, Failure> {
+        let peer = p.as_deref().map(Name::new).transpose()?;
+        if let Some(peer) = &peer {
+            dir.check_fits(peer)?;
+            if peer == &name {
+                return Err(Failure::usage(format!(
+                    "{flag} {peer} names this node itself: a node never answers itself"
+                )));
+            }
         }
-        Ok(name)
+        Ok(peer)
     };
     let notifier = notify::Notifier::from_env()
         .map_err(|e| log::warn!("cannot notify the service manager: {e}"))
@@ -104,8 +118,8 @@ fn run(args: Args) -> Result<u8, Failure> {
         .flatten()
         .map(Arc::new);
     let opts = seed::Options {
-        send_first: peer(&args.send)?,
-        next: peer(&args.next)?,
+        send_first: peer("--send", &args.send)?,
+        next: peer("--next", &args.next)?,
         count: args.count,
         interval: Duration::from_millis(args.interval),
         quiet: args.quiet,
@@ -121,7 +135,13 @@ fn run(args: Args) -> Result<u8, Failure> {
     let node = open_node(&dir, name, passed)?;
     signals.exit_on_repeat(&node.owned_paths());
     if let Some(n) = &notifier {
-        n.notify("READY=1").unwrap_or_else(|e| log::warn!("{e}"));
+        // Readiness must not be lost to a busy (or stopped) manager whose
+        // queue is full: the launcher waits for every node's.
+        match n.notify_persistently("READY=1", READY_PATIENCE, &signals) {
+            Ok(true) => {}
+            Ok(false) => log::warn!("the service manager did not take READY=1 within {READY_PATIENCE:?}"),
+            Err(e) => log::warn!("{e}"),
+        }
     }
     let started = Instant::now();
 
@@ -201,7 +221,8 @@ fn list(dir: &SocketDir) -> Result<u8, Failure> {
         let state = match entry.liveness {
             Liveness::Live => "live",
             Liveness::Stale => "stale",
-            Liveness::Missing => continue,
+            Liveness::Unknown => "unknown",
+            Liveness::Missing | Liveness::NotSocket => continue,
         };
         let _ = writeln!(out, "{}\t{pid}\t{state}", entry.name);
     }

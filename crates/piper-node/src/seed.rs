@@ -7,6 +7,7 @@
 //! output flushed when idle, rate-limited warnings, watchdog pings, and the
 //! counts of the exit summary.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,6 +19,15 @@ use piper_core::{escape, Credentials, Datagram, Error, Name, Node, Peer, RecvBuf
 
 /// How long buffered output may wait while the node is idle.
 pub const FLUSH_AFTER: Duration = Duration::from_millis(20);
+
+/// How long a peer that let a send time out (its queue stayed full) is
+/// sent to only without waiting: a peer that stops reading costs the node
+/// one send timeout per this period, and nobody else any wait at all.
+pub const STALL_PENALTY: Duration = Duration::from_secs(5);
+
+/// How long the first `--send` keeps trying a peer that is not there yet
+/// (or not reading yet) before the node gives up and exits 1.
+pub const FIRST_SEND_PATIENCE: Duration = Duration::from_secs(5);
 
 /// How the node behaves.
 #[derive(Clone, Debug, Default)]
@@ -76,9 +86,10 @@ pub fn run(node: &Node, signals: &Signals, opts: &Options, out: &mut dyn Write) 
         dirty: false,
         warnings: RateLimit::new(),
         next_ping: Instant::now(),
+        stalled: HashMap::new(),
     };
     if let Some(peer) = &opts.send_first {
-        seed.reply(node, Some(peer));
+        seed.send_first(node, peer)?;
     }
     let end = serve(node, signals, &mut seed);
     seed.flush()?;
@@ -108,6 +119,9 @@ struct Seed<'a> {
     dirty: bool,
     warnings: RateLimit,
     next_ping: Instant,
+    /// Peers whose queue stayed full, and until when they are sent to only
+    /// without waiting.
+    stalled: HashMap<Name, Instant>,
 }
 
 impl Handler for Seed<'_> {
@@ -193,6 +207,14 @@ impl Seed<'_> {
             },
         };
         match target {
+            // Answering our own name would answer ourselves, forever, at full
+            // speed: the seed does, piper does not.
+            Ok(Some(to)) if &to == node.name() => {
+                self.stats.dropped += 1;
+                self.warnings.warn(format_args!(
+                    "payload names this node itself; not answering (a node never answers itself)"
+                ));
+            }
             Ok(to) => self.reply(node, to.as_ref()),
             Err(e) => {
                 self.stats.dropped += 1;
@@ -223,22 +245,99 @@ impl Seed<'_> {
                 }
             }
         }
+        // A peer that let a send time out is sent to without waiting until
+        // its penalty ends; the common case pays one emptiness check.
+        let penalised = !self.stalled.is_empty() && {
+            let name = self.peer.as_ref().map(|p| p.name().clone());
+            name.is_some_and(|name| self.stalled_now(&name))
+        };
         let Some(peer) = &self.peer else { return };
-        match node.send(peer, node.name().as_bytes()) {
-            Ok(()) => self.stats.sent += 1,
+        let sent = if penalised {
+            node.send_nowait(peer, node.name().as_bytes())
+        } else {
+            node.send(peer, node.name().as_bytes())
+        };
+        match sent {
+            Ok(()) => {
+                self.stats.sent += 1;
+                if penalised {
+                    self.stalled.remove(peer.name());
+                }
+            }
             Err(e) => {
                 self.stats.dropped += 1;
-                self.warnings.warn(format_args!("{e}; dropping the reply"));
+                if let (Error::WouldBlock { peer }, false) = (&e, penalised) {
+                    self.stalled.insert(peer.clone(), Instant::now() + STALL_PENALTY);
+                }
+                // A stopping node does not warn about the teardown it is part
+                // of: its sends fail with EINTR, or to peers already gone.
+                if self.signals.stop().is_none() {
+                    self.warnings.warn(format_args!("{e}; dropping the reply"));
+                }
             }
         }
     }
 
-    /// Waits the interval, waking early for a stop. Returns false on a stop.
+    /// Whether `peer` is serving a stall penalty now; forgets ended ones.
+    fn stalled_now(&mut self, peer: &Name) -> bool {
+        let now = Instant::now();
+        self.stalled.retain(|_, until| *until > now);
+        self.stalled.contains_key(peer)
+    }
+
+    /// The first `--send`, which starts a chain: retried while the peer is
+    /// not there yet (or not reading yet), with a growing pause, for up to
+    /// [`FIRST_SEND_PATIENCE`]. A peer still missing then is an error: the
+    /// chain would never start, and saying so beats serving in silence.
+    fn send_first(&mut self, node: &Node, to: &Name) -> Result<()> {
+        if !self.opts.interval.is_zero() && !self.pause() {
+            return Ok(());
+        }
+        let peer = node.peer(to)?;
+        let deadline = Instant::now() + FIRST_SEND_PATIENCE;
+        let mut pause = Duration::from_millis(10);
+        loop {
+            match node.send(&peer, node.name().as_bytes()) {
+                Ok(()) => {
+                    self.stats.sent += 1;
+                    self.peer = Some(peer);
+                    return Ok(());
+                }
+                Err(e @ (Error::PeerNotFound { .. } | Error::PeerGone { .. } | Error::WouldBlock { .. })) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(e);
+                    }
+                    log::info!("{e}; trying again");
+                    if self.signals.sleep(pause.min(left)).is_some() {
+                        self.stats.dropped += 1;
+                        return Ok(());
+                    }
+                    pause = (pause * 2).min(Duration::from_millis(500));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Waits the interval, waking early for a stop, and keeping up the
+    /// watchdog pings meanwhile. Returns false on a stop.
     fn pause(&mut self) -> bool {
         if self.dirty && self.flush().is_err() {
             return false;
         }
-        self.signals.sleep(self.opts.interval).is_none()
+        let deadline = Instant::now() + self.opts.interval;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return true;
+            }
+            let step = self.opts.watchdog.map_or(left, |every| left.min(every / 2));
+            if self.signals.sleep(step).is_some() {
+                return false;
+            }
+            self.watchdog();
+        }
     }
 
     /// Sends `WATCHDOG=1` when it is due: on schedule on average, and after
