@@ -70,6 +70,8 @@ fn eight_senders_flood_one_node_and_every_datagram_is_accounted_for() {
     assert_eq!(received, total, "every datagram accepted: ");
     assert_eq!(refused, 0);
     assert_eq!(sent + dropped, received, "each answered or counted as dropped");
+    // Readers always read: nearly every answer gets through.
+    assert!(sent >= total / 2, "only {sent} of {total} answered");
     assert_eq!(replies.load(Ordering::Relaxed), sent, "every answer arrived");
     assert!(
         rss_after <= rss_before + 1024,
@@ -98,13 +100,7 @@ fn kill_9_at_random_moments_leaves_nothing_and_the_ring_starts_again() {
     let seed = std::env::var("PIPER_FAULT_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-                | 1
-        });
+        .unwrap_or(0x2545_f491_4f6c_dd1d);
     eprintln!("fault injection: PIPER_FAULT_SEED={seed}");
     let mut rng = Rng(seed);
     let dir = Dir::new("faults");

@@ -51,7 +51,18 @@ fn a_foreign_uid_is_refused_by_credentials_unless_allowed() {
             assert_eq!(kick.code(PROMPT), Some(0));
         }
     }
-    std::thread::sleep(Duration::from_millis(200));
+    // A marker from ourselves (root, always allowed) comes after the
+    // strangers' datagrams: once it is printed, they have all been judged.
+    for target in ["strict", "open"] {
+        let mut kick = Proc::spawn(
+            &dir,
+            "marker",
+            node_cmd(&dir, "marker", &["--abstract", "--kick", target]),
+        );
+        assert_eq!(kick.code(PROMPT), Some(0));
+    }
+    let marked = |node: &Proc| node.lines().last().is_some_and(|l| l.ends_with("'marker'"));
+    assert!(piper_tests::wait_until(PROMPT, || marked(&strict) && marked(&open)));
     for node in [&mut strict, &mut open] {
         node.signal(Signal::SIGTERM);
     }
@@ -59,14 +70,16 @@ fn a_foreign_uid_is_refused_by_credentials_unless_allowed() {
     assert_eq!(open.code(PROMPT), Some(0));
     assert_eq!(
         strict.lines(),
-        Vec::<String>::new(),
+        ["strict received: 'marker'"],
         "nothing from a stranger is printed"
     );
-    assert_eq!(strict.summary(), counts(0, 0, 3, 3));
+    // Every reply is dropped: neither "stranger" nor "marker" is a node.
+    assert_eq!(strict.summary(), counts(1, 0, 4, 3));
     assert!(strict.stderr().contains("refused a datagram from uid 65534 (pid "));
-    assert_eq!(open.lines(), ["open received: 'stranger'"; 3]);
-    // The stranger's name is answered, though nobody of that name exists.
-    assert_eq!(open.summary(), counts(3, 0, 3, 0));
+    let mut want = vec!["open received: 'stranger'"; 3];
+    want.push("open received: 'marker'");
+    assert_eq!(open.lines(), want);
+    assert_eq!(open.summary(), counts(4, 0, 4, 0));
     assert_eq!(dir.entries(), Vec::<String>::new(), "abstract nodes make no files");
 }
 
