@@ -43,12 +43,18 @@ install -m 0755 "$PIPER_BIN_DIR/piper-node" "$PIPER_BIN_DIR/piper-launch" "$DEST
 install -m 0644 README.md "$DESTDIR$PREFIX/share/doc/piper/README.md"
 
 # The units name /usr/local, /etc/piper and /run; point them at this
-# install. A user manager has no User= to switch to, and its runtime
-# directory is %t ($XDG_RUNTIME_DIR).
+# install. A user manager has no User= to switch to, its runtime directory
+# is %t ($XDG_RUNTIME_DIR), and it cannot drop capabilities (it has none to
+# drop: CapabilityBoundingSet= fails with 218/CAPABILITIES) or set up an IPC
+# namespace. PrivateUsers=yes stays: it is what lets a user manager apply the
+# other sandboxing. ProtectHome= becomes read-only, so that the binaries in
+# ~/.local/bin stay reachable.
 edit=(-e "s|/usr/local/|$PREFIX/|g" -e "s|/etc/piper/|$SYSCONFDIR/piper/|g")
 if [[ $user == yes ]]; then
   edit+=(-e '/^User=/d' -e '/^Group=/d' -e '/^SocketUser=/d' -e '/^SocketGroup=/d'
-         -e '/^PrivateUsers=/d' -e '/^PrivateNetwork=/d' -e '/^WantedBy=multi-user.target/s/multi-user/default/'
+         -e '/^CapabilityBoundingSet=/d' -e '/^AmbientCapabilities=/d' -e '/^PrivateIPC=/d'
+         -e 's|^ProtectHome=yes|ProtectHome=read-only|'
+         -e '/^WantedBy=multi-user.target/s/multi-user/default/'
          -e 's|/run/|%t/|g')
 fi
 for unit in piper-node@.service piper-node@.socket piper-launch.service; do

@@ -240,7 +240,12 @@ fn ready_and_stopping_reach_a_path_notify_socket() {
     assert_eq!(&buf[..n], b"READY=1");
     assert!(dir.join("piper-n").exists(), "READY=1 comes after the bind");
     node.signal(Signal::SIGTERM);
-    let n = manager.recv(&mut buf).expect("STOPPING=1");
+    // A count report may come first: the loop sends STATUS= on its way.
+    let mut n = manager.recv(&mut buf).expect("STOPPING=1");
+    if buf[..n].starts_with(b"STATUS=") {
+        assert_eq!(&buf[..n], b"STATUS=received 0, sent 0, dropped 0");
+        n = manager.recv(&mut buf).expect("STOPPING=1");
+    }
     assert_eq!(&buf[..n], b"STOPPING=1");
     assert_eq!(node.code(PROMPT), Some(0));
 }
@@ -257,7 +262,51 @@ fn ready_and_stopping_reach_an_abstract_notify_socket() {
     node.signal(Signal::SIGTERM);
     assert!(ready.wait(node.pid(), "STOPPING=1", PROMPT));
     assert_eq!(node.code(PROMPT), Some(0));
-    assert_eq!(ready.messages(node.pid()), ["READY=1", "STOPPING=1"]);
+    let states: Vec<String> = ready.messages(node.pid());
+    let states: Vec<&str> = states
+        .iter()
+        .map(String::as_str)
+        .filter(|s| !s.starts_with("STATUS="))
+        .collect();
+    assert_eq!(states, ["READY=1", "STOPPING=1"]);
+}
+
+#[test]
+fn counts_reach_the_manager_at_most_once_a_second_and_only_when_changed() {
+    let dir = Dir::new("notify-status");
+    let mut ready = Ready::new();
+    let mut cmd = node_cmd(&dir, "pong", &["--quiet"]);
+    cmd.env("NOTIFY_SOCKET", ready.address());
+    let mut pong = Proc::spawn(&dir, "pong", cmd);
+    assert!(ready.wait(pong.pid(), "READY=1", PROMPT));
+    // A stream of datagrams for 2.5 s: counts change all the time.
+    let sender = UnixDatagram::unbound().unwrap();
+    let start = std::time::Instant::now();
+    let mut sent = 0;
+    while start.elapsed() < Duration::from_millis(2500) {
+        sender.send_to(b"nobody", dir.join("piper-pong")).unwrap();
+        sent += 1;
+        ready.listen(Duration::from_millis(2));
+    }
+    // Then quiet: the last counts are reported once, and then nothing new.
+    ready.listen(Duration::from_millis(1500));
+    let statuses: Vec<String> = ready
+        .messages(pong.pid())
+        .into_iter()
+        .filter(|m| m.starts_with("STATUS="))
+        .collect();
+    pong.signal(Signal::SIGTERM);
+    assert_eq!(pong.code(PROMPT), Some(0));
+    // About one a second over 4 s, never one per datagram.
+    assert!((2..=6).contains(&statuses.len()), "{statuses:?}");
+    assert_eq!(
+        statuses.last().unwrap(),
+        &format!("STATUS=received {sent}, sent 0, dropped {sent}"),
+        "the final counts are reported"
+    );
+    let mut unique = statuses.clone();
+    unique.dedup();
+    assert_eq!(unique, statuses, "only changes are reported");
 }
 
 #[test]

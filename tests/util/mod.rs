@@ -420,14 +420,20 @@ impl Ready {
             .collect()
     }
 
-    /// Reads continuously for `span` (so that the 10-deep queue never
-    /// overflows), then returns when each `state` message from `pid` came.
-    pub fn times(&mut self, pid: Pid, state: &str, span: Duration) -> Vec<Instant> {
+    /// Reads continuously for `span`, so that the 10-deep queue never
+    /// overflows and every message gets the time it came.
+    pub fn listen(&mut self, span: Duration) {
         let end = Instant::now() + span;
         while Instant::now() < end {
             self.take();
             std::thread::sleep(Duration::from_millis(1));
         }
+    }
+
+    /// [`Ready::listen`]s for `span`, then returns when each `state`
+    /// message from `pid` came.
+    pub fn times(&mut self, pid: Pid, state: &str, span: Duration) -> Vec<Instant> {
+        self.listen(span);
         self.seen
             .iter()
             .filter(|(_, p, s)| *p == pid.as_raw() && s == state)

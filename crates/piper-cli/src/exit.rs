@@ -65,7 +65,11 @@ pub const LAUNCHER: &[Row] = &[
         "*n*",
         "the foreground node's exit code, or 128+signal if a signal killed it",
     ),
-    ("129 / 130 / 143", "the launcher itself got SIGHUP / SIGINT / SIGTERM"),
+    (
+        "0",
+        "the launcher itself got SIGTERM or SIGHUP: a normal stop, as for a node (`systemctl stop` ends in success)",
+    ),
+    ("130", "the launcher itself got SIGINT"),
     (
         "1",
         "a node failed to start or to become ready, or died under `--fail-fast`",
@@ -118,7 +122,7 @@ mod tests {
             assert!(node.contains(&code.to_string().as_str()), "{code}");
         }
         let launcher: Vec<&str> = LAUNCHER.iter().map(|r| r.0).collect();
-        for code in [FAILURE, USAGE, ENVIRONMENT, NOT_FOUND] {
+        for code in [OK, FAILURE, USAGE, ENVIRONMENT, NOT_FOUND, INTERRUPTED] {
             assert!(launcher.contains(&code.to_string().as_str()), "{code}");
         }
     }

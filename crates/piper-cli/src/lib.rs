@@ -1,6 +1,7 @@
 //! What piper's binaries share: their exit codes (one table each, from which
 //! `--help` and the README's tables are written), the [`Failure`] every
-//! error becomes, and logging to stderr.
+//! error becomes, and logging to stderr, with the journal's priority
+//! prefixes when stderr is the journal.
 //!
 //! Not a library for embedding piper: that is `piper-core`. This crate holds
 //! the command-line conventions, so that `piper-node` and `piper-launch`
@@ -8,7 +9,9 @@
 #![deny(missing_docs)]
 
 use std::io::Write;
+use std::os::fd::AsFd;
 use std::process::ExitCode;
+use std::sync::OnceLock;
 
 use piper_core::Error;
 
@@ -50,9 +53,7 @@ pub fn finish(program: &str, outcome: Result<u8, Failure>) -> ExitCode {
     match outcome {
         Ok(code) => ExitCode::from(code),
         Err(Failure { code, message }) => {
-            // One write: the line stays whole among a thousand nodes' output.
-            let line = format!("{program}: error: {message}\n");
-            let _ = std::io::stderr().write_all(line.as_bytes());
+            stderr_line(Priority::Error, &format!("{program}: error: {message}"));
             ExitCode::from(code)
         }
     }
@@ -64,7 +65,101 @@ pub fn init_logging(prefix: String, default: &str) {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default))
         .format(move |buf, record| {
             let level = record.level().as_str().to_ascii_lowercase();
-            writeln!(buf, "{prefix}: {level}: {}", record.args())
+            let priority = journal_prefix(Priority::from(record.level()));
+            writeln!(buf, "{priority}{prefix}: {level}: {}", record.args())
         })
         .init();
+}
+
+/// How much a line on stderr matters, in the journal's terms (syslog's).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Priority {
+    /// `<3>`: something failed.
+    Error = 3,
+    /// `<4>`: something is wrong, and the program goes on.
+    Warning = 4,
+    /// `<5>`: normal, but worth noticing (an exit summary).
+    Notice = 5,
+    /// `<6>`: what happened.
+    Info = 6,
+    /// `<7>`: detail.
+    Debug = 7,
+}
+
+impl From<log::Level> for Priority {
+    fn from(level: log::Level) -> Priority {
+        match level {
+            log::Level::Error => Priority::Error,
+            log::Level::Warn => Priority::Warning,
+            log::Level::Info => Priority::Info,
+            log::Level::Debug | log::Level::Trace => Priority::Debug,
+        }
+    }
+}
+
+/// Writes `text` as one line on stderr, in one write (so it stays whole
+/// among many processes' output), with the journal's `<N>` prefix when
+/// stderr is the journal.
+pub fn stderr_line(priority: Priority, text: &str) {
+    let line = format!("{}{text}\n", journal_prefix(priority));
+    let _ = std::io::stderr().write_all(line.as_bytes());
+}
+
+/// `<N>` when stderr is the journal, so that it records the line at that
+/// priority (`journalctl -p warning` finds warnings); nothing otherwise.
+fn journal_prefix(priority: Priority) -> &'static str {
+    const PREFIXES: [&str; 8] = ["<0>", "<1>", "<2>", "<3>", "<4>", "<5>", "<6>", "<7>"];
+    if stderr_is_journal() {
+        PREFIXES[priority as usize]
+    } else {
+        ""
+    }
+}
+
+/// Whether stderr is a stream the journal reads: systemd sets
+/// `$JOURNAL_STREAM` to `DEVICE:INODE` of the stream it connected, and a
+/// stderr that was redirected since is a different file.
+pub fn stderr_is_journal() -> bool {
+    static IS: OnceLock<bool> = OnceLock::new();
+    *IS.get_or_init(|| {
+        let Some(stream) = std::env::var_os("JOURNAL_STREAM") else {
+            return false;
+        };
+        let Ok(stat) = nix::sys::stat::fstat(std::io::stderr().as_fd()) else {
+            return false;
+        };
+        matches_stream(&stream.to_string_lossy(), stat.st_dev, stat.st_ino)
+    })
+}
+
+/// Whether `$JOURNAL_STREAM`'s `DEVICE:INODE` is this device and inode.
+fn matches_stream(stream: &str, dev: u64, ino: u64) -> bool {
+    stream
+        .split_once(':')
+        .is_some_and(|(d, i)| d.parse() == Ok(dev) && i.parse() == Ok(ino))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn journal_stream_is_device_colon_inode() {
+        assert!(matches_stream("8:1234", 8, 1234));
+        assert!(!matches_stream("8:1234", 8, 1235));
+        assert!(!matches_stream("9:1234", 8, 1234));
+        assert!(!matches_stream("8", 8, 1234));
+        assert!(!matches_stream("", 8, 1234));
+    }
+
+    #[test]
+    fn without_the_journal_lines_have_no_prefix() {
+        // The test harness's stderr is not a journal stream (unless the
+        // whole run is a service's, with JOURNAL_STREAM set).
+        if std::env::var_os("JOURNAL_STREAM").is_none() {
+            assert!(!stderr_is_journal());
+            assert_eq!(journal_prefix(Priority::Warning), "");
+        }
+        assert_eq!(Priority::from(log::Level::Warn) as u8, 4);
+    }
 }

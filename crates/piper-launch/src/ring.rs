@@ -44,6 +44,8 @@ type Outcome = Result<u8, Failure>;
 struct Member {
     name: Name,
     state: State,
+    /// Its counts as its last `STATUS=` said: received, sent, dropped.
+    counts: [u64; 3],
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,6 +86,10 @@ struct Ring<'a> {
     signals: Signals,
     listener: Listener,
     progress: Progress,
+    /// The launcher's own service manager, if it has one, and the last
+    /// `STATUS=` it was sent.
+    manager: Option<Notifier>,
+    reported: String,
 }
 
 /// Runs the plan: launch, wait for readiness, start the chain, watch, tear down.
@@ -102,12 +108,18 @@ pub fn run(plan: &Plan, options: &Options) -> Outcome {
             .map(|name| Member {
                 name: name.clone(),
                 state: State::Planned,
+                counts: [0; 3],
             })
             .collect(),
         by_pid: HashMap::with_capacity(n),
         signals,
         listener,
         progress: Progress::new(n),
+        manager: Notifier::from_env().unwrap_or_else(|e| {
+            log::warn!("{e}");
+            None
+        }),
+        reported: String::new(),
     };
     let outcome = match ring.launch(options.ready_timeout) {
         ControlFlow::Continue(()) => ring.watch(options.fail_fast),
@@ -144,10 +156,13 @@ impl Ring<'_> {
             let Some(&i) = self.by_pid.get(&Pid::from_raw(pid)) else {
                 continue;
             };
-            if let (State::Starting { pid, group }, true) =
-                (self.members[i].state, state.lines().any(|l| l == "READY=1"))
-            {
-                self.members[i].state = State::Ready { pid, group };
+            let member = &mut self.members[i];
+            for line in state.lines() {
+                if let (State::Starting { pid, group }, "READY=1") = (member.state, line) {
+                    member.state = State::Ready { pid, group };
+                } else if let Some(counts) = line.strip_prefix("STATUS=").and_then(parse_counts) {
+                    member.counts = counts;
+                }
             }
         }
         loop {
@@ -254,7 +269,7 @@ impl Ring<'_> {
     /// During launch, a stop signal or any death ends the run.
     fn check_launch(&self, events: Events) -> ControlFlow<Outcome> {
         if let Some(&sig) = events.stops.first() {
-            return ControlFlow::Break(Ok(128 + sig as u8));
+            return ControlFlow::Break(Ok(stop_code(sig)));
         }
         if let Some(&(i, status)) = events.ended.first() {
             let name = &self.members[i].name;
@@ -267,11 +282,14 @@ impl Ring<'_> {
     }
 
     /// Runs until the foreground node dies or the launcher is told to stop.
+    /// Under a service manager it wakes once a second to report the ring.
     fn watch(&mut self, fail_fast: bool) -> Outcome {
+        let tick = self.manager.as_ref().map(|_| STATUS_EVERY);
         loop {
-            let events = self.wait_events(None);
+            let events = self.wait_events(tick);
+            self.report_status();
             if let Some(&sig) = events.stops.first() {
-                return Ok(128 + sig as u8);
+                return Ok(stop_code(sig));
             }
             for (i, status) in events.ended {
                 let name = &self.members[i].name;
@@ -282,6 +300,30 @@ impl Ring<'_> {
                 if fail_fast {
                     return Err(fail(format!("node '{name}' {} (--fail-fast)", describe(status))));
                 }
+            }
+        }
+    }
+
+    /// `STATUS=` for the launcher's own manager (`systemctl status
+    /// piper-launch` shows it): nodes alive, and their counts added up.
+    /// Sent only when it changed.
+    fn report_status(&mut self) {
+        let Some(manager) = &self.manager else { return };
+        let alive = self.alive().count();
+        let total = self.members.iter().fold([0; 3], |mut t, m| {
+            (0..3).for_each(|k| t[k] += m.counts[k]);
+            t
+        });
+        let status = format!(
+            "STATUS=ring of {}: {alive} alive, received {}, sent {}, dropped {}",
+            self.members.len(),
+            total[0],
+            total[1],
+            total[2]
+        );
+        if status != self.reported {
+            if let Ok(true) = manager.try_notify(&status) {
+                self.reported = status;
             }
         }
     }
@@ -361,6 +403,29 @@ impl Ring<'_> {
     }
 }
 
+/// How often, at most, the launcher reports the ring to its manager.
+const STATUS_EVERY: Duration = Duration::from_secs(1);
+
+/// `received N, sent N, dropped N`, as a node's `STATUS=` says it.
+fn parse_counts(status: &str) -> Option<[u64; 3]> {
+    let mut counts = [0; 3];
+    let mut fields = status.split(", ");
+    for (count, word) in counts.iter_mut().zip(["received ", "sent ", "dropped "]) {
+        *count = fields.next()?.strip_prefix(word)?.parse().ok()?;
+    }
+    Some(counts)
+}
+
+/// The launcher's exit code when a signal stops it, as for a node: SIGINT
+/// is an interruption (130); SIGTERM and SIGHUP are a normal stop (0), so
+/// that `systemctl stop` ends in success.
+fn stop_code(sig: Signal) -> u8 {
+    match sig {
+        Signal::SIGINT => exit::INTERRUPTED,
+        _ => exit::OK,
+    }
+}
+
 /// Tells the launcher's own service manager, if it has one, about `state`.
 fn notify_manager(state: &str) {
     match Notifier::from_env() {
@@ -429,5 +494,25 @@ impl Progress {
         if self.on {
             eprint!("\r\x1b[K");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_nodes_status_line_gives_its_counts() {
+        assert_eq!(parse_counts("received 5, sent 4, dropped 1"), Some([5, 4, 1]));
+        assert_eq!(parse_counts("received 5, sent 4"), None);
+        assert_eq!(parse_counts("sent 4, received 5, dropped 1"), None);
+        assert_eq!(parse_counts("received x, sent 4, dropped 1"), None);
+    }
+
+    #[test]
+    fn sigterm_and_sighup_are_a_normal_stop_and_sigint_an_interruption() {
+        assert_eq!(stop_code(Signal::SIGTERM), 0);
+        assert_eq!(stop_code(Signal::SIGHUP), 0);
+        assert_eq!(stop_code(Signal::SIGINT), 130);
     }
 }

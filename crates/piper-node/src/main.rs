@@ -201,14 +201,14 @@ fn summary(name: &Name, stats: &seed::Stats, elapsed: Duration) {
     // One write: stderr is unbuffered, and a thousand nodes stopping at
     // once should not make twenty system calls each.
     let line = format!(
-        "piper-node[{name}]: received {}, sent {}, dropped {} (refused {}), elapsed {:.3}s (active {active:.3}s), rate {rate:.0} msg/s\n",
+        "piper-node[{name}]: received {}, sent {}, dropped {} (refused {}), elapsed {:.3}s (active {active:.3}s), rate {rate:.0} msg/s",
         stats.received,
         stats.sent,
         stats.dropped,
         stats.refused,
         elapsed.as_secs_f64()
     );
-    let _ = std::io::stderr().write_all(line.as_bytes());
+    piper_cli::stderr_line(piper_cli::Priority::Notice, &line);
 }
 
 fn list(dir: &SocketDir) -> Result<u8, Failure> {

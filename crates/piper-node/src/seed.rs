@@ -25,6 +25,10 @@ pub const FLUSH_AFTER: Duration = Duration::from_millis(20);
 /// one send timeout per this period, and nobody else any wait at all.
 pub const STALL_PENALTY: Duration = Duration::from_secs(5);
 
+/// How often, at most, a node under a service manager reports its counts
+/// (`STATUS=`), and only when they changed.
+pub const STATUS_EVERY: Duration = Duration::from_secs(1);
+
 /// How long the first `--send` keeps trying a peer that is not there yet
 /// (or not reading yet) before the node gives up and exits 1.
 pub const FIRST_SEND_PATIENCE: Duration = Duration::from_secs(5);
@@ -46,7 +50,7 @@ pub struct Options {
     pub line_buffered: bool,
     /// Senders' uids accepted besides our own and root's.
     pub allow_uids: Vec<u32>,
-    /// Where to send `WATCHDOG=1`.
+    /// Where to send `WATCHDOG=1` and `STATUS=`.
     pub notifier: Option<Arc<Notifier>>,
     /// Send `WATCHDOG=1` this often (half the manager's interval).
     pub watchdog: Option<Duration>,
@@ -86,6 +90,8 @@ pub fn run(node: &Node, signals: &Signals, opts: &Options, out: &mut dyn Write) 
         dirty: false,
         warnings: RateLimit::new(),
         next_ping: Instant::now(),
+        next_status: Instant::now(),
+        reported: None,
         stalled: HashMap::new(),
     };
     if let Some(peer) = &opts.send_first {
@@ -119,6 +125,9 @@ struct Seed<'a> {
     dirty: bool,
     warnings: RateLimit,
     next_ping: Instant,
+    /// When the next `STATUS=` may go, and the counts it last reported.
+    next_status: Instant,
+    reported: Option<(u64, u64, u64)>,
     /// Peers whose queue stayed full, and until when they are sent to only
     /// without waiting.
     stalled: HashMap<Name, Instant>,
@@ -126,7 +135,12 @@ struct Seed<'a> {
 
 impl Handler for Seed<'_> {
     fn handle(&mut self, node: &Node, event: Event<'_>) -> Result<Flow> {
-        self.watchdog();
+        // A clock read (no system call), under a service manager only: the
+        // fast path stays as it is.
+        let now = self.opts.notifier.as_ref().map(|_| Instant::now());
+        if let Some(now) = now {
+            self.watchdog(now);
+        }
         match event {
             Event::Datagram(datagram) => self.datagram(node, datagram)?,
             Event::Truncated { len } => {
@@ -142,6 +156,9 @@ impl Handler for Seed<'_> {
                     self.flush()?;
                 }
             }
+        }
+        if let Some(now) = now {
+            self.status(now);
         }
         let done = self.opts.count.is_some_and(|count| self.stats.received >= count);
         Ok(if done { Flow::Stop } else { Flow::Continue })
@@ -336,17 +353,33 @@ impl Seed<'_> {
             if self.signals.sleep(step).is_some() {
                 return false;
             }
-            self.watchdog();
+            self.watchdog(Instant::now());
+        }
+    }
+
+    /// Sends `STATUS=` with the counts, at most every [`STATUS_EVERY`] and
+    /// only when they changed: `systemctl status` shows them, and the
+    /// launcher adds them up. Never waits: a full queue skips a report.
+    fn status(&mut self, now: Instant) {
+        let Some(notifier) = &self.opts.notifier else { return };
+        let counts = (self.stats.received, self.stats.sent, self.stats.dropped);
+        if now < self.next_status || self.reported == Some(counts) {
+            return;
+        }
+        let (received, sent, dropped) = counts;
+        let status = format!("STATUS=received {received}, sent {sent}, dropped {dropped}");
+        if let Ok(true) = notifier.try_notify(&status) {
+            self.reported = Some(counts);
+            self.next_status = now + STATUS_EVERY;
         }
     }
 
     /// Sends `WATCHDOG=1` when it is due: on schedule on average, and after
     /// a stall not in a burst.
-    fn watchdog(&mut self) {
+    fn watchdog(&mut self, now: Instant) {
         let (Some(every), Some(notifier)) = (self.opts.watchdog, &self.opts.notifier) else {
             return;
         };
-        let now = Instant::now();
         if now >= self.next_ping {
             if let Err(e) = notifier.notify("WATCHDOG=1") {
                 log::warn!("{e}");
