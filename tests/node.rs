@@ -347,7 +347,11 @@ fn a_second_sigint_exits_at_once_even_when_stuck_and_removes_the_socket() {
     while sent < 2000 && sender.send_to(&payload, dir.join("piper-stuck")).is_ok() {
         sent += 1;
     }
-    assert!(sent > 600, "only {sent} datagrams went out before the node got stuck");
+    // More than the pipe holds (64 KiB, about 290 lines): the node is stuck.
+    assert!(
+        (250..2000).contains(&sent),
+        "{sent} datagrams went out before the node got stuck"
+    );
     node.signal(Signal::SIGINT);
     assert_eq!(
         node.code(Duration::from_millis(300)),

@@ -229,7 +229,10 @@ fn abstract_names_are_exclusive_and_leave_no_files() {
 #[test]
 fn the_launcher_runs_an_abstract_ring() {
     let dir = Dir::new("abstract-ring");
-    let cmd = piper_tests::launch_cmd(&dir, &["--abstract", "--nodes", "5", "--count", "40"]);
+    let cmd = piper_tests::launch_cmd(
+        &dir,
+        &["--abstract", "--nodes", "5", "--count", "40", "--output", "foreground"],
+    );
     let mut launcher = Proc::spawn(&dir, "launch", cmd);
     assert_eq!(launcher.code(PROMPT), Some(0));
     assert_eq!(launcher.lines(), vec!["node5 received: 'node4'"; 40]);

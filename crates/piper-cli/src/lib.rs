@@ -16,6 +16,7 @@ use std::sync::OnceLock;
 use piper_core::Error;
 
 pub mod exit;
+pub mod json;
 
 /// A failure, with the exit code it maps to and its one-line message.
 #[derive(Debug)]
@@ -62,13 +63,22 @@ pub fn finish(program: &str, outcome: Result<u8, Failure>) -> ExitCode {
 /// Logs to stderr as `PREFIX: LEVEL: message`, filtered by `RUST_LOG`
 /// (else `default`, such as `warn`). Stdout stays for message lines.
 pub fn init_logging(prefix: String, default: &str) {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default))
-        .format(move |buf, record| {
-            let level = record.level().as_str().to_ascii_lowercase();
-            let priority = journal_prefix(Priority::from(record.level()));
-            writeln!(buf, "{priority}{prefix}: {level}: {}", record.args())
-        })
-        .init();
+    builder(prefix, default).init();
+}
+
+/// [`init_logging`], writing the lines to `target` (which ends on stderr).
+pub fn init_logging_to(prefix: String, default: &str, target: Box<dyn Write + Send>) {
+    builder(prefix, default).target(env_logger::Target::Pipe(target)).init();
+}
+
+fn builder(prefix: String, default: &str) -> env_logger::Builder {
+    let mut builder = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default));
+    builder.format(move |buf, record| {
+        let level = record.level().as_str().to_ascii_lowercase();
+        let priority = journal_prefix(Priority::from(record.level()));
+        writeln!(buf, "{priority}{prefix}: {level}: {}", record.args())
+    });
+    builder
 }
 
 /// How much a line on stderr matters, in the journal's terms (syslog's).

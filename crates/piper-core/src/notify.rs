@@ -81,7 +81,12 @@ impl Notifier {
     /// the manager's queue is full (a manager that is busy, or stopped), it
     /// retries with a growing pause, for up to `patience`, and gives up early
     /// if `signals` reports a stop. Returns whether it was delivered.
-    pub fn notify_persistently(&self, state: &str, patience: Duration, signals: &crate::Signals) -> Result<bool> {
+    pub fn notify_persistently(
+        &self,
+        state: &str,
+        patience: Duration,
+        signals: Option<&crate::Signals>,
+    ) -> Result<bool> {
         let deadline = std::time::Instant::now() + patience;
         let mut pause = Duration::from_millis(1);
         loop {
@@ -89,8 +94,13 @@ impl Notifier {
                 return Ok(true);
             }
             let left = deadline.saturating_duration_since(std::time::Instant::now());
-            if left.is_zero() || signals.sleep(pause.min(left)).is_some() {
+            if left.is_zero() {
                 return Ok(false);
+            }
+            match signals {
+                Some(signals) if signals.sleep(pause.min(left)).is_some() => return Ok(false),
+                Some(_) => {}
+                None => std::thread::sleep(pause.min(left)),
             }
             pause = (pause * 2).min(Duration::from_millis(100));
         }

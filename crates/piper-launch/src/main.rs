@@ -7,10 +7,12 @@
 //! launcher's signals and reads them from a signalfd, and this file parses
 //! arguments and maps outcomes to exit codes.
 
+mod output;
 mod ring;
 mod signals;
 mod spawn;
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -26,10 +28,24 @@ struct Args {
     /// Comma-separated node names, or a number N for node1..nodeN.
     #[arg(long, value_name = "LIST|N")]
     nodes: String,
-    /// The node whose output reaches the terminal [default: the last].
+    /// The node whose exit ends the run, and whose warnings and summary
+    /// reach stderr [default: the last].
     #[arg(long, value_name = "NAME")]
     foreground: Option<String>,
-    /// Write other nodes' output to DIR/NAME.log instead of discarding it.
+    /// Whose message lines are shown: every node's, or the foreground's only.
+    #[arg(long, value_enum, value_name = "WHOSE", default_value = "all")]
+    output: Output,
+    /// Put each node's name before its lines [default: when stdout is a terminal].
+    #[arg(long, overrides_with = "no_prefix")]
+    prefix: bool,
+    /// Show lines exactly as the nodes print them, as the seed's program does.
+    #[arg(long, overrides_with = "prefix")]
+    no_prefix: bool,
+    /// Put the seconds since the launch before each line.
+    #[arg(long)]
+    timestamps: bool,
+    /// Write the other nodes' output (lines, warnings, summaries) to
+    /// DIR/NAME.log instead of the stream.
     #[arg(long, value_name = "DIR")]
     log_dir: Option<PathBuf>,
     /// Socket directory, passed to every node.
@@ -62,10 +78,23 @@ struct Args {
     /// Tear everything down when any node dies, not just the foreground.
     #[arg(long)]
     fail_fast: bool,
+    /// The ring summary at exit as one JSON object on stderr: totals, and
+    /// each node's counts and how it ended.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Whose message lines `--output` shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Output {
+    /// Every node's.
+    All,
+    /// The foreground node's only.
+    Foreground,
 }
 
 fn main() -> ExitCode {
-    piper_cli::init_logging("piper-launch".into(), "info");
+    piper_cli::init_logging_to("piper-launch".into(), "info", Box::new(output::StderrClearingStatus));
     piper_cli::finish("piper-launch", run(Args::parse()))
 }
 
@@ -102,6 +131,18 @@ fn run(args: Args) -> Result<u8, Failure> {
             .create(log_dir)
             .map_err(|e| Failure::usage(format!("cannot create --log-dir {}: {e}", log_dir.display())))?;
     }
+    raise_fd_limit(names.len());
+    let stdout_tty = std::io::stdout().is_terminal();
+    let prefix = (stdout_tty || args.prefix) && !args.no_prefix;
+    // A relay is needed to dress lines, and on a terminal to keep the
+    // status line below them; otherwise nodes write straight to stdout.
+    let route = match prefix || args.timestamps || stdout_tty {
+        true => output::Route::Relay,
+        false => output::Route::Direct,
+    };
+    let colour = prefix && stdout_tty && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let status_line = std::io::stderr().is_terminal();
+    let display = output::Display::new(route, prefix, colour, args.timestamps, &names, status_line);
     let plan = spawn::Plan {
         node_bin,
         dir,
@@ -112,13 +153,30 @@ fn run(args: Args) -> Result<u8, Failure> {
         quiet: args.quiet,
         count: args.count,
         allow_uids: args.allow_uids,
+        all_output: args.output == Output::All,
     };
     let options = ring::Options {
         ready_timeout: seconds("--ready-timeout", args.ready_timeout)?,
         grace: seconds("--grace", args.grace)?,
         fail_fast: args.fail_fast,
+        json: args.json,
     };
-    ring::run(&plan, &options)
+    ring::run(&plan, &options, display)
+}
+
+/// Makes room for a relay pipe per node (the soft limit is often 1024):
+/// up to the hard limit, which only root could raise.
+fn raise_fd_limit(nodes: usize) {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    let want = (2 * nodes as u64 + 64).min(hard);
+    if soft < want {
+        if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, want, hard) {
+            log::warn!("cannot raise the open-file limit to {want}: {}", e.desc());
+        }
+    }
 }
 
 /// The longest `--ready-timeout` or `--grace`: a year.

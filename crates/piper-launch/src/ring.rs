@@ -8,9 +8,8 @@
 //! signal handler.
 
 use std::collections::HashMap;
-use std::io::IsTerminal;
 use std::ops::ControlFlow;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -22,6 +21,7 @@ use piper_cli::{exit, Failure};
 use piper_core::notify::{Listener, Notifier};
 use piper_core::{send_unbound, Name};
 
+use crate::output::{Display, Relay, Route};
 use crate::signals::{Signals, SUSPENDING, TERMINATING};
 use crate::spawn::{Plan, Spawner};
 
@@ -34,6 +34,8 @@ pub struct Options {
     pub grace: Duration,
     /// Whether any node's death ends the run.
     pub fail_fast: bool,
+    /// Whether the ring summary at exit is one JSON object.
+    pub json: bool,
 }
 
 /// How a run ends: the launcher's exit code, or a failure to report.
@@ -46,6 +48,9 @@ struct Member {
     state: State,
     /// Its counts as its last `STATUS=` said: received, sent, dropped.
     counts: [u64; 3],
+    /// Its output pipes, while the relay reads them: stdout, and (for the
+    /// foreground under a status line) stderr.
+    relays: Vec<Relay>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,15 +90,18 @@ struct Ring<'a> {
     by_pid: HashMap<Pid, usize>,
     signals: Signals,
     listener: Listener,
-    progress: Progress,
+    display: Display,
+    /// The total received at the last status line, and when.
+    last_tick: (u64, Instant),
     /// The launcher's own service manager, if it has one, and the last
     /// `STATUS=` it was sent.
     manager: Option<Notifier>,
     reported: String,
 }
 
-/// Runs the plan: launch, wait for readiness, start the chain, watch, tear down.
-pub fn run(plan: &Plan, options: &Options) -> Outcome {
+/// Runs the plan: launch, wait for readiness, start the chain, watch, tear
+/// down, and sum up.
+pub fn run(plan: &Plan, options: &Options, display: Display) -> Outcome {
     let signals = Signals::block().map_err(|e| Failure::new(exit::FAILURE, format!("cannot block signals: {e}")))?;
     let nonce = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -109,12 +117,14 @@ pub fn run(plan: &Plan, options: &Options) -> Outcome {
                 name: name.clone(),
                 state: State::Planned,
                 counts: [0; 3],
+                relays: Vec::new(),
             })
             .collect(),
         by_pid: HashMap::with_capacity(n),
         signals,
         listener,
-        progress: Progress::new(n),
+        display,
+        last_tick: (0, Instant::now()),
         manager: Notifier::from_env().unwrap_or_else(|e| {
             log::warn!("{e}");
             None
@@ -126,6 +136,7 @@ pub fn run(plan: &Plan, options: &Options) -> Outcome {
         ControlFlow::Break(outcome) => outcome,
     };
     ring.teardown(options.grace);
+    ring.summary(options.json);
     outcome
 }
 
@@ -137,11 +148,34 @@ impl Ring<'_> {
         let timeout = timeout.map_or(PollTimeout::NONE, |t| {
             PollTimeout::try_from(t.as_millis()).unwrap_or(PollTimeout::MAX)
         });
-        let mut fds = [
-            PollFd::new(self.signals.as_fd(), PollFlags::POLLIN),
-            PollFd::new(self.listener.as_fd(), PollFlags::POLLIN),
-        ];
-        let _ = poll(&mut fds, timeout);
+        // (member, relay) for every open relay pipe, in poll order.
+        let relaying: Vec<(usize, usize)> = (0..self.members.len())
+            .flat_map(|i| (0..self.members[i].relays.len()).map(move |k| (i, k)))
+            .collect();
+        let readable: Vec<(usize, usize)> = {
+            let mut fds = vec![
+                PollFd::new(self.signals.as_fd(), PollFlags::POLLIN),
+                PollFd::new(self.listener.as_fd(), PollFlags::POLLIN),
+            ];
+            let relays = relaying.iter().map(|&(i, k)| self.members[i].relays[k].as_fd());
+            fds.extend(relays.map(|fd| PollFd::new(fd, PollFlags::POLLIN)));
+            let _ = poll(&mut fds, timeout);
+            let ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
+            relaying
+                .iter()
+                .zip(&fds[2..])
+                .filter(|(_, fd)| ready(fd))
+                .map(|(&ik, _)| ik)
+                .collect()
+        };
+        // Back to front, so that removing a closed pipe moves no index yet to come.
+        for &(i, k) in readable.iter().rev() {
+            let member = &mut self.members[i];
+            if !self.display.read(&mut member.relays[k], i, &member.name) {
+                member.relays.remove(k);
+            }
+        }
+        self.display.flush();
         let mut events = Events::default();
         for sig in self.signals.read() {
             if TERMINATING.contains(&sig) {
@@ -178,7 +212,9 @@ impl Ring<'_> {
             if !matches!(status, WaitStatus::Exited(..) | WaitStatus::Signaled(..)) {
                 continue;
             }
-            if let Some(i) = status.pid().and_then(|pid| self.by_pid.remove(&pid)) {
+            // The pid stays known: a node's last words (its final counts)
+            // may be read after it was reaped.
+            if let Some(&i) = status.pid().and_then(|pid| self.by_pid.get(&pid)) {
                 self.members[i].state = State::Ended(status);
                 events.ended.push((i, status));
             }
@@ -223,15 +259,35 @@ impl Ring<'_> {
         let deadline = started + timeout;
         let n = self.members.len();
         let mut spawner = or_fail(Spawner::new(self.plan, self.listener.address()))?;
+        let mut shown = Instant::now();
         for i in 0..n {
-            let (pid, group) = or_fail(spawner.start(self.plan, i))?;
+            // The node's ends of its relay pipes live until the fork is done.
+            let pipe = |stderr| or_fail(Relay::pipe(stderr).map_err(|e| format!("cannot make a pipe: {}", e.desc())));
+            let out = match self.display.route == Route::Relay && self.plan.shows(i) {
+                true => Some(pipe(false)?),
+                false => None,
+            };
+            let err = match i == self.plan.foreground && self.display.has_status_line() {
+                true => Some(pipe(true)?),
+                false => None,
+            };
+            let fd = |p: &Option<(Relay, std::os::fd::OwnedFd)>| p.as_ref().map(|(_, write)| write.as_raw_fd());
+            let (pid, group) = or_fail(spawner.start(self.plan, i, fd(&out), fd(&err)))?;
+            self.members[i].relays = out.into_iter().chain(err).map(|(relay, _)| relay).collect();
             self.members[i].state = State::Starting { pid, group };
             self.by_pid.insert(pid, i);
             // Read READY=1 as we go: the notify queue holds only a few
             // datagrams, and a node waiting on it is a node not starting.
             let events = self.wait_events(Some(Duration::ZERO));
             self.check_launch(events)?;
-            self.progress.show(i + 1, self.ready());
+            if shown.elapsed() >= PROGRESS_EVERY {
+                shown = Instant::now();
+                self.display.status(format!(
+                    "piper-launch: started {}/{n}, ready {}/{n}",
+                    i + 1,
+                    self.ready()
+                ));
+            }
         }
         while self.ready() < n {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -252,11 +308,12 @@ impl Ring<'_> {
                     timeout.as_secs_f64()
                 ))));
             }
-            let events = self.wait_events(Some(left));
+            let events = self.wait_events(Some(left.min(PROGRESS_EVERY)));
             self.check_launch(events)?;
-            self.progress.show(n, self.ready());
+            self.display
+                .status(format!("piper-launch: started {n}/{n}, ready {}/{n}", self.ready()));
         }
-        self.progress.done();
+        self.display.clear_status();
         log::info!("{n} nodes ready in {:.3}s", started.elapsed().as_secs_f64());
         // Under systemd (Type=notify) the launcher is ready when its ring is.
         notify_manager("READY=1");
@@ -284,10 +341,18 @@ impl Ring<'_> {
     /// Runs until the foreground node dies or the launcher is told to stop.
     /// Under a service manager it wakes once a second to report the ring.
     fn watch(&mut self, fail_fast: bool) -> Outcome {
-        let tick = self.manager.as_ref().map(|_| STATUS_EVERY);
+        let ticking = self.manager.is_some() || self.display.has_status_line();
+        let tick = ticking.then_some(STATUS_EVERY);
+        self.last_tick = (0, Instant::now());
+        let mut next_tick = Instant::now();
         loop {
-            let events = self.wait_events(tick);
-            self.report_status();
+            let left = tick.map(|_| next_tick.saturating_duration_since(Instant::now()));
+            let events = self.wait_events(left);
+            if Instant::now() >= next_tick {
+                next_tick = Instant::now() + STATUS_EVERY;
+                self.report_status();
+                self.draw_status();
+            }
             if let Some(&sig) = events.stops.first() {
                 return Ok(stop_code(sig));
             }
@@ -304,16 +369,86 @@ impl Ring<'_> {
         }
     }
 
+    /// The counts of every node added up: received, sent, dropped.
+    fn totals(&self) -> [u64; 3] {
+        self.members.iter().fold([0; 3], |mut t, m| {
+            (0..3).for_each(|k| t[k] += m.counts[k]);
+            t
+        })
+    }
+
+    /// The status line on a terminal: nodes alive, messages per second
+    /// over the last tick, and the totals.
+    fn draw_status(&mut self) {
+        if !self.display.has_status_line() {
+            return;
+        }
+        let [received, _, dropped] = self.totals();
+        let (before, then) = std::mem::replace(&mut self.last_tick, (received, Instant::now()));
+        let rate = received.saturating_sub(before) as f64 / then.elapsed().as_secs_f64().max(1e-3);
+        let text = format!(
+            "piper-launch: {}/{} alive, {rate:.0} msg/s, received {received}, dropped {dropped}",
+            self.alive().count(),
+            self.members.len()
+        );
+        self.display.status(text);
+    }
+
+    /// The ring summary at exit: the nodes' counts added up and how they
+    /// ended, as one line, or one JSON object with each node's figures.
+    fn summary(&mut self, json: bool) {
+        // What the nodes printed last, before the launcher's last words.
+        for i in 0..self.members.len() {
+            let member = &mut self.members[i];
+            for relay in &mut member.relays {
+                self.display.read(relay, i, &member.name);
+            }
+        }
+        self.display.flush();
+        self.display.clear_status();
+        let [received, sent, dropped] = self.totals();
+        if json {
+            let members: Vec<String> = self.members.iter().map(member_json).collect();
+            let object = piper_cli::json::Object::new()
+                .num("nodes", self.members.len() as u64)
+                .num("received", received)
+                .num("sent", sent)
+                .num("dropped", dropped)
+                .raw("members", &format!("[{}]", members.join(",")))
+                .finish();
+            piper_cli::stderr_line(piper_cli::Priority::Notice, &object);
+            return;
+        }
+        let mut ends: Vec<String> = Vec::new();
+        let mut tally: Vec<(String, usize)> = Vec::new();
+        for member in &self.members {
+            let end = match member.state {
+                State::Ended(WaitStatus::Exited(_, code)) => format!("exited {code}"),
+                State::Ended(WaitStatus::Signaled(_, sig, _)) => format!("killed by {}", sig.as_str()),
+                State::Planned => "never started".into(),
+                _ => "unknown".into(),
+            };
+            match tally.iter_mut().find(|(e, _)| *e == end) {
+                Some((_, n)) => *n += 1,
+                None => tally.push((end, 1)),
+            }
+        }
+        ends.extend(tally.into_iter().map(|(end, n)| format!("{n} {end}")));
+        let line = format!(
+            "piper-launch: ring of {}: received {received}, sent {sent}, dropped {dropped}; {}",
+            self.members.len(),
+            ends.join(", ")
+        );
+        piper_cli::stderr_line(piper_cli::Priority::Notice, &line);
+    }
+
     /// `STATUS=` for the launcher's own manager (`systemctl status
     /// piper-launch` shows it): nodes alive, and their counts added up.
     /// Sent only when it changed.
     fn report_status(&mut self) {
         let Some(manager) = &self.manager else { return };
         let alive = self.alive().count();
-        let total = self.members.iter().fold([0; 3], |mut t, m| {
-            (0..3).for_each(|k| t[k] += m.counts[k]);
-            t
-        });
+        let total = self.totals();
         let status = format!(
             "STATUS=ring of {}: {alive} alive, received {}, sent {}, dropped {}",
             self.members.len(),
@@ -403,8 +538,32 @@ impl Ring<'_> {
     }
 }
 
-/// How often, at most, the launcher reports the ring to its manager.
+/// How often, at most, the launcher reports the ring to its manager and
+/// redraws its status line.
 const STATUS_EVERY: Duration = Duration::from_secs(1);
+
+/// How often the progress line moves while nodes start.
+const PROGRESS_EVERY: Duration = Duration::from_millis(100);
+
+/// One node's line in the JSON ring summary.
+fn member_json(member: &Member) -> String {
+    let (pid, exit, signal) = match member.state {
+        State::Ended(WaitStatus::Exited(pid, code)) => (Some(pid.as_raw()), Some(code), None),
+        State::Ended(WaitStatus::Signaled(pid, sig, _)) => (Some(pid.as_raw()), None, Some(sig.as_str())),
+        State::Starting { pid, .. } | State::Ready { pid, .. } => (Some(pid.as_raw()), None, None),
+        _ => (None, None, None),
+    };
+    let [received, sent, dropped] = member.counts;
+    piper_cli::json::Object::new()
+        .str("name", member.name.as_str())
+        .opt_num("pid", pid)
+        .opt_num("exit", exit)
+        .opt_str("signal", signal)
+        .num("received", received)
+        .num("sent", sent)
+        .num("dropped", dropped)
+        .finish()
+}
 
 /// `received N, sent N, dropped N`, as a node's `STATUS=` says it.
 fn parse_counts(status: &str) -> Option<[u64; 3]> {
@@ -461,39 +620,6 @@ fn describe(status: WaitStatus) -> String {
         WaitStatus::Exited(pid, code) => format!("(pid {pid}) exited with status {code}"),
         WaitStatus::Signaled(pid, sig, _) => format!("(pid {pid}) was killed by {}", sig.as_str()),
         other => format!("changed state: {other:?}"),
-    }
-}
-
-/// A progress line on a terminal while many nodes start.
-struct Progress {
-    total: usize,
-    on: bool,
-    last: Instant,
-}
-
-impl Progress {
-    fn new(total: usize) -> Self {
-        Progress {
-            total,
-            on: total >= 20 && std::io::stderr().is_terminal(),
-            last: Instant::now(),
-        }
-    }
-
-    fn show(&mut self, started: usize, ready: usize) {
-        if self.on && self.last.elapsed() >= Duration::from_millis(100) {
-            self.last = Instant::now();
-            eprint!(
-                "\rpiper-launch: started {started}/{}, ready {ready}/{}",
-                self.total, self.total
-            );
-        }
-    }
-
-    fn done(&self) {
-        if self.on {
-            eprint!("\r\x1b[K");
-        }
     }
 }
 

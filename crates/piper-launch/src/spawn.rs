@@ -33,6 +33,16 @@ pub struct Plan {
     pub count: Option<u64>,
     /// `--allow-uid` for every node.
     pub allow_uids: Vec<u32>,
+    /// Whether every node's lines are shown, or only the foreground's.
+    pub all_output: bool,
+}
+
+impl Plan {
+    /// Whether node `i`'s message lines go to the launcher's stream (rather
+    /// than to a log file, or nowhere).
+    pub fn shows(&self, i: usize) -> bool {
+        i == self.foreground || (self.all_output && self.log_dir.is_none())
+    }
 }
 
 /// Finds piper-node: `flag`, else next to this executable, else on PATH.
@@ -133,15 +143,30 @@ impl Spawner {
     /// waits on a pipe until the child has exec'd, so a thousand spawns
     /// would pay a thousand exec round trips one after the other; here the
     /// launcher forks the next node while the last one is still exec'ing.
-    pub fn start(&mut self, plan: &Plan, i: usize) -> Result<(Pid, Pid), String> {
+    ///
+    /// `stdout` is where a node whose lines are shown writes them: a relay
+    /// pipe, or (`None`) the launcher's own stdout; `stderr` likewise for the
+    /// foreground node's stderr.
+    pub fn start(
+        &mut self,
+        plan: &Plan,
+        i: usize,
+        stdout: Option<RawFd>,
+        stderr: Option<RawFd>,
+    ) -> Result<(Pid, Pid), String> {
         let name = &plan.names[i];
         let args: Vec<CString> = node_args(plan, i)
             .into_iter()
             .map(|a| CString::new(a.into_vec()).map_err(|_| format!("an argument for node '{name}' has a NUL byte")))
             .collect::<Result<_, _>>()?;
         let log;
+        let null = self.null.as_raw_fd();
         let (out, err) = if i == plan.foreground {
-            (1, 2)
+            (stdout.unwrap_or(1), stderr.unwrap_or(2))
+        } else if plan.shows(i) {
+            // Its lines in the stream; its warnings and summary would be a
+            // thousand nodes' noise: the ring summary counts for them.
+            (stdout.unwrap_or(1), null)
         } else if let Some(log_dir) = &plan.log_dir {
             let path = log_dir.join(format!("{name}.log"));
             // Logs carry every payload: as private as the sockets.
@@ -151,7 +176,7 @@ impl Spawner {
                     .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
             (log.as_raw_fd(), log.as_raw_fd())
         } else {
-            (self.null.as_raw_fd(), self.null.as_raw_fd())
+            (null, null)
         };
         // Everything the child touches is built before fork: it allocates nothing.
         let argv: Vec<*const nix::libc::c_char> = args.iter().map(|a| a.as_ptr()).chain([std::ptr::null()]).collect();
@@ -301,6 +326,7 @@ mod tests {
             quiet: true,
             count: Some(7),
             allow_uids: vec![65534],
+            all_output: true,
         }
     }
 

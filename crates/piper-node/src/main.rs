@@ -5,6 +5,7 @@
 //! and maps the outcome to an exit code (`piper_cli::exit`, whose table the
 //! README and `--help` both show).
 
+mod out;
 mod seed;
 
 use std::io::{IsTerminal, Write};
@@ -57,10 +58,17 @@ struct Args {
     /// List the nodes in the socket directory: name, pid, live or stale.
     #[arg(long, conflicts_with_all = ["send", "next", "count", "quiet"])]
     list: bool,
+    /// Machine-readable output: the exit summary as one JSON object on
+    /// stderr, and with --list one JSON object per node on stdout.
+    #[arg(long)]
+    json: bool,
 }
 
 /// How long READY=1 is retried while the manager's queue is full.
 const READY_PATIENCE: Duration = Duration::from_secs(60);
+
+/// How long the final counts and STOPPING=1 are retried.
+const FINAL_PATIENCE: Duration = Duration::from_secs(1);
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -91,7 +99,7 @@ fn run(args: Args) -> Result<u8, Failure> {
         _ => SocketDir::open_in(&path, namespace)?,
     };
     if args.list {
-        return list(&dir);
+        return list(&dir, args.json);
     }
     let name = Name::new(args.name.as_deref().unwrap_or_default())?;
     dir.check_fits(&name)?;
@@ -137,7 +145,7 @@ fn run(args: Args) -> Result<u8, Failure> {
     if let Some(n) = &notifier {
         // Readiness must not be lost to a busy (or stopped) manager whose
         // queue is full: the launcher waits for every node's.
-        match n.notify_persistently("READY=1", READY_PATIENCE, &signals) {
+        match n.notify_persistently("READY=1", READY_PATIENCE, Some(&signals)) {
             Ok(true) => {}
             Ok(false) => log::warn!("the service manager did not take READY=1 within {READY_PATIENCE:?}"),
             Err(e) => log::warn!("{e}"),
@@ -149,20 +157,32 @@ fn run(args: Args) -> Result<u8, Failure> {
     let result = if opts.line_buffered {
         seed::run(&node, &signals, &opts, &mut stdout.lock())
     } else {
-        let mut out = std::io::BufWriter::with_capacity(64 * 1024, stdout.lock());
+        let mut out = out::WholeLines::new(stdout.lock(), 64 * 1024);
         seed::run(&node, &signals, &opts, &mut out)
     };
     if let Some(n) = &notifier {
-        match n.try_notify("STOPPING=1") {
+        // The final counts with the goodbye, so that a manager adding up
+        // its nodes' counts (piper-launch) has them exactly.
+        let last = match &result {
+            Ok((s, _)) => format!(
+                "STATUS=received {}, sent {}, dropped {}\n",
+                s.received, s.sent, s.dropped
+            ),
+            Err(_) => String::new(),
+        };
+        // A thousand nodes stopping at once overflow a ten-deep queue: retry
+        // briefly (with growing pauses, never a busy loop) rather than lose
+        // the counts.
+        match n.notify_persistently(&format!("{last}STOPPING=1"), FINAL_PATIENCE, None) {
             Ok(true) => {}
-            Ok(false) => log::debug!("the service manager's queue is full; STOPPING=1 not sent"),
+            Ok(false) => log::debug!("the service manager's queue stayed full; STOPPING=1 not sent"),
             Err(e) => log::debug!("{e}"),
         }
     }
     let name = node.name().clone();
     drop(node);
     let (stats, end) = result?;
-    summary(&name, &stats, started.elapsed());
+    summary(&name, &stats, started.elapsed(), args.json);
     Ok(match end {
         End::Stop(Stop::Signal(Signal::SIGINT)) => exit::INTERRUPTED,
         End::Handler | End::Stop(_) => exit::OK,
@@ -191,13 +211,27 @@ fn open_node(dir: &SocketDir, name: Name, mut fds: Vec<activation::ListenFd>) ->
 
 /// The exit summary. The rate counts from the first message received to the
 /// last, so that time spent waiting for a peer does not dilute it.
-fn summary(name: &Name, stats: &seed::Stats, elapsed: Duration) {
+fn summary(name: &Name, stats: &seed::Stats, elapsed: Duration, json: bool) {
     let active = stats.active.as_secs_f64();
     let rate = if active > 0.0 {
         stats.received as f64 / active
     } else {
         0.0
     };
+    if json {
+        let object = piper_cli::json::Object::new()
+            .str("node", name.as_str())
+            .num("received", stats.received)
+            .num("sent", stats.sent)
+            .num("dropped", stats.dropped)
+            .num("refused", stats.refused)
+            .float("elapsed", elapsed.as_secs_f64())
+            .float("active", active)
+            .float("rate", rate)
+            .finish();
+        piper_cli::stderr_line(piper_cli::Priority::Notice, &object);
+        return;
+    }
     // One write: stderr is unbuffered, and a thousand nodes stopping at
     // once should not make twenty system calls each.
     let line = format!(
@@ -211,20 +245,32 @@ fn summary(name: &Name, stats: &seed::Stats, elapsed: Duration) {
     piper_cli::stderr_line(piper_cli::Priority::Notice, &line);
 }
 
-fn list(dir: &SocketDir) -> Result<u8, Failure> {
+/// `--list`: a line per node (`NAME\tPID\tSTATE`), or with `--json` one
+/// JSON object per node per line (`name`, `pid`, `state`, `path`).
+fn list(dir: &SocketDir, json: bool) -> Result<u8, Failure> {
     if dir.namespace() == Namespace::Abstract {
         return Err(Failure::usage("--list shows socket files; abstract nodes have none"));
     }
     let mut out = std::io::stdout().lock();
     for entry in dir.list()? {
-        let pid = entry.pid.map_or("-".to_string(), |p| p.to_string());
         let state = match entry.liveness {
             Liveness::Live => "live",
             Liveness::Stale => "stale",
             Liveness::Unknown => "unknown",
             Liveness::Missing | Liveness::NotSocket => continue,
         };
-        let _ = writeln!(out, "{}\t{pid}\t{state}", entry.name);
+        let line = if json {
+            piper_cli::json::Object::new()
+                .str("name", entry.name.as_str())
+                .opt_num("pid", entry.pid)
+                .str("state", state)
+                .path("path", &dir.socket_path(&entry.name)?)
+                .finish()
+        } else {
+            let pid = entry.pid.map_or("-".to_string(), |p| p.to_string());
+            format!("{}\t{pid}\t{state}", entry.name)
+        };
+        writeln!(out, "{line}").map_err(|e| Failure::new(exit::FAILURE, format!("cannot write stdout: {e}")))?;
     }
     Ok(exit::OK)
 }

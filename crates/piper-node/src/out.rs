@@ -1,0 +1,130 @@
+//! Where message lines go: stdout, written in whole lines.
+//!
+//! Under `piper-launch`, many nodes may share one stdout (a pipe or a file).
+//! Each write here carries only whole lines, and at most `PIPE_BUF` bytes,
+//! which the kernel writes into a pipe in one piece, so no two nodes' lines
+//! ever interleave mid-line (a regular file serialises writes anyway). The
+//! buffer is large, so a busy node still makes one write per hundred lines.
+
+use std::io::{self, Write};
+
+/// What the kernel writes into a pipe atomically (`PIPE_BUF`).
+const PIPE_BUF: usize = 4096;
+
+/// A buffered writer that only ever writes whole lines, in pieces of at
+/// most [`PIPE_BUF`] bytes (a single longer line goes out alone).
+pub struct WholeLines<W: Write> {
+    inner: W,
+    buf: Vec<u8>,
+    capacity: usize,
+}
+
+impl<W: Write> WholeLines<W> {
+    /// Buffers up to `capacity` bytes before writing.
+    pub fn new(inner: W, capacity: usize) -> WholeLines<W> {
+        WholeLines {
+            inner,
+            buf: Vec::with_capacity(capacity),
+            capacity,
+        }
+    }
+
+    /// Writes out every complete line in the buffer.
+    fn write_lines(&mut self) -> io::Result<()> {
+        let mut start = 0;
+        while start < self.buf.len() {
+            let rest = &self.buf[start..];
+            let Some(last_newline) = rest.iter().rposition(|&b| b == b'\n') else {
+                break;
+            };
+            // The longest run of whole lines that fits in PIPE_BUF, or one
+            // line alone if it is longer than that.
+            let window = &rest[..(last_newline + 1).min(PIPE_BUF)];
+            let end = match window.iter().rposition(|&b| b == b'\n') {
+                Some(i) => i + 1,
+                None => rest.iter().position(|&b| b == b'\n').map_or(rest.len(), |i| i + 1),
+            };
+            self.inner.write_all(&rest[..end])?;
+            start += end;
+        }
+        self.buf.drain(..start);
+        Ok(())
+    }
+}
+
+impl<W: Write> Write for WholeLines<W> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        if self.buf.len() + data.len() > self.capacity {
+            self.write_lines()?;
+        }
+        self.buf.extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    /// Writes the complete lines; a partial last line waits for its end
+    /// (the node only ever writes whole lines, so at a flush there is none).
+    fn flush(&mut self) -> io::Result<()> {
+        self.write_lines()?;
+        self.inner.flush()
+    }
+}
+
+impl<W: Write> Drop for WholeLines<W> {
+    fn drop(&mut self) {
+        let _ = self.write_lines();
+        if !self.buf.is_empty() {
+            let _ = self.inner.write_all(&self.buf);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records each write separately.
+    #[derive(Default)]
+    struct Writes(Vec<Vec<u8>>);
+
+    impl Write for &mut Writes {
+        fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+            self.0.push(data.to_vec());
+            Ok(data.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn every_write_is_whole_lines_of_at_most_pipe_buf() {
+        let mut writes = Writes::default();
+        {
+            let mut out = WholeLines::new(&mut writes, 64 * 1024);
+            for i in 0..5000 {
+                writeln!(out, "node{i} received: 'node{}'", i + 1).unwrap();
+            }
+            out.flush().unwrap();
+        }
+        let all: Vec<u8> = writes.0.concat();
+        assert_eq!(all.iter().filter(|&&b| b == b'\n').count(), 5000);
+        for w in &writes.0 {
+            assert!(w.len() <= PIPE_BUF, "a write of {}", w.len());
+            assert_eq!(w.last(), Some(&b'\n'));
+        }
+    }
+
+    #[test]
+    fn a_line_longer_than_pipe_buf_goes_out_alone_and_whole() {
+        let mut writes = Writes::default();
+        {
+            let mut out = WholeLines::new(&mut writes, 64 * 1024);
+            writeln!(out, "short").unwrap();
+            writeln!(out, "{}", "x".repeat(10_000)).unwrap();
+            writeln!(out, "after").unwrap();
+            out.flush().unwrap();
+        }
+        let lens: Vec<usize> = writes.0.iter().map(Vec::len).collect();
+        assert_eq!(lens, [6, 10_001, 6]);
+    }
+}

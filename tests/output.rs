@@ -1,0 +1,286 @@
+//! What a user sees of a running ring: every node's lines in one stream,
+//! a status line on a terminal, live counts, and machine-readable state.
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use piper_tests::{bin, launch_cmd, may_run, node_cmd, Dir, Needs, Proc, Ready, PROMPT};
+
+/// Parses JSON with Python's json module (strict, and independent of ours);
+/// returns Python's ASCII repr of the value, one per input line.
+fn python_json(lines: &str) -> Vec<String> {
+    if !may_run(Needs::Tool("python3")) {
+        panic!("python3 is needed to check JSON");
+    }
+    let script = "import json, sys\nfor line in sys.stdin.read().splitlines():\n    print(ascii(json.loads(line)))\n";
+    let mut child = Command::new("python3")
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(lines.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "not JSON:\n{lines}");
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// The JSON ring summary's per-node counts, from its text.
+fn member_counts(summary: &str) -> HashMap<String, [u64; 3]> {
+    let members = summary.split("\"members\":[").nth(1).expect("members");
+    members
+        .split("},{")
+        .map(|m| {
+            let field = |key: &str| -> String {
+                let rest = m.split(&format!("\"{key}\":")).nth(1).unwrap();
+                rest.split([',', '}']).next().unwrap().trim_matches('"').to_string()
+            };
+            let n = |key: &str| field(key).parse::<u64>().unwrap();
+            (field("name"), [n("received"), n("sent"), n("dropped")])
+        })
+        .collect()
+}
+
+#[test]
+fn a_pipe_gets_every_nodes_lines_exactly_as_the_seed_prints_them() {
+    let dir = Dir::new("out-pingpong");
+    let mut launcher = Proc::spawn(
+        &dir,
+        "launch",
+        launch_cmd(&dir, &["--nodes", "ping,pong", "--count", "300", "--json"]),
+    );
+    assert_eq!(launcher.code(PROMPT), Some(0));
+    let lines = launcher.lines();
+    // The seed's two lines, nothing else, no prefix: ping's and pong's.
+    let pong = lines.iter().filter(|l| *l == "pong received: 'ping'").count();
+    let ping = lines.iter().filter(|l| *l == "ping received: 'pong'").count();
+    assert_eq!(pong, 300);
+    assert_eq!(ping + pong, lines.len(), "only whole seed lines");
+    let err = launcher.stderr();
+    let summary = err.lines().last().unwrap();
+    let counts = member_counts(summary);
+    assert_eq!(counts["pong"][0], 300);
+    assert_eq!(counts["ping"][0] as usize, ping, "ping's lines are ping's count");
+    assert_eq!(python_json(summary).len(), 1);
+}
+
+#[test]
+fn a_200_node_ring_at_full_speed_keeps_every_line_whole() {
+    let dir = Dir::new("out-200");
+    let mut launcher = Proc::spawn(
+        &dir,
+        "launch",
+        launch_cmd(&dir, &["--nodes", "200", "--count", "50", "--json"]),
+    );
+    assert_eq!(launcher.code(Duration::from_secs(60)), Some(0));
+    let mut per_node: HashMap<String, u64> = HashMap::new();
+    for line in launcher.lines() {
+        // nodeK received: 'nodeK-1' (node1 hears from node200).
+        let (name, from) = line
+            .strip_suffix('\'')
+            .and_then(|l| l.split_once(" received: '"))
+            .unwrap_or_else(|| panic!("a torn line: {line:?}"));
+        let k: u64 = name.strip_prefix("node").unwrap().parse().unwrap();
+        let j: u64 = from.strip_prefix("node").unwrap().parse().unwrap();
+        assert_eq!(j, if k == 1 { 200 } else { k - 1 }, "{line}");
+        *per_node.entry(name.to_string()).or_default() += 1;
+    }
+    // Each node's lines are exactly the count it reported to the launcher.
+    let summary = launcher.stderr().lines().last().unwrap().to_string();
+    let counts = member_counts(&summary);
+    assert_eq!(counts.len(), 200);
+    assert_eq!(counts["node200"][0], 50);
+    for (name, [received, ..]) in &counts {
+        assert_eq!(per_node.get(name).copied().unwrap_or(0), *received, "{name}");
+    }
+    // And the totals are the sum of the nodes' own counts.
+    let total: u64 = counts.values().map(|c| c[0]).sum();
+    assert!(summary.contains(&format!("\"received\":{total},")), "{summary}");
+}
+
+#[test]
+fn the_ring_summary_adds_up_the_nodes_own_summaries() {
+    let dir = Dir::new("out-sums");
+    let logs = dir.aux("logs");
+    let args = ["--nodes", "6", "--count", "40", "--log-dir", logs.to_str().unwrap()];
+    let mut launcher = Proc::spawn(&dir, "launch", launch_cmd(&dir, &args));
+    assert_eq!(launcher.code(PROMPT), Some(0));
+    let err = launcher.stderr();
+    let mut own = [0u64; 3];
+    for k in 1..=6 {
+        let text = match k {
+            6 => err.clone(),
+            _ => std::fs::read_to_string(logs.join(format!("node{k}.log"))).unwrap(),
+        };
+        let s = piper_tests::summary(&text);
+        own[0] += s.received;
+        own[1] += s.sent;
+        own[2] += s.dropped;
+    }
+    let ring = err
+        .lines()
+        .find(|l| l.starts_with("piper-launch: ring of 6: "))
+        .expect("a ring summary");
+    let want = format!("received {}, sent {}, dropped {};", own[0], own[1], own[2]);
+    assert!(ring.contains(&want), "{ring} vs {want}");
+    assert!(ring.ends_with("6 exited 0"), "{ring}");
+}
+
+#[test]
+fn on_a_terminal_lines_carry_names_and_a_status_line_counts() {
+    if !may_run(Needs::Tool("script")) {
+        return;
+    }
+    let dir = Dir::new("out-tty");
+    let launch = format!(
+        "{} --dir {} --nodes ping,pong,third --interval 50 --count 30",
+        bin("piper-launch").display(),
+        dir.path().display()
+    );
+    // `script` gives the launcher a pseudo-terminal for stdout and stderr.
+    let mut cmd = Command::new("script");
+    cmd.args(["-qfec", &launch, "/dev/null"]).env_remove("NO_COLOR");
+    let mut run = Proc::spawn(&dir, "tty", cmd);
+    assert_eq!(run.code(PROMPT), Some(0));
+    let text = run.stdout();
+    // Names padded to the longest, in a colour each.
+    assert!(
+        text.contains("\x1b[33mpong  |\x1b[0m pong received: 'ping'"),
+        "{text:?}"
+    );
+    assert!(
+        text.contains("\x1b[32mthird |\x1b[0m third received: 'pong'"),
+        "{text:?}"
+    );
+    // A status line whose counts grow, and never a line written into it.
+    let statuses: Vec<u64> = text
+        .split("\r\x1b[K")
+        .filter_map(|s| s.strip_prefix("piper-launch: 3/3 alive, "))
+        .filter_map(|s| s.split("received ").nth(1)?.split(',').next()?.parse().ok())
+        .collect();
+    assert!(statuses.len() >= 2, "{text:?}");
+    assert!(statuses.last() > statuses.first(), "{statuses:?}");
+    for piece in text
+        .split("\r\x1b[K")
+        .filter(|p| p.starts_with("piper-launch: 3/3 alive"))
+    {
+        assert!(
+            !piece.contains("received: '"),
+            "a line inside the status line: {piece:?}"
+        );
+    }
+    let no_color = Command::new("script")
+        .args(["-qfec", &launch, "/dev/null"])
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&no_color.stdout);
+    assert!(
+        text.contains("pong  | pong received: 'ping'") && !text.contains("\x1b[33m"),
+        "{text:?}"
+    );
+}
+
+#[test]
+fn prefixes_and_timestamps_on_request_and_the_foreground_alone() {
+    let dir = Dir::new("out-flags");
+    let mut launcher = Proc::spawn(
+        &dir,
+        "prefix",
+        launch_cmd(&dir, &["--nodes", "a,bb", "--count", "3", "--prefix", "--timestamps"]),
+    );
+    assert_eq!(launcher.code(PROMPT), Some(0));
+    for line in launcher.lines() {
+        let (time, rest) = line.trim_start().split_once(' ').unwrap();
+        assert!(time.parse::<f64>().is_ok(), "{line}");
+        assert!(
+            rest == "bb | bb received: 'a'" || rest == "a  | a received: 'bb'",
+            "{line}"
+        );
+    }
+    let mut launcher = Proc::spawn(
+        &dir,
+        "fg",
+        launch_cmd(&dir, &["--nodes", "a,bb", "--count", "3", "--output", "foreground"]),
+    );
+    assert_eq!(launcher.code(PROMPT), Some(0));
+    assert_eq!(launcher.lines(), vec!["bb received: 'a'"; 3]);
+}
+
+#[test]
+fn list_and_summaries_in_json_parse_and_carry_the_right_values() {
+    let dir = Dir::new("out-json");
+    let mut ready = Ready::new();
+    let mut pong = piper_tests::start_node(&dir, &mut ready, "pong", "pong", &["--json", "--count", "6"]);
+    let mut list = Proc::spawn(&dir, "list", {
+        let mut c = Command::new(bin("piper-node"));
+        c.arg("--list").arg("--json").arg("--dir").arg(dir.path());
+        c
+    });
+    assert_eq!(list.code(PROMPT), Some(0));
+    let want = format!(
+        "{{'name': 'pong', 'pid': {}, 'state': 'live', 'path': '{}'}}",
+        pong.pid(),
+        dir.join("piper-pong").display()
+    );
+    assert_eq!(python_json(&list.stdout()), [want]);
+    let mut ping = Proc::spawn(
+        &dir,
+        "ping",
+        node_cmd(&dir, "ping", &["--send", "pong", "--count", "5"]),
+    );
+    assert_eq!(ping.code(PROMPT), Some(0));
+    assert_eq!(pong.code(PROMPT), Some(0), "--count 6 ends pong");
+    let summary = pong.stderr().lines().last().unwrap().to_string();
+    let parsed = &python_json(&summary)[0];
+    // pong's last answer finds ping either still draining (sent) or gone
+    // (dropped): one of the two, never both.
+    let sent_last = "{'node': 'pong', 'received': 6, 'sent': 6, 'dropped': 0, 'refused': 0, 'elapsed': ";
+    let dropped_last = "{'node': 'pong', 'received': 6, 'sent': 5, 'dropped': 1, 'refused': 0, 'elapsed': ";
+    assert!(
+        parsed.starts_with(sent_last) || parsed.starts_with(dropped_last),
+        "{parsed}"
+    );
+    assert!(parsed.contains("'active': ") && parsed.contains("'rate': "), "{parsed}");
+}
+
+#[test]
+fn json_escapes_quotes_backslashes_and_non_utf8_bytes_in_paths() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = Dir::new("out-escape");
+    let odd = dir.aux("").join(std::ffi::OsStr::from_bytes(b"q\"b\\s\xff"));
+    let mut ready = Ready::new();
+    let mut cmd = Command::new(bin("piper-node"));
+    cmd.arg("n")
+        .arg("--dir")
+        .arg(&odd)
+        .env("NOTIFY_SOCKET", ready.address());
+    let mut node = Proc::spawn(&dir, "n", cmd);
+    assert!(ready.wait(node.pid(), "READY=1", PROMPT));
+    let out = Command::new(bin("piper-node"))
+        .arg("--list")
+        .arg("--json")
+        .arg("--dir")
+        .arg(&odd)
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).expect("JSON is UTF-8");
+    let parsed = &python_json(&text)[0];
+    let mut bytes: Vec<u8> = odd.as_os_str().as_bytes().to_vec();
+    bytes.extend(b"/piper-n");
+    let byte_list: Vec<String> = bytes.iter().map(u8::to_string).collect();
+    assert!(parsed.contains("q\"b\\\\s\\ufffd/piper-n'"), "{parsed}");
+    assert!(
+        parsed.ends_with(&format!("'path_bytes': [{}]}}", byte_list.join(", "))),
+        "{parsed}"
+    );
+    node.signal(Signal::SIGTERM);
+    assert_eq!(node.code(PROMPT), Some(0));
+}
