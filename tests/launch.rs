@@ -63,7 +63,6 @@ fn kill_9_of_the_foreground_tears_down_with_137() {
         killed.elapsed() < Duration::from_secs(5),
         "exit must come within the grace period"
     );
-    assert!(launcher.stderr().contains("removed 1 stale sockets"));
     assert_all_gone(&dir, Duration::ZERO);
 }
 
@@ -77,7 +76,8 @@ fn kill_9_of_the_launcher_leaves_no_node_behind() {
     assert_eq!(launcher.code(PROMPT), Some(137));
     let all_gone = || pids.iter().all(|&p| !piper_tests::running(p));
     assert!(wait_until(Duration::from_secs(1), all_gone));
-    // PR_SET_PDEATHSIG sent SIGTERM, so the nodes removed their own files.
+    // PR_SET_PDEATHSIG sent SIGTERM; the nodes, whose launcher is gone,
+    // removed the sockets it held for them.
     assert_all_gone(&dir, Duration::from_secs(1));
 }
 
@@ -182,15 +182,20 @@ fn the_ready_timeout_names_the_late_node_and_tears_down() {
 }
 
 #[test]
-fn a_node_that_fails_to_start_is_named_and_everything_goes() {
+fn a_name_in_use_is_refused_before_anything_starts() {
     let dir = Dir::new("launch-inuse");
-    // Someone already holds "pong".
+    // Someone already holds "pong": the launcher claims every name itself,
+    // before it starts any node, so it knows at once.
     let squatter = std::os::unix::net::UnixDatagram::bind(dir.join("piper-pong")).unwrap();
     let mut launcher = launch(&dir, &["--nodes", "ping,pong", "--foreground", "ping"]);
-    assert_eq!(launcher.code(PROMPT), Some(1));
-    let err = launcher.stderr();
-    assert!(err.contains("node 'pong' (pid"), "{err}");
-    assert!(err.contains("exited with status 3 before the ring was ready"), "{err}");
+    assert_eq!(launcher.code(PROMPT), Some(3));
+    assert_eq!(
+        launcher.stderr(),
+        format!(
+            "piper-launch: error: name in use: node 'pong' is already bound by another process ({})\n",
+            dir.join("piper-pong").display()
+        )
+    );
     drop(squatter);
     std::fs::remove_file(dir.join("piper-pong")).unwrap();
     assert_all_gone(&dir, Duration::ZERO);

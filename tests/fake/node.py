@@ -1,10 +1,14 @@
 #!/usr/bin/env python3
 """A misbehaving stand-in for piper-node, for launcher tests.
 
-Invoked as piper-node would be (--dir=DIR ... -- NAME). It binds DIR/piper-NAME
-so the launcher can start its chain, then misbehaves as FAKE_MODE says:
+Invoked as piper-node would be (--dir=DIR ... -- NAME, its socket as fd 3,
+LISTEN_FDS=1), it takes the socket the launcher bound for it, then
+misbehaves as FAKE_MODE says:
   ignore-term  says READY=1, then ignores SIGTERM (only SIGKILL ends it)
   never-ready  never says READY=1
+  die-soon     says READY=1, then exits 1 after 50 ms (after 1 s the first
+               time); each start appends a line to $FAKE_LOG
+FAKE_ONLY=NAME limits the misbehaviour to node NAME.
 """
 import os
 import signal
@@ -15,14 +19,26 @@ import time
 name = sys.argv[-1]
 sock_dir = next(a[len("--dir="):] for a in sys.argv if a.startswith("--dir="))
 mode = os.environ.get("FAKE_MODE", "")
+if os.environ.get("FAKE_ONLY", name) != name:
+    mode = ""  # only the node FAKE_ONLY names misbehaves
 if mode == "ignore-term":
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-node = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-node.bind(os.path.join(sock_dir, "piper-" + name))
+assert os.environ.get("LISTEN_FDS") == "1" and os.environ.get("LISTEN_PID") == str(os.getpid())
+assert os.environ.get("LISTEN_FDNAMES") == name
+node = socket.socket(fileno=3)
+assert node.getsockname() in (os.path.join(sock_dir, "piper-" + name), "\0" + os.path.join(sock_dir, "piper-" + name))
 if mode != "never-ready":
     notify = os.environ["NOTIFY_SOCKET"]
     if notify.startswith("@"):
         notify = "\0" + notify[1:]
     socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).sendto(b"READY=1", notify)
+if mode == "die-soon":
+    log = os.environ["FAKE_LOG"]
+    first = not os.path.exists(log)
+    with open(log, "a") as f:
+        f.write(name + "\n")
+    # The first start lives until the whole ring is surely ready.
+    time.sleep(1.0 if first else 0.05)
+    sys.exit(1)
 while True:
     time.sleep(60)

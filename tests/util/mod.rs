@@ -483,20 +483,38 @@ pub fn start_node(dir: &Dir, ready: &mut Ready, label: &str, name: &str, args: &
     proc
 }
 
-/// The pid of the live node `name` in `dir`, as the kernel's lock table
-/// says, waiting up to `bound` for it to appear. Only a pid that is safe to
-/// signal is returned: greater than 1, not ours, and a process whose command
-/// line names this test's directory.
+/// The pid of the live node `name` in `dir`, waiting up to `bound` for it
+/// to appear. Only a pid that is safe to signal is returned: greater than
+/// 1, not ours, and a piper node (or the test's fake node) of that name
+/// whose command line names this test's directory. A node started by hand
+/// owns its name's lock; one started by the launcher runs on a socket the
+/// launcher holds, so it is found by its command line.
 pub fn node_pid(dir: &Dir, name: &str, bound: Duration) -> Option<Pid> {
-    let sockets = piper_core::SocketDir::open(dir.path()).expect("socket dir");
-    let name = piper_core::Name::new(name).expect("a valid name");
     let needle = dir.root.to_string_lossy().into_owned();
     let me = std::process::id() as i32;
+    let is_node = |pid: i32| {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).filter(|a| !a.is_empty()).collect();
+        let program = args
+            .first()
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .unwrap_or_default();
+        let named = args.get(1) == Some(&name.as_bytes()) || args.last() == Some(&name.as_bytes());
+        let ours = String::from_utf8_lossy(&cmdline).contains(&needle);
+        let node = program.ends_with("piper-node") || args.iter().any(|a| a.ends_with(b"node.py"));
+        pid > 1 && pid != me && node && named && ours && running(Pid::from_raw(pid))
+    };
+    let sockets = piper_core::SocketDir::open(dir.path()).expect("socket dir");
+    let lock_name = piper_core::Name::new(name).expect("a valid name");
     let mut pid = None;
     wait_until(bound, || {
-        pid = sockets
-            .owner_pid(&name)
-            .filter(|&p| p > 1 && p != me && mentions(p, &needle));
+        pid = sockets.owner_pid(&lock_name).filter(|&p| is_node(p)).or_else(|| {
+            std::fs::read_dir("/proc")
+                .into_iter()
+                .flatten()
+                .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+                .find(|&p| is_node(p))
+        });
         pid.is_some()
     });
     pid.map(Pid::from_raw)

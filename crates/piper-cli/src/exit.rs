@@ -75,6 +75,10 @@ pub const LAUNCHER: &[Row] = &[
         "a node failed to start or to become ready, or died under `--fail-fast`",
     ),
     ("2", "usage error"),
+    (
+        "3",
+        "a node's name is in use: the launcher claims every name before it starts any node",
+    ),
     ("4", "socket directory unusable or unsafe"),
     ("127", "the `piper-node` binary was not found"),
 ];
@@ -122,7 +126,7 @@ mod tests {
             assert!(node.contains(&code.to_string().as_str()), "{code}");
         }
         let launcher: Vec<&str> = LAUNCHER.iter().map(|r| r.0).collect();
-        for code in [OK, FAILURE, USAGE, ENVIRONMENT, NOT_FOUND, INTERRUPTED] {
+        for code in [OK, FAILURE, USAGE, NAME_IN_USE, ENVIRONMENT, NOT_FOUND, INTERRUPTED] {
             assert!(launcher.contains(&code.to_string().as_str()), "{code}");
         }
     }

@@ -75,9 +75,26 @@ struct Args {
     /// Seconds between SIGTERM and SIGKILL at teardown.
     #[arg(long, value_name = "SECS", default_value_t = 5.0)]
     grace: f64,
-    /// Tear everything down when any node dies, not just the foreground.
+    /// Tear everything down when any node dies (or is given up), not just
+    /// the foreground.
     #[arg(long)]
     fail_fast: bool,
+    /// Start dead nodes again: never, after an unclean end (a non-zero exit
+    /// or a killing signal), or always.
+    #[arg(long, value_enum, value_name = "POLICY", default_value = "no")]
+    restart: ring::Policy,
+    /// Seconds between a death and the restart.
+    #[arg(long, value_name = "SECS", default_value_t = 0.1)]
+    restart_delay: f64,
+    /// Give a node up after this many restarts within --restart-interval.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    restart_burst: u32,
+    /// The window of --restart-burst, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    restart_interval: f64,
+    /// Restart the foreground node too, instead of ending the run.
+    #[arg(long)]
+    restart_foreground: bool,
     /// The ring summary at exit as one JSON object on stderr: totals, and
     /// each node's counts and how it ended.
     #[arg(long)]
@@ -160,6 +177,13 @@ fn run(args: Args) -> Result<u8, Failure> {
         grace: seconds("--grace", args.grace)?,
         fail_fast: args.fail_fast,
         json: args.json,
+        restart: ring::Restart {
+            policy: args.restart,
+            delay: seconds("--restart-delay", args.restart_delay)?,
+            burst: args.restart_burst,
+            interval: seconds("--restart-interval", args.restart_interval)?,
+            foreground: args.restart_foreground,
+        },
     };
     ring::run(&plan, &options, display)
 }

@@ -19,7 +19,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use piper_cli::{exit, Failure};
 use piper_core::notify::{Listener, Notifier};
-use piper_core::{send_unbound, Name};
+use piper_core::{send_unbound, Name, Node};
 
 use crate::output::{Display, Relay, Route};
 use crate::signals::{Signals, SUSPENDING, TERMINATING};
@@ -36,6 +36,53 @@ pub struct Options {
     pub fail_fast: bool,
     /// Whether the ring summary at exit is one JSON object.
     pub json: bool,
+    /// Which dead nodes are started again, and how often.
+    pub restart: Restart,
+}
+
+/// When a node that died is started again (systemd's `Restart=`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Policy {
+    /// Never.
+    No,
+    /// After an unclean end: a non-zero exit, or a signal other than
+    /// SIGTERM, SIGINT, SIGHUP and SIGPIPE.
+    OnFailure,
+    /// After any end.
+    Always,
+}
+
+/// The restart policy and its limits.
+#[derive(Clone, Copy, Debug)]
+pub struct Restart {
+    pub policy: Policy,
+    /// How long after a death the node starts again.
+    pub delay: Duration,
+    /// At most this many restarts of one node within `interval`; then it
+    /// is given up (systemd's `StartLimitBurst=`, `StartLimitIntervalSec=`).
+    pub burst: u32,
+    pub interval: Duration,
+    /// Whether the foreground node is restarted too (else its death ends
+    /// the run, as always).
+    pub foreground: bool,
+}
+
+impl Restart {
+    /// Whether a node that ended with `status` is to be started again.
+    fn wants(&self, status: WaitStatus) -> bool {
+        let clean = match status {
+            WaitStatus::Exited(_, code) => code == 0,
+            WaitStatus::Signaled(_, sig, _) => {
+                matches!(sig, Signal::SIGTERM | Signal::SIGINT | Signal::SIGHUP | Signal::SIGPIPE)
+            }
+            _ => true,
+        };
+        match self.policy {
+            Policy::No => false,
+            Policy::OnFailure => !clean,
+            Policy::Always => true,
+        }
+    }
 }
 
 /// How a run ends: the launcher's exit code, or a failure to report.
@@ -45,9 +92,20 @@ type Outcome = Result<u8, Failure>;
 #[derive(Debug)]
 struct Member {
     name: Name,
+    /// Its socket, bound and its name claimed by the launcher, which keeps
+    /// it across the node's restarts: what is sent to a dead node waits in
+    /// the queue for its successor. Dropping it removes the socket file.
+    socket: Node,
     state: State,
-    /// Its counts as its last `STATUS=` said: received, sent, dropped.
+    /// When it was (re)started lately, for the burst limit.
+    starts: Vec<Instant>,
+    restarts: u32,
+    /// Its counts as its running process's last `STATUS=` said, and those
+    /// of its earlier lives: received, sent, dropped.
     counts: [u64; 3],
+    earlier: [u64; 3],
+    /// The pid of its current (or last) process: only its reports count.
+    pid: Option<Pid>,
     /// Its output pipes, while the relay reads them: stdout, and (for the
     /// foreground under a status line) stderr.
     relays: Vec<Relay>,
@@ -63,6 +121,10 @@ enum State {
     Ready { pid: Pid, group: Pid },
     /// Reaped.
     Ended(WaitStatus),
+    /// Dead, to be started again at this moment.
+    Waiting(Instant),
+    /// Dead too often in too short a time: left dead.
+    GivenUp(WaitStatus),
 }
 
 impl Member {
@@ -70,7 +132,7 @@ impl Member {
     fn live(&self) -> Option<(Pid, Pid)> {
         match self.state {
             State::Starting { pid, group } | State::Ready { pid, group } => Some((pid, group)),
-            State::Planned | State::Ended(_) => None,
+            State::Planned | State::Ended(_) | State::Waiting(_) | State::GivenUp(_) => None,
         }
     }
 }
@@ -97,12 +159,29 @@ struct Ring<'a> {
     /// `STATUS=` it was sent.
     manager: Option<Notifier>,
     reported: String,
+    /// Starts nodes; made once, at launch.
+    spawner: Option<Spawner>,
+    /// The total received when the ring last made progress, and when;
+    /// when a node was last restarted, and when the ring's message was last
+    /// sent again.
+    progress: (u64, Instant),
+    restarted: Option<Instant>,
+    reinjected: Option<Instant>,
+    reinjections: u32,
 }
 
 /// Runs the plan: launch, wait for readiness, start the chain, watch, tear
 /// down, and sum up.
 pub fn run(plan: &Plan, options: &Options, display: Display) -> Outcome {
+    let started = Instant::now();
     let signals = Signals::block().map_err(|e| Failure::new(exit::FAILURE, format!("cannot block signals: {e}")))?;
+    // Every name is claimed and bound before any node starts: a name in use
+    // is known at once, and no node ever binds its own.
+    let sockets: Vec<Node> = plan
+        .names
+        .iter()
+        .map(|name| Node::bind(&plan.dir, name.clone()))
+        .collect::<Result<_, _>>()?;
     let nonce = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
@@ -113,10 +192,16 @@ pub fn run(plan: &Plan, options: &Options, display: Display) -> Outcome {
         members: plan
             .names
             .iter()
-            .map(|name| Member {
+            .zip(sockets)
+            .map(|(name, socket)| Member {
                 name: name.clone(),
+                socket,
                 state: State::Planned,
+                starts: Vec::new(),
+                restarts: 0,
                 counts: [0; 3],
+                earlier: [0; 3],
+                pid: None,
                 relays: Vec::new(),
             })
             .collect(),
@@ -130,9 +215,14 @@ pub fn run(plan: &Plan, options: &Options, display: Display) -> Outcome {
             None
         }),
         reported: String::new(),
+        spawner: None,
+        progress: (0, Instant::now()),
+        restarted: None,
+        reinjected: None,
+        reinjections: 0,
     };
-    let outcome = match ring.launch(options.ready_timeout) {
-        ControlFlow::Continue(()) => ring.watch(options.fail_fast),
+    let outcome = match ring.launch(started, options.ready_timeout) {
+        ControlFlow::Continue(()) => ring.watch(options),
         ControlFlow::Break(outcome) => outcome,
     };
     ring.teardown(options.grace);
@@ -191,6 +281,9 @@ impl Ring<'_> {
                 continue;
             };
             let member = &mut self.members[i];
+            if member.pid != Some(Pid::from_raw(pid)) {
+                continue; // a life before this one
+            }
             for line in state.lines() {
                 if let (State::Starting { pid, group }, "READY=1") = (member.state, line) {
                     member.state = State::Ready { pid, group };
@@ -254,28 +347,13 @@ impl Ring<'_> {
 
     /// Starts every node and waits until all are ready, then starts the
     /// chain. Any death or stop before that ends the run.
-    fn launch(&mut self, timeout: Duration) -> ControlFlow<Outcome> {
-        let started = Instant::now();
+    fn launch(&mut self, started: Instant, timeout: Duration) -> ControlFlow<Outcome> {
         let deadline = started + timeout;
         let n = self.members.len();
-        let mut spawner = or_fail(Spawner::new(self.plan, self.listener.address()))?;
+        self.spawner = Some(or_fail(Spawner::new(self.plan, self.listener.address()))?);
         let mut shown = Instant::now();
         for i in 0..n {
-            // The node's ends of its relay pipes live until the fork is done.
-            let pipe = |stderr| or_fail(Relay::pipe(stderr).map_err(|e| format!("cannot make a pipe: {}", e.desc())));
-            let out = match self.display.route == Route::Relay && self.plan.shows(i) {
-                true => Some(pipe(false)?),
-                false => None,
-            };
-            let err = match i == self.plan.foreground && self.display.has_status_line() {
-                true => Some(pipe(true)?),
-                false => None,
-            };
-            let fd = |p: &Option<(Relay, std::os::fd::OwnedFd)>| p.as_ref().map(|(_, write)| write.as_raw_fd());
-            let (pid, group) = or_fail(spawner.start(self.plan, i, fd(&out), fd(&err)))?;
-            self.members[i].relays = out.into_iter().chain(err).map(|(relay, _)| relay).collect();
-            self.members[i].state = State::Starting { pid, group };
-            self.by_pid.insert(pid, i);
+            or_fail(self.start(i))?;
             // Read READY=1 as we go: the notify queue holds only a few
             // datagrams, and a node waiting on it is a node not starting.
             let events = self.wait_events(Some(Duration::ZERO));
@@ -323,6 +401,35 @@ impl Ring<'_> {
         )
     }
 
+    /// Starts node `i` on its held socket, with relay pipes if its lines
+    /// are relayed.
+    fn start(&mut self, i: usize) -> Result<(), String> {
+        // The node's ends of its relay pipes live until the fork is done.
+        let pipe = |stderr| Relay::pipe(stderr).map_err(|e| format!("cannot make a pipe: {}", e.desc()));
+        let out = match self.display.route == Route::Relay && self.plan.shows(i) {
+            true => Some(pipe(false)?),
+            false => None,
+        };
+        let err = match i == self.plan.foreground && self.display.has_status_line() {
+            true => Some(pipe(true)?),
+            false => None,
+        };
+        let fd = |p: &Option<(Relay, std::os::fd::OwnedFd)>| p.as_ref().map(|(_, write)| write.as_raw_fd());
+        let spawner = self.spawner.as_mut().expect("a spawner");
+        let socket = self.members[i].socket.as_fd().as_raw_fd();
+        let (pid, group) = spawner.start(self.plan, i, socket, fd(&out), fd(&err))?;
+        let member = &mut self.members[i];
+        member.relays = out.into_iter().chain(err).map(|(relay, _)| relay).collect();
+        member.state = State::Starting { pid, group };
+        // A new life counts from zero; the last one's counts are kept.
+        (0..3).for_each(|k| member.earlier[k] += member.counts[k]);
+        member.counts = [0; 3];
+        member.pid = Some(pid);
+        member.starts.push(Instant::now());
+        self.by_pid.insert(pid, i);
+        Ok(())
+    }
+
     /// During launch, a stop signal or any death ends the run.
     fn check_launch(&self, events: Events) -> ControlFlow<Outcome> {
         if let Some(&sig) = events.stops.first() {
@@ -338,41 +445,154 @@ impl Ring<'_> {
         ControlFlow::Continue(())
     }
 
-    /// Runs until the foreground node dies or the launcher is told to stop.
-    /// Under a service manager it wakes once a second to report the ring.
-    fn watch(&mut self, fail_fast: bool) -> Outcome {
-        let ticking = self.manager.is_some() || self.display.has_status_line();
-        let tick = ticking.then_some(STATUS_EVERY);
+    /// Runs until the foreground node dies or the launcher is told to stop,
+    /// restarting dead nodes as the policy says. It wakes once a second
+    /// when anything is ticking: a manager to report to, a status line, or
+    /// restarts (to notice a ring gone silent).
+    fn watch(&mut self, options: &Options) -> Outcome {
+        let restart = options.restart;
+        let restarting = restart.policy != Policy::No;
+        let ticking = self.manager.is_some() || self.display.has_status_line() || restarting;
         self.last_tick = (0, Instant::now());
+        self.progress = (0, Instant::now());
         let mut next_tick = Instant::now();
+        // A ring is silent when no node has received anything for this long;
+        // a message in a dead node's queue is answered by its successor well
+        // within it.
+        let interval = Duration::from_millis(self.plan.interval.unwrap_or(0));
+        let silence = restart.delay + 2 * interval + Duration::from_secs(2);
         loop {
-            let left = tick.map(|_| next_tick.saturating_duration_since(Instant::now()));
-            let events = self.wait_events(left);
-            if Instant::now() >= next_tick {
-                next_tick = Instant::now() + STATUS_EVERY;
-                self.report_status();
-                self.draw_status();
-            }
+            let now = Instant::now();
+            let due = self.members.iter().filter_map(|m| match m.state {
+                State::Waiting(at) => Some(at),
+                _ => None,
+            });
+            let wake = due.chain(ticking.then_some(next_tick)).min();
+            let events = self.wait_events(wake.map(|at| at.saturating_duration_since(now)));
             if let Some(&sig) = events.stops.first() {
                 return Ok(stop_code(sig));
             }
             for (i, status) in events.ended {
-                let name = &self.members[i].name;
-                if i == self.plan.foreground {
+                let name = self.members[i].name.clone();
+                let foreground = i == self.plan.foreground;
+                if foreground && !restart.foreground {
                     return Ok(status_code(status));
                 }
+                if restart.wants(status) {
+                    if let Some(outcome) = self.schedule_restart(i, status, &restart, options.fail_fast) {
+                        return outcome;
+                    }
+                    continue;
+                }
                 log::warn!("node '{name}' {}", describe(status));
-                if fail_fast {
+                if foreground {
+                    return Ok(status_code(status));
+                }
+                if options.fail_fast {
                     return Err(fail(format!("node '{name}' {} (--fail-fast)", describe(status))));
+                }
+            }
+            let now = Instant::now();
+            for i in 0..self.members.len() {
+                if matches!(self.members[i].state, State::Waiting(at) if at <= now) {
+                    if let Err(e) = self.start(i) {
+                        return Err(fail(e));
+                    }
+                }
+            }
+            if now >= next_tick {
+                next_tick = now + STATUS_EVERY;
+                self.report_status();
+                self.draw_status();
+                if restarting {
+                    self.check_silence(silence);
                 }
             }
         }
     }
 
+    /// A node died and the policy wants it back: after the delay, unless it
+    /// has died too often lately. Returns the run's end if giving it up ends
+    /// the run (`--fail-fast`).
+    fn schedule_restart(
+        &mut self,
+        i: usize,
+        status: WaitStatus,
+        restart: &Restart,
+        fail_fast: bool,
+    ) -> Option<Outcome> {
+        let now = Instant::now();
+        let member = &mut self.members[i];
+        member.starts.retain(|&t| now.duration_since(t) < restart.interval);
+        if member.starts.len() > restart.burst as usize {
+            member.state = State::GivenUp(status);
+            let message = format!(
+                "node '{}' {}, and was restarted {} times in {:.0}s: giving it up",
+                member.name,
+                describe(status),
+                restart.burst,
+                restart.interval.as_secs_f64()
+            );
+            if fail_fast {
+                return Some(Err(fail(format!("{message} (--fail-fast)"))));
+            }
+            log::error!("{message}");
+            return None;
+        }
+        member.restarts += 1;
+        member.state = State::Waiting(now + restart.delay);
+        log::warn!(
+            "node '{}' {}; restarting it (restart {})",
+            member.name,
+            describe(status),
+            member.restarts
+        );
+        self.restarted = Some(now);
+        None
+    }
+
+    /// The ring's one message dies with a node that had received it and not
+    /// yet answered. When the ring has received nothing for `silence`, and a
+    /// node was restarted about when it went quiet, the launcher sends the
+    /// first node's name to the second again, as at the start: once, until
+    /// the ring moves again, so that a second message is never added to one
+    /// still alive. (Counts reach the launcher up to a second late, so a
+    /// restart just after the last progress seen still counts.)
+    fn check_silence(&mut self, silence: Duration) {
+        let [received, ..] = self.totals();
+        if received > self.progress.0 {
+            self.progress = (received, Instant::now());
+            return;
+        }
+        let quiet_since = self.progress.1;
+        let lag = 2 * STATUS_EVERY;
+        let restarted = self.restarted.is_some_and(|r| r + lag >= quiet_since);
+        let already = self.reinjected.is_some_and(|t| t >= quiet_since);
+        if !restarted || already || quiet_since.elapsed() < silence {
+            return;
+        }
+        let (first, second) = (&self.plan.names[0], &self.plan.names[1]);
+        log::warn!(
+            "the ring has been silent for {:.1}s since a node was restarted: sending '{first}' to '{second}' again",
+            self.progress.1.elapsed().as_secs_f64()
+        );
+        match send_unbound(&self.plan.dir, second, first.as_bytes()) {
+            Ok(()) => {
+                self.reinjected = Some(Instant::now());
+                self.reinjections += 1;
+            }
+            Err(e) => log::warn!("cannot restart the chain: {e}"),
+        }
+    }
+
+    fn restarts(&self) -> u64 {
+        self.members.iter().map(|m| u64::from(m.restarts)).sum()
+    }
+
     /// The counts of every node added up: received, sent, dropped.
     fn totals(&self) -> [u64; 3] {
         self.members.iter().fold([0; 3], |mut t, m| {
-            (0..3).for_each(|k| t[k] += m.counts[k]);
+            (0..3).for_each(|k| t[k] += m.counts[k] + m.earlier[k]);
             t
         })
     }
@@ -414,6 +634,8 @@ impl Ring<'_> {
                 .num("received", received)
                 .num("sent", sent)
                 .num("dropped", dropped)
+                .num("restarts", self.restarts())
+                .num("reinjected", self.reinjections)
                 .raw("members", &format!("[{}]", members.join(",")))
                 .finish();
             piper_cli::stderr_line(piper_cli::Priority::Notice, &object);
@@ -425,7 +647,8 @@ impl Ring<'_> {
             let end = match member.state {
                 State::Ended(WaitStatus::Exited(_, code)) => format!("exited {code}"),
                 State::Ended(WaitStatus::Signaled(_, sig, _)) => format!("killed by {}", sig.as_str()),
-                State::Planned => "never started".into(),
+                State::GivenUp(_) => "given up".into(),
+                State::Planned | State::Waiting(_) => "not running".into(),
                 _ => "unknown".into(),
             };
             match tally.iter_mut().find(|(e, _)| *e == end) {
@@ -434,8 +657,12 @@ impl Ring<'_> {
             }
         }
         ends.extend(tally.into_iter().map(|(end, n)| format!("{n} {end}")));
+        let restarts = match (self.restarts(), self.reinjections) {
+            (0, 0) => String::new(),
+            (r, k) => format!("; {r} restarts, {k} re-injected"),
+        };
         let line = format!(
-            "piper-launch: ring of {}: received {received}, sent {sent}, dropped {dropped}; {}",
+            "piper-launch: ring of {}: received {received}, sent {sent}, dropped {dropped}; {}{restarts}",
             self.members.len(),
             ends.join(", ")
         );
@@ -515,26 +742,9 @@ impl Ring<'_> {
                 break;
             }
         }
-        // A node killed by a signal had no chance to remove its socket file.
-        let mut removed = 0;
-        for member in &self.members {
-            if let State::Ended(WaitStatus::Signaled(..)) = member.state {
-                match self.plan.dir.reclaim(&member.name) {
-                    Ok(true) => removed += 1,
-                    Ok(false) => {}
-                    Err(e) => log::warn!("{e}"),
-                }
-            }
-        }
-        log::info!(
-            "tore down {targets} nodes in {:.3}s{}",
-            started.elapsed().as_secs_f64(),
-            if removed > 0 {
-                format!(", removed {removed} stale sockets")
-            } else {
-                String::new()
-            }
-        );
+        // The sockets are the launcher's: they go when the ring goes, however
+        // the nodes ended.
+        log::info!("tore down {targets} nodes in {:.3}s", started.elapsed().as_secs_f64());
     }
 }
 
@@ -548,17 +758,22 @@ const PROGRESS_EVERY: Duration = Duration::from_millis(100);
 /// One node's line in the JSON ring summary.
 fn member_json(member: &Member) -> String {
     let (pid, exit, signal) = match member.state {
-        State::Ended(WaitStatus::Exited(pid, code)) => (Some(pid.as_raw()), Some(code), None),
-        State::Ended(WaitStatus::Signaled(pid, sig, _)) => (Some(pid.as_raw()), None, Some(sig.as_str())),
+        State::Ended(WaitStatus::Exited(pid, code)) | State::GivenUp(WaitStatus::Exited(pid, code)) => {
+            (Some(pid.as_raw()), Some(code), None)
+        }
+        State::Ended(WaitStatus::Signaled(pid, sig, _)) | State::GivenUp(WaitStatus::Signaled(pid, sig, _)) => {
+            (Some(pid.as_raw()), None, Some(sig.as_str()))
+        }
         State::Starting { pid, .. } | State::Ready { pid, .. } => (Some(pid.as_raw()), None, None),
         _ => (None, None, None),
     };
-    let [received, sent, dropped] = member.counts;
+    let [received, sent, dropped] = [0, 1, 2].map(|k| member.counts[k] + member.earlier[k]);
     piper_cli::json::Object::new()
         .str("name", member.name.as_str())
         .opt_num("pid", pid)
         .opt_num("exit", exit)
         .opt_str("signal", signal)
+        .num("restarts", member.restarts)
         .num("received", received)
         .num("sent", sent)
         .num("dropped", dropped)

@@ -105,6 +105,7 @@ impl Spawner {
             "LISTEN_FDS",
             "LISTEN_PID",
             "LISTEN_FDNAMES",
+            "PIPER_LAUNCHER",
         ];
         let mut env: Vec<CString> = std::env::vars_os()
             .filter(|(k, _)| !skip.iter().any(|s| k == s))
@@ -116,6 +117,8 @@ impl Spawner {
             })
             .collect();
         env.push(CString::new(format!("NOTIFY_SOCKET={notify_socket}")).map_err(|_| "bad notify socket")?);
+        // Who holds the nodes' sockets: should it die, the nodes remove them.
+        env.push(CString::new(format!("PIPER_LAUNCHER={}", std::process::id())).map_err(|_| "bad pid")?);
         let null = File::options()
             .read(true)
             .write(true)
@@ -144,6 +147,9 @@ impl Spawner {
     /// would pay a thousand exec round trips one after the other; here the
     /// launcher forks the next node while the last one is still exec'ing.
     ///
+    /// `socket` is the node's socket, bound (and its name claimed) by the
+    /// launcher, which the node adopts as fd 3, as under systemd's socket
+    /// activation (`LISTEN_FDS`, `LISTEN_PID`, `LISTEN_FDNAMES`).
     /// `stdout` is where a node whose lines are shown writes them: a relay
     /// pipe, or (`None`) the launcher's own stdout; `stderr` likewise for the
     /// foreground node's stderr.
@@ -151,6 +157,7 @@ impl Spawner {
         &mut self,
         plan: &Plan,
         i: usize,
+        socket: RawFd,
         stdout: Option<RawFd>,
         stderr: Option<RawFd>,
     ) -> Result<(Pid, Pid), String> {
@@ -178,14 +185,31 @@ impl Spawner {
         } else {
             (null, null)
         };
-        // Everything the child touches is built before fork: it allocates nothing.
+        // Everything the child touches is built before fork: it allocates
+        // nothing. LISTEN_PID must be the child's own pid, known only after
+        // the fork: the child writes its digits into room made here.
         let argv: Vec<*const nix::libc::c_char> = args.iter().map(|a| a.as_ptr()).chain([std::ptr::null()]).collect();
-        let envp: Vec<*const nix::libc::c_char> =
-            self.env.iter().map(|e| e.as_ptr()).chain([std::ptr::null()]).collect();
+        let names = CString::new(format!("LISTEN_FDNAMES={name}")).map_err(|_| "a name has a NUL")?;
+        const LISTEN_PID: &[u8] = b"LISTEN_PID=";
+        let mut listen_pid = LISTEN_PID.to_vec();
+        listen_pid.resize(LISTEN_PID.len() + 24, 0);
+        // One pointer for both uses: the variable, and the room for its digits.
+        let listen_pid = listen_pid.as_mut_ptr();
+        let envp: Vec<*const nix::libc::c_char> = self
+            .env
+            .iter()
+            .map(|e| e.as_ptr())
+            .chain([c"LISTEN_FDS=1".as_ptr(), names.as_ptr(), listen_pid.cast_const().cast()])
+            .chain([std::ptr::null()])
+            .collect();
+        // SAFETY: within the buffer just made: 11 bytes of name, 24 of room.
+        let pid_digits = unsafe { listen_pid.add(LISTEN_PID.len()) };
         let exec = ChildExec {
             launcher: self.launcher,
             group: self.group.unwrap_or(Pid::from_raw(0)),
             stdio: [self.null.as_raw_fd(), out, err],
+            socket,
+            pid_digits,
             foreground: i == plan.foreground,
             argv: &argv,
             envp: &envp,
@@ -193,8 +217,9 @@ impl Spawner {
         };
         // SAFETY: the launcher is single-threaded, and between fork and exec
         // the child calls only async-signal-safe functions (setpgid, prctl,
-        // getppid, sigaction, sigprocmask, dup2, execve, _exit) on data
-        // prepared before the fork. No signal handler is installed in the
+        // getppid, getpid, sigaction, sigprocmask, dup2, fcntl, execve, _exit)
+        // on data prepared before the fork, and writes only into the room
+        // for LISTEN_PID's digits, its own copy after the fork. No signal handler is installed in the
         // launcher (its signals are blocked and read from a signalfd), so
         // none can run in the child either.
         match unsafe { nix::unistd::fork() } {
@@ -255,6 +280,10 @@ struct ChildExec<'a> {
     group: Pid,
     /// What becomes fds 0, 1 and 2.
     stdio: [RawFd; 3],
+    /// What becomes fd 3: the node's socket.
+    socket: RawFd,
+    /// Room (24 bytes) for LISTEN_PID's digits and their NUL.
+    pid_digits: *mut u8,
     /// Whether this is the foreground node, which writes to the terminal.
     foreground: bool,
     /// Null-terminated argument and environment pointer arrays.
@@ -297,16 +326,52 @@ impl ChildExec<'_> {
             // SAFETY: sigaction is async-signal-safe, and SIG_IGN runs no code.
             let _ = unsafe { nix::sys::signal::signal(Signal::SIGTTOU, nix::sys::signal::SigHandler::SigIgn) };
         }
-        // SAFETY: dup2 and execve are async-signal-safe; the fds are open and the
-        // arrays end in null.
+        // SAFETY: pid_digits points at 24 writable bytes of this process's
+        // own copy of the environment block, which a pid's digits and a NUL fit.
+        unsafe { write_decimal(self.pid_digits, nix::unistd::getpid().as_raw()) };
+        // SAFETY: dup2, fcntl and execve are async-signal-safe; the fds are
+        // open and the arrays end in null.
         unsafe {
             if (0..3).any(|fd| libc::dup2(self.stdio[fd as usize], fd) < 0) {
+                libc::_exit(127);
+            }
+            // The socket becomes fd 3 (SD_LISTEN_FDS_START); a dup has no
+            // close-on-exec flag, and if it already is fd 3, its flag goes.
+            let moved = match self.socket {
+                3 => libc::fcntl(3, libc::F_SETFD, 0),
+                fd => libc::dup2(fd, 3),
+            };
+            if moved < 0 {
                 libc::_exit(127);
             }
             libc::execve(self.path.as_ptr(), self.argv.as_ptr(), self.envp.as_ptr());
             libc::_exit(127)
         }
     }
+}
+
+/// Writes `n` in decimal at `dst`, then a NUL, without allocating.
+///
+/// # Safety
+/// `dst` must have room for 12 bytes.
+unsafe fn write_decimal(dst: *mut u8, n: i32) {
+    let mut digits = [0u8; 11];
+    let mut len = 0;
+    let mut v = n.unsigned_abs();
+    loop {
+        digits[len] = b'0' + (v % 10) as u8;
+        len += 1;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    for (k, &d) in digits[..len].iter().rev().enumerate() {
+        // SAFETY: k < 11, within the room the caller promised.
+        unsafe { *dst.add(k) = d };
+    }
+    // SAFETY: len <= 10, within the room.
+    unsafe { *dst.add(len) = 0 };
 }
 
 #[cfg(test)]
@@ -351,6 +416,17 @@ mod tests {
         };
         assert_eq!(args(&plan, 0), want("pong", "ping", false));
         assert_eq!(args(&plan, 1), want("ping", "pong", true));
+    }
+
+    #[test]
+    fn pids_are_written_as_decimal_without_allocating() {
+        for (n, want) in [(0, "0"), (7, "7"), (4_194_304, "4194304"), (i32::MAX, "2147483647")] {
+            let mut room = [0xffu8; 24];
+            // SAFETY: 24 bytes of room.
+            unsafe { write_decimal(room.as_mut_ptr(), n) };
+            let end = room.iter().position(|&b| b == 0).unwrap();
+            assert_eq!(&room[..end], want.as_bytes());
+        }
     }
 
     #[test]

@@ -180,13 +180,30 @@ fn run(args: Args) -> Result<u8, Failure> {
         }
     }
     let name = node.name().clone();
+    let adopted = node.is_adopted();
     drop(node);
+    if adopted && launcher_gone() {
+        // The launcher held our socket and is gone (killed): nobody else
+        // will remove the file, and our socket is closed now.
+        match dir.reclaim(&name) {
+            Ok(_) => {}
+            Err(e) => log::warn!("{e}"),
+        }
+    }
     let (stats, end) = result?;
     summary(&name, &stats, started.elapsed(), args.json);
     Ok(match end {
         End::Stop(Stop::Signal(Signal::SIGINT)) => exit::INTERRUPTED,
         End::Handler | End::Stop(_) => exit::OK,
     })
+}
+
+/// Whether this node was started by a piper-launch (`$PIPER_LAUNCHER`)
+/// that is no longer its parent: the launcher died, and its sockets are
+/// ours to clean up.
+fn launcher_gone() -> bool {
+    let launcher = std::env::var("PIPER_LAUNCHER").ok().and_then(|p| p.parse::<i32>().ok());
+    launcher.is_some_and(|pid| nix::unistd::getppid().as_raw() != pid)
 }
 
 /// Binds the node, or adopts the socket systemd passed for it.

@@ -1,0 +1,236 @@
+//! A ring that heals: the launcher restarts dead nodes on the sockets it
+//! holds for them, so what was queued to a dead node is answered by its
+//! successor, and a message that died with a node is sent again.
+
+use std::os::unix::net::UnixDatagram;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use piper_tests::{launch_cmd, node_pid, running, wait_until, Dir, Proc, PROMPT};
+
+fn launch(dir: &Dir, args: &[&str]) -> Proc {
+    Proc::spawn(dir, "launch", launch_cmd(dir, args))
+}
+
+fn wait_ready(launcher: &Proc) {
+    assert!(wait_until(PROMPT, || launcher.stderr().contains("nodes ready in")));
+}
+
+/// The live pid of `name`, different from `old` (its predecessor).
+fn successor(dir: &Dir, name: &str, old: Pid, bound: Duration) -> Option<Pid> {
+    let mut pid = None;
+    wait_until(bound, || {
+        pid = node_pid(dir, name, Duration::ZERO).filter(|&p| p != old);
+        pid.is_some()
+    });
+    pid
+}
+
+/// The foreground's count of message lines so far.
+fn lines_of(launcher: &Proc, name: &str) -> usize {
+    let prefix = format!("{name} received: ");
+    launcher.lines().iter().filter(|l| l.starts_with(&prefix)).count()
+}
+
+#[test]
+fn a_killed_node_is_back_within_the_delay_and_the_chain_goes_on() {
+    for nodes in ["2", "30"] {
+        let dir = Dir::new("restart-back");
+        let args = [
+            "--nodes",
+            nodes,
+            "--interval",
+            "5",
+            "--restart",
+            "on-failure",
+            "--output",
+            "foreground",
+        ];
+        let mut launcher = launch(&dir, &args);
+        wait_ready(&launcher);
+        let fg = format!("node{nodes}");
+        let victim = "node1";
+        let old = node_pid(&dir, victim, PROMPT).expect("node1 runs");
+        let killed = Instant::now();
+        kill(old, Signal::SIGKILL).unwrap();
+        let new = successor(&dir, victim, old, PROMPT).expect("node1 is back");
+        let took = killed.elapsed();
+        // --restart-delay is 0.1 s.
+        assert!(
+            took < Duration::from_millis(100 + 100),
+            "{nodes} nodes: back after {took:?}"
+        );
+        let before = lines_of(&launcher, &fg);
+        assert!(
+            wait_until(PROMPT, || lines_of(&launcher, &fg) > before + 3),
+            "{nodes} nodes: the chain stopped"
+        );
+        assert!(running(new));
+        let err = launcher.stderr();
+        assert!(
+            err.contains(&format!(
+                "node '{victim}' (pid {old}) was killed by SIGKILL; restarting it (restart 1)"
+            )),
+            "{err}"
+        );
+        launcher.signal(Signal::SIGTERM);
+        assert_eq!(launcher.code(PROMPT), Some(0));
+        assert!(launcher.stderr().contains("; 1 restarts, "), "{}", launcher.stderr());
+        assert_eq!(dir.wait_no_processes(PROMPT), Vec::<i32>::new());
+        assert_eq!(dir.entries(), Vec::<String>::new());
+    }
+}
+
+#[test]
+fn what_was_sent_to_a_dead_node_is_answered_by_its_successor() {
+    let dir = Dir::new("restart-queue");
+    let args = [
+        "--nodes",
+        "a,b",
+        "--restart",
+        "always",
+        "--restart-delay",
+        "1",
+        "--interval",
+        "20",
+    ];
+    let mut launcher = launch(&dir, &args);
+    wait_ready(&launcher);
+    let old = node_pid(&dir, "a", PROMPT).expect("a runs");
+    kill(old, Signal::SIGKILL).unwrap();
+    assert!(wait_until(PROMPT, || launcher.stderr().contains("restarting it")));
+    // a is dead for a second: these wait in the queue of the socket the
+    // launcher holds for it, and its successor reads every one.
+    let sender = UnixDatagram::unbound().unwrap();
+    for _ in 0..5 {
+        sender.send_to(b"tester", dir.join("piper-a")).unwrap();
+    }
+    assert!(node_pid(&dir, "a", Duration::ZERO).is_none_or(|p| p == old && !running(p)));
+    let answered = |l: &Proc| l.lines().iter().filter(|l| *l == "a received: 'tester'").count();
+    assert!(
+        wait_until(PROMPT, || answered(&launcher) == 5),
+        "{} of 5",
+        answered(&launcher)
+    );
+    assert!(successor(&dir, "a", old, Duration::ZERO).is_some());
+    launcher.signal(Signal::SIGTERM);
+    assert_eq!(launcher.code(PROMPT), Some(0));
+    assert_eq!(answered(&launcher), 5, "each answered once");
+    assert_eq!(dir.entries(), Vec::<String>::new());
+}
+
+#[test]
+fn chaos_200_kills_and_the_ring_still_runs_with_one_message() {
+    let dir = Dir::new("restart-chaos");
+    let args = [
+        "--nodes",
+        "30",
+        "--output",
+        "foreground",
+        "--restart",
+        "on-failure",
+        "--restart-burst",
+        "1000",
+        "--restart-delay",
+        "0.05",
+        "--json",
+    ];
+    let mut launcher = launch(&dir, &args);
+    wait_ready(&launcher);
+    let mut x: u64 = std::env::var("PIPER_FAULT_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5eed_1234_abcd_ef01);
+    let mut next = |below: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % below
+    };
+    let mut kills = 0;
+    for round in 0..200 {
+        let name = format!("node{}", 1 + next(29));
+        let pid = node_pid(&dir, &name, PROMPT).unwrap_or_else(|| panic!("round {round}: {name} is not back"));
+        kill(pid, Signal::SIGKILL).unwrap();
+        kills += 1;
+        std::thread::sleep(Duration::from_millis(next(40)));
+    }
+    // Every node alive again, each once.
+    for k in 1..=30 {
+        assert!(
+            node_pid(&dir, &format!("node{k}"), PROMPT).is_some(),
+            "node{k} is not back"
+        );
+    }
+    let alive = || dir.processes().len();
+    assert!(wait_until(PROMPT, || alive() == 31), "{} processes", alive());
+    // The chain still runs: the foreground keeps receiving, after a
+    // re-injection if the last kill took the message with it.
+    let before = lines_of(&launcher, "node30");
+    assert!(
+        wait_until(Duration::from_secs(20), || lines_of(&launcher, "node30") > before + 100),
+        "the chain stopped"
+    );
+    launcher.signal(Signal::SIGTERM);
+    assert_eq!(launcher.code(PROMPT), Some(0));
+    let err = launcher.stderr();
+    let summary = err.lines().last().unwrap();
+    let number = |key: &str| -> u64 {
+        let rest = summary.split(&format!("\"{key}\":")).nth(1).unwrap();
+        rest.split([',', '}']).next().unwrap().parse().unwrap()
+    };
+    let (restarts, reinjected, received) = (number("restarts"), number("reinjected"), number("received"));
+    assert_eq!(restarts, kills, "every kill was restarted");
+    let logged = err.lines().filter(|l| l.contains("again")).count() as u64;
+    assert_eq!(logged, reinjected, "every re-injection is logged");
+    assert!(received > 0);
+    assert_eq!(dir.wait_no_processes(PROMPT), Vec::<i32>::new(), "no orphan");
+    assert_eq!(dir.entries(), Vec::<String>::new(), "no stray file");
+    eprintln!("chaos: {kills} kills, {restarts} restarts, {reinjected} re-injections (messages lost and replaced), {received} received");
+}
+
+#[test]
+fn a_node_that_dies_at_once_every_time_is_given_up() {
+    let dir = Dir::new("restart-burst");
+    let fake = concat!(env!("CARGO_MANIFEST_DIR"), "/fake/node.py");
+    let log = dir.aux("starts");
+    let mut cmd = launch_cmd(
+        &dir,
+        &["--nodes", "a,b", "--restart", "on-failure", "--foreground", "b"],
+    );
+    cmd.args(["--node-bin", fake])
+        .env("FAKE_MODE", "die-soon")
+        .env("FAKE_LOG", &log);
+    // b would die too: it is the foreground, whose death ends the run. So
+    // only a dies here (its FAKE_MODE), b waits.
+    cmd.env("FAKE_ONLY", "a");
+    let started = Instant::now();
+    let mut launcher = Proc::spawn(&dir, "launch", cmd);
+    let gave_up = "node 'a' (pid";
+    assert!(
+        wait_until(PROMPT, || launcher.stderr().contains("giving it up")),
+        "never given up"
+    );
+    let took = started.elapsed();
+    let err = launcher.stderr();
+    assert!(
+        err.contains(gave_up) && err.contains("and was restarted 5 times in 10s: giving it up"),
+        "{err}"
+    );
+    // The first start and five restarts, and then no more: no busy loop.
+    let starts = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| *l == "a")
+            .count()
+    };
+    assert_eq!(starts(), 6);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(starts(), 6);
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    launcher.signal(Signal::SIGTERM);
+    assert_eq!(launcher.code(PROMPT), Some(0));
+    assert!(launcher.stderr().contains("1 given up"), "{}", launcher.stderr());
+}
