@@ -20,7 +20,8 @@ bin="target/$host/release"
 case "${1:-}" in
   --smoke)
     shift
-    exec "$bin/piper-bench" --bin "$bin" --reps 1 --count 2000 --ring 20 --ring-count 5 --launch 10,20 "$@" ;;
+    exec "$bin/piper-bench" --bin "$bin" --reps 1 --count 2000 --ring 20 --ring-count 5 --launch 10,20 \
+      --placement-count 2000 --placement-laps 5 "$@" ;;
   --update)
     shift
     exec "$bin/piper-bench" --bin "$bin" --out BENCHMARKS.md "$@" ;;

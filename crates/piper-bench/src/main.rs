@@ -11,6 +11,7 @@
 //! this same binary.
 
 mod piper;
+mod placement;
 mod raw;
 mod report;
 mod scratch;
@@ -47,6 +48,12 @@ pub struct Settings {
     /// Where sockets live during the run [default: $XDG_RUNTIME_DIR, else /dev/shm].
     #[arg(long)]
     tmp: Option<PathBuf>,
+    /// Round trips per 2-node figure of the placement table (0: no table).
+    #[arg(long, default_value_t = 50_000)]
+    placement_count: u64,
+    /// Laps of the big ring in the placement table.
+    #[arg(long, default_value_t = 50)]
+    placement_laps: u64,
     #[command(subcommand)]
     helper: Option<Helper>,
 }
@@ -55,20 +62,56 @@ pub struct Settings {
 #[derive(Debug, Subcommand)]
 enum Helper {
     /// Answer every datagram on PATH with "pong" (the raw ping-pong's server).
-    Echo { path: PathBuf },
+    Echo {
+        path: PathBuf,
+        /// Run on this CPU only.
+        #[arg(long)]
+        cpu: Option<usize>,
+    },
     /// Forward every datagram on PATH to NEXT (a raw ring member).
-    Forward { path: PathBuf, next: PathBuf },
+    Forward {
+        path: PathBuf,
+        next: PathBuf,
+        /// Run on this CPU only.
+        #[arg(long)]
+        cpu: Option<usize>,
+    },
+    /// Spin forever: load for the placement table.
+    Hog {
+        /// Run on this CPU only.
+        #[arg(long)]
+        cpu: Option<usize>,
+    },
     /// Run a raw ring of N processes and print its hop rate.
-    RawRing { n: usize },
+    RawRing {
+        n: usize,
+        /// Laps to time [default: 200000 hops' worth].
+        #[arg(long)]
+        laps: Option<u64>,
+    },
 }
 
 fn main() {
     let s = Settings::parse();
     scratch::set_root(s.tmp.clone().unwrap_or_else(scratch::default_root));
     match s.helper {
-        Some(Helper::Echo { path }) => raw::echo(&path),
-        Some(Helper::Forward { path, next }) => raw::forward(&path, &next),
-        Some(Helper::RawRing { n }) => println!("{:.0}", raw::ring(n, (200_000 / n as u64).max(1))),
+        Some(Helper::Echo { path, cpu }) => {
+            placement::pin_self(cpu);
+            raw::echo(&path)
+        }
+        Some(Helper::Forward { path, next, cpu }) => {
+            placement::pin_self(cpu);
+            raw::forward(&path, &next)
+        }
+        Some(Helper::Hog { cpu }) => {
+            placement::pin_self(cpu);
+            placement::hog()
+        }
+        Some(Helper::RawRing { n, laps }) => {
+            // The placement table pins a whole raw ring by pinning its root.
+            placement::pin_self(std::env::var("PIPER_BENCH_CPU").ok().and_then(|c| c.parse().ok()));
+            println!("{:.0}", raw::ring(n, laps.unwrap_or((200_000 / n as u64).max(1))))
+        }
         None => run(&s),
     }
 }
@@ -98,7 +141,10 @@ fn run(s: &Settings) {
         m.rss.push(piper::idle_rss_kib(s));
     }
     let command: Vec<String> = std::env::args().collect();
-    let text = report::render(s, &m, &command.join(" "));
+    let mut text = report::render(s, &m, &command.join(" "));
+    if s.placement_count > 0 {
+        text.push_str(&placement::table(s));
+    }
     print!("{text}");
     if let Some(out) = &s.out {
         std::fs::write(out, text).unwrap_or_else(|e| panic!("write {}: {e}", out.display()));

@@ -101,7 +101,7 @@ pub fn launch_and_teardown(s: &Settings, n: usize) -> (f64, f64) {
         assert!(Instant::now() < deadline, "ring of {n} never ready:\n{}", read());
         std::thread::sleep(Duration::from_millis(5));
     }
-    let pid = node_pid(s, &sockets, &format!("node{n}"));
+    let pid = node_pid(launcher.0.id(), &format!("node{n}"));
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
     let status = launcher.0.wait().unwrap();
     assert_eq!(status.code(), Some(137));
@@ -118,29 +118,20 @@ pub fn launch_and_teardown(s: &Settings, n: usize) -> (f64, f64) {
     (seconds("nodes ready in"), seconds("tore down"))
 }
 
-/// The pid of node `name`, from `piper-node --list`, checked before anyone
-/// signals it: a real pid (not 0, 1 or ours) of a process whose command
-/// line names `sockets`.
-fn node_pid(s: &Settings, sockets: &Path, name: &str) -> i32 {
-    let out = Command::new(s.bin.join("piper-node"))
-        .arg("--list")
-        .arg("--dir")
-        .arg(sockets)
-        .output()
-        .unwrap();
-    let list = String::from_utf8_lossy(&out.stdout);
-    let line = list
-        .lines()
-        .find(|l| l.split('\t').next() == Some(name))
-        .expect("the node is listed");
-    let pid: i32 = line.split('\t').nth(1).unwrap().parse().expect("a pid");
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    let ours = String::from_utf8_lossy(&cmdline).contains(&*sockets.to_string_lossy());
-    assert!(
-        pid > 1 && pid != std::process::id() as i32 && ours,
-        "pid {pid} for {name} is not a node of {}",
-        sockets.display()
-    );
+/// The pid of node `name`: a child of `launcher` whose command line ends in
+/// that name. Only such a pid is ever signalled: the launcher's own child
+/// (it holds every node's name, so the lock table would name the launcher).
+fn node_pid(launcher: u32, name: &str) -> i32 {
+    let children = std::fs::read_to_string(format!("/proc/{launcher}/task/{launcher}/children")).unwrap_or_default();
+    let pid = children
+        .split_whitespace()
+        .filter_map(|p| p.parse::<i32>().ok())
+        .find(|p| {
+            let cmdline = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
+            cmdline.split(|&b| b == 0).rfind(|a| !a.is_empty()) == Some(name.as_bytes())
+        });
+    let pid = pid.unwrap_or_else(|| panic!("no child of {launcher} is node {name}"));
+    assert!(pid > 1 && pid != std::process::id() as i32);
     pid
 }
 

@@ -8,6 +8,7 @@
 //! arguments and maps outcomes to exit codes.
 
 mod output;
+mod placement;
 mod ring;
 mod signals;
 mod spawn;
@@ -95,6 +96,11 @@ struct Args {
     /// Restart the foreground node too, instead of ending the run.
     #[arg(long)]
     restart_foreground: bool,
+    /// Where nodes run: auto (pack onto the least busy CPU, and unpack if
+    /// it turns busy), pack, spread (round robin), none (the scheduler's
+    /// choice), or a CPU list such as 0,2-3.
+    #[arg(long, value_name = "POLICY", default_value = "auto")]
+    cpus: placement::Policy,
     /// The ring summary at exit as one JSON object on stderr: totals, and
     /// each node's counts and how it ended.
     #[arg(long)]
@@ -177,6 +183,7 @@ fn run(args: Args) -> Result<u8, Failure> {
         grace: seconds("--grace", args.grace)?,
         fail_fast: args.fail_fast,
         json: args.json,
+        cpus: check_cpus(args.cpus)?,
         restart: ring::Restart {
             policy: args.restart,
             delay: seconds("--restart-delay", args.restart_delay)?,
@@ -186,6 +193,19 @@ fn run(args: Args) -> Result<u8, Failure> {
         },
     };
     ring::run(&plan, &options, display)
+}
+
+/// A CPU list must name CPUs this process may use.
+fn check_cpus(policy: placement::Policy) -> Result<placement::Policy, Failure> {
+    if let placement::Policy::List(cpus) = &policy {
+        let allowed = placement::allowed();
+        if let Some(cpu) = cpus.iter().find(|c| !allowed.contains(c)) {
+            return Err(Failure::usage(format!(
+                "--cpus: CPU {cpu} is not one this process may use ({allowed:?})"
+            )));
+        }
+    }
+    Ok(policy)
 }
 
 /// Makes room for a relay pipe per node (the soft limit is often 1024):

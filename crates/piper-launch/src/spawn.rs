@@ -37,6 +37,13 @@ pub struct Plan {
     pub all_output: bool,
 }
 
+/// Where each node runs: a CPU set per node, or none (the scheduler's
+/// choice). Decided at launch (see `placement`), changed by `auto`.
+#[derive(Clone, Debug)]
+pub struct Placement {
+    pub sets: Vec<Option<nix::sched::CpuSet>>,
+}
+
 impl Plan {
     /// Whether node `i`'s message lines go to the launcher's stream (rather
     /// than to a log file, or nowhere).
@@ -160,6 +167,7 @@ impl Spawner {
         socket: RawFd,
         stdout: Option<RawFd>,
         stderr: Option<RawFd>,
+        cpus: Option<nix::sched::CpuSet>,
     ) -> Result<(Pid, Pid), String> {
         let name = &plan.names[i];
         let args: Vec<CString> = node_args(plan, i)
@@ -210,6 +218,7 @@ impl Spawner {
             stdio: [self.null.as_raw_fd(), out, err],
             socket,
             pid_digits,
+            cpus,
             foreground: i == plan.foreground,
             argv: &argv,
             envp: &envp,
@@ -217,7 +226,8 @@ impl Spawner {
         };
         // SAFETY: the launcher is single-threaded, and between fork and exec
         // the child calls only async-signal-safe functions (setpgid, prctl,
-        // getppid, getpid, sigaction, sigprocmask, dup2, fcntl, execve, _exit)
+        // getppid, getpid, sched_setaffinity, sigaction, sigprocmask, dup2,
+        // fcntl, execve, _exit)
         // on data prepared before the fork, and writes only into the room
         // for LISTEN_PID's digits, its own copy after the fork. No signal handler is installed in the
         // launcher (its signals are blocked and read from a signalfd), so
@@ -284,6 +294,8 @@ struct ChildExec<'a> {
     socket: RawFd,
     /// Room (24 bytes) for LISTEN_PID's digits and their NUL.
     pid_digits: *mut u8,
+    /// The CPUs the node may run on, if placed.
+    cpus: Option<nix::sched::CpuSet>,
     /// Whether this is the foreground node, which writes to the terminal.
     foreground: bool,
     /// Null-terminated argument and environment pointer arrays.
@@ -314,6 +326,11 @@ impl ChildExec<'_> {
         if nix::unistd::getppid() != launcher {
             // SAFETY: _exit is async-signal-safe.
             unsafe { libc::_exit(1) };
+        }
+        // Placed before it runs a single instruction of its own: a node
+        // never starts on the wrong CPU. (A failure leaves it unplaced.)
+        if let Some(cpus) = &self.cpus {
+            let _ = nix::sched::sched_setaffinity(Pid::from_raw(0), cpus);
         }
         // The launcher's blocked signals stay blocked across exec unless
         // unblocked here; a teardown's SIGTERM that came since the fork

@@ -58,6 +58,10 @@ struct Args {
     /// List the nodes in the socket directory: name, pid, live or stale.
     #[arg(long, conflicts_with_all = ["send", "next", "count", "quiet"])]
     list: bool,
+    /// Run on CPU N only (see the README's performance section: a ring is
+    /// fastest with all its nodes on one CPU).
+    #[arg(long, value_name = "N")]
+    cpu: Option<usize>,
     /// Machine-readable output: the exit summary as one JSON object on
     /// stderr, and with --list one JSON object per node on stdout.
     #[arg(long)]
@@ -107,6 +111,9 @@ fn run(args: Args) -> Result<u8, Failure> {
         let peer = Name::new(peer)?;
         piper_core::send_unbound(&dir, &peer, name.as_bytes())?;
         return Ok(exit::OK);
+    }
+    if let Some(cpu) = args.cpu {
+        pin_to(cpu)?;
     }
     let peer = |flag: &str, p: &Option<String>| -> Result<Option<Name>, Failure> {
         let peer = p.as_deref().map(Name::new).transpose()?;
@@ -196,6 +203,15 @@ fn run(args: Args) -> Result<u8, Failure> {
         End::Stop(Stop::Signal(Signal::SIGINT)) => exit::INTERRUPTED,
         End::Handler | End::Stop(_) => exit::OK,
     })
+}
+
+/// `--cpu N`: this process runs on CPU N only.
+fn pin_to(cpu: usize) -> Result<(), Failure> {
+    use nix::sched::{sched_setaffinity, CpuSet};
+    let mut set = CpuSet::new();
+    set.set(cpu)
+        .and_then(|()| sched_setaffinity(nix::unistd::Pid::from_raw(0), &set))
+        .map_err(|e| Failure::usage(format!("--cpu {cpu}: not a CPU this process may use ({})", e.desc())))
 }
 
 /// Whether this node was started by a piper-launch (`$PIPER_LAUNCHER`)
