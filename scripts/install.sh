@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs piper-node, piper-launch and their systemd units.
+# Installs piper-node, piper-launch, their man pages, shell completions,
+# systemd units and sysusers.d entry.
 #
 #   scripts/install.sh            # system-wide: binaries in $PREFIX/bin, units
 #                                 # in $PREFIX/lib/systemd/system, /etc/piper
@@ -8,8 +9,10 @@
 #
 # PREFIX (default /usr/local, or ~/.local with --user) and DESTDIR (a staging
 # root, default none) are honoured, so it runs without root into a staging
-# dir. UNITDIR and SYSCONFDIR override the unit and config directories.
-# PIPER_BIN_DIR takes prebuilt binaries from there instead of building.
+# dir. UNITDIR, SYSCONFDIR and SYSUSERSDIR override the unit, config and
+# sysusers.d directories. PIPER_BIN_DIR takes prebuilt binaries from there,
+# and PIPER_DIST_DIR prebuilt man pages and completions (`cargo xtask dist
+# DIR`), instead of building them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,6 +27,12 @@ else
   PREFIX="${PREFIX:-/usr/local}"
   UNITDIR="${UNITDIR:-$PREFIX/lib/systemd/system}"
   SYSCONFDIR="${SYSCONFDIR:-/etc}"
+  # systemd-sysusers reads /usr/lib and /etc, never /usr/local.
+  if [[ $PREFIX == /usr ]]; then
+    SYSUSERSDIR="${SYSUSERSDIR:-/usr/lib/sysusers.d}"
+  else
+    SYSUSERSDIR="${SYSUSERSDIR:-$SYSCONFDIR/sysusers.d}"
+  fi
 fi
 DESTDIR="${DESTDIR:-}"
 
@@ -37,10 +46,22 @@ if [[ -z "${PIPER_BIN_DIR:-}" ]]; then
     cargo build --release --quiet --target "$host" -p piper-node -p piper-launch
   PIPER_BIN_DIR="target/$host/release"
 fi
+if [[ -z "${PIPER_DIST_DIR:-}" ]]; then
+  PIPER_DIST_DIR="target/dist"
+  cargo xtask dist "$PIPER_DIST_DIR" >/dev/null
+fi
 
-install -d "$DESTDIR$PREFIX/bin" "$DESTDIR$PREFIX/share/doc/piper" "$DESTDIR$UNITDIR" "$DESTDIR$SYSCONFDIR/piper"
+share="$DESTDIR$PREFIX/share"
+install -d "$DESTDIR$PREFIX/bin" "$share/doc/piper" "$share/man/man1" "$DESTDIR$UNITDIR" "$DESTDIR$SYSCONFDIR/piper" \
+  "$share/bash-completion/completions" "$share/zsh/vendor-completions" "$share/fish/vendor_completions.d"
 install -m 0755 "$PIPER_BIN_DIR/piper-node" "$PIPER_BIN_DIR/piper-launch" "$DESTDIR$PREFIX/bin/"
-install -m 0644 README.md "$DESTDIR$PREFIX/share/doc/piper/README.md"
+install -m 0644 README.md LICENSE-MIT LICENSE-APACHE "$share/doc/piper/"
+for program in piper-node piper-launch; do
+  install -m 0644 "$PIPER_DIST_DIR/man/man1/$program.1" "$share/man/man1/"
+  install -m 0644 "$PIPER_DIST_DIR/completions/bash/$program" "$share/bash-completion/completions/"
+  install -m 0644 "$PIPER_DIST_DIR/completions/zsh/_$program" "$share/zsh/vendor-completions/"
+  install -m 0644 "$PIPER_DIST_DIR/completions/fish/$program.fish" "$share/fish/vendor_completions.d/"
+done
 
 # The units name /usr/local, /etc/piper and /run; point them at this
 # install. A user manager has no User= to switch to, its runtime directory
@@ -64,6 +85,10 @@ done
 if [[ ! -e "$DESTDIR$SYSCONFDIR/piper/launch.env" ]]; then
   install -m 0644 scripts/systemd/launch.env "$DESTDIR$SYSCONFDIR/piper/launch.env"
 fi
+if [[ $user == no ]]; then
+  install -d "$DESTDIR$SYSUSERSDIR"
+  install -m 0644 scripts/sysusers.d/piper.conf "$DESTDIR$SYSUSERSDIR/piper.conf"
+fi
 
 ctl="systemctl"
 [[ $user == yes ]] && ctl="systemctl --user"
@@ -72,13 +97,13 @@ piper installed into ${DESTDIR:-/}: $PREFIX/bin, $UNITDIR, $SYSCONFDIR/piper.
 Next steps:
 NEXT
 if [[ $user == no ]]; then
-  echo "  useradd --system --no-create-home --shell /usr/sbin/nologin piper   # once"
+  echo "  systemd-sysusers                              # creates the user piper ($SYSUSERSDIR/piper.conf)"
 fi
 cat <<NEXT
   $ctl daemon-reload
   $ctl enable --now piper-node@ping.socket      # ping, started by its first datagram
   $ctl start piper-node@pong.service            # pong, running now
-  $PREFIX/bin/piper-node pong --dir $( [[ $user == yes ]] && echo '$XDG_RUNTIME_DIR' || echo /run )/piper --kick ping   # start the chain
+  piper-node pong --dir $( [[ $user == yes ]] && echo '$XDG_RUNTIME_DIR' || echo /run )/piper --kick ping   # start the chain
   journalctl $( [[ $user == yes ]] && echo '--user ' )-u piper-node@ping -u piper-node@pong -f
   # a whole ring as one service: edit $SYSCONFDIR/piper/launch.env, then
   $ctl start piper-launch.service

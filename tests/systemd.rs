@@ -16,6 +16,7 @@ fn install(dir: &Dir) -> PathBuf {
     let prefix = dir.aux("prefix");
     let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/install.sh"))
         .env("PIPER_BIN_DIR", bin_dir())
+        .env("PIPER_DIST_DIR", piper_tests::dist_dir())
         .env("PREFIX", &prefix)
         .env("SYSCONFDIR", dir.aux("etc"))
         .output()
@@ -26,6 +27,17 @@ fn install(dir: &Dir) -> PathBuf {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("systemctl enable --now piper-node@ping.socket"));
+    for installed in [
+        "bin/piper-node",
+        "share/man/man1/piper-launch.1",
+        "share/bash-completion/completions/piper-node",
+        "share/zsh/vendor-completions/_piper-launch",
+        "share/fish/vendor_completions.d/piper-node.fish",
+        "share/doc/piper/LICENSE-APACHE",
+    ] {
+        assert!(prefix.join(installed).exists(), "{installed}");
+    }
+    assert!(dir.aux("etc/sysusers.d/piper.conf").exists());
     let units = prefix.join("lib/systemd/system");
     for (template, instance) in [
         ("piper-node@.service", "piper-node@ping.service"),
@@ -98,6 +110,7 @@ fn user_units_have_no_user_switch_and_use_the_runtime_dir() {
     let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/install.sh"))
         .arg("--user")
         .env("PIPER_BIN_DIR", bin_dir())
+        .env("PIPER_DIST_DIR", piper_tests::dist_dir())
         .env("HOME", dir.aux("home"))
         .env_remove("XDG_CONFIG_HOME")
         .output()

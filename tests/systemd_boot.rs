@@ -194,6 +194,7 @@ fn install(booted: &Booted, extra_env: &[(&str, &str)], args: &[&str]) {
     let mut cmd = Command::new(script);
     cmd.args(args)
         .env("PIPER_BIN_DIR", bin_dir())
+        .env("PIPER_DIST_DIR", piper_tests::dist_dir())
         .env("DESTDIR", format!("/proc/{}/root", booted.pid1));
     for (k, v) in extra_env {
         cmd.env(k, v);
@@ -221,25 +222,12 @@ fn the_readme_systemd_walkthrough_works_under_a_real_systemd() {
 
     // The README, step by step, as root.
     install(&booted, &[], &[]);
-    booted.ok(&[
-        "useradd",
-        "--system",
-        "--no-create-home",
-        "--shell",
-        "/usr/sbin/nologin",
-        "piper",
-    ]);
+    booted.ok(&["systemd-sysusers"]);
+    assert!(booted.ok(&["id", "piper"]).contains("(piper)"));
     booted.ok(&["systemctl", "daemon-reload"]);
     booted.ok(&["systemctl", "enable", "--now", "piper-node@ping.socket"]);
     booted.ok(&["systemctl", "start", "piper-node@pong.service"]);
-    booted.ok(&[
-        "/usr/local/bin/piper-node",
-        "pong",
-        "--dir",
-        "/run/piper",
-        "--kick",
-        "ping",
-    ]);
+    booted.ok(&["piper-node", "pong", "--dir", "/run/piper", "--kick", "ping"]);
     // The chatter at a human pace, in the journal.
     let chatted = wait_until(wait, || {
         booted
@@ -260,14 +248,7 @@ fn the_readme_systemd_walkthrough_works_under_a_real_systemd() {
     eprintln!("{shown}");
     // A warning reaches the journal at its priority: a kick from a name
     // nobody has, whose answer pong cannot deliver.
-    booted.ok(&[
-        "/usr/local/bin/piper-node",
-        "ghost",
-        "--dir",
-        "/run/piper",
-        "--kick",
-        "pong",
-    ]);
+    booted.ok(&["piper-node", "ghost", "--dir", "/run/piper", "--kick", "pong"]);
     let warned = || {
         booted
             .journal("piper-node@pong", "warning")
@@ -296,7 +277,7 @@ fn the_readme_systemd_walkthrough_works_under_a_real_systemd() {
     });
     assert!(restarted, "pong was not restarted");
     assert_ne!(booted.property("piper-node@pong.service", "MainPID"), before);
-    let listed = booted.ok(&["/usr/local/bin/piper-node", "--list", "--dir", "/run/piper"]);
+    let listed = booted.ok(&["piper-node", "--list", "--dir", "/run/piper"]);
     let pid = booted.property("piper-node@pong.service", "MainPID");
     assert!(listed.contains(&format!("pong\t{pid}\tlive")), "{listed}");
     booted.ok(&[
@@ -338,7 +319,8 @@ fn the_readme_systemd_walkthrough_works_under_a_real_systemd() {
     let home = "/home/tester";
     let installer = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/install.sh");
     let bins = format!("PIPER_BIN_DIR={}", bin_dir().display());
-    booted.ok_as(uid, home, &["env", &bins, installer, "--user"]);
+    let dist = format!("PIPER_DIST_DIR={}", piper_tests::dist_dir().display());
+    booted.ok_as(uid, home, &["env", &bins, &dist, installer, "--user"]);
     let user = |args: &[&str]| {
         let mut full = vec!["systemctl", "--user"];
         full.extend(args);
@@ -381,4 +363,50 @@ fn the_readme_systemd_walkthrough_works_under_a_real_systemd() {
         user(&["show", "-P", "Result", "piper-node@pong.service"]).trim(),
         "success"
     );
+
+    // The Debian package, on the same system: what install.sh put under
+    // /usr/local goes first, and the user piper too, which the package
+    // creates again.
+    booted.ok(&[
+        "sh",
+        "-c",
+        "rm -f /usr/local/bin/piper-* /usr/local/lib/systemd/system/piper-* /etc/sysusers.d/piper.conf \
+         && userdel piper && systemctl daemon-reload",
+    ]);
+    let deb = piper_tests::build_package();
+    std::fs::copy(&deb, format!("/proc/{}/root/tmp/piper.deb", booted.pid1)).unwrap();
+    booted.ok(&["dpkg", "-i", "/tmp/piper.deb"]);
+    assert!(
+        booted.ok(&["id", "piper"]).contains("(piper)"),
+        "the package made the user"
+    );
+    let man = booted.ok(&["man", "-P", "cat", "piper-node"]);
+    assert!(man.contains("EXIT STATUS") && man.contains("--kick"), "{man}");
+    booted.ok(&["systemctl", "enable", "--now", "piper-node@ping.socket"]);
+    booted.ok(&["systemctl", "start", "piper-node@pong.service"]);
+    assert_eq!(booted.ok(&["which", "piper-node"]).trim(), "/usr/bin/piper-node");
+    booted.ok(&["piper-node", "pong", "--dir", "/run/piper", "--kick", "ping"]);
+    let answered = wait_until(wait, || {
+        counts(&status("piper-node@ping.service"))
+            .first()
+            .is_some_and(|&n| n >= 1)
+    });
+    assert!(answered, "the packaged units did not chat");
+    booted.ok(&["dpkg", "-r", "piper"]);
+    let left = booted.ok(&["sh", "-c", "ls /etc/systemd/system/*.wants/ | grep piper || true"]);
+    assert_eq!(left, "", "units left enabled");
+    assert_eq!(booted.property("piper-node@pong.service", "ActiveState"), "inactive");
+    let files = booted.ok(&[
+        "sh",
+        "-c",
+        "ls /usr/bin/piper-* /usr/lib/systemd/system/piper-* /usr/share/man/man1/piper-* 2>/dev/null || true",
+    ]);
+    assert_eq!(files, "", "files left after dpkg -r");
+    assert_eq!(
+        booted.ok(&["ls", "/etc/piper"]),
+        "launch.env\n",
+        "only the conffile stays"
+    );
+    booted.ok(&["dpkg", "-P", "piper"]);
+    assert!(!booted.run(&["test", "-e", "/etc/piper/launch.env"]).status.success());
 }

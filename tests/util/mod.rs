@@ -60,6 +60,41 @@ pub fn bin_dir() -> &'static Path {
     })
 }
 
+/// Man pages and shell completions (`cargo xtask dist`), made once per run,
+/// for the tests that install.
+pub fn dist_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = bin_dir().join("dist-tests");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["run", "--quiet", "--package", "xtask", "--", "dist"])
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .status()
+            .expect("run cargo xtask dist");
+        assert!(status.success(), "cargo xtask dist failed");
+        dir
+    })
+}
+
+/// The Debian package, built by scripts/package.sh from the test build.
+pub fn build_package() -> PathBuf {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/package.sh");
+    let out = Command::new(script)
+        .env("PIPER_BIN_DIR", bin_dir())
+        .env("PIPER_DIST_DIR", dist_dir())
+        .output()
+        .expect("run scripts/package.sh");
+    assert!(
+        out.status.success(),
+        "package.sh: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let path = String::from_utf8(out.stdout).expect("a path").trim().to_string();
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).join(path)
+}
+
 /// The path of binary `name`.
 pub fn bin(name: &str) -> PathBuf {
     bin_dir().join(name)

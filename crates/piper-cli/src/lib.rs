@@ -48,6 +48,22 @@ impl From<Error> for Failure {
     }
 }
 
+/// The long help's last sections: examples, the environment, and the exit
+/// status (the same text the man pages carry).
+pub fn help_sections(examples: &[(&str, &str)], environment: &[(&str, &str)], exits: &[exit::Row]) -> String {
+    let mut text = String::from("Examples:\n");
+    for (command, what) in examples {
+        text.push_str(&format!("  {command}\n      {what}\n"));
+    }
+    text.push_str("\nEnvironment:\n");
+    for (var, what) in environment {
+        text.push_str(&format!("  {var}\n      {what}\n"));
+    }
+    text.push('\n');
+    text.push_str(&exit::help(exits));
+    text
+}
+
 /// Ends `main`: prints `PROGRAM: error: MESSAGE` for a failure, and turns the
 /// outcome into the process's exit code.
 pub fn finish(program: &str, outcome: Result<u8, Failure>) -> ExitCode {

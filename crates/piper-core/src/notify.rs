@@ -77,18 +77,35 @@ impl Notifier {
             .map_err(|e| Error::io("notify", &self.socket, e))
     }
 
-    /// Sends a state message that must not be lost, such as `READY=1`: while
-    /// the manager's queue is full (a manager that is busy, or stopped), it
-    /// retries with a growing pause, for up to `patience`, and gives up early
-    /// if `signals` reports a stop. Returns whether it was delivered.
-    pub fn notify_persistently(
-        &self,
-        state: &str,
-        patience: Duration,
-        signals: Option<&crate::Signals>,
-    ) -> Result<bool> {
+    /// Sends a state message that must not be lost, such as `READY=1`,
+    /// waiting (a second at a time, woken the moment the manager reads) while
+    /// the manager's queue is full, for up to `patience`; a stop reported by
+    /// `signals` ends the wait early. Returns whether it was delivered. For
+    /// one process's message; many at once use [`Notifier::notify_polling`].
+    pub fn notify_until(&self, state: &str, patience: Duration, signals: &crate::Signals) -> Result<bool> {
         let deadline = std::time::Instant::now() + patience;
-        let mut pause = Duration::from_millis(1);
+        loop {
+            match self.send(state, MsgFlags::empty()) {
+                Ok(()) => return Ok(true),
+                // The send timeout passed, or a signal came.
+                Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err(Error::io("notify", &self.socket, e)),
+            }
+            if signals.stop().is_some() || std::time::Instant::now() >= deadline {
+                return Ok(false);
+            }
+        }
+    }
+
+    /// Sends a state message that should not be lost, for up to `patience`,
+    /// without ever waiting in the kernel: while the manager's queue is full
+    /// it tries again after a pause of a few milliseconds. When a thousand
+    /// nodes stop at once against a ten-deep queue, senders blocked on it
+    /// would all be woken by every read, a thundering herd; polling is not.
+    /// Returns whether it was delivered.
+    pub fn notify_polling(&self, state: &str, patience: Duration) -> Result<bool> {
+        let deadline = std::time::Instant::now() + patience;
+        let mut pause = Duration::from_micros(500);
         loop {
             if self.try_notify(state)? {
                 return Ok(true);
@@ -97,19 +114,13 @@ impl Notifier {
             if left.is_zero() {
                 return Ok(false);
             }
-            match signals {
-                Some(signals) if signals.sleep(pause.min(left)).is_some() => return Ok(false),
-                Some(_) => {}
-                None => std::thread::sleep(pause.min(left)),
-            }
-            pause = (pause * 2).min(Duration::from_millis(100));
+            std::thread::sleep(pause.min(left));
+            pause = (pause * 2).min(Duration::from_millis(5));
         }
     }
 
     /// Sends a state message only if the manager's queue has room; returns
-    /// whether it did. For `STOPPING=1`: when a thousand nodes stop at once,
-    /// waiting on a full queue turns every wake-up of the manager into a
-    /// thundering herd, and the message is advisory anyway.
+    /// whether it did. For reports that the next one replaces (`STATUS=`).
     pub fn try_notify(&self, state: &str) -> Result<bool> {
         match self.send(state, MsgFlags::MSG_DONTWAIT) {
             Ok(()) => Ok(true),

@@ -14,107 +14,13 @@ mod signals;
 mod spawn;
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
 use piper_cli::{exit, Failure};
 use piper_core::{Name, Namespace, SocketDir};
-
-/// Runs a ring of piper nodes, one process each, and shows one of them.
-#[derive(Debug, Parser)]
-#[command(version, about, after_help = exit::help(exit::LAUNCHER))]
-struct Args {
-    /// Comma-separated node names, or a number N for node1..nodeN.
-    #[arg(long, value_name = "LIST|N")]
-    nodes: String,
-    /// The node whose exit ends the run, and whose warnings and summary
-    /// reach stderr [default: the last].
-    #[arg(long, value_name = "NAME")]
-    foreground: Option<String>,
-    /// Whose message lines are shown: every node's, or the foreground's only.
-    #[arg(long, value_enum, value_name = "WHOSE", default_value = "all")]
-    output: Output,
-    /// Put each node's name before its lines [default: when stdout is a terminal].
-    #[arg(long, overrides_with = "no_prefix")]
-    prefix: bool,
-    /// Show lines exactly as the nodes print them, as the seed's program does.
-    #[arg(long, overrides_with = "prefix")]
-    no_prefix: bool,
-    /// Put the seconds since the launch before each line.
-    #[arg(long)]
-    timestamps: bool,
-    /// Write the other nodes' output (lines, warnings, summaries) to
-    /// DIR/NAME.log instead of the stream.
-    #[arg(long, value_name = "DIR")]
-    log_dir: Option<PathBuf>,
-    /// Socket directory, passed to every node.
-    #[arg(long, value_name = "DIR")]
-    dir: Option<PathBuf>,
-    /// Milliseconds each node waits before replying.
-    #[arg(long, value_name = "MS")]
-    interval: Option<u64>,
-    /// Nodes print no per-message lines.
-    #[arg(long)]
-    quiet: bool,
-    /// End the run after the foreground node has received N messages (at least 1).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
-    count: Option<u64>,
-    /// Use abstract socket addresses instead of files.
-    #[arg(long = "abstract")]
-    abstract_ns: bool,
-    /// Also let nodes accept datagrams from this uid (repeatable).
-    #[arg(long = "allow-uid", value_name = "UID")]
-    allow_uids: Vec<u32>,
-    /// The piper-node binary [default: next to piper-launch, then on PATH].
-    #[arg(long, value_name = "PATH")]
-    node_bin: Option<PathBuf>,
-    /// Seconds to wait for every node to send READY=1.
-    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
-    ready_timeout: f64,
-    /// Seconds between SIGTERM and SIGKILL at teardown.
-    #[arg(long, value_name = "SECS", default_value_t = 5.0)]
-    grace: f64,
-    /// Tear everything down when any node dies (or is given up), not just
-    /// the foreground.
-    #[arg(long)]
-    fail_fast: bool,
-    /// Start dead nodes again: never, after an unclean end (a non-zero exit
-    /// or a killing signal), or always.
-    #[arg(long, value_enum, value_name = "POLICY", default_value = "no")]
-    restart: ring::Policy,
-    /// Seconds between a death and the restart.
-    #[arg(long, value_name = "SECS", default_value_t = 0.1)]
-    restart_delay: f64,
-    /// Give a node up after this many restarts within --restart-interval.
-    #[arg(long, value_name = "N", default_value_t = 5)]
-    restart_burst: u32,
-    /// The window of --restart-burst, in seconds.
-    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
-    restart_interval: f64,
-    /// Restart the foreground node too, instead of ending the run.
-    #[arg(long)]
-    restart_foreground: bool,
-    /// Where nodes run: auto (pack onto the least busy CPU, and unpack if
-    /// it turns busy), pack, spread (round robin), none (the scheduler's
-    /// choice), or a CPU list such as 0,2-3.
-    #[arg(long, value_name = "POLICY", default_value = "auto")]
-    cpus: placement::Policy,
-    /// The ring summary at exit as one JSON object on stderr: totals, and
-    /// each node's counts and how it ended.
-    #[arg(long)]
-    json: bool,
-}
-
-/// Whose message lines `--output` shows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-enum Output {
-    /// Every node's.
-    All,
-    /// The foreground node's only.
-    Foreground,
-}
+use piper_launch::cli::{Args, Cpus, Output};
 
 fn main() -> ExitCode {
     piper_cli::init_logging_to("piper-launch".into(), "info", Box::new(output::StderrClearingStatus));
@@ -196,8 +102,8 @@ fn run(args: Args) -> Result<u8, Failure> {
 }
 
 /// A CPU list must name CPUs this process may use.
-fn check_cpus(policy: placement::Policy) -> Result<placement::Policy, Failure> {
-    if let placement::Policy::List(cpus) = &policy {
+fn check_cpus(policy: Cpus) -> Result<Cpus, Failure> {
+    if let Cpus::List(cpus) = &policy {
         let allowed = placement::allowed();
         if let Some(cpu) = cpus.iter().find(|c| !allowed.contains(c)) {
             return Err(Failure::usage(format!(

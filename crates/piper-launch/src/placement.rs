@@ -15,55 +15,6 @@ use std::time::Duration;
 use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
 use nix::unistd::Pid;
 
-/// The `--cpus` policy.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Policy {
-    /// No placement: the scheduler decides.
-    None,
-    /// Every node on the least busy CPU at start.
-    Pack,
-    /// Node i on the i-th allowed CPU, round robin.
-    Spread,
-    /// Pack, and unpack when the CPU turns out busy (the default).
-    Auto,
-    /// Every node allowed on exactly these CPUs.
-    List(Vec<usize>),
-}
-
-impl std::str::FromStr for Policy {
-    type Err = String;
-
-    /// `none`, `pack`, `spread`, `auto`, or a CPU list such as `0`, `0,2`
-    /// or `0-3`.
-    fn from_str(s: &str) -> Result<Policy, String> {
-        match s {
-            "none" => return Ok(Policy::None),
-            "pack" => return Ok(Policy::Pack),
-            "spread" => return Ok(Policy::Spread),
-            "auto" => return Ok(Policy::Auto),
-            _ => {}
-        }
-        let mut cpus = Vec::new();
-        for part in s.split(',') {
-            let bad = || format!("'{s}' is not none, pack, spread, auto or a CPU list such as 0,2-3");
-            let (lo, hi): (usize, usize) = match part.split_once('-') {
-                Some((lo, hi)) => (lo.parse().map_err(|_| bad())?, hi.parse().map_err(|_| bad())?),
-                None => {
-                    let n = part.parse().map_err(|_| bad())?;
-                    (n, n)
-                }
-            };
-            if lo > hi || hi >= CpuSet::count() {
-                return Err(bad());
-            }
-            cpus.extend(lo..=hi);
-        }
-        cpus.sort_unstable();
-        cpus.dedup();
-        Ok(Policy::List(cpus))
-    }
-}
-
 /// The CPUs this process may run on.
 pub fn allowed() -> Vec<usize> {
     let Ok(set) = sched_getaffinity(Pid::from_raw(0)) else {
@@ -133,17 +84,6 @@ pub fn sched_times(pid: Pid) -> Option<(u64, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn policies_and_cpu_lists_parse() {
-        assert_eq!("auto".parse::<Policy>(), Ok(Policy::Auto));
-        assert_eq!("none".parse::<Policy>(), Ok(Policy::None));
-        assert_eq!("0".parse::<Policy>(), Ok(Policy::List(vec![0])));
-        assert_eq!("3,0-1,1".parse::<Policy>(), Ok(Policy::List(vec![0, 1, 3])));
-        for bad in ["", "x", "1-0", "0,", "-1", "99999"] {
-            assert!(bad.parse::<Policy>().is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn this_process_may_run_somewhere_and_cpus_are_counted() {

@@ -25,6 +25,7 @@ use crate::output::{Display, Relay, Route};
 use crate::placement;
 use crate::signals::{Signals, SUSPENDING, TERMINATING};
 use crate::spawn::{Placement, Plan, Spawner};
+use piper_launch::cli::{Cpus, RestartPolicy};
 
 /// Timing and failure policy.
 #[derive(Debug)]
@@ -40,25 +41,13 @@ pub struct Options {
     /// Which dead nodes are started again, and how often.
     pub restart: Restart,
     /// Where the nodes run.
-    pub cpus: placement::Policy,
-}
-
-/// When a node that died is started again (systemd's `Restart=`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Policy {
-    /// Never.
-    No,
-    /// After an unclean end: a non-zero exit, or a signal other than
-    /// SIGTERM, SIGINT, SIGHUP and SIGPIPE.
-    OnFailure,
-    /// After any end.
-    Always,
+    pub cpus: Cpus,
 }
 
 /// The restart policy and its limits.
 #[derive(Clone, Copy, Debug)]
 pub struct Restart {
-    pub policy: Policy,
+    pub policy: RestartPolicy,
     /// How long after a death the node starts again.
     pub delay: Duration,
     /// At most this many restarts of one node within `interval`; then it
@@ -81,9 +70,9 @@ impl Restart {
             _ => true,
         };
         match self.policy {
-            Policy::No => false,
-            Policy::OnFailure => !clean,
-            Policy::Always => true,
+            RestartPolicy::No => false,
+            RestartPolicy::OnFailure => !clean,
+            RestartPolicy::Always => true,
         }
     }
 }
@@ -177,6 +166,10 @@ struct Ring<'a> {
     packed: Option<usize>,
     /// What the sampled nodes had run (ns) at the last look.
     ran: u64,
+    /// Whether nodes are placed when they say READY=1 rather than before
+    /// they run (auto, during the launch), and whether the launch is over.
+    place_when_ready: bool,
+    launched: bool,
 }
 
 /// Runs the plan: launch, wait for readiness, start the chain, watch, tear
@@ -191,6 +184,7 @@ pub fn run(plan: &Plan, options: &Options, display: Display) -> Outcome {
         .iter()
         .map(|name| Node::bind(&plan.dir, name.clone()))
         .collect::<Result<_, _>>()?;
+    log::debug!("bound {} sockets in {:?}", sockets.len(), started.elapsed());
     let nonce = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
@@ -232,6 +226,8 @@ pub fn run(plan: &Plan, options: &Options, display: Display) -> Outcome {
         placement: Placement { sets: vec![None; n] },
         packed: None,
         ran: 0,
+        place_when_ready: false,
+        launched: false,
     };
     ring.place(&options.cpus);
     let outcome = match ring.launch(started, options.ready_timeout) {
@@ -280,8 +276,14 @@ impl Ring<'_> {
         }
         self.display.flush();
         let mut events = Events::default();
+        // Children are reaped only after a SIGCHLD: waitpid scans every
+        // child, and calling it after each of a thousand forks cost the
+        // launch 0.1 s.
+        let mut reap = false;
         for sig in self.signals.read() {
-            if TERMINATING.contains(&sig) {
+            if sig == Signal::SIGCHLD {
+                reap = true;
+            } else if TERMINATING.contains(&sig) {
                 events.stops.push(sig);
             } else if SUSPENDING.contains(&sig) {
                 self.suspend(sig);
@@ -300,29 +302,34 @@ impl Ring<'_> {
             for line in state.lines() {
                 if let (State::Starting { pid, group }, "READY=1") = (member.state, line) {
                     member.state = State::Ready { pid, group };
+                    if let (true, false, Some(set)) = (self.place_when_ready, self.launched, &self.placement.sets[i]) {
+                        let _ = placement::pin(pid, set);
+                    }
                 } else if let Some(counts) = line.strip_prefix("STATUS=").and_then(parse_counts) {
                     member.counts = counts;
                 }
             }
         }
-        loop {
-            let status = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => break,
-                Err(Errno::EINTR) => continue,
-                Err(e) => {
-                    log::warn!("waitpid: {}", e.desc());
-                    break;
+        if reap {
+            loop {
+                let status = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                    Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => break,
+                    Err(Errno::EINTR) => continue,
+                    Err(e) => {
+                        log::warn!("waitpid: {}", e.desc());
+                        break;
+                    }
+                    Ok(status) => status,
+                };
+                if !matches!(status, WaitStatus::Exited(..) | WaitStatus::Signaled(..)) {
+                    continue;
                 }
-                Ok(status) => status,
-            };
-            if !matches!(status, WaitStatus::Exited(..) | WaitStatus::Signaled(..)) {
-                continue;
-            }
-            // The pid stays known: a node's last words (its final counts)
-            // may be read after it was reaped.
-            if let Some(&i) = status.pid().and_then(|pid| self.by_pid.get(&pid)) {
-                self.members[i].state = State::Ended(status);
-                events.ended.push((i, status));
+                // The pid stays known: a node's last words (its final counts)
+                // may be read after it was reaped.
+                if let Some(&i) = status.pid().and_then(|pid| self.by_pid.get(&pid)) {
+                    self.members[i].state = State::Ended(status);
+                    events.ended.push((i, status));
+                }
             }
         }
         events
@@ -380,6 +387,11 @@ impl Ring<'_> {
                 ));
             }
         }
+        log::debug!(
+            "started {n} nodes after {:?}, {} ready",
+            started.elapsed(),
+            self.ready()
+        );
         while self.ready() < n {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -405,6 +417,7 @@ impl Ring<'_> {
                 .status(format!("piper-launch: started {n}/{n}, ready {}/{n}", self.ready()));
         }
         self.display.clear_status();
+        self.launched = true;
         log::info!("{n} nodes ready in {:.3}s", started.elapsed().as_secs_f64());
         // Under systemd (Type=notify) the launcher is ready when its ring is.
         notify_manager("READY=1");
@@ -430,7 +443,12 @@ impl Ring<'_> {
         let fd = |p: &Option<(Relay, std::os::fd::OwnedFd)>| p.as_ref().map(|(_, write)| write.as_raw_fd());
         let spawner = self.spawner.as_mut().expect("a spawner");
         let socket = self.members[i].socket.as_fd().as_raw_fd();
-        let cpus = self.placement.sets[i];
+        // auto places a launching node once it is ready (see `place`);
+        // every other placement, and auto's restarts, before it runs at all.
+        let cpus = match self.place_when_ready && !self.launched {
+            true => None,
+            false => self.placement.sets[i],
+        };
         let (pid, group) = spawner.start(self.plan, i, socket, fd(&out), fd(&err), cpus)?;
         let member = &mut self.members[i];
         member.relays = out.into_iter().chain(err).map(|(relay, _)| relay).collect();
@@ -445,31 +463,36 @@ impl Ring<'_> {
     }
 
     /// Decides where each node runs, before any starts.
-    fn place(&mut self, policy: &placement::Policy) {
+    fn place(&mut self, policy: &Cpus) {
         let allowed = placement::allowed();
         let n = self.members.len();
         let sets: Vec<Option<nix::sched::CpuSet>> = match policy {
-            placement::Policy::None => vec![None; n],
-            placement::Policy::Pack | placement::Policy::Auto => {
+            Cpus::None => vec![None; n],
+            Cpus::Pack | Cpus::Auto => {
                 let least = placement::least_busy(&allowed, Duration::from_millis(30));
                 let cpu = match (least, policy) {
                     // auto does not pack onto a CPU that is busy already.
-                    (Some((_, busy)), placement::Policy::Auto) if busy > BUSY => {
+                    (Some((_, busy)), Cpus::Auto) if busy > BUSY => {
                         log::debug!("every CPU is busy: leaving the ring to the scheduler");
                         None
                     }
-                    (Some((cpu, _)), placement::Policy::Auto) => {
+                    (Some((cpu, _)), Cpus::Auto) => {
+                        // A thousand nodes starting on one CPU take half as
+                        // long again to be ready (0.85 s against 0.57 s here):
+                        // auto packs each node once it is ready, before the
+                        // chain starts.
                         self.packed = Some(cpu);
+                        self.place_when_ready = true;
                         Some(cpu)
                     }
                     (least, _) => least.map(|(cpu, _)| cpu),
                 };
                 vec![cpu.map(|c| placement::set_of(&[c])); n]
             }
-            placement::Policy::Spread => (0..n)
+            Cpus::Spread => (0..n)
                 .map(|i| allowed.get(i % allowed.len().max(1)).map(|&c| placement::set_of(&[c])))
                 .collect(),
-            placement::Policy::List(cpus) => vec![Some(placement::set_of(cpus)); n],
+            Cpus::List(cpus) => vec![Some(placement::set_of(cpus)); n],
         };
         if let Some(cpu) = self.packed {
             log::debug!("packing the ring onto CPU {cpu}");
@@ -565,7 +588,7 @@ impl Ring<'_> {
     /// restarts (to notice a ring gone silent).
     fn watch(&mut self, options: &Options) -> Outcome {
         let restart = options.restart;
-        let restarting = restart.policy != Policy::No;
+        let restarting = restart.policy != RestartPolicy::No;
         let ticking = self.manager.is_some() || self.display.has_status_line() || restarting;
         let mut looked = (Instant::now(), placement::cpu_times());
         self.last_tick = (0, Instant::now());

@@ -55,14 +55,15 @@ impl Signals {
         Ok(Signals { fd })
     }
 
-    /// Reads every pending signal, in the order they came. SIGCHLD is left
-    /// out: the loop reaps after every wake-up anyway.
+    /// Reads every pending signal, in the order they came (SIGCHLD at most
+    /// once: the kernel merges them, and one means "reap").
     pub fn read(&mut self) -> Vec<Signal> {
         let mut came = Vec::new();
         while let Ok(Some(info)) = self.fd.read_signal() {
-            match Signal::try_from(info.ssi_signo as i32) {
-                Ok(Signal::SIGCHLD) | Err(_) => {}
-                Ok(sig) => came.push(sig),
+            if let Ok(sig) = Signal::try_from(info.ssi_signo as i32) {
+                if !(sig == Signal::SIGCHLD && came.contains(&sig)) {
+                    came.push(sig);
+                }
             }
         }
         came

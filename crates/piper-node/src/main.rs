@@ -9,7 +9,6 @@ mod out;
 mod seed;
 
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,54 +18,7 @@ use nix::sys::signal::Signal;
 use piper_cli::{exit, Failure};
 use piper_core::serve::End;
 use piper_core::{activation, notify, Error, Liveness, Name, Namespace, Node, Signals, SocketDir, Stop};
-
-/// One piper node: prints every datagram it receives and answers with its own name.
-#[derive(Debug, Parser)]
-#[command(version, about, after_help = exit::help(exit::NODE))]
-struct Args {
-    /// The node's name: letters, digits, '.', '_' and '-'.
-    #[arg(required_unless_present = "list")]
-    name: Option<String>,
-    /// Socket directory [default: $PIPER_DIR, else $XDG_RUNTIME_DIR/piper, else /tmp/piper-$UID].
-    #[arg(long, value_name = "DIR")]
-    dir: Option<PathBuf>,
-    /// Send our name to PEER once after binding: starts the chain.
-    #[arg(long, value_name = "PEER")]
-    send: Option<String>,
-    /// Answer PEER instead of the node named by each payload (a ring).
-    #[arg(long, value_name = "PEER")]
-    next: Option<String>,
-    /// Exit 0 after receiving N messages (at least 1).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
-    count: Option<u64>,
-    /// Wait MS milliseconds before each reply.
-    #[arg(long, value_name = "MS", default_value_t = 0)]
-    interval: u64,
-    /// Print no per-message lines.
-    #[arg(long)]
-    quiet: bool,
-    /// Also accept datagrams from this uid (repeatable); our own uid and root always are.
-    #[arg(long = "allow-uid", value_name = "UID")]
-    allow_uids: Vec<u32>,
-    /// Use Linux abstract addresses (@DIR/piper-NAME) instead of socket files.
-    #[arg(long = "abstract")]
-    abstract_ns: bool,
-    /// Send NAME to PEER once from an unbound socket and exit, without binding:
-    /// starts a chain between running nodes, as the seed's main() does.
-    #[arg(long, value_name = "PEER", conflicts_with_all = ["send", "next", "count", "quiet", "list"])]
-    kick: Option<String>,
-    /// List the nodes in the socket directory: name, pid, live or stale.
-    #[arg(long, conflicts_with_all = ["send", "next", "count", "quiet"])]
-    list: bool,
-    /// Run on CPU N only (see the README's performance section: a ring is
-    /// fastest with all its nodes on one CPU).
-    #[arg(long, value_name = "N")]
-    cpu: Option<usize>,
-    /// Machine-readable output: the exit summary as one JSON object on
-    /// stderr, and with --list one JSON object per node on stdout.
-    #[arg(long)]
-    json: bool,
-}
+use piper_node::cli::Args;
 
 /// How long READY=1 is retried while the manager's queue is full.
 const READY_PATIENCE: Duration = Duration::from_secs(60);
@@ -152,7 +104,7 @@ fn run(args: Args) -> Result<u8, Failure> {
     if let Some(n) = &notifier {
         // Readiness must not be lost to a busy (or stopped) manager whose
         // queue is full: the launcher waits for every node's.
-        match n.notify_persistently("READY=1", READY_PATIENCE, Some(&signals)) {
+        match n.notify_until("READY=1", READY_PATIENCE, &signals) {
             Ok(true) => {}
             Ok(false) => log::warn!("the service manager did not take READY=1 within {READY_PATIENCE:?}"),
             Err(e) => log::warn!("{e}"),
@@ -180,7 +132,7 @@ fn run(args: Args) -> Result<u8, Failure> {
         // A thousand nodes stopping at once overflow a ten-deep queue: retry
         // briefly (with growing pauses, never a busy loop) rather than lose
         // the counts.
-        match n.notify_persistently(&format!("{last}STOPPING=1"), FINAL_PATIENCE, None) {
+        match n.notify_polling(&format!("{last}STOPPING=1"), FINAL_PATIENCE) {
             Ok(true) => {}
             Ok(false) => log::debug!("the service manager's queue stayed full; STOPPING=1 not sent"),
             Err(e) => log::debug!("{e}"),

@@ -1,0 +1,228 @@
+//! piper-launch's command line: the one definition that `--help`, the man
+//! page and the shell completions are all made from (`cargo xtask dist`).
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use piper_cli::exit;
+
+/// The highest CPU number a CPU list may name (the kernel's `CPU_SETSIZE`).
+pub const MAX_CPUS: usize = 1024;
+
+/// Examples, for the long help and the man page.
+pub const EXAMPLES: &[(&str, &str)] = &[
+    (
+        "piper-launch --nodes ping,pong",
+        "the seed's ping-pong, both nodes' lines in one stream",
+    ),
+    (
+        "piper-launch --nodes ping,pong --interval 300",
+        "the same at a human pace",
+    ),
+    (
+        "piper-launch --nodes 1000 --quiet",
+        "a thousand-node ring; on a terminal, a live count",
+    ),
+    (
+        "piper-launch --nodes 10 --restart on-failure",
+        "a ring that restarts what dies",
+    ),
+    (
+        "piper-launch --nodes ping,pong --count 1000 --json",
+        "a measured run, its summary as JSON",
+    ),
+];
+
+/// The environment piper-launch reads, for the long help and the man page.
+pub const ENVIRONMENT: &[(&str, &str)] = &[
+    ("PIPER_DIR", "the socket directory when --dir is not given"),
+    (
+        "XDG_RUNTIME_DIR",
+        "else the socket directory is $XDG_RUNTIME_DIR/piper (else /tmp/piper-$UID)",
+    ),
+    (
+        "RUST_LOG",
+        "which diagnostics reach stderr: error, warn, info (the default), debug",
+    ),
+    ("NO_COLOR", "when set and not empty, no colours on a terminal"),
+    (
+        "NOTIFY_SOCKET",
+        "a service manager's sd_notify socket: READY=1, STATUS=, STOPPING=1",
+    ),
+];
+
+/// The long help's tail: examples, environment and exit status.
+pub fn after_long_help() -> String {
+    piper_cli::help_sections(EXAMPLES, ENVIRONMENT, exit::LAUNCHER)
+}
+
+/// Runs a ring of piper nodes, one process each, and shows one of them.
+#[derive(Debug, Parser)]
+#[command(version, about, after_help = exit::help(exit::LAUNCHER), after_long_help = after_long_help())]
+pub struct Args {
+    /// Comma-separated node names, or a number N for node1..nodeN.
+    #[arg(long, value_name = "LIST|N")]
+    pub nodes: String,
+    /// The node whose exit ends the run, and whose warnings and summary
+    /// reach stderr [default: the last].
+    #[arg(long, value_name = "NAME")]
+    pub foreground: Option<String>,
+    /// Whose message lines are shown: every node's, or the foreground's only.
+    #[arg(long, value_enum, value_name = "WHOSE", default_value = "all")]
+    pub output: Output,
+    /// Put each node's name before its lines [default: when stdout is a terminal].
+    #[arg(long, overrides_with = "no_prefix")]
+    pub prefix: bool,
+    /// Show lines exactly as the nodes print them, as the seed's program does.
+    #[arg(long, overrides_with = "prefix")]
+    pub no_prefix: bool,
+    /// Put the seconds since the launch before each line.
+    #[arg(long)]
+    pub timestamps: bool,
+    /// Write the other nodes' output (lines, warnings, summaries) to
+    /// DIR/NAME.log instead of the stream.
+    #[arg(long, value_name = "DIR")]
+    pub log_dir: Option<PathBuf>,
+    /// Socket directory, passed to every node [env: PIPER_DIR] [default: $XDG_RUNTIME_DIR/piper, else /tmp/piper-$UID].
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Milliseconds each node waits before replying.
+    #[arg(long, value_name = "MS")]
+    pub interval: Option<u64>,
+    /// Nodes print no per-message lines.
+    #[arg(long)]
+    pub quiet: bool,
+    /// End the run after the foreground node has received N messages (at least 1).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
+    /// Use abstract socket addresses instead of files.
+    #[arg(long = "abstract")]
+    pub abstract_ns: bool,
+    /// Also let nodes accept datagrams from this uid (repeatable).
+    #[arg(long = "allow-uid", value_name = "UID")]
+    pub allow_uids: Vec<u32>,
+    /// The piper-node binary [default: next to piper-launch, then on PATH].
+    #[arg(long, value_name = "PATH")]
+    pub node_bin: Option<PathBuf>,
+    /// Seconds to wait for every node to send READY=1.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    pub ready_timeout: f64,
+    /// Seconds between SIGTERM and SIGKILL at teardown.
+    #[arg(long, value_name = "SECS", default_value_t = 5.0)]
+    pub grace: f64,
+    /// Tear everything down when any node dies (or is given up), not just
+    /// the foreground.
+    #[arg(long)]
+    pub fail_fast: bool,
+    /// Start dead nodes again: never, after an unclean end (a non-zero exit
+    /// or a killing signal), or always.
+    #[arg(long, value_enum, value_name = "POLICY", default_value = "no")]
+    pub restart: RestartPolicy,
+    /// Seconds between a death and the restart.
+    #[arg(long, value_name = "SECS", default_value_t = 0.1)]
+    pub restart_delay: f64,
+    /// Give a node up after this many restarts within --restart-interval.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub restart_burst: u32,
+    /// The window of --restart-burst, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    pub restart_interval: f64,
+    /// Restart the foreground node too, instead of ending the run.
+    #[arg(long)]
+    pub restart_foreground: bool,
+    /// Where nodes run: auto (pack onto the least busy CPU, and unpack if
+    /// it turns busy), pack, spread (round robin), none (the scheduler's
+    /// choice), or a CPU list such as 0,2-3.
+    #[arg(long, value_name = "POLICY", default_value = "auto")]
+    pub cpus: Cpus,
+    /// The ring summary at exit as one JSON object on stderr: totals, and
+    /// each node's counts and how it ended.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Whose message lines `--output` shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    /// Every node's.
+    All,
+    /// The foreground node's only.
+    Foreground,
+}
+
+/// When a node that died is started again (systemd's `Restart=`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum RestartPolicy {
+    /// Never.
+    No,
+    /// After an unclean end: a non-zero exit, or a signal other than
+    /// SIGTERM, SIGINT, SIGHUP and SIGPIPE.
+    OnFailure,
+    /// After any end.
+    Always,
+}
+
+/// The `--cpus` policy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Cpus {
+    /// No placement: the scheduler decides.
+    None,
+    /// Every node on the least busy CPU at start.
+    Pack,
+    /// Node i on the i-th allowed CPU, round robin.
+    Spread,
+    /// Pack, and unpack when the CPU turns out busy (the default).
+    Auto,
+    /// Every node allowed on exactly these CPUs.
+    List(Vec<usize>),
+}
+
+impl std::str::FromStr for Cpus {
+    type Err = String;
+
+    /// `none`, `pack`, `spread`, `auto`, or a CPU list such as `0`, `0,2`
+    /// or `0-3`.
+    fn from_str(s: &str) -> Result<Cpus, String> {
+        match s {
+            "none" => return Ok(Cpus::None),
+            "pack" => return Ok(Cpus::Pack),
+            "spread" => return Ok(Cpus::Spread),
+            "auto" => return Ok(Cpus::Auto),
+            _ => {}
+        }
+        let mut cpus = Vec::new();
+        for part in s.split(',') {
+            let bad = || format!("'{s}' is not none, pack, spread, auto or a CPU list such as 0,2-3");
+            let (lo, hi): (usize, usize) = match part.split_once('-') {
+                Some((lo, hi)) => (lo.parse().map_err(|_| bad())?, hi.parse().map_err(|_| bad())?),
+                None => {
+                    let n = part.parse().map_err(|_| bad())?;
+                    (n, n)
+                }
+            };
+            if lo > hi || hi >= MAX_CPUS {
+                return Err(bad());
+            }
+            cpus.extend(lo..=hi);
+        }
+        cpus.sort_unstable();
+        cpus.dedup();
+        Ok(Cpus::List(cpus))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policies_and_cpu_lists_parse() {
+        assert_eq!("auto".parse::<Cpus>(), Ok(Cpus::Auto));
+        assert_eq!("none".parse::<Cpus>(), Ok(Cpus::None));
+        assert_eq!("0".parse::<Cpus>(), Ok(Cpus::List(vec![0])));
+        assert_eq!("3,0-1,1".parse::<Cpus>(), Ok(Cpus::List(vec![0, 1, 3])));
+        for bad in ["", "x", "1-0", "0,", "-1", "99999"] {
+            assert!(bad.parse::<Cpus>().is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! Build-time tasks, kept out of the runtime binaries' dependency trees:
+//!
+//! - `cargo xtask dist DIR`: the man pages (`DIR/man/man1/*.1`) and the
+//!   shell completions (`DIR/completions/{bash,zsh,fish}/`), made from the
+//!   same clap definitions as `--help`, so they can never drift from it;
+//! - `cargo xtask msrv`: checks, offline, that no locked dependency needs a
+//!   newer Rust than the workspace's `rust-version` says.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use clap::CommandFactory;
+use clap_complete::Shell;
+use clap_mangen::roff::{bold, roman, Roff};
+use clap_mangen::Man;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+        ["dist", dir] => dist(Path::new(dir)),
+        ["msrv"] => msrv(),
+        _ => Err("usage: cargo xtask dist DIR | cargo xtask msrv".into()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// What one program's documentation is made from.
+struct Program {
+    command: clap::Command,
+    examples: &'static [(&'static str, &'static str)],
+    environment: &'static [(&'static str, &'static str)],
+    exits: &'static [piper_cli::exit::Row],
+}
+
+fn programs() -> Vec<Program> {
+    vec![
+        Program {
+            command: piper_node::cli::Args::command().name("piper-node"),
+            examples: piper_node::cli::EXAMPLES,
+            environment: piper_node::cli::ENVIRONMENT,
+            exits: piper_cli::exit::NODE,
+        },
+        Program {
+            command: piper_launch::cli::Args::command().name("piper-launch"),
+            examples: piper_launch::cli::EXAMPLES,
+            environment: piper_launch::cli::ENVIRONMENT,
+            exits: piper_cli::exit::LAUNCHER,
+        },
+    ]
+}
+
+fn dist(dir: &Path) -> Result<(), String> {
+    let man_dir = dir.join("man/man1");
+    let mut made = Vec::new();
+    for program in programs() {
+        let name = program.command.get_name().to_string();
+        let page = man_page(&program).map_err(|e| e.to_string())?;
+        made.push(write(&man_dir.join(format!("{name}.1")), &page)?);
+        for (shell, sub, file) in [
+            (Shell::Bash, "bash", name.clone()),
+            (Shell::Zsh, "zsh", format!("_{name}")),
+            (Shell::Fish, "fish", format!("{name}.fish")),
+        ] {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut program.command.clone(), &name, &mut script);
+            made.push(write(&dir.join("completions").join(sub).join(file), &script)?);
+        }
+    }
+    for path in made {
+        println!("{}", path.display());
+    }
+    Ok(())
+}
+
+fn write(path: &Path, bytes: &[u8]) -> Result<PathBuf, String> {
+    let fail = |e: std::io::Error| format!("cannot write {}: {e}", path.display());
+    std::fs::create_dir_all(path.parent().expect("a parent")).map_err(fail)?;
+    std::fs::write(path, bytes).map_err(fail)?;
+    Ok(path.to_path_buf())
+}
+
+/// clap_mangen's sections, then EXAMPLES, ENVIRONMENT and EXIT STATUS from
+/// the same tables the long help shows.
+fn man_page(program: &Program) -> std::io::Result<Vec<u8>> {
+    // The long help's tail is ours to render: clap_mangen would repeat it
+    // as plain text.
+    let command = program
+        .command
+        .clone()
+        .after_help(None::<&str>)
+        .after_long_help(None::<&str>);
+    let man = Man::new(command);
+    let mut out = Vec::new();
+    man.render_title(&mut out)?;
+    man.render_name_section(&mut out)?;
+    man.render_synopsis_section(&mut out)?;
+    man.render_description_section(&mut out)?;
+    man.render_options_section(&mut out)?;
+    let mut roff = Roff::new();
+    roff.control("SH", ["EXAMPLES"]);
+    for (command, what) in program.examples {
+        roff.control("TP", [] as [&str; 0]);
+        roff.text([bold(*command)]);
+        roff.text([roman(*what)]);
+    }
+    roff.control("SH", ["ENVIRONMENT"]);
+    for (var, what) in program.environment {
+        roff.control("TP", [] as [&str; 0]);
+        roff.text([bold(*var)]);
+        roff.text([roman(*what)]);
+    }
+    roff.control("SH", ["EXIT STATUS"]);
+    for (code, what) in program.exits {
+        roff.control("TP", [] as [&str; 0]);
+        roff.text([bold(code.replace('*', ""))]);
+        roff.text([roman(what.replace('`', ""))]);
+    }
+    roff.control("SH", ["SEE ALSO"]);
+    let other = if program.command.get_name() == "piper-node" {
+        "piper-launch(1)"
+    } else {
+        "piper-node(1)"
+    };
+    roff.text([roman(format!("{other}, systemd.socket(5), sd_notify(3)"))]);
+    roff.to_writer(&mut out)?;
+    man.render_version_section(&mut out)?;
+    out.flush()?;
+    Ok(out)
+}
+
+/// Every locked package's `rust-version`, from `cargo metadata` (offline:
+/// the lock file and the registry cache are all it reads), against the
+/// workspace's.
+fn msrv() -> Result<(), String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .args(["metadata", "--format-version", "1", "--locked", "--offline"])
+        .output()
+        .map_err(|e| format!("cannot run cargo metadata: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("cargo metadata: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+    let packages = meta["packages"].as_array().ok_or("no packages in cargo metadata")?;
+    let members: Vec<&str> = meta["workspace_members"]
+        .as_array()
+        .ok_or("no workspace members")?
+        .iter()
+        .filter_map(|m| m.as_str())
+        .collect();
+    let version = |p: &serde_json::Value| p["rust_version"].as_str().map(parse_version);
+    let ours = packages
+        .iter()
+        .filter(|p| members.contains(&p["id"].as_str().unwrap_or("")))
+        .filter_map(version)
+        .max()
+        .ok_or("the workspace declares no rust-version")?;
+    let mut newer = Vec::new();
+    let mut checked = 0;
+    for p in packages {
+        checked += 1;
+        if let Some(needs) = version(p) {
+            if needs > ours {
+                newer.push(format!("{} {} needs Rust {}", p["name"], p["version"], show(needs)));
+            }
+        }
+    }
+    if newer.is_empty() {
+        println!(
+            "msrv: every one of {checked} locked packages builds with Rust {}",
+            show(ours)
+        );
+        Ok(())
+    } else {
+        Err(format!(
+            "the workspace says Rust {}, but:\n  {}",
+            show(ours),
+            newer.join("\n  ")
+        ))
+    }
+}
+
+fn parse_version(v: &str) -> (u32, u32, u32) {
+    let mut parts = v.split('.').map(|p| p.parse().unwrap_or(0));
+    (
+        parts.next().unwrap_or(0),
+        parts.next().unwrap_or(0),
+        parts.next().unwrap_or(0),
+    )
+}
+
+fn show((a, b, c): (u32, u32, u32)) -> String {
+    format!("{a}.{b}.{c}")
+}

@@ -1,0 +1,113 @@
+//! The Debian package and what it carries: man pages that render without
+//! warnings, completions that load, the expected files and nothing else.
+//! (tests/systemd_boot.rs installs it under a real systemd.)
+
+use std::process::Command;
+
+use piper_tests::{build_package, dist_dir, may_run, Needs};
+
+#[test]
+fn the_package_holds_exactly_the_expected_files() {
+    if !may_run(Needs::Tool("dpkg-deb")) {
+        return;
+    }
+    let deb = build_package();
+    let list = Command::new("dpkg-deb").arg("-c").arg(&deb).output().unwrap();
+    let mut files: Vec<String> = String::from_utf8_lossy(&list.stdout)
+        .lines()
+        .filter(|l| !l.starts_with('d'))
+        .map(|l| l.split_whitespace().last().unwrap().trim_start_matches('.').to_string())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        [
+            "/etc/piper/launch.env",
+            "/usr/bin/piper-launch",
+            "/usr/bin/piper-node",
+            "/usr/lib/systemd/system/piper-launch.service",
+            "/usr/lib/systemd/system/piper-node@.service",
+            "/usr/lib/systemd/system/piper-node@.socket",
+            "/usr/lib/sysusers.d/piper.conf",
+            "/usr/share/bash-completion/completions/piper-launch",
+            "/usr/share/bash-completion/completions/piper-node",
+            "/usr/share/doc/piper/README.md",
+            "/usr/share/doc/piper/copyright",
+            "/usr/share/fish/vendor_completions.d/piper-launch.fish",
+            "/usr/share/fish/vendor_completions.d/piper-node.fish",
+            "/usr/share/man/man1/piper-launch.1.gz",
+            "/usr/share/man/man1/piper-node.1.gz",
+            "/usr/share/zsh/vendor-completions/_piper-launch",
+            "/usr/share/zsh/vendor-completions/_piper-node",
+        ]
+    );
+    let field = |f: &str| {
+        let out = Command::new("dpkg-deb").args(["-f"]).arg(&deb).arg(f).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(field("Package"), "piper");
+    assert_eq!(field("Version"), env!("CARGO_PKG_VERSION"));
+    let conffiles = Command::new("dpkg-deb")
+        .args(["-I"])
+        .arg(&deb)
+        .arg("conffiles")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&conffiles.stdout), "/etc/piper/launch.env\n");
+    // The units name /usr/bin, never /usr/local.
+    let unit = Command::new("sh")
+        .arg("-c")
+        .arg("dpkg-deb --fsys-tarfile \"$1\" | tar -xO ./usr/lib/systemd/system/piper-node@.service")
+        .args(["sh", deb.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let unit = String::from_utf8_lossy(&unit.stdout);
+    assert!(
+        unit.contains("ExecStart=/usr/bin/piper-node %i") && !unit.contains("/usr/local"),
+        "{unit}"
+    );
+    let size = std::fs::metadata(&deb).unwrap().len();
+    eprintln!("{}: {size} bytes", deb.display());
+}
+
+#[test]
+fn man_pages_render_without_warnings_and_say_it_all() {
+    if !may_run(Needs::Tool("groff")) {
+        return;
+    }
+    for program in ["piper-node", "piper-launch"] {
+        let page = dist_dir().join(format!("man/man1/{program}.1"));
+        let out = Command::new("groff")
+            .args(["-z", "-wall", "-man"])
+            .arg(&page)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        assert_eq!(String::from_utf8_lossy(&out.stderr), "", "{program}: groff warnings");
+        let text = std::fs::read_to_string(&page).unwrap();
+        for section in ["NAME", "SYNOPSIS", "OPTIONS", "EXAMPLES", "ENVIRONMENT", "EXIT STATUS"] {
+            assert!(
+                text.contains(&format!(".SH {section}")) || text.contains(&format!(".SH \"{section}\"")),
+                "{program}: no {section}"
+            );
+        }
+        assert!(text.contains("PIPER_DIR") && text.contains("RUST_LOG"), "{program}");
+    }
+}
+
+#[test]
+fn completions_load_in_bash() {
+    if !may_run(Needs::Tool("bash")) {
+        return;
+    }
+    for program in ["piper-node", "piper-launch"] {
+        let script = dist_dir().join(format!("completions/bash/{program}"));
+        let out = Command::new("bash")
+            .arg("-c")
+            .arg(format!("source '{}' && complete -p {program}", script.display()))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(String::from_utf8_lossy(&out.stdout).ends_with(&format!(" {program}\n")));
+    }
+}
