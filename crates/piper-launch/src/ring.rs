@@ -22,10 +22,10 @@ use piper_core::notify::{Listener, Notifier};
 use piper_core::{send_unbound, Name, Node};
 
 use crate::output::{Display, Relay, Route};
-use crate::placement;
+use crate::placement::Placer;
 use crate::signals::{Signals, SUSPENDING, TERMINATING};
-use crate::spawn::{Placement, Plan, Spawner};
-use piper_launch::cli::{Cpus, RestartPolicy};
+use crate::spawn::{Plan, Spawner};
+use piper_launch::cli::RestartPolicy;
 
 /// Timing and failure policy.
 #[derive(Debug)]
@@ -41,7 +41,7 @@ pub struct Options {
     /// Which dead nodes are started again, and how often.
     pub restart: Restart,
     /// Where the nodes run.
-    pub cpus: Cpus,
+    pub cpus: piper_launch::cli::Cpus,
 }
 
 /// The restart policy and its limits.
@@ -160,16 +160,8 @@ struct Ring<'a> {
     restarted: Option<Instant>,
     reinjected: Option<Instant>,
     reinjections: u32,
-    /// Where nodes run, and for `auto`, the CPU the ring is packed on and
-    /// how long its nodes had run and waited at the last look.
-    placement: Placement,
-    packed: Option<usize>,
-    /// What the sampled nodes had run (ns) at the last look.
-    ran: u64,
-    /// Whether nodes are placed when they say READY=1 rather than before
-    /// they run (auto, during the launch), and whether the launch is over.
-    place_when_ready: bool,
-    launched: bool,
+    /// Where nodes run.
+    placer: Placer,
 }
 
 /// Runs the plan: launch, wait for readiness, start the chain, watch, tear
@@ -223,13 +215,8 @@ pub fn run(plan: &Plan, options: &Options, display: Display) -> Outcome {
         restarted: None,
         reinjected: None,
         reinjections: 0,
-        placement: Placement { sets: vec![None; n] },
-        packed: None,
-        ran: 0,
-        place_when_ready: false,
-        launched: false,
+        placer: Placer::new(&options.cpus, n),
     };
-    ring.place(&options.cpus);
     let outcome = match ring.launch(started, options.ready_timeout) {
         ControlFlow::Continue(()) => ring.watch(options),
         ControlFlow::Break(outcome) => outcome,
@@ -302,9 +289,7 @@ impl Ring<'_> {
             for line in state.lines() {
                 if let (State::Starting { pid, group }, "READY=1") = (member.state, line) {
                     member.state = State::Ready { pid, group };
-                    if let (true, false, Some(set)) = (self.place_when_ready, self.launched, &self.placement.sets[i]) {
-                        let _ = placement::pin(pid, set);
-                    }
+                    self.placer.ready(i, pid);
                 } else if let Some(counts) = line.strip_prefix("STATUS=").and_then(parse_counts) {
                     member.counts = counts;
                 }
@@ -417,7 +402,7 @@ impl Ring<'_> {
                 .status(format!("piper-launch: started {n}/{n}, ready {}/{n}", self.ready()));
         }
         self.display.clear_status();
-        self.launched = true;
+        self.placer.launched();
         log::info!("{n} nodes ready in {:.3}s", started.elapsed().as_secs_f64());
         // Under systemd (Type=notify) the launcher is ready when its ring is.
         notify_manager("READY=1");
@@ -443,12 +428,7 @@ impl Ring<'_> {
         let fd = |p: &Option<(Relay, std::os::fd::OwnedFd)>| p.as_ref().map(|(_, write)| write.as_raw_fd());
         let spawner = self.spawner.as_mut().expect("a spawner");
         let socket = self.members[i].socket.as_fd().as_raw_fd();
-        // auto places a launching node once it is ready (see `place`);
-        // every other placement, and auto's restarts, before it runs at all.
-        let cpus = match self.place_when_ready && !self.launched {
-            true => None,
-            false => self.placement.sets[i],
-        };
+        let cpus = self.placer.before_exec(i);
         let (pid, group) = spawner.start(self.plan, i, socket, fd(&out), fd(&err), cpus)?;
         let member = &mut self.members[i];
         member.relays = out.into_iter().chain(err).map(|(relay, _)| relay).collect();
@@ -460,111 +440,6 @@ impl Ring<'_> {
         member.starts.push(Instant::now());
         self.by_pid.insert(pid, i);
         Ok(())
-    }
-
-    /// Decides where each node runs, before any starts.
-    fn place(&mut self, policy: &Cpus) {
-        let allowed = placement::allowed();
-        let n = self.members.len();
-        let sets: Vec<Option<nix::sched::CpuSet>> = match policy {
-            Cpus::None => vec![None; n],
-            Cpus::Pack | Cpus::Auto => {
-                let least = placement::least_busy(&allowed, Duration::from_millis(30));
-                let cpu = match (least, policy) {
-                    // auto does not pack onto a CPU that is busy already.
-                    (Some((_, busy)), Cpus::Auto) if busy > BUSY => {
-                        log::debug!("every CPU is busy: leaving the ring to the scheduler");
-                        None
-                    }
-                    (Some((cpu, _)), Cpus::Auto) => {
-                        // A thousand nodes starting on one CPU take half as
-                        // long again to be ready (0.85 s against 0.57 s here):
-                        // auto packs each node once it is ready, before the
-                        // chain starts.
-                        self.packed = Some(cpu);
-                        self.place_when_ready = true;
-                        Some(cpu)
-                    }
-                    (least, _) => least.map(|(cpu, _)| cpu),
-                };
-                vec![cpu.map(|c| placement::set_of(&[c])); n]
-            }
-            Cpus::Spread => (0..n)
-                .map(|i| allowed.get(i % allowed.len().max(1)).map(|&c| placement::set_of(&[c])))
-                .collect(),
-            Cpus::List(cpus) => vec![Some(placement::set_of(cpus)); n],
-        };
-        if let Some(cpu) = self.packed {
-            log::debug!("packing the ring onto CPU {cpu}");
-        }
-        self.placement = Placement { sets };
-    }
-
-    /// `auto`: whether something else uses the CPU the ring is packed on.
-    /// That CPU's busy time, less what the ring's nodes ran there (from a
-    /// sample of up to 64 of them, scaled to the ring), is what the others
-    /// took. (How long nodes wait to run says little: in a packed ring each
-    /// woken node waits for its waker to go to sleep, a third of the time.)
-    /// When others take more than a quarter of it, the ring moves to a CPU
-    /// that is mostly idle, or, if none is, is left to the scheduler:
-    /// packing must never be a trap.
-    fn check_placement(&mut self, last: &[(usize, u64, u64)], elapsed: Duration) {
-        let Some(cpu) = self.packed else { return };
-        let alive: Vec<Pid> = self.alive().map(|(_, pid, _)| pid).collect();
-        let sample = &alive[..alive.len().min(64)];
-        let ran: u64 = sample
-            .iter()
-            .filter_map(|&pid| placement::sched_times(pid))
-            .map(|t| t.0)
-            .sum();
-        let ran0 = std::mem::replace(&mut self.ran, ran);
-        let now = placement::cpu_times();
-        let busy_share = |c: usize| {
-            let a = last.iter().find(|t| t.0 == c)?;
-            let b = now.iter().find(|t| t.0 == c)?;
-            Some(b.1.saturating_sub(a.1) as f64 / b.2.saturating_sub(a.2).max(1) as f64)
-        };
-        if ran0 == 0 || sample.is_empty() {
-            return; // the first look: nothing to compare with yet
-        }
-        let ring = ran.saturating_sub(ran0) as f64 / 1e9 * alive.len() as f64 / sample.len() as f64;
-        let ring_share = ring / elapsed.as_secs_f64().max(1e-3);
-        let others = busy_share(cpu).unwrap_or(0.0) - ring_share;
-        if others <= 0.25 {
-            return;
-        }
-        let quiet = placement::allowed()
-            .into_iter()
-            .filter(|&c| c != cpu)
-            .filter_map(|c| Some((c, busy_share(c)?)))
-            .min_by(|a, b| a.1.total_cmp(&b.1))
-            .filter(|&(_, busy)| busy < BUSY);
-        let set = match quiet {
-            Some((to, _)) => {
-                log::info!(
-                    "others took {:.0}% of CPU {cpu}: moving the ring to CPU {to}",
-                    others * 100.0
-                );
-                self.packed = Some(to);
-                placement::set_of(&[to])
-            }
-            None => {
-                log::info!(
-                    "others took {:.0}% of CPU {cpu}, and no CPU is idle: leaving the ring to the scheduler",
-                    others * 100.0
-                );
-                self.packed = None;
-                placement::set_of(&placement::allowed())
-            }
-        };
-        for pid in alive {
-            let _ = placement::pin(pid, &set);
-        }
-        let keep = self.packed.map(|_| set);
-        self.placement = Placement {
-            sets: vec![keep; self.members.len()],
-        };
-        self.ran = 0;
     }
 
     /// During launch, a stop signal or any death ends the run.
@@ -590,7 +465,6 @@ impl Ring<'_> {
         let restart = options.restart;
         let restarting = restart.policy != RestartPolicy::No;
         let ticking = self.manager.is_some() || self.display.has_status_line() || restarting;
-        let mut looked = (Instant::now(), placement::cpu_times());
         self.last_tick = (0, Instant::now());
         self.progress = (0, Instant::now());
         let mut next_tick = Instant::now();
@@ -605,7 +479,7 @@ impl Ring<'_> {
                 State::Waiting(at) => Some(at),
                 _ => None,
             });
-            let look = self.packed.map(|_| looked.0 + PLACEMENT_EVERY);
+            let look = self.placer.next_look();
             let wake = due.chain(ticking.then_some(next_tick)).chain(look).min();
             let events = self.wait_events(wake.map(|at| at.saturating_duration_since(now)));
             if let Some(&sig) = events.stops.first() {
@@ -647,9 +521,9 @@ impl Ring<'_> {
                     self.check_silence(silence);
                 }
             }
-            if self.packed.is_some() && now >= looked.0 + PLACEMENT_EVERY {
-                self.check_placement(&looked.1, now - looked.0);
-                looked = (Instant::now(), placement::cpu_times());
+            if look.is_some_and(|at| now >= at) {
+                let alive: Vec<Pid> = self.alive().map(|(_, pid, _)| pid).collect();
+                self.placer.look(&alive);
             }
         }
     }
@@ -894,12 +768,6 @@ impl Ring<'_> {
 /// How often, at most, the launcher reports the ring to its manager and
 /// redraws its status line.
 const STATUS_EVERY: Duration = Duration::from_secs(1);
-
-/// How often `auto` looks at the CPU the ring is packed on.
-const PLACEMENT_EVERY: Duration = Duration::from_millis(250);
-
-/// A CPU busier than this (share of its time) is not one to pack onto.
-const BUSY: f64 = 0.5;
 
 /// How often the progress line moves while nodes start.
 const PROGRESS_EVERY: Duration = Duration::from_millis(100);

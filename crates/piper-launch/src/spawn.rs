@@ -37,13 +37,6 @@ pub struct Plan {
     pub all_output: bool,
 }
 
-/// Where each node runs: a CPU set per node, or none (the scheduler's
-/// choice). Decided at launch (see `placement`), changed by `auto`.
-#[derive(Clone, Debug)]
-pub struct Placement {
-    pub sets: Vec<Option<nix::sched::CpuSet>>,
-}
-
 impl Plan {
     /// Whether node `i`'s message lines go to the launcher's stream (rather
     /// than to a log file, or nowhere).
