@@ -17,6 +17,11 @@ mkdir -p "$stage"
 
 PREFIX=/usr DESTDIR="$stage" UNITDIR=/usr/lib/systemd/system SYSCONFDIR=/etc SYSUSERSDIR=/usr/lib/sysusers.d \
   scripts/install.sh >/dev/null
+# Debian ships binaries stripped (the release build keeps line tables for
+# backtraces; the source tree has them).
+if command -v strip >/dev/null; then
+  strip --strip-unneeded "$stage/usr/bin/piper-node" "$stage/usr/bin/piper-launch"
+fi
 # Debian's layout: compressed man pages, the licence as copyright.
 gzip -9n "$stage/usr/share/man/man1/"*.1
 cp LICENSE-MIT "$stage/usr/share/doc/piper/copyright"
