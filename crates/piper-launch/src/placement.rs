@@ -17,7 +17,7 @@ use nix::unistd::Pid;
 use piper_launch::cli::Cpus;
 
 /// How often `auto` looks at the CPU the ring is packed on.
-const LOOK_EVERY: Duration = Duration::from_millis(250);
+const LOOK_EVERY: Duration = Duration::from_millis(100);
 
 /// A CPU busier than this (share of its time) is not one to pack onto.
 const BUSY: f64 = 0.5;
