@@ -20,9 +20,14 @@ pub fn echo(path: &Path) -> ! {
     }
 }
 
-/// A raw ring member: forwards every datagram on `path` to `next`.
+/// A raw ring member: forwards every datagram on `path` to `next`. With
+/// `PIPER_BENCH_PASSCRED` set, the socket asks for sender credentials, as
+/// every piper node does: the kernel then attaches them to every datagram.
 pub fn forward(path: &Path, next: &Path) -> ! {
     let sock = UnixDatagram::bind(path).expect("bind ring member");
+    if std::env::var_os("PIPER_BENCH_PASSCRED").is_some() {
+        nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::PassCred, &true).expect("SO_PASSCRED");
+    }
     let mut buf = [0u8; 64];
     loop {
         let n = sock.recv(&mut buf).expect("recv");
