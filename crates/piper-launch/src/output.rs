@@ -155,8 +155,7 @@ impl Display {
         };
         let mut start = 0;
         while let Some(end) = relay.partial[start..].iter().position(|&b| b == b'\n') {
-            let line = relay.partial[start..start + end].to_vec();
-            self.line(relay.stderr, index, name, &line);
+            self.line(relay.stderr, index, name, &relay.partial[start..start + end]);
             start += end + 1;
         }
         relay.partial.drain(..start);

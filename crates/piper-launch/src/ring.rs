@@ -120,6 +120,11 @@ enum State {
 }
 
 impl Member {
+    /// Its counts over all its lives: received, sent, dropped.
+    fn all_counts(&self) -> [u64; 3] {
+        [0, 1, 2].map(|k| self.counts[k] + self.earlier[k])
+    }
+
     /// The process and its group, while it lives.
     fn live(&self) -> Option<(Pid, Pid)> {
         match self.state {
@@ -431,6 +436,10 @@ impl Ring<'_> {
         let cpus = self.placer.before_exec(i);
         let (pid, group) = spawner.start(self.plan, i, socket, fd(&out), fd(&err), cpus)?;
         let member = &mut self.members[i];
+        // A restarted node's last life may have left lines in its pipes.
+        for relay in &mut member.relays {
+            self.display.read(relay, i, &member.name);
+        }
         member.relays = out.into_iter().chain(err).map(|(relay, _)| relay).collect();
         member.state = State::Starting { pid, group };
         // A new life counts from zero; the last one's counts are kept.
@@ -609,7 +618,8 @@ impl Ring<'_> {
     /// The counts of every node added up: received, sent, dropped.
     fn totals(&self) -> [u64; 3] {
         self.members.iter().fold([0; 3], |mut t, m| {
-            (0..3).for_each(|k| t[k] += m.counts[k] + m.earlier[k]);
+            let counts = m.all_counts();
+            (0..3).for_each(|k| t[k] += counts[k]);
             t
         })
     }
@@ -658,7 +668,6 @@ impl Ring<'_> {
             piper_cli::stderr_line(piper_cli::Priority::Notice, &object);
             return;
         }
-        let mut ends: Vec<String> = Vec::new();
         let mut tally: Vec<(String, usize)> = Vec::new();
         for member in &self.members {
             let end = match member.state {
@@ -673,7 +682,7 @@ impl Ring<'_> {
                 None => tally.push((end, 1)),
             }
         }
-        ends.extend(tally.into_iter().map(|(end, n)| format!("{n} {end}")));
+        let ends: Vec<String> = tally.into_iter().map(|(end, n)| format!("{n} {end}")).collect();
         let restarts = match (self.restarts(), self.reinjections) {
             (0, 0) => String::new(),
             (r, k) => format!("; {r} restarts, {k} re-injected"),
@@ -784,7 +793,7 @@ fn member_json(member: &Member) -> String {
         State::Starting { pid, .. } | State::Ready { pid, .. } => (Some(pid.as_raw()), None, None),
         _ => (None, None, None),
     };
-    let [received, sent, dropped] = [0, 1, 2].map(|k| member.counts[k] + member.earlier[k]);
+    let [received, sent, dropped] = member.all_counts();
     piper_cli::json::Object::new()
         .str("name", member.name.as_str())
         .opt_num("pid", pid)

@@ -135,14 +135,15 @@ struct Seed<'a> {
 
 impl Handler for Seed<'_> {
     fn handle(&mut self, node: &Node, event: Event<'_>) -> Result<Flow> {
-        // A clock read (no system call), under a service manager only: the
-        // fast path stays as it is.
-        let now = self.opts.notifier.as_ref().map(|_| Instant::now());
-        if let Some(now) = now {
+        // One clock read per event (vDSO, no system call): the message's
+        // time for the active span, and the watchdog's and STATUS='s clock.
+        let now = Instant::now();
+        let managed = self.opts.notifier.is_some();
+        if managed {
             self.watchdog(now);
         }
         match event {
-            Event::Datagram(datagram) => self.datagram(node, datagram)?,
+            Event::Datagram(datagram) => self.datagram(node, datagram, now)?,
             Event::Truncated { len } => {
                 self.stats.dropped += 1;
                 let e = Error::Truncated {
@@ -157,7 +158,7 @@ impl Handler for Seed<'_> {
                 }
             }
         }
-        if let Some(now) = now {
+        if managed {
             self.status(now);
         }
         let done = self.opts.count.is_some_and(|count| self.stats.received >= count);
@@ -179,7 +180,7 @@ impl Handler for Seed<'_> {
 
 impl Seed<'_> {
     /// Prints and answers one datagram, or counts why not.
-    fn datagram(&mut self, node: &Node, datagram: Datagram<'_>) -> Result<()> {
+    fn datagram(&mut self, node: &Node, datagram: Datagram<'_>, now: Instant) -> Result<()> {
         let Datagram { payload, creds, .. } = datagram;
         if !allowed(creds, self.me, &self.opts.allow_uids) {
             self.stats.dropped += 1;
@@ -199,15 +200,10 @@ impl Seed<'_> {
             return Ok(());
         }
         self.stats.received += 1;
-        let now = Instant::now();
         self.first.get_or_insert(now);
         self.last = Some(now);
         if !self.opts.quiet {
-            writeln!(self.out, "{} received: '{}'", node.name(), escape(payload)).map_err(|e| Error::Io {
-                action: "write",
-                target: "stdout".into(),
-                source: e,
-            })?;
+            writeln!(self.out, "{} received: '{}'", node.name(), escape(payload)).map_err(stdout_error)?;
             self.dirty = true;
             if self.opts.line_buffered {
                 self.flush()?;
@@ -390,11 +386,16 @@ impl Seed<'_> {
 
     fn flush(&mut self) -> Result<()> {
         self.dirty = false;
-        self.out.flush().map_err(|e| Error::Io {
-            action: "write",
-            target: "stdout".into(),
-            source: e,
-        })
+        self.out.flush().map_err(stdout_error)
+    }
+}
+
+/// A failed write of message lines.
+fn stdout_error(source: std::io::Error) -> Error {
+    Error::Io {
+        action: "write",
+        target: "stdout".into(),
+        source,
     }
 }
 
