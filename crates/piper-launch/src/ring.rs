@@ -283,23 +283,7 @@ impl Ring<'_> {
                 self.signal_groups(Signal::SIGCONT);
             }
         }
-        while let Ok(Some((pid, state))) = self.listener.try_recv() {
-            let Some(&i) = self.by_pid.get(&Pid::from_raw(pid)) else {
-                continue;
-            };
-            let member = &mut self.members[i];
-            if member.pid != Some(Pid::from_raw(pid)) {
-                continue; // a life before this one
-            }
-            for line in state.lines() {
-                if let (State::Starting { pid, group }, "READY=1") = (member.state, line) {
-                    member.state = State::Ready { pid, group };
-                    self.placer.ready(i, pid);
-                } else if let Some(counts) = line.strip_prefix("STATUS=").and_then(parse_counts) {
-                    member.counts = counts;
-                }
-            }
-        }
+        self.read_notifications();
         if reap {
             loop {
                 let status = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
@@ -323,6 +307,28 @@ impl Ring<'_> {
             }
         }
         events
+    }
+
+    /// Takes in every queued notification: `READY=1`, and `STATUS=` counts
+    /// from each member's current life.
+    fn read_notifications(&mut self) {
+        while let Ok(Some((pid, state))) = self.listener.try_recv() {
+            let Some(&i) = self.by_pid.get(&Pid::from_raw(pid)) else {
+                continue;
+            };
+            let member = &mut self.members[i];
+            if member.pid != Some(Pid::from_raw(pid)) {
+                continue; // a life before this one
+            }
+            for line in state.lines() {
+                if let (State::Starting { pid, group }, "READY=1") = (member.state, line) {
+                    member.state = State::Ready { pid, group };
+                    self.placer.ready(i, pid);
+                } else if let Some(counts) = line.strip_prefix("STATUS=").and_then(parse_counts) {
+                    member.counts = counts;
+                }
+            }
+        }
     }
 
     /// Ctrl-Z (or a background read or write of the terminal): the whole
@@ -653,6 +659,9 @@ impl Ring<'_> {
         }
         self.display.flush();
         self.display.clear_status();
+        // A node's last counts may come after it was reaped, and after the
+        // teardown's last look.
+        self.read_notifications();
         let [received, sent, dropped] = self.totals();
         if json {
             let members: Vec<String> = self.members.iter().map(member_json).collect();
