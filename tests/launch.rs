@@ -248,7 +248,9 @@ fn moments(n: usize, lo: u64, hi: u64) -> Vec<Duration> {
 fn sigint_at_any_moment_of_a_big_launch_tears_down_at_once() {
     for (round, after) in moments(6, 100, 400).into_iter().enumerate() {
         let dir = Dir::new("launch-interrupt");
-        let mut launcher = launch(&dir, &["--nodes", "1000", "--quiet"]);
+        // A grace period far beyond any honest teardown: a node that
+        // swallowed SIGTERM between fork and exec would hold it all.
+        let mut launcher = launch(&dir, &["--nodes", "1000", "--quiet", "--grace", "60"]);
         std::thread::sleep(after);
         let sent = Instant::now();
         launcher.signal(Signal::SIGINT);
@@ -258,9 +260,8 @@ fn sigint_at_any_moment_of_a_big_launch_tears_down_at_once() {
             "round {round}, SIGINT after {after:?}"
         );
         let took = sent.elapsed();
-        // The grace period is 5 s: a node that swallowed SIGTERM between
-        // fork and exec would hold the teardown that long.
-        assert!(took < Duration::from_secs(2), "round {round}: teardown took {took:?}");
+        // Some 0.2 s alone, up to 2 s beside the other tests of a debug run.
+        assert!(took < Duration::from_secs(5), "round {round}: teardown took {took:?}");
         assert!(!launcher.stderr().contains("ignored SIGTERM"), "round {round}");
         assert_all_gone(&dir, Duration::from_secs(2));
     }
