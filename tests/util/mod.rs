@@ -50,6 +50,8 @@ pub fn bin_dir() -> &'static Path {
             "piper-launch",
             "-p",
             "piper-core",
+            "-p",
+            "piper-bridge",
         ]);
         if release {
             cmd.arg("--release");
@@ -622,7 +624,17 @@ pub enum Needs {
 }
 
 fn on_path(tool: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file()))
+    tool_path(tool).is_some()
+}
+
+/// Where command `tool` is: on `PATH`, or in the system's sbin directories,
+/// which an ordinary user's `PATH` often lacks (mosquitto lives there).
+pub fn tool_path(tool: &str) -> Option<PathBuf> {
+    let paths = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&paths)
+        .chain(["/usr/sbin", "/sbin", "/usr/local/sbin"].map(PathBuf::from))
+        .map(|dir| dir.join(tool))
+        .find(|path| path.is_file())
 }
 
 /// Standard bound for a process that should exit promptly.

@@ -1,6 +1,6 @@
 //! Exit codes, and the tables that document them.
 //!
-//! [`NODE`] and [`LAUNCHER`] are the single source of the codes' meanings:
+//! [`NODE`], [`LAUNCHER`] and [`BRIDGE`] are the single source of the codes' meanings:
 //! `--help` prints them ([`help`]) and a test checks that the README's
 //! tables are exactly [`markdown`] of them.
 
@@ -83,6 +83,21 @@ pub const LAUNCHER: &[Row] = &[
     ("127", "the `piper-node` binary was not found"),
 ];
 
+/// piper-bridge's exit codes.
+pub const BRIDGE: &[Row] = &[
+    ("0", "SIGTERM or SIGHUP: a normal stop, after telling the other bridges"),
+    ("130", "SIGINT"),
+    (
+        "1",
+        "the broker refused the connection (a wrong login, or not authorised), or a runtime failure",
+    ),
+    (
+        "2",
+        "usage error: a bad broker address, ring, id or node name, or an unreadable `--credentials` or `--ca` file",
+    ),
+    ("4", "socket directory unusable or unsafe"),
+];
+
 /// The table as `--help` shows it, after the options.
 pub fn help(rows: &[Row]) -> String {
     let mut text = String::from("Exit status:\n");
@@ -113,7 +128,11 @@ mod tests {
     #[test]
     fn the_readme_tables_are_the_code_tables() {
         let readme = readme();
-        for (program, rows) in [("piper-node", NODE), ("piper-launch", LAUNCHER)] {
+        for (program, rows) in [
+            ("piper-node", NODE),
+            ("piper-launch", LAUNCHER),
+            ("piper-bridge", BRIDGE),
+        ] {
             let table = markdown(program, rows);
             assert!(readme.contains(&table), "README.md lacks, verbatim:\n{table}");
         }
@@ -128,6 +147,10 @@ mod tests {
         let launcher: Vec<&str> = LAUNCHER.iter().map(|r| r.0).collect();
         for code in [OK, FAILURE, USAGE, NAME_IN_USE, ENVIRONMENT, NOT_FOUND, INTERRUPTED] {
             assert!(launcher.contains(&code.to_string().as_str()), "{code}");
+        }
+        let bridge: Vec<&str> = BRIDGE.iter().map(|r| r.0).collect();
+        for code in [OK, FAILURE, USAGE, ENVIRONMENT, INTERRUPTED] {
+            assert!(bridge.contains(&code.to_string().as_str()), "{code}");
         }
     }
 

@@ -12,6 +12,7 @@ use std::io::Write;
 use std::os::fd::AsFd;
 use std::process::ExitCode;
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use piper_core::Error;
 
@@ -163,6 +164,58 @@ fn matches_stream(stream: &str, dev: u64, ino: u64) -> bool {
     stream
         .split_once(':')
         .is_some_and(|(d, i)| d.parse() == Ok(dev) && i.parse() == Ok(ino))
+}
+
+/// Logs at most a few warnings a second, and says how many it held back.
+#[derive(Debug)]
+pub struct RateLimit {
+    window: Instant,
+    shown: u32,
+    held: u64,
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        RateLimit::new()
+    }
+}
+
+impl RateLimit {
+    /// How many warnings a second are shown.
+    pub const PER_SECOND: u32 = 5;
+
+    /// A limiter with nothing shown yet.
+    pub fn new() -> Self {
+        RateLimit {
+            window: Instant::now(),
+            shown: 0,
+            held: 0,
+        }
+    }
+
+    /// Says how many warnings were held back since the last one shown.
+    pub fn finish(&mut self) {
+        if self.held > 0 {
+            log::warn!("{} similar warnings suppressed", self.held);
+            self.held = 0;
+        }
+    }
+
+    /// Logs `args` as a warning, unless this second's share is used up.
+    pub fn warn(&mut self, args: std::fmt::Arguments<'_>) {
+        let now = Instant::now();
+        if now.duration_since(self.window) >= Duration::from_secs(1) {
+            self.finish();
+            self.window = now;
+            self.shown = 0;
+        }
+        if self.shown < Self::PER_SECOND {
+            self.shown += 1;
+            log::warn!("{args}");
+        } else {
+            self.held += 1;
+        }
+    }
 }
 
 #[cfg(test)]

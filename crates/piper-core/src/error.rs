@@ -126,7 +126,10 @@ pub enum Error {
 }
 
 impl Error {
-    pub(crate) fn io(action: &'static str, target: impl fmt::Display, source: impl Into<io::Error>) -> Self {
+    /// An [`Error::Io`]: `action` (a verb such as "bind") on `target` failed
+    /// with `source`. For code built on piper-core that reports its own
+    /// system calls the way piper-core does.
+    pub fn io(action: &'static str, target: impl fmt::Display, source: impl Into<io::Error>) -> Self {
         Error::Io {
             action,
             target: target.to_string(),

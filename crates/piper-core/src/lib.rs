@@ -58,5 +58,5 @@ pub use claim::{Listing, Liveness};
 pub use dir::{Namespace, SocketDir};
 pub use error::{Error, Result};
 pub use name::{escape, Name};
-pub use node::{send_unbound, Credentials, Datagram, Node, Peer, RecvBuf, MAX_DATAGRAM};
+pub use node::{send_unbound, send_unbound_nowait, Credentials, Datagram, Node, Peer, RecvBuf, MAX_DATAGRAM};
 pub use signals::{Signals, Stop, Trigger};

@@ -79,6 +79,15 @@ pub struct Peer {
 }
 
 impl Peer {
+    /// Resolves `name` in `dir`, checking that its address fits. The same
+    /// as [`Node::peer`], for a sender that is not a node.
+    pub fn new(dir: &SocketDir, name: &Name) -> Result<Peer> {
+        Ok(Peer {
+            name: name.clone(),
+            addr: dir.address(name)?,
+        })
+    }
+
     /// The peer's name.
     pub fn name(&self) -> &Name {
         &self.name
@@ -272,10 +281,7 @@ impl Node {
 
     /// Resolves `name` to a destination, checking that its address fits.
     pub fn peer(&self, name: &Name) -> Result<Peer> {
-        Ok(Peer {
-            name: name.clone(),
-            addr: self.dir.address(name)?,
-        })
+        Peer::new(&self.dir, name)
     }
 
     /// Sets how long a send waits on a full peer queue (at least 1 ms).
@@ -449,13 +455,23 @@ fn send_error(e: Errno, dir: &SocketDir, peer: &Name, len: usize) -> Error {
 
 /// Sends `bytes` to node `to` from a fresh unbound socket, the way the seed's
 /// `_send` does: the receiver sees no sender name. The launcher starts a
-/// chain with this.
+/// chain with this. A full queue is waited on for [`DEFAULT_SEND_TIMEOUT`].
 pub fn send_unbound(dir: &SocketDir, to: &Name, bytes: &[u8]) -> Result<()> {
+    unbound(dir, to, bytes, MsgFlags::MSG_NOSIGNAL)
+}
+
+/// [`send_unbound`] without waiting: a full queue is [`Error::WouldBlock`]
+/// at once, as for [`Node::send_nowait`].
+pub fn send_unbound_nowait(dir: &SocketDir, to: &Name, bytes: &[u8]) -> Result<()> {
+    unbound(dir, to, bytes, MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT)
+}
+
+fn unbound(dir: &SocketDir, to: &Name, bytes: &[u8], flags: MsgFlags) -> Result<()> {
     let addr = dir.address(to)?;
     let fd = socket(AddressFamily::Unix, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None)
         .map_err(|e| Error::io("create", "a socket", e))?;
     set_send_timeout(&fd, DEFAULT_SEND_TIMEOUT).map_err(|e| Error::io("configure", "a socket", e))?;
-    sendto(fd.as_raw_fd(), bytes, &addr, MsgFlags::MSG_NOSIGNAL)
+    sendto(fd.as_raw_fd(), bytes, &addr, flags)
         .map(drop)
         .map_err(|e| send_error(e, dir, to, bytes.len()))
 }

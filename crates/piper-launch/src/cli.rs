@@ -63,6 +63,15 @@ pub struct Args {
     /// Comma-separated node names, or a number N for node1..nodeN.
     #[arg(long, value_name = "LIST|N")]
     pub nodes: String,
+    /// Close the ring through NAME, a node this launcher does not start
+    /// (one on another host, reached through piper-bridge): the last node
+    /// answers NAME instead of the first. The chain starts once NAME is
+    /// reachable, and is sent again if the ring falls silent.
+    #[arg(long, value_name = "NAME")]
+    pub ring_next: Option<String>,
+    /// Do not start the chain: another launcher of the ring does.
+    #[arg(long)]
+    pub no_start: bool,
     /// The node whose exit ends the run, and whose warnings and summary
     /// reach stderr [default: the last].
     #[arg(long, value_name = "NAME")]

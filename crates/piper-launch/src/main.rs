@@ -28,7 +28,8 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> Result<u8, Failure> {
-    let names = parse_nodes(&args.nodes)?;
+    let ring_next = args.ring_next.as_deref().map(Name::new).transpose()?;
+    let names = parse_nodes(&args.nodes, ring_next.as_ref())?;
     let foreground = match &args.foreground {
         None => names.len() - 1,
         Some(f) => names
@@ -50,7 +51,7 @@ fn run(args: Args) -> Result<u8, Failure> {
         Namespace::Filesystem
     };
     let dir = SocketDir::open_in(args.dir.unwrap_or_else(SocketDir::default_path), namespace)?;
-    for name in &names {
+    for name in names.iter().chain(&ring_next) {
         dir.check_fits(name)?;
     }
     let node_bin = spawn::find_node_binary(args.node_bin.as_deref()).map_err(|m| Failure::new(exit::NOT_FOUND, m))?;
@@ -76,6 +77,8 @@ fn run(args: Args) -> Result<u8, Failure> {
         node_bin,
         dir,
         names,
+        ring_next,
+        start: !args.no_start,
         foreground,
         log_dir: args.log_dir,
         interval: args.interval,
@@ -136,8 +139,9 @@ const MAX_SECONDS: f64 = 365.0 * 24.0 * 3600.0;
 const MAX_NODES: u64 = 65_536;
 
 /// `a,b,c` or a number N for `node1..nodeN`; names must be valid and
-/// distinct, and a ring has at least two (a node never answers itself).
-fn parse_nodes(spec: &str) -> Result<Vec<Name>, Failure> {
+/// distinct, and a ring has at least two (a node never answers itself),
+/// counting a `--ring-next` node started elsewhere.
+fn parse_nodes(spec: &str, ring_next: Option<&Name>) -> Result<Vec<Name>, Failure> {
     let spec = spec.trim();
     let names: Vec<Name> = if !spec.is_empty() && spec.bytes().all(|b| b.is_ascii_digit()) {
         let max = max_nodes();
@@ -153,14 +157,17 @@ fn parse_nodes(spec: &str) -> Result<Vec<Name>, Failure> {
     } else {
         spec.split(',').map(|s| Name::new(s.trim())).collect::<Result<_, _>>()?
     };
-    if names.len() < 2 {
+    if names.len() + usize::from(ring_next.is_some()) < 2 {
         return Err(Failure::usage(format!(
             "--nodes {spec}: a ring needs at least two nodes (a node never answers itself)"
         )));
     }
     let mut seen = std::collections::HashSet::new();
-    if let Some(dup) = names.iter().find(|n| !seen.insert(*n)) {
-        return Err(Failure::usage(format!("--nodes names '{dup}' twice")));
+    if let Some(dup) = names.iter().chain(ring_next).find(|n| !seen.insert(*n)) {
+        return Err(match ring_next {
+            Some(next) if *next == *dup => Failure::usage(format!("--ring-next '{dup}' is one of the --nodes")),
+            _ => Failure::usage(format!("--nodes names '{dup}' twice")),
+        });
     }
     Ok(names)
 }

@@ -19,7 +19,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use piper_cli::{exit, Failure};
 use piper_core::notify::{Listener, Notifier};
-use piper_core::{send_unbound, Name, Node};
+use piper_core::{send_unbound, Liveness, Name, Node};
 
 use crate::output::{Display, Relay, Route};
 use crate::placement::Placer;
@@ -417,10 +417,51 @@ impl Ring<'_> {
         log::info!("{n} nodes ready in {:.3}s", started.elapsed().as_secs_f64());
         // Under systemd (Type=notify) the launcher is ready when its ring is.
         notify_manager("READY=1");
-        let (first, second) = (&self.plan.names[0], &self.plan.names[1 % n]);
-        or_fail(
-            send_unbound(&self.plan.dir, second, first.as_bytes()).map_err(|e| format!("cannot start the chain: {e}")),
-        )
+        if !self.plan.start {
+            return ControlFlow::Continue(());
+        }
+        if let Some(next) = &self.plan.ring_next {
+            self.await_ring_next(next, deadline)?;
+        }
+        or_fail(self.kick().map_err(|e| format!("cannot start the chain: {e}")))
+    }
+
+    /// Waits (until `deadline`) for the node that closes the ring elsewhere
+    /// to be reachable: its bridge's stand-in, or the node itself.
+    fn await_ring_next(&mut self, next: &Name, deadline: Instant) -> ControlFlow<Outcome> {
+        let reachable = |dir: &piper_core::SocketDir| {
+            dir.namespace() == piper_core::Namespace::Abstract || dir.probe(next).is_ok_and(|l| l == Liveness::Live)
+        };
+        let mut said = false;
+        while !reachable(&self.plan.dir) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return ControlFlow::Break(Err(fail(format!(
+                    "--ring-next '{next}' is not reachable in {}: is its bridge (or the node) running?",
+                    self.plan.dir.display_address(next)
+                ))));
+            }
+            if !said {
+                said = true;
+                self.display.status(format!("piper-launch: waiting for '{next}'"));
+                log::info!("waiting for '{next}' to close the ring");
+            }
+            let events = self.wait_events(Some(left.min(Duration::from_millis(20))));
+            self.check_launch(events)?;
+        }
+        self.display.clear_status();
+        ControlFlow::Continue(())
+    }
+
+    /// Starts the chain: the first node's name to the second, as the seed's
+    /// ping does; a lone node gets the name of the node it answers.
+    fn kick(&self) -> piper_core::Result<()> {
+        let (from, to) = match (&self.plan.names[..], &self.plan.ring_next) {
+            ([first, second, ..], _) => (first, second),
+            ([only], Some(next)) => (next, only),
+            _ => unreachable!("a ring has two nodes"),
+        };
+        send_unbound(&self.plan.dir, to, from.as_bytes())
     }
 
     /// Starts node `i` on its held socket, with relay pipes if its lines
@@ -479,7 +520,9 @@ impl Ring<'_> {
     fn watch(&mut self, options: &Options) -> Outcome {
         let restart = options.restart;
         let restarting = restart.policy != RestartPolicy::No;
-        let ticking = self.manager.is_some() || self.display.has_status_line() || restarting;
+        // Whether a silent ring is started again: the launcher that started it.
+        let healing = self.plan.start && (restarting || self.plan.ring_next.is_some());
+        let ticking = self.manager.is_some() || self.display.has_status_line() || healing;
         self.last_tick = (0, Instant::now());
         self.progress = (0, Instant::now());
         let mut next_tick = Instant::now();
@@ -532,7 +575,7 @@ impl Ring<'_> {
                 next_tick = now + STATUS_EVERY;
                 self.report_status();
                 self.draw_status();
-                if restarting {
+                if healing {
                     self.check_silence(silence);
                 }
             }
@@ -600,15 +643,22 @@ impl Ring<'_> {
         let lag = 2 * STATUS_EVERY;
         let restarted = self.restarted.is_some_and(|r| r + lag >= quiet_since);
         let already = self.reinjected.is_some_and(|t| t >= quiet_since);
-        if !restarted || already || quiet_since.elapsed() < silence {
+        // A ring that leaves the host can lose its message on the way (a
+        // broker restart): silence alone is enough there.
+        let crossing = self.plan.ring_next.is_some();
+        if !(restarted || crossing) || already || quiet_since.elapsed() < silence {
             return;
         }
-        let (first, second) = (&self.plan.names[0], &self.plan.names[1]);
+        let why = if restarted {
+            "since a node was restarted"
+        } else {
+            "(its message was lost on the way round)"
+        };
         log::warn!(
-            "the ring has been silent for {:.1}s since a node was restarted: sending '{first}' to '{second}' again",
+            "the ring has been silent for {:.1}s {why}: starting the chain again",
             self.progress.1.elapsed().as_secs_f64()
         );
-        match send_unbound(&self.plan.dir, second, first.as_bytes()) {
+        match self.kick() {
             Ok(()) => {
                 self.reinjected = Some(Instant::now());
                 self.reinjections += 1;

@@ -21,6 +21,12 @@ pub struct Plan {
     pub dir: SocketDir,
     /// The nodes, in ring order: node i answers node i+1.
     pub names: Vec<Name>,
+    /// The node the last one answers, when it is not the first: a node
+    /// started elsewhere (`--ring-next`).
+    pub ring_next: Option<Name>,
+    /// Whether this launcher starts the chain (and starts it again after a
+    /// silence).
+    pub start: bool,
     /// Index of the node whose output is shown.
     pub foreground: usize,
     /// Where background nodes' output goes, if kept.
@@ -253,7 +259,11 @@ impl Spawner {
 /// beginning with `-` is never read as an option. The directory is passed
 /// as the bytes it is, UTF-8 or not.
 pub fn node_args(plan: &Plan, i: usize) -> Vec<OsString> {
-    let next = &plan.names[(i + 1) % plan.names.len()];
+    let next = match (&plan.ring_next, plan.names.get(i + 1)) {
+        (_, Some(next)) => next,
+        (Some(next), None) => next,
+        (None, None) => &plan.names[0],
+    };
     let mut dir = OsString::from("--dir=");
     dir.push(plan.dir.path());
     let mut args: Vec<OsString> = vec!["piper-node".into(), dir, format!("--next={next}").into()];
@@ -395,6 +405,8 @@ mod tests {
             node_bin: PathBuf::from("/bin/false"),
             dir: SocketDir::open_abstract(dir).unwrap(),
             names: names.iter().map(|n| Name::new(n).unwrap()).collect(),
+            ring_next: None,
+            start: true,
             foreground: names.len() - 1,
             log_dir: None,
             interval: Some(5),
@@ -426,6 +438,17 @@ mod tests {
         };
         assert_eq!(args(&plan, 0), want("pong", "ping", false));
         assert_eq!(args(&plan, 1), want("ping", "pong", true));
+    }
+
+    #[test]
+    fn a_ring_closed_elsewhere_ends_at_its_ring_next() {
+        let mut plan = plan(b"/run/p", &["a1", "a2"]);
+        plan.ring_next = Some(Name::new("b1").unwrap());
+        assert_eq!(args(&plan, 0)[2], b"--next=a2");
+        assert_eq!(args(&plan, 1)[2], b"--next=b1");
+        let mut one = self::plan(b"/run/p", &["a1"]);
+        one.ring_next = Some(Name::new("b1").unwrap());
+        assert_eq!(args(&one, 0)[2], b"--next=b1");
     }
 
     #[test]

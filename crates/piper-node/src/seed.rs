@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::unistd::Uid;
+use piper_cli::RateLimit;
 use piper_core::notify::Notifier;
 use piper_core::serve::{serve, End, Event, Flow, Handler, IDLE_WAKE};
 use piper_core::{escape, Credentials, Datagram, Error, Name, Node, Peer, RecvBuf, Result, Signals};
@@ -401,49 +402,6 @@ fn stdout_error(source: std::io::Error) -> Error {
 
 fn allowed(creds: Option<Credentials>, me: u32, extra: &[u32]) -> bool {
     creds.is_some_and(|c| c.uid == me || c.uid == 0 || extra.contains(&c.uid))
-}
-
-/// Logs at most a few warnings a second, and says how many it held back.
-#[derive(Debug)]
-struct RateLimit {
-    window: Instant,
-    shown: u32,
-    held: u64,
-}
-
-impl RateLimit {
-    const PER_SECOND: u32 = 5;
-
-    fn new() -> Self {
-        RateLimit {
-            window: Instant::now(),
-            shown: 0,
-            held: 0,
-        }
-    }
-
-    /// Says how many warnings were held back since the last one shown.
-    fn finish(&mut self) {
-        if self.held > 0 {
-            log::warn!("{} similar warnings suppressed", self.held);
-            self.held = 0;
-        }
-    }
-
-    fn warn(&mut self, args: std::fmt::Arguments<'_>) {
-        let now = Instant::now();
-        if now.duration_since(self.window) >= Duration::from_secs(1) {
-            self.finish();
-            self.window = now;
-            self.shown = 0;
-        }
-        if self.shown < Self::PER_SECOND {
-            self.shown += 1;
-            log::warn!("{args}");
-        } else {
-            self.held += 1;
-        }
-    }
 }
 
 #[cfg(test)]

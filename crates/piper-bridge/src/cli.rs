@@ -1,0 +1,263 @@
+//! piper-bridge's command line: the one definition that `--help`, the man
+//! page and the shell completions are made from (`cargo xtask dist`), and
+//! the parsing of the broker's address and credentials.
+
+use std::path::{Path, PathBuf};
+
+use clap::Parser;
+use piper_cli::exit;
+
+/// Examples, for the long help and the man page.
+pub const EXAMPLES: &[(&str, &str)] = &[
+    (
+        "piper-bridge --broker mqtt://broker.lan --ring lab",
+        "carry ring 'lab' between this host's socket directory and the other hosts' bridges",
+    ),
+    (
+        "piper-bridge --broker mqtts://broker.lan --ca /etc/piper/ca.pem --credentials /etc/piper/mqtt",
+        "the same over TLS, with a user name and password from a file",
+    ),
+    (
+        "piper-bridge --broker mqtt://127.0.0.1 --abstract --export ping,pong",
+        "abstract sockets cannot be listed: name the local nodes",
+    ),
+];
+
+/// The environment piper-bridge reads, for the long help and the man page.
+pub const ENVIRONMENT: &[(&str, &str)] = &[
+    ("PIPER_BROKER", "the broker when --broker is not given"),
+    ("PIPER_DIR", "the socket directory when --dir is not given"),
+    (
+        "XDG_RUNTIME_DIR",
+        "else the socket directory is $XDG_RUNTIME_DIR/piper (else /tmp/piper-$UID)",
+    ),
+    (
+        "PIPER_MQTT_USERNAME, PIPER_MQTT_PASSWORD",
+        "the broker login, when --credentials is not given",
+    ),
+    (
+        "CREDENTIALS_DIRECTORY",
+        "systemd's LoadCredential= directory: its file 'mqtt' is the login when neither of the above is",
+    ),
+    (
+        "RUST_LOG",
+        "which diagnostics reach stderr: error, warn (the default), info, debug",
+    ),
+    (
+        "NOTIFY_SOCKET, WATCHDOG_USEC, WATCHDOG_PID",
+        "a service manager's sd_notify socket and watchdog",
+    ),
+];
+
+/// The long help's tail: examples, environment and exit status.
+pub fn after_long_help() -> String {
+    piper_cli::help_sections(EXAMPLES, ENVIRONMENT, exit::BRIDGE)
+}
+
+/// Carries a piper ring across hosts through an MQTT broker: local nodes
+/// reach remote ones under their own names, unmodified.
+#[derive(Debug, Parser)]
+#[command(version, about, after_help = exit::help(exit::BRIDGE), after_long_help = after_long_help())]
+pub struct Args {
+    /// The broker: mqtt://HOST[:PORT] (1883), or mqtts://HOST[:PORT] (8883) for TLS [env: PIPER_BROKER].
+    #[arg(long, value_name = "URL")]
+    pub broker: Option<String>,
+    /// The ring's name: its topics are under piper/RING/, so several rings
+    /// share one broker without crossing.
+    #[arg(long, value_name = "NAME", default_value = "piper")]
+    pub ring: String,
+    /// This bridge's id among the ring's bridges [default: the host name].
+    #[arg(long, value_name = "ID")]
+    pub id: Option<String>,
+    /// Socket directory [env: PIPER_DIR] [default: $XDG_RUNTIME_DIR/piper, else /tmp/piper-$UID].
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Use abstract socket addresses instead of files (needs --export).
+    #[arg(long = "abstract")]
+    pub abstract_ns: bool,
+    /// The local nodes other hosts may reach, comma-separated [default:
+    /// every live node in the directory, followed as they come and go].
+    #[arg(long, value_name = "LIST")]
+    pub export: Option<String>,
+    /// Also forward datagrams from this uid (repeatable); our own uid and
+    /// root's are always forwarded.
+    #[arg(long = "allow-uid", value_name = "UID")]
+    pub allow_uids: Vec<u32>,
+    /// A file whose first line is USER:PASSWORD for the broker (never on
+    /// the command line).
+    #[arg(long, value_name = "FILE")]
+    pub credentials: Option<PathBuf>,
+    /// With mqtts://, the CA certificates (PEM) to trust [default: the system's].
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// Seconds between keep-alives; the broker announces a bridge that stops
+    /// answering as gone after 1.5 times this.
+    #[arg(long, value_name = "SECS", default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..))]
+    pub keep_alive: u16,
+    /// The summary at exit as one JSON object on stderr.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Where the broker is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Broker {
+    /// Host name or address (without brackets).
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// Whether to speak TLS.
+    pub tls: bool,
+}
+
+impl std::str::FromStr for Broker {
+    type Err = String;
+
+    /// `mqtt://HOST[:PORT]` or `mqtts://HOST[:PORT]`; an IPv6 address in
+    /// brackets.
+    fn from_str(url: &str) -> Result<Broker, String> {
+        let bad = |why: &str| format!("--broker '{url}': {why}");
+        let (tls, rest) = if let Some(rest) = url.strip_prefix("mqtt://") {
+            (false, rest)
+        } else if let Some(rest) = url.strip_prefix("mqtts://") {
+            (true, rest)
+        } else {
+            return Err(bad("expected mqtt://HOST[:PORT] or mqtts://HOST[:PORT]"));
+        };
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
+            let (host, after) = v6.split_once(']').ok_or_else(|| bad("an IPv6 address needs its ']'"))?;
+            (host, after.strip_prefix(':'))
+        } else {
+            match rest.rsplit_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (rest, None),
+            }
+        };
+        if host.is_empty() || host.contains(['/', '@', '?', '#']) {
+            return Err(bad("expected a host name or address"));
+        }
+        let port = match port {
+            None => {
+                if tls {
+                    8883
+                } else {
+                    1883
+                }
+            }
+            Some(p) => p
+                .parse()
+                .ok()
+                .filter(|&p| p > 0)
+                .ok_or_else(|| bad("the port must be 1 to 65535"))?,
+        };
+        Ok(Broker {
+            host: host.to_string(),
+            port,
+            tls,
+        })
+    }
+}
+
+/// A broker login.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Login {
+    /// The user name.
+    pub username: String,
+    /// The password.
+    pub password: String,
+}
+
+impl std::fmt::Debug for Login {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Login")
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Reads `USER:PASSWORD` from the first line of `text`.
+pub fn parse_login(text: &str) -> Option<Login> {
+    let line = text.lines().next()?;
+    let (username, password) = line.split_once(':')?;
+    (!username.is_empty()).then(|| Login {
+        username: username.to_string(),
+        password: password.to_string(),
+    })
+}
+
+/// The login: from `--credentials FILE`, else `$PIPER_MQTT_USERNAME` and
+/// `$PIPER_MQTT_PASSWORD`, else systemd's `$CREDENTIALS_DIRECTORY/mqtt`,
+/// else none.
+pub fn login(file: Option<&Path>) -> Result<Option<Login>, String> {
+    let from_file = |path: &Path| -> Result<Login, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let mode = std::fs::metadata(path).map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()));
+        if mode.is_ok_and(|m| m & 0o077 != 0) {
+            log::warn!(
+                "{} is readable by others: a password file should be mode 0600",
+                path.display()
+            );
+        }
+        parse_login(&text).ok_or_else(|| format!("{}: the first line must be USER:PASSWORD", path.display()))
+    };
+    if let Some(path) = file {
+        return from_file(path).map(Some);
+    }
+    if let Ok(username) = std::env::var("PIPER_MQTT_USERNAME") {
+        let password = std::env::var("PIPER_MQTT_PASSWORD").unwrap_or_default();
+        return Ok(Some(Login { username, password }));
+    }
+    if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
+        let path = Path::new(&dir).join("mqtt");
+        if path.exists() {
+            return from_file(&path).map(Some);
+        }
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn broker(url: &str) -> Result<Broker, String> {
+        url.parse()
+    }
+
+    #[test]
+    fn broker_urls() {
+        let b = |host: &str, port, tls| Broker {
+            host: host.into(),
+            port,
+            tls,
+        };
+        assert_eq!(broker("mqtt://localhost"), Ok(b("localhost", 1883, false)));
+        assert_eq!(broker("mqtts://broker.lan"), Ok(b("broker.lan", 8883, true)));
+        assert_eq!(broker("mqtt://127.0.0.1:1884/"), Ok(b("127.0.0.1", 1884, false)));
+        assert_eq!(broker("mqtt://[::1]:1885"), Ok(b("::1", 1885, false)));
+        assert_eq!(broker("mqtt://[::1]"), Ok(b("::1", 1883, false)));
+        for bad in [
+            "localhost",
+            "tcp://h",
+            "mqtt://",
+            "mqtt://h:0",
+            "mqtt://h:70000",
+            "mqtt://h:x",
+            "mqtt://u:p@h",
+            "mqtt://[::1",
+        ] {
+            assert!(broker(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_login_is_user_colon_password_on_the_first_line() {
+        let login = parse_login("piper:s3:cret\nignored\n").unwrap();
+        assert_eq!((login.username.as_str(), login.password.as_str()), ("piper", "s3:cret"));
+        assert!(parse_login(":nouser").is_none());
+        assert!(parse_login("no colon").is_none());
+        assert!(parse_login("").is_none());
+        assert!(!format!("{login:?}").contains("s3"), "the password is never printed");
+    }
+}
