@@ -15,16 +15,39 @@ cd "$(dirname "$0")/.."
 host="$(rustc -vV | sed -n 's/^host: //p')"
 RUSTFLAGS="-C target-feature=+crt-static" \
   cargo build --release --quiet --target "$host" -p piper-node -p piper-launch -p piper-bench
+# The bridge and its benchmark (its own dependencies, an MQTT client).
+cargo build --release --quiet -p piper-bridge -p piper-bridge-bench
+bridge_bin="target/release"
 bin="target/$host/release"
+
+# The cross-host section comes after piper-bench's report, from the same
+# run: into the chosen --out file, else on stdout.
+out=""
+args=("$@")
+for ((i = 0; i < ${#args[@]}; i++)); do
+  [[ ${args[i]} == --out ]] && out="${args[i + 1]:-}"
+done
+bridge() {
+  if [[ -n $out ]]; then
+    "$bridge_bin/piper-bridge-bench" --bin "$bridge_bin" "$@" >>"$out"
+  else
+    "$bridge_bin/piper-bridge-bench" --bin "$bridge_bin" "$@"
+  fi
+}
 
 case "${1:-}" in
   --smoke)
     shift
-    exec "$bin/piper-bench" --bin "$bin" --reps 1 --count 2000 --ring 20 --ring-count 5 --launch 10,20 \
-      --placement-count 2000 --placement-laps 5 "$@" ;;
+    "$bin/piper-bench" --bin "$bin" --reps 1 --count 2000 --ring 20 --ring-count 5 --launch 10,20 \
+      --placement-count 2000 --placement-laps 5 "$@"
+    out=""
+    bridge --reps 1 --count 200 ;;
   --update)
     shift
-    exec "$bin/piper-bench" --bin "$bin" --out BENCHMARKS.md "$@" ;;
+    out=BENCHMARKS.md
+    "$bin/piper-bench" --bin "$bin" --out BENCHMARKS.md "$@"
+    bridge ;;
   *)
-    exec "$bin/piper-bench" --bin "$bin" "$@" ;;
+    "$bin/piper-bench" --bin "$bin" "$@"
+    bridge ;;
 esac

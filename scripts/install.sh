@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs piper-node, piper-launch, their man pages, shell completions,
-# systemd units and sysusers.d entry.
+# Installs piper-node, piper-launch and piper-bridge, their man pages, shell
+# completions, systemd units and sysusers.d entry. PIPER_NO_BRIDGE=1 leaves
+# the bridge out (the Debian package holds the local tools only).
 #
 #   scripts/install.sh            # system-wide: binaries in $PREFIX/bin, units
 #                                 # in $PREFIX/lib/systemd/system, /etc/piper
@@ -45,6 +46,17 @@ if [[ -z "${PIPER_BIN_DIR:-}" ]]; then
   RUSTFLAGS="-C target-feature=+crt-static" \
     cargo build --release --quiet --target "$host" -p piper-node -p piper-launch
   PIPER_BIN_DIR="target/$host/release"
+  if [[ -z "${PIPER_NO_BRIDGE:-}" ]]; then
+    # Dynamically linked: it resolves the broker's host name through NSS.
+    cargo build --release --quiet -p piper-bridge
+    cp target/release/piper-bridge "$PIPER_BIN_DIR/"
+  fi
+fi
+programs=(piper-node piper-launch)
+units=(piper-node@.service piper-node@.socket piper-launch.service)
+if [[ -z "${PIPER_NO_BRIDGE:-}" ]]; then
+  programs+=(piper-bridge)
+  units+=(piper-bridge.service)
 fi
 if [[ -z "${PIPER_DIST_DIR:-}" ]]; then
   PIPER_DIST_DIR="target/dist"
@@ -54,9 +66,11 @@ fi
 share="$DESTDIR$PREFIX/share"
 install -d "$DESTDIR$PREFIX/bin" "$share/doc/piper" "$share/man/man1" "$DESTDIR$UNITDIR" "$DESTDIR$SYSCONFDIR/piper" \
   "$share/bash-completion/completions" "$share/zsh/vendor-completions" "$share/fish/vendor_completions.d"
-install -m 0755 "$PIPER_BIN_DIR/piper-node" "$PIPER_BIN_DIR/piper-launch" "$DESTDIR$PREFIX/bin/"
+for program in "${programs[@]}"; do
+  install -m 0755 "$PIPER_BIN_DIR/$program" "$DESTDIR$PREFIX/bin/"
+done
 install -m 0644 README.md LICENSE-MIT LICENSE-APACHE "$share/doc/piper/"
-for program in piper-node piper-launch; do
+for program in "${programs[@]}"; do
   install -m 0644 "$PIPER_DIST_DIR/man/man1/$program.1" "$share/man/man1/"
   install -m 0644 "$PIPER_DIST_DIR/completions/bash/$program" "$share/bash-completion/completions/"
   install -m 0644 "$PIPER_DIST_DIR/completions/zsh/_$program" "$share/zsh/vendor-completions/"
@@ -78,13 +92,16 @@ if [[ $user == yes ]]; then
          -e '/^WantedBy=multi-user.target/s/multi-user/default/'
          -e 's|/run/|%t/|g')
 fi
-for unit in piper-node@.service piper-node@.socket piper-launch.service; do
+for unit in "${units[@]}"; do
   sed "${edit[@]}" "scripts/systemd/$unit" > "$DESTDIR$UNITDIR/$unit"
   chmod 0644 "$DESTDIR$UNITDIR/$unit"
 done
-if [[ ! -e "$DESTDIR$SYSCONFDIR/piper/launch.env" ]]; then
-  install -m 0644 scripts/systemd/launch.env "$DESTDIR$SYSCONFDIR/piper/launch.env"
-fi
+for env in launch.env bridge.env; do
+  [[ $env == bridge.env && -n "${PIPER_NO_BRIDGE:-}" ]] && continue
+  if [[ ! -e "$DESTDIR$SYSCONFDIR/piper/$env" ]]; then
+    install -m 0644 "scripts/systemd/$env" "$DESTDIR$SYSCONFDIR/piper/$env"
+  fi
+done
 if [[ $user == no ]]; then
   install -d "$DESTDIR$SYSUSERSDIR"
   install -m 0644 scripts/sysusers.d/piper.conf "$DESTDIR$SYSUSERSDIR/piper.conf"

@@ -15,7 +15,7 @@ stage="target/deb/piper_${version}_${arch}"
 rm -rf "$stage"
 mkdir -p "$stage"
 
-PREFIX=/usr DESTDIR="$stage" UNITDIR=/usr/lib/systemd/system SYSCONFDIR=/etc SYSUSERSDIR=/usr/lib/sysusers.d \
+PIPER_NO_BRIDGE=1 PREFIX=/usr DESTDIR="$stage" UNITDIR=/usr/lib/systemd/system SYSCONFDIR=/etc SYSUSERSDIR=/usr/lib/sysusers.d \
   scripts/install.sh >/dev/null
 # Debian ships binaries stripped (the release build keeps line tables for
 # backtraces; the source tree has them).

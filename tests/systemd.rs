@@ -63,6 +63,7 @@ fn units_verify_cleanly_when_instantiated() {
             "piper-node@ping.service",
             "piper-node@ping.socket",
             "piper-launch.service",
+            "piper-bridge.service",
         ])
         .current_dir(&units)
         .output()
@@ -82,7 +83,7 @@ fn exposure_scores_are_at_most_2() {
     }
     let dir = Dir::new("security");
     let units = install(&dir);
-    for unit in ["piper-node@ping.service", "piper-launch.service"] {
+    for unit in ["piper-node@ping.service", "piper-launch.service", "piper-bridge.service"] {
         let out = Command::new("systemd-analyze")
             .args(["security", "--offline=yes", "--no-pager", unit])
             .current_dir(&units)

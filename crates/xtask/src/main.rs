@@ -53,6 +53,12 @@ fn programs() -> Vec<Program> {
             environment: piper_launch::cli::ENVIRONMENT,
             exits: piper_cli::exit::LAUNCHER,
         },
+        Program {
+            command: piper_bridge::cli::Args::command().name("piper-bridge"),
+            examples: piper_bridge::cli::EXAMPLES,
+            environment: piper_bridge::cli::ENVIRONMENT,
+            exits: piper_cli::exit::BRIDGE,
+        },
     ]
 }
 
@@ -123,10 +129,10 @@ fn man_page(program: &Program) -> std::io::Result<Vec<u8>> {
         roff.text([roman(what.replace('`', ""))]);
     }
     roff.control("SH", ["SEE ALSO"]);
-    let other = if program.command.get_name() == "piper-node" {
-        "piper-launch(1)"
-    } else {
-        "piper-node(1)"
+    let other = match program.command.get_name() {
+        "piper-node" => "piper-launch(1), piper-bridge(1)",
+        "piper-launch" => "piper-node(1), piper-bridge(1)",
+        _ => "piper-node(1), piper-launch(1), mosquitto(8)",
     };
     roff.text([roman(format!("{other}, systemd.socket(5), sd_notify(3)"))]);
     roff.to_writer(&mut out)?;
