@@ -83,7 +83,11 @@ fn exposure_scores_are_at_most_2() {
     }
     let dir = Dir::new("security");
     let units = install(&dir);
-    for unit in ["piper-node@ping.service", "piper-launch.service", "piper-bridge.service"] {
+    for unit in [
+        "piper-node@ping.service",
+        "piper-launch.service",
+        "piper-bridge.service",
+    ] {
         let out = Command::new("systemd-analyze")
             .args(["security", "--offline=yes", "--no-pager", unit])
             .current_dir(&units)

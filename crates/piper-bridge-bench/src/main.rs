@@ -7,9 +7,12 @@
 //! publishes each message back on `raw/pong`. Bridge: node `ping` (this
 //! process, a piper-core node) in socket directory A sends to `pong`, a real
 //! `piper-node pong` in directory B behind the other bridge, and waits for
-//! its answer. Both use rumqttc with TCP_NODELAY, one thread each.
+//! its answer. Both use rumqttc with TCP_NODELAY, one thread each. The
+//! limit: the same plain clients, each relaying to an AF_UNIX socket beside
+//! it, so that a round trip wakes as many processes as the bridge's does.
 
 use std::net::{TcpListener, TcpStream};
+use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -32,6 +35,12 @@ struct Args {
     /// Run as the raw echo client on this port (internal).
     #[arg(long, hide = true)]
     echo: Option<u16>,
+    /// Run as a relay on this port: TOPIC_IN SOCKET PEER TOPIC_OUT (internal).
+    #[arg(long, hide = true, num_args = 5, value_names = ["PORT", "IN", "SOCKET", "PEER", "OUT"])]
+    relay: Option<Vec<String>>,
+    /// Run as a datagram echo on this socket path (internal).
+    #[arg(long, hide = true)]
+    unix_echo: Option<PathBuf>,
 }
 
 /// Kills and reaps a child when dropped.
@@ -49,6 +58,21 @@ fn main() {
     if let Some(port) = args.echo {
         return echo(port);
     }
+    if let Some(r) = &args.relay {
+        return relay(r[0].parse().unwrap(), &r[1], Path::new(&r[2]), Path::new(&r[3]), &r[4]);
+    }
+    if let Some(path) = &args.unix_echo {
+        let socket = UnixDatagram::bind(path).expect("bind the echo socket");
+        let mut buf = [0u8; 256];
+        loop {
+            let Ok((n, from)) = socket.recv_from(&mut buf) else {
+                return;
+            };
+            if let Some(to) = from.as_pathname() {
+                let _ = socket.send_to(&buf[..n], to);
+            }
+        }
+    }
     let Some(mosquitto) = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
         .iter()
         .map(Path::new)
@@ -60,7 +84,7 @@ fn main() {
     let scratch = std::env::temp_dir().join(format!("piper-bridge-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&scratch);
     std::fs::create_dir_all(&scratch).expect("scratch dir");
-    let (mut raw, mut bridged) = (Vec::new(), Vec::new());
+    let (mut raw, mut relayed, mut bridged) = (Vec::new(), Vec::new(), Vec::new());
     for rep in 0..args.reps {
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let config = scratch.join("mosquitto.conf");
@@ -84,10 +108,16 @@ fn main() {
             std::thread::sleep(Duration::from_millis(5));
         }
         raw.push(raw_rtt(port, args.count));
-        bridged.push(bridge_rtt(&args.bin, &scratch.join(format!("rep{rep}")), port, args.count));
+        relayed.push(relay_rtt(&scratch.join(format!("relay{rep}")), port, args.count));
+        bridged.push(bridge_rtt(
+            &args.bin,
+            &scratch.join(format!("rep{rep}")),
+            port,
+            args.count,
+        ));
     }
     let _ = std::fs::remove_dir_all(&scratch);
-    report(&raw, &bridged, &args);
+    report(&raw, &relayed, &bridged, &args);
 }
 
 /// One repetition's figures: p50 and p99 round trip, and hops per second.
@@ -109,7 +139,10 @@ fn figures(mut rtts: Vec<Duration>, elapsed: Duration) -> Figures {
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
 }
 
 fn client(id: &str, port: u16) -> (AsyncClient, EventLoop) {
@@ -140,7 +173,9 @@ fn echo(port: u16) {
         loop {
             match eventloop.poll().await {
                 Ok(Event::Incoming(Incoming::Publish(p))) => {
-                    client.try_publish("raw/pong", QoS::AtMostOnce, false, p.payload.to_vec()).unwrap();
+                    client
+                        .try_publish("raw/pong", QoS::AtMostOnce, false, p.payload.to_vec())
+                        .unwrap();
                 }
                 Ok(Event::Incoming(Incoming::SubAck(_))) => {
                     client.try_publish("raw/ready", QoS::AtMostOnce, true, "1").unwrap();
@@ -168,14 +203,18 @@ fn raw_rtt(port: u16, count: usize) -> Figures {
         next_on(&mut eventloop, "raw/ready").await;
         let payload = b"ping".to_vec();
         for _ in 0..count / 10 {
-            client.try_publish("raw/ping", QoS::AtMostOnce, false, payload.clone()).unwrap();
+            client
+                .try_publish("raw/ping", QoS::AtMostOnce, false, payload.clone())
+                .unwrap();
             next_on(&mut eventloop, "raw/pong").await;
         }
         let mut rtts = Vec::with_capacity(count);
         let start = Instant::now();
         for _ in 0..count {
             let t = Instant::now();
-            client.try_publish("raw/ping", QoS::AtMostOnce, false, payload.clone()).unwrap();
+            client
+                .try_publish("raw/ping", QoS::AtMostOnce, false, payload.clone())
+                .unwrap();
             next_on(&mut eventloop, "raw/pong").await;
             rtts.push(t.elapsed());
         }
@@ -190,7 +229,14 @@ fn bridge_rtt(bin: &Path, scratch: &Path, port: u16, count: usize) -> Figures {
         std::fs::create_dir_all(dir).unwrap();
         Guard(
             Command::new(bin.join("piper-bridge"))
-                .args(["--broker", &format!("mqtt://127.0.0.1:{port}"), "--ring", "bench", "--id", id])
+                .args([
+                    "--broker",
+                    &format!("mqtt://127.0.0.1:{port}"),
+                    "--ring",
+                    "bench",
+                    "--id",
+                    id,
+                ])
                 .arg("--dir")
                 .arg(dir)
                 .env_remove("NOTIFY_SOCKET")
@@ -246,22 +292,128 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn report(raw: &[Figures], bridged: &[Figures], args: &Args) {
-    let us = |f: &[Figures], pick: fn(&Figures) -> Duration| median(f.iter().map(|x| pick(x).as_secs_f64() * 1e6).collect());
+fn report(raw: &[Figures], relayed: &[Figures], bridged: &[Figures], args: &Args) {
+    let us =
+        |f: &[Figures], pick: fn(&Figures) -> Duration| median(f.iter().map(|x| pick(x).as_secs_f64() * 1e6).collect());
     let rate = |f: &[Figures]| median(f.iter().map(|x| x.hops_per_sec).collect());
-    let (raw50, raw99, raw_rate) = (us(raw, |f| f.p50), us(raw, |f| f.p99), rate(raw));
-    let (br50, br99, br_rate) = (us(bridged, |f| f.p50), us(bridged, |f| f.p99), rate(bridged));
     println!("\n## Across hosts: piper-bridge through mosquitto\n");
     println!(
-        "{} round trips per repetition, medians of {} (one broker per repetition, on 127.0.0.1):\n",
+        "{} round trips per repetition, medians of {} (one broker per repetition, on 127.0.0.1; every \
+         process unpinned):\n",
         args.count, args.reps
     );
-    println!("| | round trip p50 | round trip p99 | hops/s |");
-    println!("|---|---:|---:|---:|");
-    println!("| raw MQTT: two plain clients | {raw50:.0} µs | {raw99:.0} µs | {:.1} k |", raw_rate / 1e3);
+    println!("| | processes woken per round trip | round trip p50 | round trip p99 | hops/s | p50 / raw |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    let raw50 = us(raw, |f| f.p50);
+    for (what, wakes, figures) in [
+        ("raw MQTT: two plain clients (rumqttc)", 4, raw),
+        (
+            "the limit: the same clients, each relaying to a plain AF_UNIX echo/sender beside it (no piper code)",
+            8,
+            relayed,
+        ),
+        (
+            "piper: node → piper-bridge → broker → piper-bridge → `piper-node pong`, and back",
+            8,
+            bridged,
+        ),
+    ] {
+        let p50 = us(figures, |f| f.p50);
+        println!(
+            "| {what} | {wakes} | {p50:.0} µs | {:.0} µs | {:.1} k | {:.2}× |",
+            us(figures, |f| f.p99),
+            rate(figures) / 1e3,
+            p50 / raw50
+        );
+    }
     println!(
-        "| piper: node → bridge → broker → bridge → `piper-node pong` and back | {br50:.0} µs | {br99:.0} µs | {:.1} k |",
-        br_rate / 1e3
+        "\npiper-bridge p50 / the limit's p50: **{:.2}×**.",
+        us(bridged, |f| f.p50) / us(relayed, |f| f.p50)
     );
-    println!("\nBridge p50 / raw p50: **{:.2}×** (target ≤ 1.5×).", br50 / raw50);
+}
+
+/// A minimal relay: what arrives on `topic_in` goes to the datagram socket
+/// `peer` from `socket`; what arrives on `socket` is published on
+/// `topic_out`. The bridge's job with nothing else: one thread, one client.
+fn relay(port: u16, topic_in: &str, socket: &Path, peer: &Path, topic_out: &str) {
+    let unix = UnixDatagram::bind(socket).expect("bind the relay socket");
+    unix.set_nonblocking(true).unwrap();
+    runtime().block_on(async {
+        let unix = tokio::net::UnixDatagram::from_std(unix).unwrap();
+        let (client, mut eventloop) = client(&format!("relay-{topic_in}"), port);
+        client.subscribe(topic_in, QoS::AtMostOnce).await.unwrap();
+        let mut buf = [0u8; 256];
+        loop {
+            tokio::select! {
+                event = eventloop.poll() => match event {
+                    Ok(Event::Incoming(Incoming::Publish(p))) => {
+                        let _ = unix.try_send_to(&p.payload, peer);
+                    }
+                    Ok(_) => {}
+                    Err(_) => return,
+                },
+                got = unix.recv(&mut buf) => {
+                    let Ok(n) = got else { return };
+                    let _ = client.try_publish(topic_out, QoS::AtMostOnce, false, buf[..n].to_vec());
+                }
+            }
+        }
+    });
+}
+
+fn relay_rtt(scratch: &Path, port: u16, count: usize) -> Figures {
+    std::fs::create_dir_all(scratch).unwrap();
+    let me = std::env::current_exe().unwrap();
+    let path = |name: &str| scratch.join(name);
+    let _echo = Guard(
+        Command::new(&me)
+            .arg("--unix-echo")
+            .arg(path("echo"))
+            .spawn()
+            .expect("start the echo"),
+    );
+    let relay = |topic_in: &str, socket: &str, peer: &str, topic_out: &str| {
+        Guard(
+            Command::new(&me)
+                .args(["--relay", &port.to_string(), topic_in])
+                .arg(path(socket))
+                .arg(path(peer))
+                .arg(topic_out)
+                .spawn()
+                .expect("start a relay"),
+        )
+    };
+    let _relays = (
+        relay("lim/a", "relay-a", "node", "lim/b"),
+        relay("lim/b", "relay-b", "echo", "lim/a"),
+    );
+    let node = UnixDatagram::bind(path("node")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut buf = [0u8; 256];
+    // Ready when a datagram makes the whole round (the relays subscribe
+    // asynchronously; early ones are lost, so keep trying).
+    node.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    loop {
+        assert!(Instant::now() < deadline, "the relays never answered");
+        if node.send_to(b"ping", path("relay-a")).is_ok() && node.recv(&mut buf).is_ok() {
+            break;
+        }
+    }
+    while node.recv(&mut buf).is_ok() {}
+    node.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut round = || {
+        node.send_to(b"ping", path("relay-a")).expect("send to the relay");
+        node.recv(&mut buf).expect("the answer within 5 s");
+    };
+    for _ in 0..count / 10 {
+        round();
+    }
+    let mut rtts = Vec::with_capacity(count);
+    let start = Instant::now();
+    for _ in 0..count {
+        let t = Instant::now();
+        round();
+        rtts.push(t.elapsed());
+    }
+    figures(rtts, start.elapsed())
 }

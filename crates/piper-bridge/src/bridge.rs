@@ -40,8 +40,6 @@ const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::fro
 /// How long a node that left stays subscribed: a message already on its
 /// way to it is then counted as dropped here, not lost in the broker.
 const LINGER: Duration = Duration::from_secs(5);
-/// Datagrams taken from one stand-in before the others get a turn.
-const BATCH: usize = 64;
 
 /// What the bridge is told at start.
 #[derive(Debug)]
@@ -512,32 +510,31 @@ impl Bridge {
                 let Some(name) = self.by_fd.get(&(event.data() as RawFd)).cloned() else {
                     continue;
                 };
-                for _ in 0..BATCH {
-                    if !self.take(&name, &mut buf) {
-                        break;
-                    }
-                }
+                // One datagram per ready stand-in per round, so that none
+                // starves the others; the set is level-triggered, so the
+                // next round finds what is left, and an empty round ends.
+                self.take(&name, &mut buf);
             }
         }
         self.buf = Some(buf);
     }
 
-    /// Takes one datagram from `name`'s stand-in; false when there is none.
-    fn take(&mut self, name: &Name, buf: &mut RecvBuf) -> bool {
+    /// Takes one datagram from `name`'s stand-in, if there is one.
+    fn take(&mut self, name: &Name, buf: &mut RecvBuf) {
         let Some(stand_in) = self.stand_ins.get(name) else {
-            return false;
+            return;
         };
         let (creds, from, message) = match stand_in.try_recv(buf) {
             Ok(Some(d)) => {
                 let from = d.from();
                 (d.creds, from.clone(), wire::encode(from.as_ref(), d.payload))
             }
-            Ok(None) => return false,
+            Ok(None) => return,
             Err(e) => {
                 self.counts.from_nodes += 1;
                 self.counts.dropped_out += 1;
                 self.warnings.warn(format_args!("dropped a datagram for '{name}': {e}"));
-                return true;
+                return;
             }
         };
         self.counts.from_nodes += 1;
@@ -547,7 +544,7 @@ impl Bridge {
             self.warnings.warn(format_args!(
                 "refused a datagram for '{name}' from {who}: not an allowed user"
             ));
-            return true;
+            return;
         }
         if self.connected.is_none() {
             self.counts.dropped_out += 1;
@@ -555,7 +552,7 @@ impl Bridge {
                 log::warn!("not connected to the broker: dropping datagrams for remote nodes until it is back");
             }
             self.outage_dropped += 1;
-            return true;
+            return;
         }
         if let Some(from) = &from {
             // A sender not yet offered: offer it first, so that the other
@@ -576,7 +573,6 @@ impl Bridge {
                 ));
             }
         }
-        true
     }
 
     fn tick(&mut self) {
