@@ -23,15 +23,27 @@ struct Broker {
 
 impl Broker {
     fn start(dir: &Dir) -> Option<Broker> {
+        Broker::start_with(dir, "allow_anonymous true\n")
+    }
+
+    /// A broker whose listener has `settings` (a login, TLS).
+    fn start_with(dir: &Dir, settings: &str) -> Option<Broker> {
         if !may_run(Needs::Tool("mosquitto")) {
             return None;
         }
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let config = dir.aux("mosquitto.conf");
         std::fs::create_dir_all(config.parent().unwrap()).unwrap();
+        // As root, mosquitto would switch to its own user, which cannot read
+        // the test's files.
+        let user = if nix::unistd::geteuid().is_root() {
+            "user root\n"
+        } else {
+            ""
+        };
         std::fs::write(
             &config,
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
+            format!("{user}persistence false\nlistener {port} 127.0.0.1\n{settings}"),
         )
         .unwrap();
         let mut broker = Broker {
@@ -96,22 +108,27 @@ impl Host {
     }
 
     fn start_bridge(&mut self, dir: &Dir, broker: &Broker, label: &str) {
+        self.start_bridge_with(dir, &broker.url(), &[], label);
+    }
+
+    fn start_bridge_with(&mut self, dir: &Dir, url: &str, args: &[&str], label: &str) {
         let mut cmd = Command::new(bin("piper-bridge"));
-        cmd.args([
-            "--broker",
-            &broker.url(),
-            "--ring",
-            "t",
-            "--id",
-            self.id,
-            "--json",
-            "--keep-alive",
-            "1",
-        ])
-        .arg("--dir")
-        .arg(&self.sockets)
-        .env("RUST_LOG", "info")
-        .env("NOTIFY_SOCKET", self.manager.address());
+        cmd.args(args)
+            .args([
+                "--broker",
+                url,
+                "--ring",
+                "t",
+                "--id",
+                self.id,
+                "--json",
+                "--keep-alive",
+                "1",
+            ])
+            .arg("--dir")
+            .arg(&self.sockets)
+            .env("RUST_LOG", "info")
+            .env("NOTIFY_SOCKET", self.manager.address());
         self.bridge = Some(Proc::spawn(dir, label, cmd));
     }
 
@@ -620,4 +637,197 @@ fn a_far_node_that_is_gone_is_reported_and_then_not_found_as_locally() {
     ca.assert_balanced("a");
     cb.assert_balanced("b");
     assert_eq!((cb.from_broker, cb.delivered, cb.dropped_in), (1, 0, 1));
+}
+
+/// Runs `cmd`, which must succeed.
+fn run(cmd: &mut Command) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA, and a certificate it signed for 127.0.0.1, made with openssl.
+fn certificates(dir: &Dir) -> (PathBuf, PathBuf, PathBuf) {
+    let at = |f: &str| dir.aux(f);
+    std::fs::create_dir_all(at("")).unwrap();
+    let openssl = || Command::new(tool_path("openssl").unwrap());
+    run(openssl()
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=piper test CA",
+        ])
+        .arg("-keyout")
+        .arg(at("ca.key"))
+        .arg("-out")
+        .arg(at("ca.pem")));
+    run(openssl()
+        .args(["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1"])
+        .arg("-keyout")
+        .arg(at("server.key"))
+        .arg("-out")
+        .arg(at("server.csr")));
+    std::fs::write(
+        at("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(openssl()
+        .args(["x509", "-req", "-days", "1", "-CAcreateserial"])
+        .arg("-in")
+        .arg(at("server.csr"))
+        .arg("-CA")
+        .arg(at("ca.pem"))
+        .arg("-CAkey")
+        .arg(at("ca.key"))
+        .arg("-extfile")
+        .arg(at("server.ext"))
+        .arg("-out")
+        .arg(at("server.pem")));
+    (at("ca.pem"), at("server.pem"), at("server.key"))
+}
+
+#[test]
+fn tls_and_a_login_are_used_when_asked_and_a_wrong_login_ends_the_bridge_with_1() {
+    if !may_run(Needs::Tool("openssl")) || !may_run(Needs::Tool("mosquitto_passwd")) {
+        return;
+    }
+    let dir = Dir::new("bridge-tls");
+    let (ca, cert, key) = certificates(&dir);
+    let passwords = dir.aux("passwords");
+    run(Command::new(tool_path("mosquitto_passwd").unwrap())
+        .args(["-c", "-b"])
+        .arg(&passwords)
+        .args(["piper", "s3cret:with:colons"]));
+    let settings = format!(
+        "allow_anonymous false\npassword_file {}\ncafile {}\ncertfile {}\nkeyfile {}\n",
+        passwords.display(),
+        ca.display(),
+        cert.display(),
+        key.display()
+    );
+    let Some(broker) = Broker::start_with(&dir, &settings) else {
+        return;
+    };
+    let url = format!("mqtts://127.0.0.1:{}", broker.port);
+    let login = dir.aux("login");
+    std::fs::write(&login, "piper:s3cret:with:colons\n").unwrap();
+    std::fs::set_permissions(&login, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let wrong = dir.aux("wrong");
+    std::fs::write(&wrong, "piper:guess\n").unwrap();
+    std::fs::set_permissions(&wrong, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let ca_arg = ca.to_str().unwrap();
+
+    // A wrong password: the broker says no, and retrying would not help.
+    let mut c = Host::new(&dir, "c");
+    c.start_bridge_with(
+        &dir,
+        &url,
+        &["--ca", ca_arg, "--credentials", wrong.to_str().unwrap()],
+        "bridge-wrong",
+    );
+    assert_eq!(c.bridge().code(PROMPT), Some(1));
+    assert!(
+        c.bridge().stderr().contains("error: the broker refused the connection"),
+        "{}",
+        c.bridge().stderr()
+    );
+
+    // Without our CA the broker's certificate is not trusted: no connection.
+    let mut d = Host::new(&dir, "d");
+    d.start_bridge_with(
+        &dir,
+        &url,
+        &["--credentials", login.to_str().unwrap()],
+        "bridge-untrusted",
+    );
+    assert!(
+        wait_until(PROMPT, || d.bridge().stderr().contains("cannot reach the broker (TLS")),
+        "{}",
+        d.bridge().stderr()
+    );
+    let cd = d.stop_bridge();
+    assert_eq!(cd, Counts::default());
+
+    // With both, ping and pong talk over TLS, as the login's user.
+    let (mut a, mut b) = (Host::new(&dir, "a"), Host::new(&dir, "b"));
+    let args = ["--ca", ca_arg, "--credentials", login.to_str().unwrap()];
+    a.start_bridge_with(&dir, &url, &args, "bridge-a");
+    b.start_bridge_with(&dir, &url, &args, "bridge-b");
+    let mut pong = b.node(&dir, "pong", "pong", &["--quiet"]);
+    a.await_has("pong");
+    let mut ping = a.node(&dir, "ping", "ping", &["--send", "pong", "--count", "100", "--quiet"]);
+    assert_eq!(ping.code(LONG), Some(0));
+    assert_eq!(ping.summary().received, 100);
+    pong.signal(Signal::SIGTERM);
+    assert_eq!(pong.code(PROMPT), Some(0));
+    assert_eq!(pong.summary().received, 101);
+    let (ca_counts, cb_counts) = (a.stop_bridge(), b.stop_bridge());
+    ca_counts.assert_balanced("a");
+    cb_counts.assert_balanced("b");
+    assert_eq!((ca_counts.published, cb_counts.delivered), (101, 101));
+    assert!(
+        !broker.proc.stderr().contains("piper:"),
+        "no password in the broker's log"
+    );
+}
+
+#[test]
+fn bridge_usage_errors_are_exit_2_and_an_unusable_directory_is_4_with_one_line() {
+    let dir = Dir::new("bridge-usage");
+    let file = dir.aux("a-file");
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    std::fs::write(&file, "").unwrap();
+    let missing = dir.aux("missing-login");
+    let cases: &[(&[&str], i32, &str)] = &[
+        (&[], 2, "no broker: give --broker"),
+        (&["--broker", "tcp://h"], 2, "expected mqtt://HOST[:PORT]"),
+        (&["--broker", "mqtt://h:0"], 2, "the port must be 1 to 65535"),
+        (
+            &["--broker", "mqtt://h", "--ring", "a/b"],
+            2,
+            "--ring: invalid node name",
+        ),
+        (&["--broker", "mqtt://h", "--id", ".."], 2, "--id: invalid node name"),
+        (
+            &["--broker", "mqtt://h", "--export", "a,../b"],
+            2,
+            "--export: invalid node name",
+        ),
+        (&["--broker", "mqtt://h", "--abstract"], 2, "--abstract needs --export"),
+        (
+            &["--broker", "mqtt://h", "--credentials", missing.to_str().unwrap()],
+            2,
+            "cannot read",
+        ),
+        (&["--broker", "mqtt://h", "--dir", file.to_str().unwrap()], 4, "a-file"),
+    ];
+    for (args, code, message) in cases {
+        let mut cmd = Command::new(bin("piper-bridge"));
+        if !args.contains(&"--id") {
+            cmd.args(["--id", "x"]);
+        }
+        if !args.contains(&"--dir") {
+            cmd.arg("--dir").arg(dir.path());
+        }
+        cmd.args(*args).env_remove("PIPER_BROKER");
+        let mut bridge = Proc::spawn(&dir, "bridge", cmd);
+        assert_eq!(bridge.code(PROMPT), Some(*code), "{args:?}");
+        let err = bridge.stderr();
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(
+            err.starts_with("piper-bridge: error: ") && err.contains(message),
+            "{args:?}: {err}"
+        );
+    }
+    assert_eq!(dir.entries(), Vec::<String>::new());
 }

@@ -402,6 +402,11 @@ fn launcher_usage_errors_are_exit_2_with_one_line() {
         (&["--nodes", "a,b", "--grace", "1e19"], "--grace 10000000000000000000"),
         (&["--nodes", "a,b", "--grace=-1"], "--grace -1"),
         (&["--nodes", "a,a"], "names 'a' twice"),
+        (
+            &["--nodes", "a,b", "--ring-next", "a"],
+            "--ring-next 'a' is one of the --nodes",
+        ),
+        (&["--nodes", "a", "--ring-next", "../x"], "invalid node name"),
     ];
     for (args, message) in cases {
         let mut launcher = launch(&dir, args);
@@ -410,6 +415,35 @@ fn launcher_usage_errors_are_exit_2_with_one_line() {
         assert!(err.contains(message), "{args:?}: {err}");
     }
     assert_all_gone(&dir, Duration::ZERO);
+}
+
+#[test]
+fn a_one_node_segment_closes_its_ring_through_ring_next() {
+    let dir = Dir::new("launch-ring-next");
+    // x lives outside the launcher (on another host, behind a bridge).
+    let mut ready = piper_tests::Ready::new();
+    let mut x = piper_tests::start_node(&dir, &mut ready, "x", "x", &["--next", "a1"]);
+    let mut launcher = launch(&dir, &["--nodes", "a1", "--ring-next", "x", "--count", "10"]);
+    assert_eq!(launcher.code(PROMPT), Some(0));
+    // The chain starts with x's name sent to a1, which answers x.
+    assert_eq!(launcher.lines(), vec!["a1 received: 'x'"; 10]);
+    x.signal(Signal::SIGTERM);
+    assert_eq!(x.code(PROMPT), Some(0));
+    assert!((10..=11).contains(&x.summary().received), "{:?}", x.summary());
+    assert_all_gone(&dir, PROMPT);
+}
+
+#[test]
+fn a_ring_next_that_never_appears_ends_the_launch_after_the_ready_timeout() {
+    let dir = Dir::new("launch-ring-next-missing");
+    let mut launcher = launch(
+        &dir,
+        &["--nodes", "a1,a2", "--ring-next", "far", "--ready-timeout", "0.5"],
+    );
+    assert_eq!(launcher.code(PROMPT), Some(1));
+    let err = launcher.stderr();
+    assert!(err.contains("error: --ring-next 'far' is not reachable in"), "{err}");
+    assert_all_gone(&dir, PROMPT);
 }
 
 #[test]
