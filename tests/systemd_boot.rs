@@ -373,7 +373,7 @@ fn the_readme_systemd_walkthrough_works_under_a_real_systemd() {
         "sh",
         "-c",
         "rm -f /usr/local/bin/piper-* /usr/local/lib/systemd/system/piper-* /etc/sysusers.d/piper.conf \
-         && userdel piper && systemctl daemon-reload",
+         /etc/piper/bridge.env && userdel piper && systemctl daemon-reload",
     ]);
     let deb = piper_tests::build_package();
     std::fs::copy(&deb, format!("/proc/{}/root/tmp/piper.deb", booted.pid1)).unwrap();

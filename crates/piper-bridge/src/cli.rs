@@ -59,7 +59,7 @@ pub fn after_long_help() -> String {
 #[derive(Debug, Parser)]
 #[command(version, about, after_help = exit::help(exit::BRIDGE), after_long_help = after_long_help())]
 pub struct Args {
-    /// The broker: mqtt://HOST[:PORT] (1883), or mqtts://HOST[:PORT] (8883) for TLS [env: PIPER_BROKER].
+    /// The broker: mqtt://HOST or mqtt://HOST:PORT (port 1883), or mqtts://... (port 8883) for TLS [env: PIPER_BROKER].
     #[arg(long, value_name = "URL")]
     pub broker: Option<String>,
     /// The ring's name: its topics are under piper/RING/, so several rings
