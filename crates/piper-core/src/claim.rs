@@ -276,7 +276,34 @@ impl SocketDir {
 
 #[cfg(test)]
 mod tests {
-    use super::flock_holder;
+    use super::*;
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn a_claim_is_exclusive_private_and_not_inherited() {
+        let path = std::env::temp_dir().join(format!("piper-claim-unit-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        let dir = SocketDir::open(&path).unwrap();
+        let name = Name::new("c").unwrap();
+        let claim = Claim::acquire(&dir, &name).unwrap();
+        let flags = nix::fcntl::fcntl(claim._lock.as_fd(), nix::fcntl::FcntlArg::F_GETFD).unwrap();
+        assert!(nix::fcntl::FdFlag::from_bits_truncate(flags).contains(nix::fcntl::FdFlag::FD_CLOEXEC));
+        let meta = std::fs::metadata(dir.lock_path(&name)).unwrap();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
+            0o600
+        );
+        assert_eq!(meta.len(), 0, "lock files stay empty");
+        assert!(matches!(Claim::acquire(&dir, &name), Err(Error::NameInUse { .. })));
+        assert_eq!(dir.owner_pid(&name), Some(std::process::id() as i32));
+        assert_eq!(dir.probe(&name).unwrap(), Liveness::Missing);
+        drop(claim);
+        assert!(!dir.lock_path(&name).exists());
+        assert_eq!(dir.owner_pid(&name), None);
+        // Free again.
+        drop(Claim::acquire(&dir, &name).unwrap());
+        std::fs::remove_dir_all(&path).unwrap();
+    }
 
     const LOCKS: &str = "\
 1: POSIX  ADVISORY  WRITE 812 00:1a:77 0 EOF

@@ -3,6 +3,7 @@
 //!
 //! With `DIR=/tmp` the address is exactly the seed's `/tmp/piper-NAME`.
 
+use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -46,14 +47,11 @@ impl SocketDir {
     /// The directory to use when none is given: `$PIPER_DIR`, else
     /// `$XDG_RUNTIME_DIR/piper`, else `/tmp/piper-$UID`.
     pub fn default_path() -> PathBuf {
-        let non_empty = |var| std::env::var_os(var).filter(|v| !v.is_empty());
-        if let Some(dir) = non_empty("PIPER_DIR") {
-            PathBuf::from(dir)
-        } else if let Some(run) = non_empty("XDG_RUNTIME_DIR") {
-            PathBuf::from(run).join("piper")
-        } else {
-            PathBuf::from(format!("/tmp/piper-{}", Uid::effective()))
-        }
+        default_path_from(
+            std::env::var_os("PIPER_DIR"),
+            std::env::var_os("XDG_RUNTIME_DIR"),
+            Uid::effective(),
+        )
     }
 
     /// Opens `path` in `namespace`: [`SocketDir::open`] for socket files,
@@ -250,6 +248,18 @@ impl SocketDir {
     }
 }
 
+/// [`SocketDir::default_path`]'s rule; an empty variable counts as unset.
+fn default_path_from(piper_dir: Option<OsString>, runtime: Option<OsString>, uid: Uid) -> PathBuf {
+    let non_empty = |v: Option<OsString>| v.filter(|v| !v.is_empty());
+    if let Some(dir) = non_empty(piper_dir) {
+        PathBuf::from(dir)
+    } else if let Some(run) = non_empty(runtime) {
+        PathBuf::from(run).join("piper")
+    } else {
+        PathBuf::from(format!("/tmp/piper-{uid}"))
+    }
+}
+
 /// The longest node name whose address fits in `sun_path` in `dir`.
 fn max_name_len(dir: &Path) -> usize {
     // sun_path holds 108 bytes; a path needs its NUL, an abstract address
@@ -303,6 +313,23 @@ mod tests {
 
     fn name(s: &str) -> Name {
         Name::new(s).unwrap()
+    }
+
+    #[test]
+    fn the_default_directory_is_piper_dir_else_the_runtime_dir_else_tmp() {
+        let uid = Uid::from_raw(1234);
+        let v = |s: &str| Some(OsString::from(s));
+        assert_eq!(default_path_from(v("/d"), v("/run/user/1"), uid), Path::new("/d"));
+        assert_eq!(
+            default_path_from(None, v("/run/user/1"), uid),
+            Path::new("/run/user/1/piper")
+        );
+        assert_eq!(
+            default_path_from(v(""), v("/run/user/1"), uid),
+            Path::new("/run/user/1/piper")
+        );
+        assert_eq!(default_path_from(v(""), v(""), uid), Path::new("/tmp/piper-1234"));
+        assert_eq!(default_path_from(None, None, uid), Path::new("/tmp/piper-1234"));
     }
 
     #[test]

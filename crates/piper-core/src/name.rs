@@ -195,6 +195,8 @@ mod tests {
     #[test]
     fn escape_keeps_one_line_and_is_unambiguous() {
         assert_eq!(escape(b"a\\b").to_string(), "a\\\\b");
+        assert_eq!(escape(b"\\\\").to_string(), "\\\\\\\\");
+        assert_eq!(escape(b"plain").to_string(), "plain");
         assert_eq!(escape(b"\r\t\x7f").to_string(), "\\r\\t\\x7f");
         assert_eq!(escape("\u{85}".as_bytes()).to_string(), "\\u{85}");
         assert_eq!(escape(b"\xc3").to_string(), "\\xc3");

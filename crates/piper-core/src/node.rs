@@ -475,3 +475,268 @@ fn unbound(dir: &SocketDir, to: &Name, bytes: &[u8], flags: MsgFlags) -> Result<
         .map(drop)
         .map_err(|e| send_error(e, dir, to, bytes.len()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+    use std::time::Instant;
+
+    /// A directory of the test's own, removed (with whatever is left) on drop.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(tag: &str) -> (TempDir, SocketDir) {
+            static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+            let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let path = std::env::temp_dir().join(format!("piper-node-unit-{}-{n}-{tag}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&path);
+            let dir = SocketDir::open(&path).unwrap();
+            (TempDir(path), dir)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn name(s: &str) -> Name {
+        Name::new(s).unwrap()
+    }
+
+    fn cloexec(fd: BorrowedFd<'_>) -> bool {
+        let flags = fcntl(fd, FcntlArg::F_GETFD).unwrap();
+        nix::fcntl::FdFlag::from_bits_truncate(flags).contains(nix::fcntl::FdFlag::FD_CLOEXEC)
+    }
+
+    #[test]
+    fn a_datagram_of_exactly_the_largest_size_arrives_whole() {
+        let (_t, dir) = TempDir::new("largest");
+        let a = Node::bind(&dir, name("a")).unwrap();
+        let b = Node::bind(&dir, name("b")).unwrap();
+        // A sender (and receiver) with buffers raised past the defaults,
+        // within wmem_max and rmem_max, can send more than MAX_DATAGRAM.
+        let raised = 4 * MAX_DATAGRAM;
+        let (wmax, rmax) = (sysctl("net/core/wmem_max"), sysctl("net/core/rmem_max"));
+        if wmax < raised || rmax < raised {
+            assert!(
+                std::env::var_os("PIPER_TESTS_REQUIRE_ALL").is_none(),
+                "buffers too small here"
+            );
+            eprintln!("SKIPPED the exact-size datagram: wmem_max {wmax} or rmem_max {rmax} below {raised}");
+            return;
+        }
+        setsockopt(&a.fd, sockopt::SndBuf, &raised).unwrap();
+        setsockopt(&b.fd, sockopt::RcvBuf, &raised).unwrap();
+        let mut buf = RecvBuf::new();
+        a.send_to(b.name(), &vec![7u8; MAX_DATAGRAM]).unwrap();
+        let got = b.recv(&mut buf).unwrap().unwrap();
+        assert_eq!(got.payload.len(), MAX_DATAGRAM);
+        assert_eq!(got.from(), Some(name("a")));
+        assert_eq!(got.creds.map(|c| c.pid), Some(std::process::id() as i32));
+        a.send_to(b.name(), &vec![7u8; MAX_DATAGRAM + 1]).unwrap();
+        match b.recv(&mut buf) {
+            Err(Error::Truncated { len, max }) => assert_eq!((len, max), (MAX_DATAGRAM + 1, MAX_DATAGRAM)),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn sysctl(key: &str) -> usize {
+        let text = std::fs::read_to_string(format!("/proc/sys/{key}")).unwrap_or_default();
+        text.trim().parse().unwrap_or(0)
+    }
+
+    #[test]
+    fn a_bound_node_owns_its_files_and_removes_only_its_own() {
+        let (_t, dir) = TempDir::new("files");
+        let a = Node::bind(&dir, name("a")).unwrap();
+        assert!(!a.is_adopted());
+        assert_eq!(a.name(), &name("a"));
+        assert_eq!(a.dir().path(), dir.path());
+        let sock = dir.socket_path(&name("a")).unwrap();
+        let lock = dir.lock_path(&name("a"));
+        assert_eq!(a.owned_paths(), vec![sock.clone(), lock.clone()]);
+        let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert!(cloexec(a.as_fd()));
+        // Someone replaced the socket file: it is not ours to remove.
+        std::fs::remove_file(&sock).unwrap();
+        std::fs::write(&sock, "not ours").unwrap();
+        drop(a);
+        assert_eq!(std::fs::read_to_string(&sock).unwrap(), "not ours");
+        assert!(!lock.exists(), "the lock file goes with the claim");
+        std::fs::remove_file(&sock).unwrap();
+        let b = Node::bind(&dir, name("b")).unwrap();
+        let sock_b = dir.socket_path(&name("b")).unwrap();
+        drop(b);
+        assert!(!sock_b.exists());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn an_adopted_socket_is_left_to_its_binder() {
+        let (_t, dir) = TempDir::new("adopt");
+        let path = dir.socket_path(&name("x")).unwrap();
+        let fd = socket(AddressFamily::Unix, SockType::Datagram, SockFlag::SOCK_NONBLOCK, None).unwrap();
+        bind(fd.as_raw_fd(), &UnixAddr::new(&path).unwrap()).unwrap();
+        let x = Node::adopt(fd, &dir, name("x")).unwrap();
+        assert!(x.is_adopted());
+        assert!(x.owned_paths().is_empty());
+        let flags = OFlag::from_bits_truncate(fcntl(x.as_fd(), FcntlArg::F_GETFL).unwrap());
+        assert!(!flags.contains(OFlag::O_NONBLOCK), "made blocking");
+        let y = Node::bind(&dir, name("y")).unwrap();
+        y.send_to(&name("x"), b"hi").unwrap();
+        let mut buf = RecvBuf::new();
+        let got = x.recv(&mut buf).unwrap().unwrap();
+        assert_eq!((got.payload, got.from()), (&b"hi"[..], Some(name("y"))));
+        drop(x);
+        assert!(path.exists(), "an adopted socket's file stays");
+        let stream = socket(AddressFamily::Unix, SockType::Stream, SockFlag::empty(), None).unwrap();
+        let e = Node::adopt(stream, &dir, name("s")).unwrap_err();
+        assert!(e.to_string().contains("SOCK_STREAM"), "{e}");
+    }
+
+    #[test]
+    fn a_full_peer_costs_a_bounded_wait_or_none() {
+        let (_t, dir) = TempDir::new("full");
+        let a = Node::bind(&dir, name("a")).unwrap();
+        let b = Node::bind(&dir, name("b")).unwrap();
+        let to = a.peer(b.name()).unwrap();
+        assert_eq!(to.name(), &name("b"));
+        let mut sent = 0;
+        loop {
+            match a.send_nowait(&to, b"x") {
+                Ok(()) => sent += 1,
+                Err(Error::WouldBlock { peer }) => {
+                    assert_eq!(peer, name("b"));
+                    break;
+                }
+                Err(e) => panic!("{e}"),
+            }
+            assert!(sent < 100_000, "the queue never filled");
+        }
+        // A blocking send waits out the send timeout, then gives up.
+        a.set_send_timeout(Duration::from_millis(50)).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let start = Instant::now();
+                let r = a.send(&to, b"x");
+                tx.send((r, start.elapsed())).unwrap();
+            });
+            let (r, waited) = rx.recv_timeout(Duration::from_secs(10)).expect("the send must give up");
+            assert!(matches!(r, Err(Error::WouldBlock { .. })), "{r:?}");
+            assert!(waited >= Duration::from_millis(40), "{waited:?}");
+        });
+        // Unbound senders too.
+        assert!(matches!(
+            send_unbound_nowait(&dir, b.name(), b"x"),
+            Err(Error::WouldBlock { .. })
+        ));
+    }
+
+    #[test]
+    fn the_default_send_timeout_bounds_a_send_to_a_full_peer() {
+        let (_t, dir) = TempDir::new("default-timeout");
+        let a = Node::bind(&dir, name("a")).unwrap();
+        let b = Node::bind(&dir, name("b")).unwrap();
+        let to = a.peer(b.name()).unwrap();
+        while a.send_nowait(&to, b"x").is_ok() {}
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::scope(|s| {
+            s.spawn(|| tx.send(a.send(&to, b"x")).unwrap());
+            let r = rx
+                .recv_timeout(Duration::from_secs(10))
+                .expect("the default timeout must end the send");
+            assert!(matches!(r, Err(Error::WouldBlock { .. })), "{r:?}");
+        });
+    }
+
+    #[test]
+    fn a_receive_timeout_ends_a_wait_with_none() {
+        let (_t, dir) = TempDir::new("timeout");
+        let a = Node::bind(&dir, name("a")).unwrap();
+        let mut buf = RecvBuf::new();
+        assert!(a.try_recv(&mut buf).unwrap().is_none());
+        a.set_recv_timeout(Duration::from_millis(20)).unwrap();
+        let start = Instant::now();
+        assert!(a.recv(&mut buf).unwrap().is_none());
+        assert!(start.elapsed() >= Duration::from_millis(15));
+        // Zero means "forever" to the kernel: taken as 1 µs.
+        a.set_recv_timeout(Duration::ZERO).unwrap();
+        assert!(a.recv(&mut buf).unwrap().is_none());
+    }
+
+    #[test]
+    fn each_failed_send_says_what_the_peer_is() {
+        let (_t, dir) = TempDir::new("errors");
+        let a = Node::bind(&dir, name("a")).unwrap();
+        assert!(matches!(
+            a.send_to(&name("nobody"), b"x"),
+            Err(Error::PeerNotFound { .. })
+        ));
+        std::fs::write(dir.socket_path(&name("file")).unwrap(), "").unwrap();
+        assert!(matches!(
+            a.send_to(&name("file"), b"x"),
+            Err(Error::PeerNotSocket { .. })
+        ));
+        let stale = dir.socket_path(&name("stale")).unwrap();
+        drop(std::os::unix::net::UnixDatagram::bind(&stale).unwrap());
+        assert!(matches!(a.send_to(&name("stale"), b"x"), Err(Error::PeerGone { .. })));
+        let b = Node::bind(&dir, name("b")).unwrap();
+        let huge = vec![0u8; 8 * MAX_DATAGRAM];
+        assert!(matches!(a.send_to(b.name(), &huge), Err(Error::TooLarge { .. })));
+        assert!(matches!(
+            send_unbound(&dir, &name("nobody"), b"x"),
+            Err(Error::PeerNotFound { .. })
+        ));
+        send_unbound(&dir, b.name(), b"anon").unwrap();
+        let mut buf = RecvBuf::new();
+        let got = b.recv(&mut buf).unwrap().unwrap();
+        assert_eq!((got.payload, got.from()), (&b"anon"[..], None));
+    }
+
+    #[test]
+    fn a_name_is_bound_once_and_a_stale_socket_is_reclaimed() {
+        let (_t, dir) = TempDir::new("once");
+        let a = Node::bind(&dir, name("a")).unwrap();
+        match Node::bind(&dir, name("a")) {
+            Err(Error::NameInUse { pid, .. }) => assert_eq!(pid, Some(std::process::id() as i32)),
+            other => panic!("{other:?}"),
+        }
+        drop(a);
+        let stale = dir.socket_path(&name("s")).unwrap();
+        drop(std::os::unix::net::UnixDatagram::bind(&stale).unwrap());
+        let s = Node::bind(&dir, name("s")).unwrap();
+        drop(s);
+        assert!(!stale.exists());
+        // Bound by a process without piper's lock (a seed node): in use.
+        let seed = std::os::unix::net::UnixDatagram::bind(dir.socket_path(&name("seed")).unwrap()).unwrap();
+        assert!(matches!(
+            Node::bind(&dir, name("seed")),
+            Err(Error::NameInUse { pid: None, .. })
+        ));
+        drop(seed);
+        let abs = SocketDir::open_abstract(dir.path()).unwrap();
+        let x = Node::bind(&abs, name("x")).unwrap();
+        assert!(x.owned_paths().is_empty());
+        assert!(matches!(
+            Node::bind(&abs, name("x")),
+            Err(Error::NameInUse { pid: None, .. })
+        ));
+    }
+
+    #[test]
+    fn a_symlink_where_the_lock_file_goes_is_never_followed() {
+        let (t, dir) = TempDir::new("symlink");
+        let target = t.0.with_extension("target");
+        let _ = std::fs::remove_file(&target);
+        std::os::unix::fs::symlink(&target, dir.lock_path(&name("a"))).unwrap();
+        let e = Node::bind(&dir, name("a")).unwrap_err();
+        assert!(matches!(e, Error::NameTaken { .. }), "{e}");
+        assert!(e.to_string().contains("symlink"), "{e}");
+        assert!(!target.exists(), "the symlink was followed");
+    }
+}

@@ -43,8 +43,13 @@ pub struct Notifier {
 impl Notifier {
     /// The notifier `$NOTIFY_SOCKET` names, or `None` when it is unset.
     pub fn from_env() -> Result<Option<Notifier>> {
-        match std::env::var("NOTIFY_SOCKET") {
-            Ok(socket) if !socket.is_empty() => Notifier::new(&socket).map(Some),
+        Notifier::from_value(std::env::var("NOTIFY_SOCKET").ok().as_deref())
+    }
+
+    /// [`Notifier::from_env`]'s rule: unset or empty means no manager.
+    fn from_value(socket: Option<&str>) -> Result<Option<Notifier>> {
+        match socket {
+            Some(socket) if !socket.is_empty() => Notifier::new(socket).map(Some),
             _ => Ok(None),
         }
     }
@@ -147,12 +152,22 @@ fn socket_fd() -> nix::Result<OwnedFd> {
 /// The interval at which the manager expects `WATCHDOG=1`, from
 /// `$WATCHDOG_USEC` (and `$WATCHDOG_PID`, which must be this process when set).
 pub fn watchdog_interval() -> Option<Duration> {
-    if let Ok(pid) = std::env::var("WATCHDOG_PID") {
-        if pid.parse::<u32>().ok() != Some(std::process::id()) {
+    watchdog_from(
+        std::env::var("WATCHDOG_PID").ok().as_deref(),
+        std::env::var("WATCHDOG_USEC").ok().as_deref(),
+        std::process::id(),
+    )
+}
+
+/// [`watchdog_interval`]'s rule, for process `me`: no interval unless the
+/// pid, when given, is `me`, and the microseconds are a positive number.
+fn watchdog_from(pid: Option<&str>, usec: Option<&str>, me: u32) -> Option<Duration> {
+    if let Some(pid) = pid {
+        if pid.parse::<u32>().ok() != Some(me) {
             return None;
         }
     }
-    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
+    let usec: u64 = usec?.parse().ok()?;
     (usec > 0).then(|| Duration::from_micros(usec))
 }
 
@@ -222,5 +237,78 @@ impl Listener {
 impl AsFd for Listener {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_watchdog_is_ours_only_when_its_pid_is_ours_and_its_interval_positive() {
+        let me = 4242;
+        let every = |pid, usec| watchdog_from(pid, usec, me);
+        assert_eq!(every(None, Some("2000000")), Some(Duration::from_secs(2)));
+        assert_eq!(every(Some("4242"), Some("500")), Some(Duration::from_micros(500)));
+        assert_eq!(every(Some("4243"), Some("500")), None, "another process's watchdog");
+        assert_eq!(every(Some("x"), Some("500")), None);
+        assert_eq!(every(Some("4242"), Some("0")), None, "zero means off");
+        assert_eq!(every(Some("4242"), None), None);
+        assert_eq!(every(None, Some("-1")), None);
+        assert_eq!(every(None, Some("")), None);
+    }
+
+    #[test]
+    fn an_unset_or_empty_notify_socket_means_no_manager() {
+        assert!(Notifier::from_value(None).unwrap().is_none());
+        assert!(Notifier::from_value(Some("")).unwrap().is_none());
+        assert!(Notifier::from_value(Some("relative/path")).is_err());
+        let n = Notifier::from_value(Some("@piper-unit-test"))
+            .unwrap()
+            .expect("a notifier");
+        assert_eq!(n.socket, "@piper-unit-test");
+    }
+
+    #[test]
+    fn messages_reach_the_listener_with_the_senders_pid() {
+        let listener = Listener::bind_abstract(&format!("piper-unit/{}", std::process::id())).unwrap();
+        assert!(listener.try_recv().unwrap().is_none());
+        let n = Notifier::new(listener.address()).unwrap();
+        n.notify("READY=1").unwrap();
+        assert!(n.try_notify("STATUS=x").unwrap());
+        let me = std::process::id() as i32;
+        assert_eq!(listener.try_recv().unwrap(), Some((me, "READY=1".to_string())));
+        assert_eq!(listener.try_recv().unwrap(), Some((me, "STATUS=x".to_string())));
+        assert!(listener.try_recv().unwrap().is_none());
+    }
+
+    #[test]
+    fn a_full_manager_queue_is_reported_not_waited_on() {
+        let listener = Listener::bind_abstract(&format!("piper-unit-full/{}", std::process::id())).unwrap();
+        let n = Notifier::new(listener.address()).unwrap();
+        // The queue holds net.unix.max_dgram_qlen datagrams; then try_notify
+        // says no at once, and notify_polling gives up after its patience.
+        let mut sent = 0;
+        while n.try_notify("STATUS=fill").unwrap() {
+            sent += 1;
+            assert!(sent < 100_000, "the queue never filled");
+        }
+        assert!(sent >= 1);
+        let start = std::time::Instant::now();
+        assert!(!n.notify_polling("STOPPING=1", Duration::from_millis(30)).unwrap());
+        let waited = start.elapsed();
+        assert!(
+            waited >= Duration::from_millis(30) && waited < Duration::from_secs(5),
+            "{waited:?}"
+        );
+        let signals = crate::Signals::new().unwrap();
+        signals.trigger().fire();
+        assert!(!n.notify_until("READY=1", Duration::from_secs(30), &signals).unwrap());
+        // Once the manager reads, a message goes through again.
+        while listener.try_recv().unwrap().is_some() {}
+        assert!(n.notify_polling("STOPPING=1", Duration::from_secs(5)).unwrap());
+        assert!(n
+            .notify_until("READY=1", Duration::from_secs(5), &crate::Signals::new().unwrap())
+            .unwrap());
     }
 }
