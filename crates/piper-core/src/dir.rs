@@ -333,6 +333,47 @@ mod tests {
     }
 
     #[test]
+    fn the_default_directory_is_an_absolute_path() {
+        assert!(SocketDir::default_path().is_absolute());
+    }
+
+    #[test]
+    fn open_existing_opens_only_safe_existing_directories() {
+        let base = std::env::temp_dir().join(format!("piper-dir-existing-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        assert!(
+            matches!(SocketDir::open_existing(&base), Err(Error::Dir { .. })),
+            "missing"
+        );
+        assert!(!base.exists(), "created nothing");
+        std::fs::create_dir(&base).unwrap();
+        let mode = |m| std::fs::set_permissions(&base, std::os::unix::fs::PermissionsExt::from_mode(m)).unwrap();
+        mode(0o700);
+        let dir = SocketDir::open_existing(&base).unwrap();
+        assert!(!dir.is_sticky());
+        mode(0o770);
+        assert!(
+            matches!(SocketDir::open_existing(&base), Err(Error::InsecureDir { .. })),
+            "group-writable"
+        );
+        mode(0o702);
+        assert!(
+            matches!(SocketDir::open_existing(&base), Err(Error::InsecureDir { .. })),
+            "world-writable"
+        );
+        mode(0o1777);
+        assert!(SocketDir::open_existing(&base).unwrap().is_sticky(), "sticky is fine");
+        mode(0o700);
+        let file = base.join("f");
+        std::fs::write(&file, "").unwrap();
+        assert!(
+            matches!(SocketDir::open_existing(&file), Err(Error::Dir { .. })),
+            "not a directory"
+        );
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
     fn the_seed_path_is_kept_in_tmp() {
         let tmp = SocketDir::open("/tmp").unwrap();
         assert!(tmp.is_sticky());

@@ -273,7 +273,13 @@ mod tests {
     fn messages_reach_the_listener_with_the_senders_pid() {
         let listener = Listener::bind_abstract(&format!("piper-unit/{}", std::process::id())).unwrap();
         assert!(listener.try_recv().unwrap().is_none());
+        let cloexec = |fd: &OwnedFd| {
+            let flags = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD).unwrap();
+            nix::fcntl::FdFlag::from_bits_truncate(flags).contains(nix::fcntl::FdFlag::FD_CLOEXEC)
+        };
+        assert!(cloexec(&listener.fd), "a manager's socket is not for its children");
         let n = Notifier::new(listener.address()).unwrap();
+        assert!(cloexec(&n.fd));
         n.notify("READY=1").unwrap();
         assert!(n.try_notify("STATUS=x").unwrap());
         let me = std::process::id() as i32;
@@ -302,8 +308,22 @@ mod tests {
             "{waited:?}"
         );
         let signals = crate::Signals::new().unwrap();
+        // Without a stop, notify_until keeps trying for its whole patience
+        // (each try waits up to the 1 s send timeout).
+        let start = std::time::Instant::now();
+        assert!(!n
+            .notify_until("READY=1", Duration::from_millis(2500), &signals)
+            .unwrap());
+        let waited = start.elapsed();
+        assert!(
+            waited >= Duration::from_millis(2400) && waited < Duration::from_secs(20),
+            "{waited:?}"
+        );
+        // A stop ends the wait at the next try, not after the patience.
         signals.trigger().fire();
-        assert!(!n.notify_until("READY=1", Duration::from_secs(30), &signals).unwrap());
+        let start = std::time::Instant::now();
+        assert!(!n.notify_until("READY=1", Duration::from_secs(60), &signals).unwrap());
+        assert!(start.elapsed() < Duration::from_secs(30), "the stop was not seen");
         // Once the manager reads, a message goes through again.
         while listener.try_recv().unwrap().is_some() {}
         assert!(n.notify_polling("STOPPING=1", Duration::from_secs(5)).unwrap());

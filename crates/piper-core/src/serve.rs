@@ -139,3 +139,49 @@ pub fn serve(node: &Node, signals: &Signals, handler: &mut impl Handler) -> Resu
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Name, SocketDir};
+
+    struct Idler {
+        idles: u32,
+        datagrams: u32,
+    }
+
+    impl Handler for Idler {
+        fn handle(&mut self, _node: &Node, event: Event<'_>) -> Result<Flow> {
+            match event {
+                Event::Idle => self.idles += 1,
+                Event::Datagram(_) => self.datagrams += 1,
+                Event::Truncated { .. } => {}
+            }
+            Ok(if self.idles == 3 { Flow::Stop } else { Flow::Continue })
+        }
+
+        fn timeout(&self) -> std::time::Duration {
+            std::time::Duration::from_millis(5)
+        }
+    }
+
+    #[test]
+    fn the_handlers_timeout_brings_idle_events_and_a_stop_ends_the_loop() {
+        let path = std::env::temp_dir().join(format!("piper-serve-unit-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        let dir = SocketDir::open(&path).unwrap();
+        let node = Node::bind(&dir, Name::new("s").unwrap()).unwrap();
+        crate::send_unbound(&dir, node.name(), b"one").unwrap();
+        let signals = Signals::new().unwrap();
+        let mut idler = Idler { idles: 0, datagrams: 0 };
+        assert_eq!(serve(&node, &signals, &mut idler).unwrap(), End::Handler);
+        assert_eq!((idler.datagrams, idler.idles), (1, 3));
+        signals.trigger().fire();
+        assert_eq!(
+            serve(&node, &signals, &mut idler).unwrap(),
+            End::Stop(crate::Stop::Requested)
+        );
+        drop(node);
+        std::fs::remove_dir(&path).unwrap();
+    }
+}

@@ -296,6 +296,33 @@ mod tests {
     }
 
     #[test]
+    fn a_watched_signal_is_counted_and_wakes_the_pipe_until_drained() {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        let readable = |signals: &Signals| {
+            let mut fds = [PollFd::new(signals.fd(), PollFlags::POLLIN)];
+            poll(&mut fds, PollTimeout::ZERO).unwrap() == 1
+        };
+        let mut signals = Signals::new().unwrap();
+        // SIGUSR2 only wakes; SIGUSR1 asks for a stop.
+        signals.watch(Signal::SIGUSR2, false).unwrap();
+        signals.watch(Signal::SIGUSR1, true).unwrap();
+        assert!(!readable(&signals));
+        nix::sys::signal::raise(Signal::SIGUSR2).unwrap();
+        assert!(readable(&signals));
+        assert_eq!((signals.stop(), signals.stops()), (None, 0));
+        signals.drain();
+        assert!(!readable(&signals));
+        nix::sys::signal::raise(Signal::SIGUSR1).unwrap();
+        assert!(readable(&signals));
+        assert_eq!(signals.stop(), Some(Stop::Signal(Signal::SIGUSR1)));
+        assert_eq!(signals.stops(), 1);
+        // A second stop, without exit_on_repeat, is only counted.
+        signals.trigger().fire();
+        assert_eq!(signals.stops(), 2);
+        assert_eq!(signals.stop(), Some(Stop::Signal(Signal::SIGUSR1)), "the first stays");
+    }
+
+    #[test]
     fn sleep_ends_early_on_a_stop_and_runs_its_course_otherwise() {
         let signals = Signals::new().unwrap();
         let start = Instant::now();
