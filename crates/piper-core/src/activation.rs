@@ -40,20 +40,14 @@ pub struct ListenFd {
 pub fn listen_fds() -> Result<Vec<ListenFd>> {
     static TAKEN: AtomicBool = AtomicBool::new(false);
     let var = |name| std::env::var(name).ok();
-    let (Some(pid), Some(count)) = (var("LISTEN_PID"), var("LISTEN_FDS")) else {
+    let passed = passed_count(
+        var("LISTEN_PID").as_deref(),
+        var("LISTEN_FDS").as_deref(),
+        std::process::id(),
+    )?;
+    let Some(count) = passed else {
         return Ok(Vec::new());
     };
-    if pid.parse::<u32>().ok() != Some(std::process::id()) {
-        log::debug!("LISTEN_PID={pid} is not this process; ignoring LISTEN_FDS");
-        return Ok(Vec::new());
-    }
-    let count: RawFd = count
-        .parse()
-        .ok()
-        .filter(|&n| (0..=1024).contains(&n))
-        .ok_or_else(|| Error::Activation {
-            reason: format!("LISTEN_FDS={count} is not a number of descriptors"),
-        })?;
     if TAKEN.swap(true, Ordering::SeqCst) {
         return Ok(Vec::new());
     }
@@ -81,4 +75,48 @@ pub fn listen_fds() -> Result<Vec<ListenFd>> {
             Ok(ListenFd { fd, name })
         })
         .collect()
+}
+
+/// How many descriptors `LISTEN_PID` and `LISTEN_FDS` pass to process `me`:
+/// none when either is unset or the pid is another process's; an error when
+/// the count is not a plausible number.
+fn passed_count(pid: Option<&str>, count: Option<&str>, me: u32) -> Result<Option<RawFd>> {
+    let (Some(pid), Some(count)) = (pid, count) else {
+        return Ok(None);
+    };
+    if pid.parse::<u32>().ok() != Some(me) {
+        log::debug!("LISTEN_PID={pid} is not this process; ignoring LISTEN_FDS");
+        return Ok(None);
+    }
+    let n = count
+        .parse()
+        .ok()
+        .filter(|&n| (0..=1024).contains(&n))
+        .ok_or_else(|| Error::Activation {
+            reason: format!("LISTEN_FDS={count} is not a number of descriptors"),
+        })?;
+    Ok(Some(n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn descriptors_are_ours_only_when_listen_pid_names_us() {
+        assert_eq!(passed_count(Some("42"), Some("2"), 42).unwrap(), Some(2));
+        assert_eq!(passed_count(Some("42"), Some("0"), 42).unwrap(), Some(0));
+        assert_eq!(
+            passed_count(Some("43"), Some("2"), 42).unwrap(),
+            None,
+            "another process's"
+        );
+        assert_eq!(passed_count(Some("x"), Some("2"), 42).unwrap(), None);
+        assert_eq!(passed_count(None, Some("2"), 42).unwrap(), None);
+        assert_eq!(passed_count(Some("42"), None, 42).unwrap(), None);
+        for bad in ["-1", "1025", "two", ""] {
+            assert!(passed_count(Some("42"), Some(bad), 42).is_err(), "{bad}");
+        }
+        assert_eq!(passed_count(Some("42"), Some("1024"), 42).unwrap(), Some(1024));
+    }
 }

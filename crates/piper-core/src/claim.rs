@@ -202,12 +202,18 @@ pub(crate) fn clear_stale(dir: &SocketDir, name: &Name, path: &Path) -> Result<b
                 return Err(in_use());
             }
             log::info!("removing stale socket {}", path.display());
-            match std::fs::remove_file(path) {
-                Ok(()) => Ok(true),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-                Err(e) => Err(Error::io("remove stale socket", path.display(), e)),
-            }
+            removed(path, std::fs::remove_file(path))
         }
+    }
+}
+
+/// Whether a removal removed something: a file already gone (someone
+/// cleared it first) is no error.
+fn removed(path: &Path, result: std::io::Result<()>) -> Result<bool> {
+    match result {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(Error::io("remove stale socket", path.display(), e)),
     }
 }
 
@@ -312,6 +318,14 @@ mod tests {
         let path = dir.socket_path(&name(n)).unwrap();
         drop(std::os::unix::net::UnixDatagram::bind(&path).unwrap());
         path
+    }
+
+    #[test]
+    fn a_file_someone_else_removed_first_is_no_error() {
+        let p = Path::new("/x");
+        assert!(removed(p, Ok(())).unwrap());
+        assert!(!removed(p, Err(std::io::Error::from_raw_os_error(nix::libc::ENOENT))).unwrap());
+        assert!(removed(p, Err(std::io::Error::from_raw_os_error(nix::libc::EPERM))).is_err());
     }
 
     #[test]

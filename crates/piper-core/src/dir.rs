@@ -102,7 +102,7 @@ impl SocketDir {
         let sticky = meta.mode() & 0o1000 != 0;
         let me = Uid::effective();
         if !sticky {
-            if meta.uid() != me.as_raw() && meta.uid() != 0 && !me.is_root() {
+            if foreign(meta.uid(), me) {
                 return Err(Error::InsecureDir {
                     dir: path,
                     reason: format!("it is owned by uid {}, not by uid {me} or root", meta.uid()),
@@ -248,6 +248,12 @@ impl SocketDir {
     }
 }
 
+/// Whether a directory owned by `owner` is someone else's to user `me`: not
+/// ours, not root's, and we are not root (who trusts any owner).
+fn foreign(owner: u32, me: Uid) -> bool {
+    owner != me.as_raw() && owner != 0 && !me.is_root()
+}
+
 /// [`SocketDir::default_path`]'s rule; an empty variable counts as unset.
 fn default_path_from(piper_dir: Option<OsString>, runtime: Option<OsString>, uid: Uid) -> PathBuf {
     let non_empty = |v: Option<OsString>| v.filter(|v| !v.is_empty());
@@ -330,6 +336,15 @@ mod tests {
         );
         assert_eq!(default_path_from(v(""), v(""), uid), Path::new("/tmp/piper-1234"));
         assert_eq!(default_path_from(None, None, uid), Path::new("/tmp/piper-1234"));
+    }
+
+    #[test]
+    fn a_directory_is_trusted_if_it_is_ours_or_roots_or_we_are_root() {
+        let user = Uid::from_raw(1000);
+        assert!(!foreign(1000, user));
+        assert!(!foreign(0, user));
+        assert!(foreign(2000, user));
+        assert!(!foreign(2000, Uid::from_raw(0)));
     }
 
     #[test]
