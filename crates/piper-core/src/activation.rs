@@ -101,6 +101,78 @@ fn passed_count(pid: Option<&str>, count: Option<&str>, me: u32) -> Result<Optio
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+
+    #[test]
+    #[ignore = "run by passed_sockets_are_taken_once_and_closed_ones_refused, in a child"]
+    fn child_takes_its_sockets() {
+        if std::env::var_os("PIPER_UNIT_CHILD").is_none() {
+            return;
+        }
+        // Alone in this process (one test thread): the variables are ours.
+        std::env::set_var("LISTEN_PID", std::process::id().to_string());
+        let want: usize = std::env::var("PIPER_UNIT_WANT").unwrap().parse().unwrap();
+        match listen_fds() {
+            Ok(fds) => {
+                assert_eq!(fds.len(), want);
+                assert_eq!(fds[0].fd.as_raw_fd(), LISTEN_FDS_START);
+                assert_eq!(fds[0].name.as_deref(), Some("x"));
+                let flags = fcntl(&fds[0].fd, FcntlArg::F_GETFD).unwrap();
+                assert!(FdFlag::from_bits_truncate(flags).contains(FdFlag::FD_CLOEXEC));
+                assert!(listen_fds().unwrap().is_empty(), "taken once");
+            }
+            Err(e) => {
+                assert_eq!(want, 0, "{e}");
+                assert!(e.to_string().contains("fd 4 is not open"), "{e}");
+            }
+        }
+    }
+
+    fn run_child(count: &str, want: &str) -> std::process::ExitStatus {
+        let (socket, _peer) = std::os::unix::net::UnixDatagram::pair().unwrap();
+        let raw = socket.as_raw_fd();
+        let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+        cmd.args([
+            "--exact",
+            "activation::tests::child_takes_its_sockets",
+            "--ignored",
+            "--test-threads=1",
+        ])
+        .env("PIPER_UNIT_CHILD", "1")
+        .env("PIPER_UNIT_WANT", want)
+        .env("LISTEN_FDS", count)
+        .env("LISTEN_FDNAMES", "x")
+        .stderr(std::process::Stdio::null());
+        // SAFETY: dup2 is async-signal-safe; it puts the socket at fd 3,
+        // without FD_CLOEXEC, as a service manager would. The new fd is
+        // forgotten, not closed: exec hands it to the child's test.
+        unsafe {
+            cmd.pre_exec(move || {
+                let socket = std::os::fd::BorrowedFd::borrow_raw(raw);
+                if raw == LISTEN_FDS_START {
+                    // dup2 onto itself would keep FD_CLOEXEC.
+                    fcntl(socket, FcntlArg::F_SETFD(FdFlag::empty()))?;
+                } else {
+                    std::mem::forget(nix::unistd::dup2_raw(socket, LISTEN_FDS_START)?);
+                }
+                Ok(())
+            });
+        }
+        let out = cmd.output().unwrap();
+        if !out.status.success() {
+            eprintln!("{}", String::from_utf8_lossy(&out.stdout));
+        }
+        out.status
+    }
+
+    #[test]
+    fn passed_sockets_are_taken_once_and_closed_ones_refused() {
+        let status = run_child("1", "1");
+        assert!(status.success(), "one socket: {status:?}");
+        let status = run_child("2", "0");
+        assert!(status.success(), "fd 4 is not open: {status:?}");
+    }
 
     #[test]
     fn descriptors_are_ours_only_when_listen_pid_names_us() {

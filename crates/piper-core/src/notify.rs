@@ -259,6 +259,26 @@ mod tests {
     }
 
     #[test]
+    #[ignore = "run by the_environment_names_the_manager_and_the_watchdog, in a child"]
+    fn child_reads_the_environment() {
+        if std::env::var_os("PIPER_UNIT_CHILD").is_none() {
+            return;
+        }
+        let n = Notifier::from_env().unwrap().expect("NOTIFY_SOCKET is set");
+        assert_eq!(n.socket, "@piper-unit-env");
+        assert_eq!(watchdog_interval(), Some(Duration::from_millis(1500)));
+    }
+
+    #[test]
+    fn the_environment_names_the_manager_and_the_watchdog() {
+        let status = crate::signals::tests::in_child(
+            "notify::tests::child_reads_the_environment",
+            &[("NOTIFY_SOCKET", "@piper-unit-env"), ("WATCHDOG_USEC", "1500000")],
+        );
+        assert!(status.success(), "{status:?}");
+    }
+
+    #[test]
     fn an_unset_or_empty_notify_socket_means_no_manager() {
         assert!(Notifier::from_value(None).unwrap().is_none());
         assert!(Notifier::from_value(Some("")).unwrap().is_none());
