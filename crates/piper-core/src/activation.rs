@@ -156,6 +156,9 @@ mod tests {
                 } else {
                     std::mem::forget(nix::unistd::dup2_raw(socket, LISTEN_FDS_START)?);
                 }
+                // Whatever the runner left open at fd 4 (a jobserver pipe),
+                // the child must find it closed.
+                let _ = nix::unistd::close(LISTEN_FDS_START + 1);
                 Ok(())
             });
         }
