@@ -320,6 +320,12 @@ mod tests {
             assert!(sent < 100_000, "the queue never filled");
         }
         assert!(sent >= 1);
+        // try_notify never waits, however long a send may block.
+        crate::node::set_send_timeout(&n.fd, Duration::from_secs(60)).unwrap();
+        let start = std::time::Instant::now();
+        assert!(!n.try_notify("STATUS=more").unwrap());
+        assert!(start.elapsed() < Duration::from_secs(30), "try_notify waited");
+        crate::node::set_send_timeout(&n.fd, Duration::from_secs(1)).unwrap();
         let start = std::time::Instant::now();
         assert!(!n.notify_polling("STOPPING=1", Duration::from_millis(30)).unwrap());
         let waited = start.elapsed();
