@@ -636,11 +636,17 @@ mod tests {
             assert!(matches!(r, Err(Error::WouldBlock { .. })), "{r:?}");
             assert!(waited >= Duration::from_millis(500), "{waited:?}");
         });
-        // Unbound senders too.
-        assert!(matches!(
-            send_unbound_nowait(&dir, b.name(), b"x"),
-            Err(Error::WouldBlock { .. })
-        ));
+        // Unbound senders too, without waiting: twenty tries take far less
+        // than twenty send timeouts.
+        let start = Instant::now();
+        for _ in 0..20 {
+            let r = send_unbound_nowait(&dir, b.name(), b"x");
+            assert!(matches!(r, Err(Error::WouldBlock { .. })), "{r:?}");
+        }
+        assert!(
+            start.elapsed() < DEFAULT_SEND_TIMEOUT * 10,
+            "send_unbound_nowait waited"
+        );
     }
 
     #[test]
