@@ -80,11 +80,17 @@ impl Claim {
             // open and our flock; a lock on an unlinked file claims nothing.
             let held = lock.metadata().map(|m| (m.dev(), m.ino())).ok();
             let now = std::fs::symlink_metadata(&lock_path).map(|m| (m.dev(), m.ino())).ok();
-            if held.is_some() && held == now {
+            if still_the_lock_file(held, now) {
                 return Ok(Claim { _lock: lock, lock_path });
             }
         }
     }
+}
+
+/// Whether the file we locked (`held`, device and inode) is still the one
+/// at the lock path (`now`): not if it was removed or replaced meanwhile.
+fn still_the_lock_file(held: Option<(u64, u64)>, now: Option<(u64, u64)>) -> bool {
+    held.is_some() && held == now
 }
 
 /// Why a lock file could not be opened, in the terms of the exit codes: a
@@ -196,12 +202,18 @@ pub(crate) fn clear_stale(dir: &SocketDir, name: &Name, path: &Path) -> Result<b
                 return Err(in_use());
             }
             log::info!("removing stale socket {}", path.display());
-            match std::fs::remove_file(path) {
-                Ok(()) => Ok(true),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-                Err(e) => Err(Error::io("remove stale socket", path.display(), e)),
-            }
+            removed(path, std::fs::remove_file(path))
         }
+    }
+}
+
+/// Whether a removal removed something: a file already gone (someone
+/// cleared it first) is no error.
+fn removed(path: &Path, result: std::io::Result<()>) -> Result<bool> {
+    match result {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(Error::io("remove stale socket", path.display(), e)),
     }
 }
 
@@ -278,6 +290,161 @@ impl SocketDir {
 mod tests {
     use super::*;
     use std::os::fd::AsFd;
+
+    /// A directory of the test's own, removed on drop.
+    struct Temp(PathBuf, SocketDir);
+
+    impl Temp {
+        fn new(tag: &str) -> Temp {
+            let path = std::env::temp_dir().join(format!("piper-claim-{}-{tag}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&path);
+            let dir = SocketDir::open(&path).unwrap();
+            Temp(path, dir)
+        }
+    }
+
+    impl Drop for Temp {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn name(s: &str) -> Name {
+        Name::new(s).unwrap()
+    }
+
+    /// A socket file nobody reads any more.
+    fn stale(dir: &SocketDir, n: &str) -> PathBuf {
+        let path = dir.socket_path(&name(n)).unwrap();
+        drop(std::os::unix::net::UnixDatagram::bind(&path).unwrap());
+        path
+    }
+
+    #[test]
+    fn a_file_someone_else_removed_first_is_no_error() {
+        let p = Path::new("/x");
+        assert!(removed(p, Ok(())).unwrap());
+        assert!(!removed(p, Err(std::io::Error::from_raw_os_error(nix::libc::ENOENT))).unwrap());
+        assert!(removed(p, Err(std::io::Error::from_raw_os_error(nix::libc::EPERM))).is_err());
+    }
+
+    #[test]
+    fn a_claim_holds_only_while_the_lock_file_is_the_one_locked() {
+        assert!(still_the_lock_file(Some((1, 2)), Some((1, 2))));
+        assert!(!still_the_lock_file(Some((1, 2)), Some((1, 3))), "replaced");
+        assert!(!still_the_lock_file(Some((1, 2)), None), "removed");
+        assert!(!still_the_lock_file(None, None));
+    }
+
+    #[test]
+    fn lock_file_failures_map_to_the_exit_codes_terms() {
+        let t = Temp::new("lock-errors");
+        let n = name("x");
+        let errno = std::io::Error::from_raw_os_error;
+        let missing = t.0.join("no-such-lock");
+        let e = lock_error(&t.1, &n, &missing, errno(nix::libc::EROFS));
+        assert!(matches!(e, Error::Dir { .. }), "{e:?}");
+        let e = lock_error(&t.1, &n, &missing, errno(nix::libc::EIO));
+        assert!(matches!(e, Error::Io { .. }), "{e:?}");
+        // Our own lock file that we cannot open: taken (EACCES), else an
+        // I/O error.
+        let ours = t.0.join("ours");
+        std::fs::write(&ours, "").unwrap();
+        let e = lock_error(&t.1, &n, &ours, errno(nix::libc::EACCES));
+        assert!(matches!(e, Error::NameTaken { .. }), "{e:?}");
+        let e = lock_error(&t.1, &n, &ours, errno(nix::libc::EIO));
+        assert!(matches!(e, Error::Io { .. }), "{e:?}");
+        let link = t.0.join("link");
+        std::os::unix::fs::symlink(&ours, &link).unwrap();
+        let e = lock_error(&t.1, &n, &link, errno(nix::libc::ELOOP));
+        assert!(e.to_string().contains("a symlink at"), "{e}");
+    }
+
+    #[test]
+    fn probing_tells_live_stale_missing_and_not_a_socket_apart() {
+        let t = Temp::new("probe");
+        let live = crate::Node::bind(&t.1, name("live")).unwrap();
+        stale(&t.1, "stale");
+        std::fs::write(t.1.socket_path(&name("file")).unwrap(), "").unwrap();
+        assert_eq!(t.1.probe(live.name()).unwrap(), Liveness::Live);
+        assert_eq!(t.1.probe(&name("stale")).unwrap(), Liveness::Stale);
+        assert_eq!(t.1.probe(&name("file")).unwrap(), Liveness::NotSocket);
+        assert_eq!(t.1.probe(&name("none")).unwrap(), Liveness::Missing);
+        // A path that cannot be looked at is an error, not "missing".
+        assert!(probe_path(&t.1.socket_path(&name("file")).unwrap().join("x")).is_err());
+        let listing = t.1.list().unwrap();
+        let got: Vec<(String, Liveness, bool)> = listing
+            .iter()
+            .map(|l| (l.name.to_string(), l.liveness, l.pid.is_some()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("live".to_string(), Liveness::Live, true),
+                ("stale".to_string(), Liveness::Stale, false)
+            ]
+        );
+        assert_eq!(t.1.socket_names().unwrap(), [name("live"), name("stale")]);
+        let abs = SocketDir::open_abstract(&t.0).unwrap();
+        assert_eq!(abs.probe(&name("live")).unwrap(), Liveness::Missing);
+        assert!(abs.socket_names().unwrap().is_empty());
+        assert!(!abs.reclaim(&name("stale")).unwrap());
+    }
+
+    #[test]
+    fn reclaiming_removes_what_a_dead_node_left_and_nothing_live() {
+        let t = Temp::new("reclaim");
+        let path = stale(&t.1, "dead");
+        assert!(t.1.reclaim(&name("dead")).unwrap());
+        assert!(!path.exists());
+        assert!(!t.1.lock_path(&name("dead")).exists());
+        assert!(!t.1.reclaim(&name("dead")).unwrap(), "nothing left to remove");
+        let live = crate::Node::bind(&t.1, name("live")).unwrap();
+        assert!(!t.1.reclaim(live.name()).unwrap());
+        assert_eq!(t.1.probe(live.name()).unwrap(), Liveness::Live);
+        // clear_stale, as bind uses it: a stale file goes, a live one is in use.
+        let path = stale(&t.1, "again");
+        assert!(clear_stale(&t.1, &name("again"), &path).unwrap());
+        assert!(!clear_stale(&t.1, &name("again"), &path).unwrap());
+        let live_path = t.1.socket_path(live.name()).unwrap();
+        assert!(matches!(
+            clear_stale(&t.1, live.name(), &live_path),
+            Err(Error::NameInUse { .. })
+        ));
+    }
+
+    #[test]
+    fn in_a_sticky_directory_another_users_stale_socket_is_left_alone() {
+        if !nix::unistd::geteuid().is_root() {
+            assert!(
+                std::env::var_os("PIPER_TESTS_REQUIRE_ALL").is_none(),
+                "needs root to chown"
+            );
+            eprintln!("SKIPPED another user's stale socket: needs root to chown");
+            return;
+        }
+        let path = std::env::temp_dir().join(format!("piper-claim-{}-sticky", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir(&path).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
+        let t = Temp(path.clone(), SocketDir::open(&path).unwrap());
+        assert!(t.1.is_sticky());
+        let theirs = stale(&t.1, "theirs");
+        std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+        assert!(matches!(
+            clear_stale(&t.1, &name("theirs"), &theirs),
+            Err(Error::NameInUse { .. })
+        ));
+        assert!(theirs.exists());
+        let mine = stale(&t.1, "mine");
+        assert!(clear_stale(&t.1, &name("mine"), &mine).unwrap());
+        // Outside a sticky directory a stale socket is anyone's to clear.
+        let plain = Temp::new("plain");
+        assert!(!plain.1.is_sticky());
+        let other = stale(&plain.1, "theirs");
+        std::os::unix::fs::chown(&other, Some(65534), Some(65534)).unwrap();
+        assert!(clear_stale(&plain.1, &name("theirs"), &other).unwrap());
+    }
 
     #[test]
     fn a_claim_is_exclusive_private_and_not_inherited() {

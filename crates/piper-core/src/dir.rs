@@ -102,7 +102,7 @@ impl SocketDir {
         let sticky = meta.mode() & 0o1000 != 0;
         let me = Uid::effective();
         if !sticky {
-            if meta.uid() != me.as_raw() && meta.uid() != 0 && !me.is_root() {
+            if foreign(meta.uid(), me) {
                 return Err(Error::InsecureDir {
                     dir: path,
                     reason: format!("it is owned by uid {}, not by uid {me} or root", meta.uid()),
@@ -248,6 +248,12 @@ impl SocketDir {
     }
 }
 
+/// Whether a directory owned by `owner` is someone else's to user `me`: not
+/// ours, not root's, and we are not root (who trusts any owner).
+fn foreign(owner: u32, me: Uid) -> bool {
+    owner != me.as_raw() && owner != 0 && !me.is_root()
+}
+
 /// [`SocketDir::default_path`]'s rule; an empty variable counts as unset.
 fn default_path_from(piper_dir: Option<OsString>, runtime: Option<OsString>, uid: Uid) -> PathBuf {
     let non_empty = |v: Option<OsString>| v.filter(|v| !v.is_empty());
@@ -330,6 +336,56 @@ mod tests {
         );
         assert_eq!(default_path_from(v(""), v(""), uid), Path::new("/tmp/piper-1234"));
         assert_eq!(default_path_from(None, None, uid), Path::new("/tmp/piper-1234"));
+    }
+
+    #[test]
+    fn a_directory_is_trusted_if_it_is_ours_or_roots_or_we_are_root() {
+        let user = Uid::from_raw(1000);
+        assert!(!foreign(1000, user));
+        assert!(!foreign(0, user));
+        assert!(foreign(2000, user));
+        assert!(!foreign(2000, Uid::from_raw(0)));
+    }
+
+    #[test]
+    fn the_default_directory_is_an_absolute_path() {
+        assert!(SocketDir::default_path().is_absolute());
+    }
+
+    #[test]
+    fn open_existing_opens_only_safe_existing_directories() {
+        let base = std::env::temp_dir().join(format!("piper-dir-existing-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        assert!(
+            matches!(SocketDir::open_existing(&base), Err(Error::Dir { .. })),
+            "missing"
+        );
+        assert!(!base.exists(), "created nothing");
+        std::fs::create_dir(&base).unwrap();
+        let mode = |m| std::fs::set_permissions(&base, std::os::unix::fs::PermissionsExt::from_mode(m)).unwrap();
+        mode(0o700);
+        let dir = SocketDir::open_existing(&base).unwrap();
+        assert!(!dir.is_sticky());
+        mode(0o770);
+        assert!(
+            matches!(SocketDir::open_existing(&base), Err(Error::InsecureDir { .. })),
+            "group-writable"
+        );
+        mode(0o702);
+        assert!(
+            matches!(SocketDir::open_existing(&base), Err(Error::InsecureDir { .. })),
+            "world-writable"
+        );
+        mode(0o1777);
+        assert!(SocketDir::open_existing(&base).unwrap().is_sticky(), "sticky is fine");
+        mode(0o700);
+        let file = base.join("f");
+        std::fs::write(&file, "").unwrap();
+        assert!(
+            matches!(SocketDir::open_existing(&file), Err(Error::Dir { .. })),
+            "not a directory"
+        );
+        std::fs::remove_dir_all(&base).unwrap();
     }
 
     #[test]

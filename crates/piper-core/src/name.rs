@@ -193,6 +193,13 @@ mod tests {
     }
 
     #[test]
+    fn a_name_is_its_bytes() {
+        let n = Name::new("ab.c").unwrap();
+        assert_eq!(n.as_bytes(), b"ab.c");
+        assert_eq!(n.as_str(), "ab.c");
+    }
+
+    #[test]
     fn escape_keeps_one_line_and_is_unambiguous() {
         assert_eq!(escape(b"a\\b").to_string(), "a\\\\b");
         assert_eq!(escape(b"\\\\").to_string(), "\\\\\\\\");

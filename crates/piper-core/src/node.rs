@@ -617,8 +617,14 @@ mod tests {
             }
             assert!(sent < 100_000, "the queue never filled");
         }
-        // A blocking send waits out the send timeout, then gives up.
-        a.set_send_timeout(Duration::from_millis(50)).unwrap();
+        // send_nowait never waits, whatever the send timeout says.
+        a.set_send_timeout(Duration::from_secs(30)).unwrap();
+        let start = Instant::now();
+        assert!(matches!(a.send_nowait(&to, b"x"), Err(Error::WouldBlock { .. })));
+        assert!(start.elapsed() < Duration::from_secs(20), "send_nowait waited");
+        // A blocking send waits out the send timeout (longer than the
+        // default, so that the setting shows), then gives up.
+        a.set_send_timeout(Duration::from_millis(600)).unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::scope(|s| {
             s.spawn(|| {
@@ -628,13 +634,19 @@ mod tests {
             });
             let (r, waited) = rx.recv_timeout(Duration::from_secs(10)).expect("the send must give up");
             assert!(matches!(r, Err(Error::WouldBlock { .. })), "{r:?}");
-            assert!(waited >= Duration::from_millis(40), "{waited:?}");
+            assert!(waited >= Duration::from_millis(500), "{waited:?}");
         });
-        // Unbound senders too.
-        assert!(matches!(
-            send_unbound_nowait(&dir, b.name(), b"x"),
-            Err(Error::WouldBlock { .. })
-        ));
+        // Unbound senders too, without waiting: twenty tries take far less
+        // than twenty send timeouts.
+        let start = Instant::now();
+        for _ in 0..20 {
+            let r = send_unbound_nowait(&dir, b.name(), b"x");
+            assert!(matches!(r, Err(Error::WouldBlock { .. })), "{r:?}");
+        }
+        assert!(
+            start.elapsed() < DEFAULT_SEND_TIMEOUT * 10,
+            "send_unbound_nowait waited"
+        );
     }
 
     #[test]
@@ -660,6 +672,11 @@ mod tests {
         let a = Node::bind(&dir, name("a")).unwrap();
         let mut buf = RecvBuf::new();
         assert!(a.try_recv(&mut buf).unwrap().is_none());
+        send_unbound(&dir, a.name(), b"queued").unwrap();
+        assert_eq!(
+            a.try_recv(&mut buf).unwrap().map(|d| d.payload.to_vec()),
+            Some(b"queued".to_vec())
+        );
         a.set_recv_timeout(Duration::from_millis(20)).unwrap();
         let start = Instant::now();
         assert!(a.recv(&mut buf).unwrap().is_none());
@@ -721,6 +738,10 @@ mod tests {
         drop(seed);
         let abs = SocketDir::open_abstract(dir.path()).unwrap();
         let x = Node::bind(&abs, name("x")).unwrap();
+        assert!(matches!(
+            x.send_to(&name("nobody"), b"x"),
+            Err(Error::PeerNotFound { .. })
+        ));
         assert!(x.owned_paths().is_empty());
         assert!(matches!(
             Node::bind(&abs, name("x")),

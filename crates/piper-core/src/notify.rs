@@ -259,6 +259,26 @@ mod tests {
     }
 
     #[test]
+    #[ignore = "run by the_environment_names_the_manager_and_the_watchdog, in a child"]
+    fn child_reads_the_environment() {
+        if std::env::var_os("PIPER_UNIT_CHILD").is_none() {
+            return;
+        }
+        let n = Notifier::from_env().unwrap().expect("NOTIFY_SOCKET is set");
+        assert_eq!(n.socket, "@piper-unit-env");
+        assert_eq!(watchdog_interval(), Some(Duration::from_millis(1500)));
+    }
+
+    #[test]
+    fn the_environment_names_the_manager_and_the_watchdog() {
+        let status = crate::signals::tests::in_child(
+            "notify::tests::child_reads_the_environment",
+            &[("NOTIFY_SOCKET", "@piper-unit-env"), ("WATCHDOG_USEC", "1500000")],
+        );
+        assert!(status.success(), "{status:?}");
+    }
+
+    #[test]
     fn an_unset_or_empty_notify_socket_means_no_manager() {
         assert!(Notifier::from_value(None).unwrap().is_none());
         assert!(Notifier::from_value(Some("")).unwrap().is_none());
@@ -273,7 +293,13 @@ mod tests {
     fn messages_reach_the_listener_with_the_senders_pid() {
         let listener = Listener::bind_abstract(&format!("piper-unit/{}", std::process::id())).unwrap();
         assert!(listener.try_recv().unwrap().is_none());
+        let cloexec = |fd: &OwnedFd| {
+            let flags = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD).unwrap();
+            nix::fcntl::FdFlag::from_bits_truncate(flags).contains(nix::fcntl::FdFlag::FD_CLOEXEC)
+        };
+        assert!(cloexec(&listener.fd), "a manager's socket is not for its children");
         let n = Notifier::new(listener.address()).unwrap();
+        assert!(cloexec(&n.fd));
         n.notify("READY=1").unwrap();
         assert!(n.try_notify("STATUS=x").unwrap());
         let me = std::process::id() as i32;
@@ -294,6 +320,12 @@ mod tests {
             assert!(sent < 100_000, "the queue never filled");
         }
         assert!(sent >= 1);
+        // try_notify never waits, however long a send may block.
+        crate::node::set_send_timeout(&n.fd, Duration::from_secs(60)).unwrap();
+        let start = std::time::Instant::now();
+        assert!(!n.try_notify("STATUS=more").unwrap());
+        assert!(start.elapsed() < Duration::from_secs(30), "try_notify waited");
+        crate::node::set_send_timeout(&n.fd, Duration::from_secs(1)).unwrap();
         let start = std::time::Instant::now();
         assert!(!n.notify_polling("STOPPING=1", Duration::from_millis(30)).unwrap());
         let waited = start.elapsed();
@@ -302,8 +334,22 @@ mod tests {
             "{waited:?}"
         );
         let signals = crate::Signals::new().unwrap();
+        // Without a stop, notify_until keeps trying for its whole patience
+        // (each try waits up to the 1 s send timeout).
+        let start = std::time::Instant::now();
+        assert!(!n
+            .notify_until("READY=1", Duration::from_millis(2500), &signals)
+            .unwrap());
+        let waited = start.elapsed();
+        assert!(
+            waited >= Duration::from_millis(2400) && waited < Duration::from_secs(20),
+            "{waited:?}"
+        );
+        // A stop ends the wait at the next try, not after the patience.
         signals.trigger().fire();
-        assert!(!n.notify_until("READY=1", Duration::from_secs(30), &signals).unwrap());
+        let start = std::time::Instant::now();
+        assert!(!n.notify_until("READY=1", Duration::from_secs(60), &signals).unwrap());
+        assert!(start.elapsed() < Duration::from_secs(30), "the stop was not seen");
         // Once the manager reads, a message goes through again.
         while listener.try_recv().unwrap().is_some() {}
         assert!(n.notify_polling("STOPPING=1", Duration::from_secs(5)).unwrap());

@@ -139,3 +139,85 @@ pub fn serve(node: &Node, signals: &Signals, handler: &mut impl Handler) -> Resu
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Name, SocketDir};
+
+    struct Idler {
+        idles: u32,
+        datagrams: u32,
+    }
+
+    impl Handler for Idler {
+        fn handle(&mut self, _node: &Node, event: Event<'_>) -> Result<Flow> {
+            match event {
+                Event::Idle => self.idles += 1,
+                Event::Datagram(_) => self.datagrams += 1,
+                Event::Truncated { .. } => {}
+            }
+            Ok(if self.idles == 3 { Flow::Stop } else { Flow::Continue })
+        }
+
+        fn timeout(&self) -> std::time::Duration {
+            std::time::Duration::from_millis(5)
+        }
+    }
+
+    #[test]
+    fn a_handler_without_a_timeout_of_its_own_waits_idle_wake() {
+        assert_eq!(IDLE_WAKE, std::time::Duration::from_secs(1));
+        let path = std::env::temp_dir().join(format!("piper-serve-default-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        let dir = SocketDir::open(&path).unwrap();
+        let node = Node::bind(&dir, Name::new("d").unwrap()).unwrap();
+        let mut idles = 0;
+        let mut handler = |_: &Node, event: Event<'_>| {
+            Ok(match event {
+                Event::Idle => {
+                    idles += 1;
+                    Flow::Continue
+                }
+                _ => Flow::Stop,
+            })
+        };
+        assert_eq!(Handler::timeout(&handler), IDLE_WAKE);
+        let sender = {
+            let dir = dir.clone();
+            let to = node.name().clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                crate::send_unbound(&dir, &to, b"wake").unwrap();
+            })
+        };
+        assert_eq!(
+            serve(&node, &Signals::new().unwrap(), &mut handler).unwrap(),
+            End::Handler
+        );
+        sender.join().unwrap();
+        assert!(idles <= 1, "{idles} idle events in 0.1 s");
+        drop(node);
+        std::fs::remove_dir(&path).unwrap();
+    }
+
+    #[test]
+    fn the_handlers_timeout_brings_idle_events_and_a_stop_ends_the_loop() {
+        let path = std::env::temp_dir().join(format!("piper-serve-unit-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        let dir = SocketDir::open(&path).unwrap();
+        let node = Node::bind(&dir, Name::new("s").unwrap()).unwrap();
+        crate::send_unbound(&dir, node.name(), b"one").unwrap();
+        let signals = Signals::new().unwrap();
+        let mut idler = Idler { idles: 0, datagrams: 0 };
+        assert_eq!(serve(&node, &signals, &mut idler).unwrap(), End::Handler);
+        assert_eq!((idler.datagrams, idler.idles), (1, 3));
+        signals.trigger().fire();
+        assert_eq!(
+            serve(&node, &signals, &mut idler).unwrap(),
+            End::Stop(crate::Stop::Requested)
+        );
+        drop(node);
+        std::fs::remove_dir(&path).unwrap();
+    }
+}

@@ -264,7 +264,7 @@ impl Trigger {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::os::fd::AsRawFd;
     use std::time::{Duration, Instant};
@@ -285,6 +285,70 @@ mod tests {
     }
 
     #[test]
+    fn a_stop_leaves_a_non_blocking_socket_non_blocking() {
+        let signals = Signals::new().unwrap();
+        let (a, _b) = std::os::unix::net::UnixDatagram::pair().unwrap();
+        a.set_nonblocking(true).unwrap();
+        signals.interrupting(a.as_fd(), || signals.trigger().fire());
+        let flags = OFlag::from_bits_truncate(fcntl(a.as_fd(), FcntlArg::F_GETFL).unwrap());
+        assert!(flags.contains(OFlag::O_NONBLOCK));
+    }
+
+    #[test]
+    fn dropping_the_set_unregisters_its_handlers() {
+        let mut signals = Signals::new().unwrap();
+        signals.watch(Signal::SIGWINCH, false).unwrap();
+        let shared = Arc::clone(&signals.shared);
+        assert_eq!(Arc::strong_count(&shared), 3, "ours, the set's and the handler's");
+        drop(signals);
+        assert_eq!(Arc::strong_count(&shared), 1, "the handler let go");
+    }
+
+    /// Runs `test` of this binary in a child process with `env`, and
+    /// returns how it ended. For what ends a process or reads the
+    /// environment, which a test must not do in the shared test process.
+    pub(crate) fn in_child(test: &str, env: &[(&str, &str)]) -> std::process::ExitStatus {
+        let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+        cmd.args(["--exact", test, "--ignored", "--test-threads=1"])
+            .env("PIPER_UNIT_CHILD", "1")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.status().unwrap()
+    }
+
+    #[test]
+    #[ignore = "run by a_second_stop_signal_removes_the_files_and_exits_at_once, in a child"]
+    fn child_exits_on_the_second_signal() {
+        if std::env::var_os("PIPER_UNIT_CHILD").is_none() {
+            return;
+        }
+        let path = PathBuf::from(std::env::var_os("PIPER_UNIT_FILE").unwrap());
+        let mut signals = Signals::new().unwrap();
+        signals.watch(Signal::SIGUSR1, true).unwrap();
+        signals.exit_on_repeat(&[path]);
+        signals.trigger().fire();
+        // A trigger is not a signal: no exit yet. The first signal after it
+        // is a repeat, and exits.
+        nix::sys::signal::raise(Signal::SIGUSR1).unwrap();
+        std::process::exit(3);
+    }
+
+    #[test]
+    fn a_second_stop_signal_removes_the_files_and_exits_at_once() {
+        let file = std::env::temp_dir().join(format!("piper-signals-exit-{}", std::process::id()));
+        std::fs::write(&file, "").unwrap();
+        let status = in_child(
+            "signals::tests::child_exits_on_the_second_signal",
+            &[("PIPER_UNIT_FILE", file.to_str().unwrap())],
+        );
+        assert_eq!(status.code(), Some(128 + Signal::SIGUSR1 as i32));
+        assert!(!file.exists(), "the file was removed");
+    }
+
+    #[test]
     fn a_panic_inside_interrupting_still_clears_the_socket() {
         let signals = Signals::new().unwrap();
         let (a, _b) = std::os::unix::net::UnixDatagram::pair().unwrap();
@@ -293,6 +357,33 @@ mod tests {
         }));
         assert!(caught.is_err());
         assert_eq!(signals.shared.interrupt.load(Ordering::SeqCst), -1);
+    }
+
+    #[test]
+    fn a_watched_signal_is_counted_and_wakes_the_pipe_until_drained() {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        let readable = |signals: &Signals| {
+            let mut fds = [PollFd::new(signals.fd(), PollFlags::POLLIN)];
+            poll(&mut fds, PollTimeout::ZERO).unwrap() == 1
+        };
+        let mut signals = Signals::new().unwrap();
+        // SIGUSR2 only wakes; SIGUSR1 asks for a stop.
+        signals.watch(Signal::SIGUSR2, false).unwrap();
+        signals.watch(Signal::SIGUSR1, true).unwrap();
+        assert!(!readable(&signals));
+        nix::sys::signal::raise(Signal::SIGUSR2).unwrap();
+        assert!(readable(&signals));
+        assert_eq!((signals.stop(), signals.stops()), (None, 0));
+        signals.drain();
+        assert!(!readable(&signals));
+        nix::sys::signal::raise(Signal::SIGUSR1).unwrap();
+        assert!(readable(&signals));
+        assert_eq!(signals.stop(), Some(Stop::Signal(Signal::SIGUSR1)));
+        assert_eq!(signals.stops(), 1);
+        // A second stop, without exit_on_repeat, is only counted.
+        signals.trigger().fire();
+        assert_eq!(signals.stops(), 2);
+        assert_eq!(signals.stop(), Some(Stop::Signal(Signal::SIGUSR1)), "the first stays");
     }
 
     #[test]
