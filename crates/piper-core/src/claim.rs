@@ -420,7 +420,9 @@ mod tests {
                 std::env::var_os("PIPER_TESTS_REQUIRE_ALL").is_none(),
                 "needs root to chown"
             );
-            eprintln!("SKIPPED another user's stale socket: needs root to chown");
+            // Straight to stderr: the harness captures only the print macros.
+            let line = "SKIPPED in_a_sticky_directory_another_users_stale_socket_is_left_alone: needs root to chown\n";
+            let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
             return;
         }
         let path = std::env::temp_dir().join(format!("piper-claim-{}-sticky", std::process::id()));

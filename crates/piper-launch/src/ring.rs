@@ -634,6 +634,8 @@ impl Ring<'_> {
     /// still alive. (Counts reach the launcher up to a second late, so a
     /// restart just after the last progress seen still counts.)
     fn check_silence(&mut self, silence: Duration) {
+        /// How much longer a ring that crosses hosts must be silent.
+        const CROSSING_PATIENCE: Duration = Duration::from_secs(3);
         let [received, ..] = self.totals();
         if received > self.progress.0 {
             self.progress = (received, Instant::now());
@@ -644,9 +646,16 @@ impl Ring<'_> {
         let restarted = self.restarted.is_some_and(|r| r + lag >= quiet_since);
         let already = self.reinjected.is_some_and(|t| t >= quiet_since);
         // A ring that leaves the host can lose its message on the way (a
-        // broker restart): silence alone is enough there.
+        // broker restart): silence alone is enough there, but a longer one,
+        // since the way round through other hosts is slower and less even,
+        // and a second message must never join a live one.
         let crossing = self.plan.ring_next.is_some();
-        if !(restarted || crossing) || already || quiet_since.elapsed() < silence {
+        let enough = if restarted {
+            silence
+        } else {
+            silence + CROSSING_PATIENCE
+        };
+        if !(restarted || crossing) || already || quiet_since.elapsed() < enough {
             return;
         }
         let why = if restarted {
