@@ -4,8 +4,8 @@
 
 use std::os::fd::{AsFd, BorrowedFd};
 
-use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
-use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::signal::Signal;
+use nix::sys::signalfd::SignalFd;
 
 /// The signals that stop the bridge.
 pub const TERMINATING: [Signal; 3] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP];
@@ -17,20 +17,12 @@ pub struct Signals {
 }
 
 impl Signals {
-    /// Blocks [`TERMINATING`] and opens a signalfd for them. Their
-    /// dispositions are reset first: a signal that whoever started us
-    /// ignored (a shell's `&` ignores SIGINT) would never be queued.
+    /// Blocks [`TERMINATING`] and opens a signalfd for them (see
+    /// [`piper_cli::signals::block`]).
     pub fn block() -> nix::Result<Signals> {
-        let mut mask = SigSet::empty();
-        for sig in TERMINATING {
-            mask.add(sig);
-            let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
-            // SAFETY: installing the default disposition runs no code of ours.
-            unsafe { sigaction(sig, &default) }?;
-        }
-        mask.thread_block()?;
-        let fd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
-        Ok(Signals { fd })
+        Ok(Signals {
+            fd: piper_cli::signals::block(&TERMINATING)?,
+        })
     }
 
     /// Every pending signal, in the order they came.

@@ -18,6 +18,7 @@ use piper_core::Error;
 
 pub mod exit;
 pub mod json;
+pub mod signals;
 
 /// A failure, with the exit code it maps to and its one-line message.
 #[derive(Debug)]

@@ -6,8 +6,8 @@
 
 use std::os::fd::{AsFd, BorrowedFd};
 
-use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal};
-use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::sys::signalfd::SignalFd;
 
 /// The signals that ask the launcher to stop.
 pub const TERMINATING: [Signal; 3] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP];
@@ -43,16 +43,9 @@ impl Signals {
     /// by whoever started us (a shell's `&` ignores SIGINT) would otherwise
     /// be discarded, never queued for the signalfd.
     pub fn block() -> nix::Result<Signals> {
-        let mut mask = SigSet::empty();
-        for sig in WATCHED {
-            mask.add(sig);
-            let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
-            // SAFETY: installing the default disposition runs no code of ours.
-            unsafe { sigaction(sig, &default) }?;
-        }
-        mask.thread_block()?;
-        let fd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
-        Ok(Signals { fd })
+        Ok(Signals {
+            fd: piper_cli::signals::block(&WATCHED)?,
+        })
     }
 
     /// Reads every pending signal, in the order they came (SIGCHLD at most

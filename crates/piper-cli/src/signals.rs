@@ -1,0 +1,22 @@
+//! Signals taken tini's way, for the programs that run an event loop (the
+//! launcher, the bridge): blocked, and read from a signalfd. No handler
+//! ever runs, so there is nothing async-signal-safe to get right.
+
+use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+
+/// Blocks `signals` in this thread (threads started later inherit the
+/// mask) and opens a non-blocking signalfd for them. Their dispositions are
+/// reset to the default first: a signal that whoever started us ignored (a
+/// shell's `&` ignores SIGINT) would otherwise be discarded, never queued.
+pub fn block(signals: &[Signal]) -> nix::Result<SignalFd> {
+    let mut mask = SigSet::empty();
+    for &sig in signals {
+        mask.add(sig);
+        let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+        // SAFETY: installing the default disposition runs no code of ours.
+        unsafe { sigaction(sig, &default) }?;
+    }
+    mask.thread_block()?;
+    SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+}
