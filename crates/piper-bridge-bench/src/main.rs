@@ -138,6 +138,21 @@ fn figures(mut rtts: Vec<Duration>, elapsed: Duration) -> Figures {
     }
 }
 
+/// `count` timed round trips, after a tenth as many to warm up.
+fn timed(count: usize, mut round: impl FnMut()) -> Figures {
+    for _ in 0..count / 10 {
+        round();
+    }
+    let mut rtts = Vec::with_capacity(count);
+    let start = Instant::now();
+    for _ in 0..count {
+        let t = Instant::now();
+        round();
+        rtts.push(t.elapsed());
+    }
+    figures(rtts, start.elapsed())
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -270,21 +285,11 @@ fn bridge_rtt(bin: &Path, scratch: &Path, port: u16, count: usize) -> Figures {
     node.set_recv_timeout(Duration::from_secs(5)).unwrap();
     let to = node.peer(&pong).unwrap();
     let mut buf = RecvBuf::new();
-    let mut round = || {
+    let round = || {
         node.send(&to, ping.as_bytes()).expect("send to pong");
         node.recv(&mut buf).expect("receive").expect("pong's answer within 5 s");
     };
-    for _ in 0..count / 10 {
-        round();
-    }
-    let mut rtts = Vec::with_capacity(count);
-    let start = Instant::now();
-    for _ in 0..count {
-        let t = Instant::now();
-        round();
-        rtts.push(t.elapsed());
-    }
-    figures(rtts, start.elapsed())
+    timed(count, round)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -401,19 +406,9 @@ fn relay_rtt(scratch: &Path, port: u16, count: usize) -> Figures {
     }
     while node.recv(&mut buf).is_ok() {}
     node.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut round = || {
+    let round = || {
         node.send_to(b"ping", path("relay-a")).expect("send to the relay");
         node.recv(&mut buf).expect("the answer within 5 s");
     };
-    for _ in 0..count / 10 {
-        round();
-    }
-    let mut rtts = Vec::with_capacity(count);
-    let start = Instant::now();
-    for _ in 0..count {
-        let t = Instant::now();
-        round();
-        rtts.push(t.elapsed());
-    }
-    figures(rtts, start.elapsed())
+    timed(count, round)
 }

@@ -26,8 +26,8 @@ use piper_core::{send_unbound_nowait, Credentials, Error, Liveness, Name, Node, 
 use rumqttc::{AsyncClient, ConnectionError, Event, EventLoop, Incoming, Outgoing, QoS, SubscribeFilter};
 use tokio::io::unix::AsyncFd;
 
-use crate::signals::Signals;
 use crate::wire::{self, Topic, Topics};
+use piper_cli::signals::Blocked as Signals;
 
 /// How often the loop looks at the directory, the status and the watchdog.
 const TICK: Duration = Duration::from_millis(100);

@@ -103,8 +103,7 @@ fn run(args: Args) -> Result<u8, Failure> {
         watchdog: notify::watchdog_interval(),
     };
     // Before the runtime starts its threads, so that they inherit the mask.
-    let signals =
-        signals::Signals::block().map_err(|e| Failure::new(exit::FAILURE, format!("cannot block signals: {e}")))?;
+    let signals = signals::block().map_err(|e| Failure::new(exit::FAILURE, format!("cannot block signals: {e}")))?;
     let (client, mut eventloop) = AsyncClient::new(options, QUEUE);
     let mut network = eventloop.network_options();
     network.set_tcp_nodelay(true);

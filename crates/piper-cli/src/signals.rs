@@ -2,14 +2,49 @@
 //! launcher, the bridge): blocked, and read from a signalfd. No handler
 //! ever runs, so there is nothing async-signal-safe to get right.
 
+use std::os::fd::{AsFd, BorrowedFd};
+
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
-/// Blocks `signals` in this thread (threads started later inherit the
-/// mask) and opens a non-blocking signalfd for them. Their dispositions are
-/// reset to the default first: a signal that whoever started us ignored (a
-/// shell's `&` ignores SIGINT) would otherwise be discarded, never queued.
-pub fn block(signals: &[Signal]) -> nix::Result<SignalFd> {
+/// Blocked signals and the descriptor that reports them.
+#[derive(Debug)]
+pub struct Blocked {
+    fd: SignalFd,
+}
+
+impl Blocked {
+    /// Blocks `signals` in this thread (threads started later inherit the
+    /// mask) and opens a non-blocking signalfd for them. Their dispositions
+    /// are reset to the default first: a signal that whoever started us
+    /// ignored (a shell's `&` ignores SIGINT) would otherwise be discarded,
+    /// never queued.
+    pub fn block(signals: &[Signal]) -> nix::Result<Blocked> {
+        Ok(Blocked { fd: block(signals)? })
+    }
+
+    /// Every pending signal, in the order they came (SIGCHLD at most once:
+    /// the kernel merges them, and one means "reap").
+    pub fn read(&mut self) -> Vec<Signal> {
+        let mut came = Vec::new();
+        while let Ok(Some(info)) = self.fd.read_signal() {
+            if let Ok(sig) = Signal::try_from(info.ssi_signo as i32) {
+                if !(sig == Signal::SIGCHLD && came.contains(&sig)) {
+                    came.push(sig);
+                }
+            }
+        }
+        came
+    }
+}
+
+impl AsFd for Blocked {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+fn block(signals: &[Signal]) -> nix::Result<SignalFd> {
     let mut mask = SigSet::empty();
     for &sig in signals {
         mask.add(sig);

@@ -23,8 +23,9 @@ use piper_core::{send_unbound, Liveness, Name, Node};
 
 use crate::output::{Display, Relay, Route};
 use crate::placement::Placer;
-use crate::signals::{Signals, SUSPENDING, TERMINATING};
+use crate::signals::{self as blocked, SUSPENDING, TERMINATING};
 use crate::spawn::{Plan, Spawner};
+use piper_cli::signals::Blocked as Signals;
 use piper_launch::cli::RestartPolicy;
 
 /// Timing and failure policy.
@@ -173,7 +174,7 @@ struct Ring<'a> {
 /// down, and sum up.
 pub fn run(plan: &Plan, options: &Options, display: Display) -> Outcome {
     let started = Instant::now();
-    let signals = Signals::block().map_err(|e| Failure::new(exit::FAILURE, format!("cannot block signals: {e}")))?;
+    let signals = blocked::block().map_err(|e| Failure::new(exit::FAILURE, format!("cannot block signals: {e}")))?;
     // Every name is claimed and bound before any node starts: a name in use
     // is known at once, and no node ever binds its own.
     let sockets: Vec<Node> = plan

@@ -4,10 +4,7 @@
 //! between fork and exec: the child only has to unblock them again
 //! ([`unblock_in_child`]) before it execs.
 
-use std::os::fd::{AsFd, BorrowedFd};
-
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
-use nix::sys::signalfd::SignalFd;
 
 /// The signals that ask the launcher to stop.
 pub const TERMINATING: [Signal; 3] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP];
@@ -28,45 +25,11 @@ const WATCHED: [Signal; 8] = [
     Signal::SIGCONT,
 ];
 
-/// The launcher's blocked signals and the descriptor that reports them.
-#[derive(Debug)]
-pub struct Signals {
-    fd: SignalFd,
-}
-
-impl Signals {
-    /// Blocks [`TERMINATING`], [`SUSPENDING`], SIGCHLD and SIGCONT, and
-    /// opens a signalfd for them. (A blocked SIGCONT still continues a
-    /// stopped launcher; the signalfd then says it happened.)
-    ///
-    /// Their dispositions are reset to the default first: a signal ignored
-    /// by whoever started us (a shell's `&` ignores SIGINT) would otherwise
-    /// be discarded, never queued for the signalfd.
-    pub fn block() -> nix::Result<Signals> {
-        Ok(Signals {
-            fd: piper_cli::signals::block(&WATCHED)?,
-        })
-    }
-
-    /// Reads every pending signal, in the order they came (SIGCHLD at most
-    /// once: the kernel merges them, and one means "reap").
-    pub fn read(&mut self) -> Vec<Signal> {
-        let mut came = Vec::new();
-        while let Ok(Some(info)) = self.fd.read_signal() {
-            if let Ok(sig) = Signal::try_from(info.ssi_signo as i32) {
-                if !(sig == Signal::SIGCHLD && came.contains(&sig)) {
-                    came.push(sig);
-                }
-            }
-        }
-        came
-    }
-}
-
-impl AsFd for Signals {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
-    }
+/// The launcher's blocked signals: [`TERMINATING`], [`SUSPENDING`],
+/// SIGCHLD and SIGCONT (a blocked SIGCONT still continues a stopped
+/// launcher; the signalfd then says it happened).
+pub fn block() -> nix::Result<piper_cli::signals::Blocked> {
+    piper_cli::signals::Blocked::block(&WATCHED)
 }
 
 /// Unblocks every signal: the node starts with the mask a process normally
