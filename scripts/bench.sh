@@ -29,9 +29,9 @@ for ((i = 0; i < ${#args[@]}; i++)); do
 done
 bridge() {
   if [[ -n $out ]]; then
-    "$bridge_bin/piper-bridge-bench" --bin "$bridge_bin" "$@" >>"$out"
+    "$bridge_bin/piper-bridge-bench" --bin "$bridge_bin" --node-bin "$bin" "$@" >>"$out"
   else
-    "$bridge_bin/piper-bridge-bench" --bin "$bridge_bin" "$@"
+    "$bridge_bin/piper-bridge-bench" --bin "$bridge_bin" --node-bin "$bin" "$@"
   fi
 }
 

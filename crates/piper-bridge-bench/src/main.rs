@@ -23,9 +23,13 @@ use rumqttc::{AsyncClient, Event, EventLoop, Incoming, MqttOptions, QoS};
 
 #[derive(Debug, Parser)]
 struct Args {
-    /// Where piper-node and piper-bridge are.
+    /// Where piper-bridge is.
     #[arg(long, default_value = "target/release")]
     bin: PathBuf,
+    /// Where piper-node is, if not beside piper-bridge (scripts/bench.sh
+    /// builds it statically, into a target-specific directory).
+    #[arg(long)]
+    node_bin: Option<PathBuf>,
     /// Repetitions (the medians are reported).
     #[arg(long, default_value_t = 5)]
     reps: usize,
@@ -111,6 +115,7 @@ fn main() {
         relayed.push(relay_rtt(&scratch.join(format!("relay{rep}")), port, args.count));
         bridged.push(bridge_rtt(
             &args.bin,
+            args.node_bin.as_deref().unwrap_or(&args.bin),
             &scratch.join(format!("rep{rep}")),
             port,
             args.count,
@@ -238,7 +243,7 @@ fn raw_rtt(port: u16, count: usize) -> Figures {
     })
 }
 
-fn bridge_rtt(bin: &Path, scratch: &Path, port: u16, count: usize) -> Figures {
+fn bridge_rtt(bin: &Path, node_bin: &Path, scratch: &Path, port: u16, count: usize) -> Figures {
     let (a, b) = (scratch.join("a"), scratch.join("b"));
     let bridge = |id: &str, dir: &Path| {
         std::fs::create_dir_all(dir).unwrap();
@@ -261,7 +266,7 @@ fn bridge_rtt(bin: &Path, scratch: &Path, port: u16, count: usize) -> Figures {
     };
     let _bridges = (bridge("a", &a), bridge("b", &b));
     let _pong = Guard(
-        Command::new(bin.join("piper-node"))
+        Command::new(node_bin.join("piper-node"))
             .args(["pong", "--quiet", "--dir"])
             .arg(&b)
             .env_remove("NOTIFY_SOCKET")
