@@ -61,15 +61,19 @@ impl Booted {
         let scratch = dir.aux("boot");
         std::fs::create_dir(&scratch).unwrap();
         let boot = concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/boot.sh");
+        // The checkout and the binaries, seen inside even where a tmpfs
+        // covers them (a clone under /tmp).
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
         let mut cmd = Command::new("sh");
         // Into the child cgroup first: the new cgroup namespace is rooted
         // where the process is when it unshares.
         cmd.arg("-c")
             .arg(
                 "echo $$ > \"$1/cgroup.procs\" && exec unshare --pid --fork --kill-child \
-                 --mount --uts --ipc --net --cgroup \"$2\" \"$3\"",
+                 --mount --uts --ipc --net --cgroup \"$2\" \"$3\" \"$4\" \"$5\"",
             )
-            .args(["sh", cgroup.to_str().unwrap(), boot, scratch.to_str().unwrap()]);
+            .args(["sh", cgroup.to_str().unwrap(), boot, scratch.to_str().unwrap()])
+            .args([workspace, bin_dir()]);
         let unshare = Proc::spawn(dir, "systemd", cmd);
         let mut booted = Booted {
             pid1: 0,

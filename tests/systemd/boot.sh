@@ -5,9 +5,14 @@
 # touched), a fresh /proc, a read-only /sys, the namespace's own cgroup2,
 # and tmpfs /dev, /run and /tmp. Then pivot_root, and exec systemd.
 #
-#   boot.sh SCRATCH     SCRATCH: an empty directory for the overlay
+#   boot.sh SCRATCH [DIR...]
+#
+# SCRATCH: an empty directory for the overlay. Each DIR (the checkout, the
+# binaries) is bound read-only at its own path, so that it is seen inside
+# even where a tmpfs covers it (a checkout under /tmp).
 set -euo pipefail
 scratch="$1"
+shift
 mount --make-rprivate /
 mount -t tmpfs -o mode=0755 tmpfs "$scratch"
 mkdir "$scratch"/{upper,work,root}
@@ -18,6 +23,11 @@ mount -t sysfs -o ro sysfs "$root/sys"
 mount -t cgroup2 cgroup2 "$root/sys/fs/cgroup"
 for d in dev run tmp; do mount -t tmpfs -o mode=0755 tmpfs "$root/$d"; done
 chmod 1777 "$root/tmp"
+for dir in "$@"; do
+  mkdir -p "$root$dir"
+  mount --bind "$dir" "$root$dir"
+  mount -o remount,bind,ro "$root$dir"
+done
 for node in null zero full random urandom tty; do
   touch "$root/dev/$node"
   mount --bind "/dev/$node" "$root/dev/$node"
