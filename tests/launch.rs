@@ -304,7 +304,7 @@ fn a_fork_that_fails_midway_tears_down_what_started() {
     );
     assert!(
         err.contains("error: cannot start node 'node")
-            && err.contains(&format!("fork: {}", nix::errno::Errno::EAGAIN.desc())),
+            && err.contains(&format!("clone: {}", nix::errno::Errno::EAGAIN.desc())),
         "{err}"
     );
     assert!(!err.contains("ignored SIGTERM"), "{err}");
@@ -506,5 +506,71 @@ fn teardown_messages_say_what_happened() {
     assert_eq!(launcher.code(PROMPT), Some(0));
     let err = launcher.stderr();
     assert!(!err.contains("cannot send") && !err.contains("Interrupted"), "{err}");
+    assert_all_gone(&dir, Duration::from_secs(2));
+}
+
+/// The open descriptors of `pid`: number and what it is (`socket:[…]`,
+/// `pipe:[…]`, a path), with the access mode from fdinfo.
+fn descriptors(pid: Pid) -> Vec<(i32, String, u32)> {
+    let dir = format!("/proc/{pid}/fd");
+    let mut fds: Vec<(i32, String, u32)> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{dir}: {e}"))
+        .filter_map(|e| {
+            let fd: i32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+            let what = std::fs::read_link(format!("{dir}/{fd}")).ok()?;
+            let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).ok()?;
+            let flags = info.lines().find_map(|l| l.strip_prefix("flags:"))?.trim();
+            let flags = u32::from_str_radix(flags, 8).ok()?;
+            Some((
+                fd,
+                what.to_string_lossy().into_owned(),
+                flags & nix::libc::O_ACCMODE as u32,
+            ))
+        })
+        .collect();
+    fds.sort();
+    fds
+}
+
+#[test]
+fn each_node_holds_its_four_descriptors_and_the_launcher_no_node_s_pipe_end() {
+    let dir = Dir::new("launch-fds");
+    // --prefix relays every node's lines through a pipe per node.
+    let mut launcher = launch(&dir, &["--nodes", "40", "--no-start", "--prefix"]);
+    wait_ready(&launcher);
+    let launcher_fds = descriptors(launcher.pid());
+    for k in [1, 2, 20, 39, 40] {
+        let fds = descriptors(node_pid(&dir, &format!("node{k}")));
+        // 0 to 3 from the launcher; then the node's own: its notifier's
+        // socket and its signal pipe. Nothing else of the launcher's (its
+        // lock files, the other nodes' sockets) came along.
+        let numbers: Vec<i32> = fds.iter().map(|f| f.0).collect();
+        assert_eq!(numbers, [0, 1, 2, 3, 4, 5, 6], "node{k}: {fds:?}");
+        assert!(fds[3].1.starts_with("socket:"), "node{k}: {fds:?}");
+        assert!(
+            fds[1].1.starts_with("pipe:"),
+            "node{k}'s stdout is its relay pipe: {fds:?}"
+        );
+        // (fd 2 is /dev/null, or for the foreground the launcher's stderr.)
+        let kinds = |prefix: &str| fds.iter().filter(|f| f.0 != 2 && f.1.starts_with(prefix)).count();
+        assert_eq!(
+            (kinds("/dev/null"), kinds("socket:"), kinds("pipe:")),
+            (1, 2, 3),
+            "node{k}: {fds:?}"
+        );
+        // The launcher holds the read end of that pipe, and not the write
+        // end, which would keep a dead node's pipe from ever ending.
+        let ends: Vec<u32> = launcher_fds.iter().filter(|f| f.1 == fds[1].1).map(|f| f.2).collect();
+        assert_eq!(
+            ends,
+            [nix::libc::O_RDONLY as u32],
+            "node{k}'s relay in the launcher: {launcher_fds:?}"
+        );
+    }
+    // Its own: one socket and one lock file per node, and a few more.
+    let sockets = launcher_fds.iter().filter(|f| f.1.starts_with("socket:")).count();
+    assert!((40..60).contains(&sockets), "{sockets} sockets: {launcher_fds:?}");
+    launcher.signal(Signal::SIGINT);
+    assert_eq!(launcher.code(PROMPT), Some(130));
     assert_all_gone(&dir, Duration::from_secs(2));
 }

@@ -135,6 +135,53 @@ fn the_ring_summary_adds_up_the_nodes_own_summaries() {
 }
 
 #[test]
+fn final_counts_wait_for_no_one_while_the_launcher_is_stopped() {
+    // 30 nodes: three times what one notify socket's queue holds (10). Each
+    // node's last counts must find room at once, with nobody reading: a
+    // node that had to wait for the launcher would give up after a second
+    // and its counts be lost.
+    let dir = Dir::new("out-final");
+    let logs = dir.aux("logs");
+    let args = ["--nodes", "30", "--json", "--log-dir", logs.to_str().unwrap()];
+    let mut launcher = Proc::spawn(&dir, "launch", launch_cmd(&dir, &args));
+    assert!(piper_tests::wait_until(PROMPT, || launcher
+        .stderr()
+        .contains("nodes ready in")));
+    let pids: Vec<_> = (1..=30)
+        .map(|k| piper_tests::node_pid(&dir, &format!("node{k}"), PROMPT).expect("a node"))
+        .collect();
+    launcher.signal(Signal::SIGSTOP);
+    for &pid in &pids {
+        // Verified nodes of this test's ring (node_pid), not yet reaped:
+        // the launcher, stopped, cannot reap them.
+        let _ = nix::sys::signal::kill(pid, Signal::SIGTERM);
+    }
+    let zombie = |pid: nix::unistd::Pid| {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        stat.rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z'))
+    };
+    assert!(
+        piper_tests::wait_until(PROMPT, || pids.iter().all(|&pid| zombie(pid))),
+        "every node ends while nobody reads its reports"
+    );
+    launcher.signal(Signal::SIGCONT);
+    assert_eq!(launcher.code(PROMPT), Some(0), "the foreground ended with 0");
+    let err = launcher.stderr();
+    let counts = member_counts(err.lines().last().unwrap());
+    assert_eq!(counts.len(), 30);
+    for k in 1..=30 {
+        let name = format!("node{k}");
+        let own = match k {
+            30 => piper_tests::summary(&err),
+            _ => piper_tests::summary(&std::fs::read_to_string(logs.join(format!("{name}.log"))).unwrap()),
+        };
+        assert_eq!(counts[&name], [own.received, own.sent, own.dropped], "{name}");
+    }
+}
+
+#[test]
 fn on_a_terminal_lines_carry_names_and_a_status_line_counts() {
     if !may_run(Needs::Tool("script")) {
         return;

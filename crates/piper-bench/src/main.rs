@@ -82,6 +82,8 @@ enum Helper {
         #[arg(long)]
         cpu: Option<usize>,
     },
+    /// Bind PATH, say READY=1 to NOTIFY, and sleep (a raw launch's member).
+    Member { path: PathBuf, notify: PathBuf },
     /// Run a raw ring of N processes and print its hop rate.
     RawRing {
         n: usize,
@@ -103,6 +105,7 @@ fn main() {
             placement::pin_self(cpu);
             raw::forward(&path, &next)
         }
+        Some(Helper::Member { path, notify }) => raw::member(&path, &notify),
         Some(Helper::Hog { cpu }) => {
             placement::pin_self(cpu);
             placement::hog()
@@ -134,6 +137,9 @@ fn run(s: &Settings) {
         m.ring.push(piper::ring(s));
         m.raw_ring.push(raw::ring(s.ring, s.ring_count));
         for (i, &n) in s.launch_sizes.iter().enumerate() {
+            let (ready, down) = raw::launch(n);
+            m.raw_ready[i].push(ready);
+            m.raw_down[i].push(down);
             let (ready, down) = piper::launch_and_teardown(s, n);
             m.ready[i].push(ready);
             m.down[i].push(down);

@@ -3,8 +3,9 @@
 //! yardstick measured in the same run.
 
 use std::os::unix::net::UnixDatagram;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::scratch::{wait_for, Guard, Scratch};
@@ -100,4 +101,69 @@ pub fn round_trips(client_path: &Path, server: &Path, payload: &[u8], count: u64
     rtts.sort_by(f64::total_cmp);
     let pct = |p: f64| rtts[((rtts.len() as f64 - 1.0) * p) as usize];
     (2.0 * count as f64 / total, pct(0.50), pct(0.99))
+}
+
+/// A raw launch's member: binds `path`, says `READY=1` to `notify` (waiting
+/// while its queue is full), then sleeps in `recv` until a signal ends it.
+pub fn member(path: &Path, notify: &Path) -> ! {
+    let sock = UnixDatagram::bind(path).expect("bind member");
+    sock.send_to(b"READY=1", notify).expect("notify");
+    let mut buf = [0u8; 64];
+    loop {
+        let _ = sock.recv(&mut buf);
+    }
+}
+
+/// The raw launch and teardown of `n` processes, no piper code: the way one
+/// would write it with the standard library. Each is this binary (static,
+/// like piper-node) binding its socket and saying READY=1 to ours, started
+/// one after the other by `Command::spawn` (glibc's `posix_spawn`) into one
+/// process group, readiness read as it comes; then one SIGTERM to the
+/// group, whose default action ends them, and every one reaped. Seconds to
+/// all ready, and to all reaped.
+pub fn launch(n: usize) -> (f64, f64) {
+    let dir = Scratch::new("rawlaunch");
+    let notify_path = dir.0.join("notify");
+    let notify = UnixDatagram::bind(&notify_path).expect("bind notify");
+    notify.set_nonblocking(true).unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let mut buf = [0u8; 64];
+    let mut ready = 0;
+    let mut drain = |ready: &mut usize| {
+        while notify.recv(&mut buf).is_ok() {
+            *ready += 1;
+        }
+    };
+    let start = Instant::now();
+    let mut group = 0;
+    let mut members: Vec<Guard> = Vec::with_capacity(n);
+    for i in 0..n {
+        let child: Child = Command::new(&exe)
+            .arg("member")
+            .arg(dir.0.join(format!("m{i}")))
+            .arg(&notify_path)
+            .stdin(Stdio::null())
+            .process_group(group)
+            .spawn()
+            .expect("raw member");
+        if group == 0 {
+            group = child.id() as i32;
+        }
+        members.push(Guard(child));
+        drain(&mut ready);
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while ready < n {
+        assert!(Instant::now() < deadline, "raw launch: {ready} of {n} ready");
+        std::thread::sleep(Duration::from_micros(100));
+        drain(&mut ready);
+    }
+    let up = start.elapsed().as_secs_f64();
+    let start = Instant::now();
+    // Our own children's group, led by the first, not yet reaped.
+    nix::sys::signal::killpg(nix::unistd::Pid::from_raw(group), nix::sys::signal::Signal::SIGTERM).expect("killpg");
+    for member in &mut members {
+        member.0.wait().expect("reap");
+    }
+    (up, start.elapsed().as_secs_f64())
 }

@@ -9,11 +9,12 @@
 
 use std::collections::HashMap;
 use std::ops::ControlFlow;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
@@ -24,7 +25,7 @@ use piper_core::{send_unbound, Liveness, Name, Node};
 use crate::output::{Display, Relay, Route};
 use crate::placement::Placer;
 use crate::signals::{self as blocked, SUSPENDING, TERMINATING};
-use crate::spawn::{Plan, Spawner};
+use crate::spawn::{NodeIo, Plan, Spawner};
 use piper_cli::signals::Blocked as Signals;
 use piper_launch::cli::RestartPolicy;
 
@@ -149,7 +150,8 @@ struct Ring<'a> {
     members: Vec<Member>,
     by_pid: HashMap<Pid, usize>,
     signals: Signals,
-    listener: Listener,
+    /// Where nodes send READY=1 and their counts.
+    notices: Notices,
     display: Display,
     /// The total received at the last status line, and when.
     last_tick: (u64, Instant),
@@ -157,8 +159,8 @@ struct Ring<'a> {
     /// `STATUS=` it was sent.
     manager: Option<Notifier>,
     reported: String,
-    /// Starts nodes; made once, at launch.
-    spawner: Option<Spawner>,
+    /// Starts nodes.
+    spawner: Spawner,
     /// The total received when the ring last made progress, and when;
     /// when a node was last restarted, and when the ring's message was last
     /// sent again.
@@ -175,6 +177,16 @@ struct Ring<'a> {
 pub fn run(plan: &Plan, options: &Options, display: Display) -> Outcome {
     let started = Instant::now();
     let signals = blocked::block().map_err(|e| Failure::new(exit::FAILURE, format!("cannot block signals: {e}")))?;
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    // First: its descriptors are then low in the table, and each child
+    // copies only those (see Spawner::start).
+    let spawner = Spawner::new(plan).map_err(fail)?;
+    let notices = Notices::bind(
+        &format!("piper-launch/{}/{nonce}", std::process::id()),
+        plan.names.len(),
+    )?;
     // Every name is claimed and bound before any node starts: a name in use
     // is known at once, and no node ever binds its own.
     let sockets: Vec<Node> = plan
@@ -183,10 +195,6 @@ pub fn run(plan: &Plan, options: &Options, display: Display) -> Outcome {
         .map(|name| Node::bind(&plan.dir, name.clone()))
         .collect::<Result<_, _>>()?;
     log::debug!("bound {} sockets in {:?}", sockets.len(), started.elapsed());
-    let nonce = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    let listener = Listener::bind_abstract(&format!("piper-launch/{}/{nonce}", std::process::id()))?;
     let n = plan.names.len();
     let mut ring = Ring {
         plan,
@@ -208,7 +216,7 @@ pub fn run(plan: &Plan, options: &Options, display: Display) -> Outcome {
             .collect(),
         by_pid: HashMap::with_capacity(n),
         signals,
-        listener,
+        notices,
         display,
         last_tick: (0, Instant::now()),
         manager: Notifier::from_env().unwrap_or_else(|e| {
@@ -216,7 +224,7 @@ pub fn run(plan: &Plan, options: &Options, display: Display) -> Outcome {
             None
         }),
         reported: String::new(),
-        spawner: None,
+        spawner,
         progress: (0, Instant::now()),
         restarted: None,
         reinjected: None,
@@ -247,7 +255,7 @@ impl Ring<'_> {
         let readable: Vec<(usize, usize)> = {
             let mut fds = vec![
                 PollFd::new(self.signals.as_fd(), PollFlags::POLLIN),
-                PollFd::new(self.listener.as_fd(), PollFlags::POLLIN),
+                PollFd::new(self.notices.as_fd(), PollFlags::POLLIN),
             ];
             let relays = relaying.iter().map(|&(i, k)| self.members[i].relays[k].as_fd());
             fds.extend(relays.map(|fd| PollFd::new(fd, PollFlags::POLLIN)));
@@ -313,7 +321,7 @@ impl Ring<'_> {
     /// Takes in every queued notification: `READY=1`, and `STATUS=` counts
     /// from each member's current life.
     fn read_notifications(&mut self) {
-        while let Ok(Some((pid, state))) = self.listener.try_recv() {
+        for (pid, state) in self.notices.take() {
             let Some(&i) = self.by_pid.get(&Pid::from_raw(pid)) else {
                 continue;
             };
@@ -367,7 +375,6 @@ impl Ring<'_> {
     fn launch(&mut self, started: Instant, timeout: Duration) -> ControlFlow<Outcome> {
         let deadline = started + timeout;
         let n = self.members.len();
-        self.spawner = Some(or_fail(Spawner::new(self.plan, self.listener.address()))?);
         let mut shown = Instant::now();
         for i in 0..n {
             or_fail(self.start(i))?;
@@ -479,10 +486,15 @@ impl Ring<'_> {
             false => None,
         };
         let fd = |p: &Option<(Relay, std::os::fd::OwnedFd)>| p.as_ref().map(|(_, write)| write.as_raw_fd());
-        let spawner = self.spawner.as_mut().expect("a spawner");
         let socket = self.members[i].socket.as_fd().as_raw_fd();
         let cpus = self.placer.before_exec(i);
-        let (pid, group) = spawner.start(self.plan, i, socket, fd(&out), fd(&err), cpus)?;
+        let io = NodeIo {
+            notify_socket: self.notices.address(i),
+            socket,
+            stdout: fd(&out),
+            stderr: fd(&err),
+        };
+        let (pid, group) = self.spawner.start(self.plan, i, io, cpus)?;
         let member = &mut self.members[i];
         // A restarted node's last life may have left lines in its pipes.
         for relay in &mut member.relays {
@@ -799,9 +811,12 @@ impl Ring<'_> {
         if self.members.iter().all(|m| m.state == State::Planned) {
             return;
         }
-        // SIGCONT too: a stopped node cannot act on SIGTERM.
-        self.signal_groups(Signal::SIGTERM);
+        // SIGCONT too, and first: a stopped node cannot act on SIGTERM, and
+        // it wakes no node that is not stopped. After SIGTERM a thousand
+        // nodes wake at once, and the launcher may not run again until most
+        // have exited (a second signal sent then came a second late).
         self.signal_groups(Signal::SIGCONT);
+        self.signal_groups(Signal::SIGTERM);
         log::debug!("SIGTERM sent to {targets} nodes after {:?}", started.elapsed());
         let deadline = started + grace;
         let mut again = false;
@@ -840,6 +855,76 @@ impl Ring<'_> {
         // The sockets are the launcher's: they go when the ring goes, however
         // the nodes ended.
         log::info!("tore down {targets} nodes in {:.3}s", started.elapsed().as_secs_f64());
+    }
+}
+
+/// Where nodes report: a few notify sockets, each shared by a few nodes.
+///
+/// A datagram socket's queue holds `net.unix.max_dgram_qlen` messages (10
+/// here), and a node whose manager's queue is full polls until there is
+/// room (see [`Notifier::notify_polling`]). With one socket for a thousand
+/// nodes, a teardown had them all polling at once, and a launcher that had
+/// just had its share of the CPU could not get back on it to read them
+/// until they gave up, a second later. Sharing a socket between at most
+/// half a queue's worth of nodes, each node's READY=1 and last counts
+/// always find room: nobody waits on the launcher, which reads the sockets
+/// that have something (one epoll set) when it gets to it.
+struct Notices {
+    sockets: Vec<Listener>,
+    /// Nodes per socket: node i reports to socket i / per.
+    per: usize,
+    epoll: Epoll,
+}
+
+impl Notices {
+    /// Binds `@NAME/K` for enough K for `n` nodes.
+    fn bind(name: &str, n: usize) -> piper_core::Result<Notices> {
+        let qlen = std::fs::read_to_string("/proc/sys/net/unix/max_dgram_qlen")
+            .ok()
+            .and_then(|s| s.trim().parse::<usize>().ok())
+            .unwrap_or(10);
+        let per = (qlen / 2).max(1);
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)
+            .map_err(|e| piper_core::Error::io("create", "an epoll set", e))?;
+        let sockets = (0..n.div_ceil(per).max(1))
+            .map(|k| {
+                let socket = Listener::bind_abstract(&format!("{name}/{k}"))?;
+                epoll
+                    .add(&socket, EpollEvent::new(EpollFlags::EPOLLIN, k as u64))
+                    .map_err(|e| piper_core::Error::io("watch", socket.address(), e))?;
+                Ok(socket)
+            })
+            .collect::<piper_core::Result<_>>()?;
+        Ok(Notices { sockets, per, epoll })
+    }
+
+    /// `$NOTIFY_SOCKET` for node `i`.
+    fn address(&self, i: usize) -> &str {
+        self.sockets[(i / self.per).min(self.sockets.len() - 1)].address()
+    }
+
+    /// Every queued message, with its sender's pid.
+    fn take(&self) -> Vec<(i32, String)> {
+        let mut taken = Vec::new();
+        let mut ready = [EpollEvent::empty(); 64];
+        while let Ok(k) = self.epoll.wait(&mut ready, EpollTimeout::ZERO) {
+            for event in &ready[..k] {
+                let socket = &self.sockets[event.data() as usize];
+                while let Ok(Some(message)) = socket.try_recv() {
+                    taken.push(message);
+                }
+            }
+            if k < ready.len() {
+                break;
+            }
+        }
+        taken
+    }
+}
+
+impl AsFd for Notices {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.epoll.0.as_fd()
     }
 }
 
