@@ -139,6 +139,89 @@ mod tests {
     }
 
     #[test]
+    fn each_kind_of_error_has_its_code() {
+        use piper_core::Name;
+        use std::path::PathBuf;
+        let name = || Name::new("pong").unwrap();
+        let dir = || PathBuf::from("/run/piper");
+        let io = || std::io::Error::from_raw_os_error(13);
+        let cases = [
+            (
+                Error::InvalidName {
+                    name: "../x".into(),
+                    rule: "no /",
+                },
+                USAGE,
+            ),
+            (
+                Error::NameTooLong {
+                    name: name(),
+                    dir: dir(),
+                    max: 107,
+                },
+                USAGE,
+            ),
+            (
+                Error::NameInUse {
+                    name: name(),
+                    address: "x".into(),
+                    pid: Some(42),
+                },
+                NAME_IN_USE,
+            ),
+            (
+                Error::NameTaken {
+                    name: name(),
+                    what: "a file".into(),
+                },
+                NAME_IN_USE,
+            ),
+            (
+                Error::Dir {
+                    dir: dir(),
+                    action: "create",
+                    source: io(),
+                },
+                ENVIRONMENT,
+            ),
+            (Error::DirTooLong { dir: dir() }, ENVIRONMENT),
+            (
+                Error::InsecureDir {
+                    dir: dir(),
+                    reason: "0777".into(),
+                },
+                ENVIRONMENT,
+            ),
+            (
+                Error::Activation {
+                    reason: "LISTEN_FDS=2".into(),
+                },
+                ENVIRONMENT,
+            ),
+            (Error::PeerNotFound { peer: name() }, FAILURE),
+            (
+                Error::Io {
+                    action: "send",
+                    target: "pong".into(),
+                    source: io(),
+                },
+                FAILURE,
+            ),
+        ];
+        for (error, code) in cases {
+            assert_eq!(of(&error), code, "{error:?}");
+        }
+    }
+
+    #[test]
+    fn markdown_is_a_table_under_the_program_s_name() {
+        assert_eq!(
+            markdown("piper-x", &[("0", "fine"), ("n", "passed `on`")]),
+            "| piper-x | meaning |\n|---|---|\n| 0 | fine |\n| n | passed `on` |\n"
+        );
+    }
+
+    #[test]
     fn every_code_constant_is_documented() {
         let node: Vec<&str> = NODE.iter().map(|r| r.0).collect();
         for code in [OK, FAILURE, USAGE, NAME_IN_USE, ENVIRONMENT, INTERRUPTED] {

@@ -141,6 +141,23 @@ mod tests {
     }
 
     #[test]
+    fn control_characters_end_below_space() {
+        let obj = Object::new().str("k", "\u{1f} ~\u{7f}").finish();
+        assert_eq!(obj, r#"{"k":"\u001f ~\u007f"}"#);
+    }
+
+    #[test]
+    fn absent_strings_and_numbers_are_null() {
+        let obj = Object::new()
+            .opt_str("a", Some("x"))
+            .opt_str("b", None)
+            .opt_num("c", Some(7))
+            .opt_num("d", None::<i64>)
+            .finish();
+        assert_eq!(obj, r#"{"a":"x","b":null,"c":7,"d":null}"#);
+    }
+
+    #[test]
     fn members_are_separated_and_typed() {
         let obj = Object::new()
             .str("name", "pong")

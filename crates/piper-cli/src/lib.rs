@@ -194,17 +194,23 @@ impl RateLimit {
         }
     }
 
-    /// Says how many warnings were held back since the last one shown.
-    pub fn finish(&mut self) {
-        if self.held > 0 {
-            log::warn!("{} similar warnings suppressed", self.held);
-            self.held = 0;
+    /// Says how many warnings were held back since the last one shown;
+    /// returns that number.
+    pub fn finish(&mut self) -> u64 {
+        let held = std::mem::take(&mut self.held);
+        if held > 0 {
+            log::warn!("{held} similar warnings suppressed");
         }
+        held
     }
 
-    /// Logs `args` as a warning, unless this second's share is used up.
-    pub fn warn(&mut self, args: std::fmt::Arguments<'_>) {
-        let now = Instant::now();
+    /// Logs `args` as a warning, unless this second's share is used up;
+    /// returns whether it was shown.
+    pub fn warn(&mut self, args: std::fmt::Arguments<'_>) -> bool {
+        self.warn_at(Instant::now(), args)
+    }
+
+    fn warn_at(&mut self, now: Instant, args: std::fmt::Arguments<'_>) -> bool {
         if now.duration_since(self.window) >= Duration::from_secs(1) {
             self.finish();
             self.window = now;
@@ -213,8 +219,10 @@ impl RateLimit {
         if self.shown < Self::PER_SECOND {
             self.shown += 1;
             log::warn!("{args}");
+            true
         } else {
             self.held += 1;
+            false
         }
     }
 }
@@ -230,6 +238,47 @@ mod tests {
         assert!(!matches_stream("9:1234", 8, 1234));
         assert!(!matches_stream("8", 8, 1234));
         assert!(!matches_stream("", 8, 1234));
+    }
+
+    #[test]
+    fn five_warnings_a_second_are_shown_and_the_rest_counted() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut limit = RateLimit {
+            window: t0,
+            shown: 0,
+            held: 0,
+        };
+        let shown: Vec<bool> = [0, 10, 20, 30, 40, 50, 999]
+            .iter()
+            .map(|&ms| limit.warn_at(at(ms), format_args!("w")))
+            .collect();
+        assert_eq!(shown, [true, true, true, true, true, false, false]);
+        assert_eq!((limit.shown, limit.held), (5, 2));
+        // A second after the window opened, a new one opens: the two held
+        // back are reported, and five more may be shown.
+        assert!(limit.warn_at(at(1000), format_args!("w")));
+        assert_eq!((limit.shown, limit.held, limit.window), (1, 0, at(1000)));
+        for ms in 1001..1005 {
+            assert!(limit.warn_at(at(ms), format_args!("w")));
+        }
+        assert!(!limit.warn_at(at(1005), format_args!("w")));
+        assert_eq!(limit.finish(), 1);
+        assert_eq!(limit.finish(), 0, "finish clears the count");
+        assert_eq!(RateLimit::default().finish(), 0);
+    }
+
+    #[test]
+    fn help_sections_carry_examples_environment_and_exit_codes() {
+        let text = help_sections(
+            &[("piper-node pong", "a node")],
+            &[("PIPER_DIR", "the directory")],
+            &[("0", "fine")],
+        );
+        assert_eq!(
+            text,
+            "Examples:\n  piper-node pong\n      a node\n\nEnvironment:\n  PIPER_DIR\n      the directory\n\nExit status:\n  0                fine\n"
+        );
     }
 
     #[test]

@@ -55,3 +55,27 @@ fn block(signals: &[Signal]) -> nix::Result<SignalFd> {
     mask.thread_block()?;
     SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocked_signals_are_read_in_order_and_reading_never_waits() {
+        // Signals raised by this thread stay pending on it (blocked) until
+        // its signalfd reads them. The harness's other threads are not
+        // touched: a thread's mask is its own.
+        std::thread::spawn(|| {
+            let mut blocked = Blocked::block(&[Signal::SIGUSR1, Signal::SIGUSR2, Signal::SIGCHLD]).unwrap();
+            assert_eq!(blocked.read(), [], "nothing pending yet, and no wait");
+            for sig in [Signal::SIGUSR2, Signal::SIGCHLD, Signal::SIGUSR1] {
+                nix::sys::signal::raise(sig).unwrap();
+            }
+            // The kernel hands them over lowest number first.
+            assert_eq!(blocked.read(), [Signal::SIGUSR1, Signal::SIGUSR2, Signal::SIGCHLD]);
+            assert_eq!(blocked.read(), []);
+        })
+        .join()
+        .unwrap();
+    }
+}

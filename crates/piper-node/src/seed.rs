@@ -197,7 +197,7 @@ impl Seed<'_> {
                     "refused a datagram without sender credentials: it was queued before \
                      SO_PASSCRED was set (use PassCredentials=yes on the socket unit)"
                 )),
-            }
+            };
             return Ok(());
         }
         self.stats.received += 1;
