@@ -198,11 +198,7 @@ fn open_node(dir: &SocketDir, name: Name, mut fds: Vec<activation::ListenFd>) ->
 /// last, so that time spent waiting for a peer does not dilute it.
 fn summary(name: &Name, stats: &seed::Stats, elapsed: Duration, json: bool) {
     let active = stats.active.as_secs_f64();
-    let rate = if active > 0.0 {
-        stats.received as f64 / active
-    } else {
-        0.0
-    };
+    let rate = rate(stats.received, stats.active);
     if json {
         let object = piper_cli::json::Object::new()
             .str("node", name.as_str())
@@ -228,6 +224,17 @@ fn summary(name: &Name, stats: &seed::Stats, elapsed: Duration, json: bool) {
         elapsed.as_secs_f64()
     );
     piper_cli::stderr_line(piper_cli::Priority::Notice, &line);
+}
+
+/// Messages per second over the active time; 0 when there was none (a
+/// single message, or none).
+fn rate(received: u64, active: Duration) -> f64 {
+    let active = active.as_secs_f64();
+    if active > 0.0 {
+        received as f64 / active
+    } else {
+        0.0
+    }
 }
 
 /// `--list`: a line per node (`NAME\tPID\tSTATE`), or with `--json` one
@@ -258,4 +265,17 @@ fn list(dir: &SocketDir, json: bool) -> Result<u8, Failure> {
         writeln!(out, "{line}").map_err(|e| Failure::new(exit::FAILURE, format!("cannot write stdout: {e}")))?;
     }
     Ok(exit::OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rate_is_messages_per_active_second_and_zero_without_time() {
+        assert_eq!(rate(10, Duration::from_secs(2)), 5.0);
+        assert_eq!(rate(3, Duration::from_millis(250)), 12.0);
+        assert_eq!(rate(1, Duration::ZERO), 0.0);
+        assert_eq!(rate(0, Duration::ZERO), 0.0);
+    }
 }

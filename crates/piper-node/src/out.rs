@@ -128,3 +128,73 @@ mod tests {
         assert_eq!(lens, [6, 10_001, 6]);
     }
 }
+
+#[cfg(test)]
+mod buffering {
+    use super::*;
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    /// Records each write it is given.
+    #[derive(Clone, Default)]
+    struct Writes(Rc<RefCell<Vec<Vec<u8>>>>);
+
+    impl Write for Writes {
+        fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+            self.0.borrow_mut().push(data.to_vec());
+            Ok(data.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Writes {
+        fn taken(&self) -> Vec<String> {
+            let writes = std::mem::take(&mut *self.0.borrow_mut());
+            writes.into_iter().map(|w| String::from_utf8(w).unwrap()).collect()
+        }
+    }
+
+    #[test]
+    fn lines_wait_until_the_buffer_would_overflow_then_go_in_one_write() {
+        let writes = Writes::default();
+        let mut out = WholeLines::new(writes.clone(), 20);
+        out.write_all(b"aaa\naaa\naaa\n").unwrap();
+        out.write_all(b"ccccccc\n").unwrap(); // exactly 20: still buffered
+        assert_eq!(writes.taken(), Vec::<String>::new());
+        out.write_all(b"d\n").unwrap(); // 22: the 20 go first, in one write
+        assert_eq!(writes.taken(), ["aaa\naaa\naaa\nccccccc\n"]);
+        out.flush().unwrap();
+        assert_eq!(writes.taken(), ["d\n"]);
+    }
+
+    #[test]
+    fn writes_carry_at_most_pipe_buf_of_whole_lines_and_a_long_line_alone() {
+        let writes = Writes::default();
+        let mut out = WholeLines::new(writes.clone(), 1 << 16);
+        let line = format!("{}\n", "x".repeat(99));
+        for _ in 0..50 {
+            out.write_all(line.as_bytes()).unwrap();
+        }
+        out.flush().unwrap();
+        let sizes: Vec<usize> = writes.taken().iter().map(String::len).collect();
+        assert_eq!(sizes, [4000, 1000], "40 whole lines fit in 4096 bytes");
+        let long = format!("{}\n", "y".repeat(5000));
+        out.write_all(long.as_bytes()).unwrap();
+        out.write_all(b"z\n").unwrap();
+        out.flush().unwrap();
+        assert_eq!(writes.taken(), [long, "z\n".to_string()]);
+    }
+
+    #[test]
+    fn dropping_writes_what_is_left_even_an_unfinished_line() {
+        let writes = Writes::default();
+        let mut out = WholeLines::new(writes.clone(), 1024);
+        out.write_all(b"a\nb").unwrap();
+        out.flush().unwrap();
+        assert_eq!(writes.taken(), ["a\n"], "a flush keeps an unfinished line");
+        drop(out);
+        assert_eq!(writes.taken(), ["b"]);
+    }
+}
