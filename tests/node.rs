@@ -592,3 +592,27 @@ fn kicks_and_lists_create_nothing_and_say_what_is_wrong() {
     std::fs::remove_file(dir.join("piper-file")).unwrap();
     assert_eq!(dir.entries(), Vec::<String>::new());
 }
+
+#[test]
+fn help_shows_examples_environment_and_exit_codes() {
+    let help = |flag: &str| {
+        let out = Command::new(piper_tests::bin("piper-node")).arg(flag).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{flag}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let long = help("--help");
+    for part in [
+        "Examples:\n  piper-node pong\n      serve as pong in the default socket directory\n",
+        "Environment:\n",
+        "  PIPER_DIR\n      the socket directory when --dir is not given\n",
+        "Exit status:\n  0  ",
+    ] {
+        assert!(long.contains(part), "--help lacks {part:?}:\n{long}");
+    }
+    // The short help keeps only the exit codes.
+    let short = help("-h");
+    assert!(
+        short.contains("Exit status:\n  0  ") && !short.contains("Examples:"),
+        "{short}"
+    );
+}

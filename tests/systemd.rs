@@ -219,6 +219,40 @@ fn with_fd3(dir: &Dir, family: &str, kind: &str) -> Proc {
 }
 
 #[test]
+fn of_two_passed_sockets_the_node_adopts_the_one_named_after_it() {
+    if !may_run(Needs::Tool("systemd-socket-activate")) {
+        return;
+    }
+    let dir = Dir::new("activate-two");
+    let mut cmd = Command::new("systemd-socket-activate");
+    cmd.arg("--datagram")
+        .arg("-l")
+        .arg(dir.join("piper-other"))
+        .arg("-l")
+        .arg(dir.join("piper-pong"))
+        .arg("--fdname=other:pong")
+        .args(["-E", "RUST_LOG=info"])
+        .arg(bin("piper-node"))
+        .args(["pong", "--dir"])
+        .arg(dir.path());
+    let mut pong = Proc::spawn(&dir, "pong", cmd);
+    assert!(wait_until(PROMPT, || dir.join("piper-pong").exists()));
+    // The first datagram starts the node (systemd-socket-activate waits for
+    // one); it carries credentials because the sender asks for them.
+    let tester = UnixDatagram::bind(dir.join("piper-tester")).unwrap();
+    nix::sys::socket::setsockopt(&tester, nix::sys::socket::sockopt::PassCred, &true).unwrap();
+    tester.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    tester.send_to(b"tester", dir.join("piper-pong")).unwrap();
+    let mut buf = [0u8; 16];
+    let (n, from) = tester.recv_from(&mut buf).expect("pong answers on its own socket");
+    assert_eq!(&buf[..n], b"pong");
+    assert_eq!(from.as_pathname(), Some(dir.join("piper-pong").as_path()));
+    pong.signal(Signal::SIGTERM);
+    assert_eq!(pong.code(PROMPT), Some(0));
+    assert_eq!(pong.lines(), ["pong received: 'tester'"]);
+}
+
+#[test]
 fn a_wrong_socket_passed_as_listen_fds_is_a_clear_error() {
     if !may_run(Needs::Tool("python3")) {
         return;
