@@ -253,6 +253,27 @@ fn of_two_passed_sockets_the_node_adopts_the_one_named_after_it() {
 }
 
 #[test]
+fn a_datagram_queued_without_credentials_is_refused_and_says_why() {
+    if !may_run(Needs::Tool("systemd-socket-activate")) {
+        return;
+    }
+    let dir = Dir::new("activate-nocreds");
+    let ready = Ready::new();
+    let mut pong = activated(&dir, &ready, "pong", &[]);
+    // Sent before anyone set SO_PASSCRED on the socket, by a sender that
+    // did not ask either: the kernel attached no credentials.
+    let tester = UnixDatagram::bind(dir.join("piper-tester")).unwrap();
+    tester.send_to(b"tester", dir.join("piper-pong")).unwrap();
+    let why = "refused a datagram without sender credentials";
+    assert!(wait_until(PROMPT, || pong.stderr().contains(why)), "{}", pong.stderr());
+    pong.signal(Signal::SIGTERM);
+    assert_eq!(pong.code(PROMPT), Some(0));
+    let summary = pong.summary();
+    assert_eq!((summary.received, summary.dropped, summary.refused), (0, 1, 1));
+    assert_eq!(pong.lines(), Vec::<String>::new(), "nothing printed, nothing answered");
+}
+
+#[test]
 fn a_wrong_socket_passed_as_listen_fds_is_a_clear_error() {
     if !may_run(Needs::Tool("python3")) {
         return;
