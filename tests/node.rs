@@ -616,3 +616,27 @@ fn help_shows_examples_environment_and_exit_codes() {
         "{short}"
     );
 }
+
+#[test]
+fn a_reply_to_a_name_too_long_for_the_directory_is_dropped_and_counted() {
+    // A directory whose path leaves room for "pong" but not for a longer
+    // (valid) name in a socket address (107 bytes).
+    let dir = Dir::new(&format!("long-{}", "d".repeat(50)));
+    let room = 107 - dir.path().as_os_str().len() - "/piper-".len();
+    assert!((4..60).contains(&room), "{room} bytes of room");
+    let mut ready = Ready::new();
+    let mut pong = start_node(&dir, &mut ready, "pong", "pong", &[]);
+    let long = "n".repeat(room + 1);
+    let tester = UnixDatagram::unbound().unwrap();
+    tester.send_to(long.as_bytes(), dir.join("piper-pong")).unwrap();
+    assert!(
+        wait_until(PROMPT, || pong.stderr().contains("dropping the reply")),
+        "{}",
+        pong.stderr()
+    );
+    pong.signal(Signal::SIGTERM);
+    assert_eq!(pong.code(PROMPT), Some(0));
+    let summary = pong.summary();
+    assert_eq!((summary.received, summary.sent, summary.dropped), (1, 0, 1));
+    assert_eq!(pong.lines(), [format!("pong received: '{long}'")]);
+}
