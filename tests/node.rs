@@ -640,3 +640,28 @@ fn a_reply_to_a_name_too_long_for_the_directory_is_dropped_and_counted() {
     assert_eq!((summary.received, summary.sent, summary.dropped), (1, 0, 1));
     assert_eq!(pong.lines(), [format!("pong received: '{long}'")]);
 }
+
+#[test]
+fn with_an_interval_the_first_send_waits_for_it_and_the_chain_runs() {
+    let dir = Dir::new("node-interval-send");
+    let mut ready = Ready::new();
+    let mut pong = start_node(&dir, &mut ready, "pong", "pong", &["--count", "3"]);
+    let started = Instant::now();
+    let mut ping = Proc::spawn(
+        &dir,
+        "ping",
+        node_cmd(&dir, "ping", &["--send", "pong", "--interval", "100", "--count", "3"]),
+    );
+    assert_eq!(ping.code(PROMPT), Some(0));
+    assert_eq!(pong.code(PROMPT), Some(0));
+    // Three replies each way, each after its 100 ms pause, the first too.
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(ping.lines(), vec!["ping received: 'pong'"; 3]);
+    assert_eq!(pong.lines(), vec!["pong received: 'ping'"; 3]);
+    let (p, q) = (ping.summary(), pong.summary());
+    assert_eq!((p.received, p.sent, q.received, q.sent), (3, 3, 3, 3));
+}
