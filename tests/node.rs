@@ -665,3 +665,21 @@ fn with_an_interval_the_first_send_waits_for_it_and_the_chain_runs() {
     let (p, q) = (ping.summary(), pong.summary());
     assert_eq!((p.received, p.sent, q.received, q.sent), (3, 3, 3, 3));
 }
+
+#[test]
+fn a_stop_while_the_first_send_waits_for_its_peer_counts_it_dropped() {
+    let dir = Dir::new("node-first-send-stop");
+    let mut cmd = node_cmd(&dir, "ping", &["--send", "ghost"]);
+    cmd.env("RUST_LOG", "info");
+    let mut ping = Proc::spawn(&dir, "ping", cmd);
+    assert!(
+        wait_until(PROMPT, || ping.stderr().contains("trying again")),
+        "{}",
+        ping.stderr()
+    );
+    ping.signal(Signal::SIGTERM);
+    assert_eq!(ping.code(PROMPT), Some(0));
+    let summary = ping.summary();
+    assert_eq!((summary.received, summary.sent, summary.dropped), (0, 0, 1));
+    assert_eq!(dir.entries(), Vec::<String>::new());
+}
