@@ -409,3 +409,35 @@ fn directory_and_lock_file_failures_have_their_documented_codes() {
         "nothing left in the full directory"
     );
 }
+
+#[test]
+fn a_node_run_by_another_user_takes_its_own_uid_and_root() {
+    if !may_run(Needs::Root("to run a node as another uid")) {
+        return;
+    }
+    let dir = Dir::new("own-uid");
+    let mut ready = Ready::new();
+    let mut cmd = node_cmd(&dir, "own", &["--abstract"]);
+    cmd.uid(NOBODY).gid(NOBODY).env("NOTIFY_SOCKET", ready.address());
+    let mut own = Proc::spawn(&dir, "own", cmd);
+    assert!(ready.wait(own.pid(), "READY=1", PROMPT));
+    // From its own uid, then from root: both taken.
+    let mut kick = kick_as_nobody(&dir, "stranger", "own", &["--abstract"]);
+    assert_eq!(kick.code(PROMPT), Some(0));
+    let mut marker = Proc::spawn(
+        &dir,
+        "marker",
+        node_cmd(&dir, "marker", &["--abstract", "--kick", "own"]),
+    );
+    assert_eq!(marker.code(PROMPT), Some(0));
+    assert!(
+        piper_tests::wait_until(PROMPT, || own.lines().len() == 2),
+        "{:?}",
+        own.lines()
+    );
+    own.signal(Signal::SIGTERM);
+    assert_eq!(own.code(PROMPT), Some(0));
+    assert_eq!(own.lines(), ["own received: 'stranger'", "own received: 'marker'"]);
+    // Both replies are dropped: neither sender is a node any more.
+    assert_eq!(own.summary(), counts(2, 0, 2, 0));
+}
