@@ -574,3 +574,37 @@ fn each_node_holds_its_four_descriptors_and_the_launcher_no_node_s_pipe_end() {
     assert_eq!(launcher.code(PROMPT), Some(130));
     assert_all_gone(&dir, Duration::from_secs(2));
 }
+
+#[test]
+fn a_big_launch_raises_its_own_open_file_limit() {
+    // A user's usual soft limit is 1024 descriptors; a thousand nodes need
+    // more than two each in the launcher.
+    let dir = Dir::new("launch-nofile");
+    let mut cmd = launch_cmd(&dir, &["--nodes", "1000", "--no-start", "--quiet"]);
+    // SAFETY: setrlimit is async-signal-safe; nothing else runs before exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            use nix::sys::resource::{getrlimit, setrlimit, Resource};
+            let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+            setrlimit(Resource::RLIMIT_NOFILE, 1024.min(hard), hard)?;
+            Ok(())
+        });
+    }
+    let mut launcher = Proc::spawn(&dir, "launch", cmd);
+    assert!(
+        wait_until(Duration::from_secs(60), || launcher
+            .stderr()
+            .contains("1000 nodes ready in")
+            || launcher.code(Duration::ZERO).is_some()),
+        "{}",
+        launcher.stderr()
+    );
+    launcher.signal(Signal::SIGINT);
+    assert_eq!(launcher.code(PROMPT), Some(130), "{}", launcher.stderr());
+    assert!(
+        launcher.stderr().contains("1000 nodes ready in"),
+        "{}",
+        launcher.stderr()
+    );
+    assert_all_gone(&dir, Duration::from_secs(5));
+}

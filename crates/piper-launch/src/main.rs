@@ -117,14 +117,16 @@ fn check_cpus(policy: Cpus) -> Result<Cpus, Failure> {
     Ok(policy)
 }
 
-/// Makes room for a relay pipe per node (the soft limit is often 1024):
-/// up to the hard limit, which only root could raise.
+/// Makes room for what the launcher holds per node (the soft limit is often
+/// 1024): its socket and lock file, a relay pipe, and a share of a notify
+/// socket (one per five nodes); up to the hard limit, which only root could
+/// raise.
 fn raise_fd_limit(nodes: usize) {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
     let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
         return;
     };
-    let want = (2 * nodes as u64 + 64).min(hard);
+    let want = (4 * nodes as u64 + 64).min(hard);
     if soft < want {
         if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, want, hard) {
             log::warn!("cannot raise the open-file limit to {want}: {}", e.desc());
