@@ -427,6 +427,8 @@ fn a_one_node_segment_closes_its_ring_through_ring_next() {
     assert_eq!(launcher.code(PROMPT), Some(0));
     // The chain starts with x's name sent to a1, which answers x.
     assert_eq!(launcher.lines(), vec!["a1 received: 'x'"; 10]);
+    // a1 answered its tenth too: x has it, printed or about to be.
+    assert!(wait_until(PROMPT, || x.lines().len() >= 10), "{:?}", x.lines());
     x.signal(Signal::SIGTERM);
     assert_eq!(x.code(PROMPT), Some(0));
     assert!((10..=11).contains(&x.summary().received), "{:?}", x.summary());
