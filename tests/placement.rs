@@ -92,14 +92,23 @@ fn auto_moves_a_packed_ring_off_a_cpu_that_turns_busy() {
     let mut hog = Command::new("taskset");
     hog.args(["-c", &packed, "sh", "-c", "while :; do :; done"]);
     let _hog = Proc::spawn(&dir, "hog", hog);
-    let moved = wait_until(PROMPT, || {
-        launcher
-            .stderr()
-            .contains(&format!("CPU {packed}: moving the ring to CPU "))
+    // It moves to a CPU that is mostly idle, or, when none is (the other
+    // tests of this file may be running rings there), unpacks: either
+    // way, off the busy CPU.
+    let moved = format!("CPU {packed}: moving the ring to CPU ");
+    let unpacked = format!("CPU {packed}, and no CPU is idle: leaving the ring to the scheduler");
+    let acted = wait_until(PROMPT, || {
+        let err = launcher.stderr();
+        err.contains(&moved) || err.contains(&unpacked)
     });
-    assert!(moved, "the ring stayed on CPU {packed}");
+    assert!(acted, "the ring stayed on CPU {packed}");
     let now = nodes_cpus(&dir, &["node1", "node2", "node3", "node4"]);
-    assert!(now.iter().all(|c| *c != packed && *c == now[0]), "{now:?}");
+    let everywhere = cpus_of(nix::unistd::getpid());
+    if launcher.stderr().contains(&moved) {
+        assert!(now.iter().all(|c| *c != packed && *c == now[0]), "{now:?}");
+    } else {
+        assert!(now.iter().all(|c| *c == everywhere), "{now:?} vs {everywhere}");
+    }
     launcher.signal(Signal::SIGTERM);
     assert_eq!(launcher.code(PROMPT), Some(0));
 }
