@@ -467,6 +467,64 @@ fn a_peer_that_never_reads_costs_only_itself() {
 }
 
 #[test]
+fn a_stalled_peer_does_not_take_the_waits_of_a_slow_peer_that_reads() {
+    let dir = Dir::new("stall-beside");
+    let mut ready = Ready::new();
+    let mut pong = start_node(&dir, &mut ready, "pong", "pong", &["--quiet"]);
+    let qlen: u64 = std::fs::read_to_string("/proc/sys/net/unix/max_dgram_qlen")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // First a peer that never reads: pong finds it stalled and from then on
+    // sends to it without waiting.
+    let hostile = UnixDatagram::bind(dir.join("piper-hostile")).unwrap();
+    for _ in 0..30 {
+        hostile.send_to(b"hostile", dir.join("piper-pong")).unwrap();
+    }
+    // Then a peer that reads, but more slowly than pong answers: its queue
+    // is full at almost every answer, and each answer waits a few ms for
+    // room. The penalty is the stalled peer's alone; none of these may go
+    // without waiting, so none is dropped.
+    let slow = UnixDatagram::bind(dir.join("piper-slow")).unwrap();
+    slow.set_read_timeout(Some(PROMPT)).unwrap();
+    let reader = slow.try_clone().unwrap();
+    let answers = std::thread::scope(|scope| {
+        let reading = scope.spawn(|| {
+            let mut got = Vec::new();
+            let mut buf = [0u8; 16];
+            while got.len() < 30 {
+                std::thread::sleep(Duration::from_millis(5));
+                match reader.recv(&mut buf) {
+                    Ok(n) => got.push(String::from_utf8_lossy(&buf[..n]).into_owned()),
+                    Err(_) => break,
+                }
+            }
+            got
+        });
+        for _ in 0..30 {
+            slow.send_to(b"slow", dir.join("piper-pong")).unwrap();
+        }
+        reading.join().unwrap()
+    });
+    assert_eq!(answers.len(), 30, "every answer reached the slow peer");
+    assert!(answers.iter().all(|a| a == "pong"), "{answers:?}");
+    pong.signal(Signal::SIGTERM);
+    assert_eq!(pong.code(PROMPT), Some(0));
+    let held = (qlen + 1).min(30);
+    let s = pong.summary();
+    assert_eq!(
+        (s.received, s.sent, s.dropped),
+        (60, held + 30, 30 - held),
+        "only the stalled peer's answers beyond its queue are dropped"
+    );
+    drop((hostile, slow, reader));
+    for name in ["piper-hostile", "piper-slow"] {
+        std::fs::remove_file(dir.join(name)).unwrap();
+    }
+}
+
+#[test]
 fn the_first_send_waits_for_its_peer_and_fails_visibly_without_one() {
     let dir = Dir::new("first-send");
     let mut ready = Ready::new();
