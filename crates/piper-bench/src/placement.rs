@@ -115,8 +115,24 @@ fn raw_ring(n: usize, laps: u64, cpu: Option<usize>, load: Load) -> f64 {
     String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0.0)
 }
 
-/// piper's ring of `n` nodes under `--cpus policy`: hops per second.
-fn piper_ring(s: &Settings, n: usize, laps: u64, policy: &str, load: Load) -> f64 {
+/// What `auto` did in one run, from its log.
+fn auto_did(log: &str) -> &'static str {
+    let has = |what: &str| log.contains(what);
+    match (
+        has("packing the ring onto CPU"),
+        has("moving the ring to CPU"),
+        has("no CPU is idle"),
+    ) {
+        (false, _, _) => "did not pack",
+        (true, false, false) => "packed",
+        (true, true, _) => "packed, moved",
+        (true, false, true) => "packed, unpacked",
+    }
+}
+
+/// piper's ring of `n` nodes under `--cpus policy`: hops per second, and
+/// what the launcher decided (`auto` only).
+fn piper_ring(s: &Settings, n: usize, laps: u64, policy: &str, load: Load) -> (f64, &'static str) {
     let _load = load.start();
     let dir = Scratch::new("place-piper");
     let err_path = dir.0.join("err");
@@ -134,6 +150,7 @@ fn piper_ring(s: &Settings, n: usize, laps: u64, policy: &str, load: Load) -> f6
                 "--cpus",
                 policy,
             ])
+            .env("RUST_LOG", "piper_launch::placement=debug")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&err_path).unwrap())
             .spawn()
@@ -164,7 +181,7 @@ fn piper_ring(s: &Settings, n: usize, laps: u64, policy: &str, load: Load) -> f6
         .unwrap()
         .parse()
         .unwrap();
-    n as f64 * rate
+    (n as f64 * rate, auto_did(&err))
 }
 
 /// The CPU the launcher's first child may run on (its first, if several).
@@ -192,6 +209,7 @@ pub fn table(s: &Settings) -> String {
     let reps = s.reps.max(1);
     let count = s.placement_count;
     let laps = s.placement_laps;
+    let mut auto_choices = Vec::new();
     let mut text = format!(
         "\n### Placement\n\nHops per second, medians of {reps}; 2-node: {count} round trips, {}-node ring: {laps} laps. \
          Each row's ratios are against the best raw figure of its own load, in the same run.\n\n",
@@ -221,10 +239,22 @@ pub fn table(s: &Settings) -> String {
                     f64::NAN,
                 )
             };
-            let piper: Vec<f64> = policies
-                .iter()
-                .map(|p| med(&mut || piper_ring(s, n, if n == 2 { count } else { laps }, p, load)))
-                .collect();
+            // The policies take turns within each repetition, so that a
+            // drift in the load (hogs settling, the scheduler's placement of
+            // them) falls on each alike.
+            let mut runs = vec![Vec::new(); policies.len()];
+            let mut auto = Vec::new();
+            for _ in 0..reps {
+                for (j, p) in policies.iter().enumerate() {
+                    let (rate, did) = piper_ring(s, n, if n == 2 { count } else { laps }, p, load);
+                    runs[j].push(rate);
+                    if *p == "auto" {
+                        auto.push(did);
+                    }
+                }
+            }
+            let piper: Vec<f64> = runs.iter().map(|r| median(r)).collect();
+            auto_choices.push(format!("{}, {label}: {}", load.label(), tally(&auto)));
             let best_raw = raw_free
                 .max(raw_one)
                 .max(if raw_apart.is_nan() { 0.0 } else { raw_apart });
@@ -249,7 +279,23 @@ pub fn table(s: &Settings) -> String {
             text.push_str(&format!(" {:.2}× | {:.2}× |\n", auto / best_raw, auto / none));
         }
     }
+    text.push_str(&format!("\nWhat `auto` did: {}.\n", auto_choices.join("; ")));
     text
+}
+
+/// "packed ×2, did not pack ×1": each outcome and how often, in first-seen order.
+fn tally(outcomes: &[&str]) -> String {
+    let mut seen: Vec<(&str, usize)> = Vec::new();
+    for o in outcomes {
+        match seen.iter_mut().find(|(s, _)| s == o) {
+            Some((_, k)) => *k += 1,
+            None => seen.push((o, 1)),
+        }
+    }
+    seen.iter()
+        .map(|(o, k)| format!("{o} ×{k}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn allowed() -> Vec<usize> {

@@ -25,6 +25,9 @@ const BUSY: f64 = 0.5;
 /// Others taking more than this share of the packed CPU make `auto` move.
 const OTHERS: f64 = 0.25;
 
+/// How many of the ring's nodes `auto` reads the run times of.
+const SAMPLE: usize = 64;
+
 /// Where a ring's nodes run: decided at launch, revised by `auto`.
 #[derive(Debug)]
 pub struct Placer {
@@ -99,9 +102,12 @@ impl Placer {
     }
 
     /// The ring is ready: from now on every node is placed before it runs,
-    /// and auto starts watching.
-    pub fn launched(&mut self) {
+    /// and auto starts watching, from what the ring's nodes (`alive`) have
+    /// run so far, so that its first look can already judge (a trap is
+    /// found in one look, 0.1 s, not two).
+    pub fn launched(&mut self, alive: &[Pid]) {
         self.launched = true;
+        self.ran = ran_by(alive);
         self.looked = (Instant::now(), cpu_times());
     }
 
@@ -114,7 +120,7 @@ impl Placer {
 
     /// `auto`: whether something else uses the CPU the ring is packed on.
     /// That CPU's busy time, less what the ring's nodes ran there (from a
-    /// sample of up to 64 of them, scaled to the ring), is what the others
+    /// sample of up to [`SAMPLE`] of them, scaled to the ring), is what the others
     /// took. (How long nodes wait to run says little: in a packed ring each
     /// woken node waits for its waker to go to sleep, a third of the time.)
     /// When others take more than a quarter of it, the ring moves to a CPU
@@ -122,8 +128,8 @@ impl Placer {
     /// packing must never be a trap. `alive` are the ring's live nodes.
     pub fn look(&mut self, alive: &[Pid]) {
         let Some(cpu) = self.packed else { return };
-        let sample = &alive[..alive.len().min(64)];
-        let ran: u64 = sample.iter().filter_map(|&pid| sched_times(pid)).map(|t| t.0).sum();
+        let sample = &alive[..alive.len().min(SAMPLE)];
+        let ran = ran_by(alive);
         let ran0 = std::mem::replace(&mut self.ran, ran);
         let now = (Instant::now(), cpu_times());
         let (then, last) = std::mem::replace(&mut self.looked, now.clone());
@@ -133,7 +139,7 @@ impl Placer {
             Some(b.1.saturating_sub(a.1) as f64 / b.2.saturating_sub(a.2).max(1) as f64)
         };
         if ran0 == 0 || sample.is_empty() {
-            return; // the first look: nothing to compare with yet
+            return; // just moved (or nothing had run): nothing to compare with yet
         }
         let ring = ran.saturating_sub(ran0) as f64 / 1e9 * alive.len() as f64 / sample.len() as f64;
         let ring_share = ring / (now.0 - then).as_secs_f64().max(1e-3);
@@ -172,6 +178,15 @@ impl Placer {
         self.sets = vec![keep; self.sets.len()];
         self.ran = 0;
     }
+}
+
+/// What the first [`SAMPLE`] of `alive` have run, in ns.
+fn ran_by(alive: &[Pid]) -> u64 {
+    alive[..alive.len().min(SAMPLE)]
+        .iter()
+        .filter_map(|&pid| sched_times(pid))
+        .map(|t| t.0)
+        .sum()
 }
 
 /// The CPUs this process may run on.

@@ -421,7 +421,8 @@ impl Ring<'_> {
                 .status(format!("piper-launch: started {n}/{n}, ready {}/{n}", self.ready()));
         }
         self.display.clear_status();
-        self.placer.launched();
+        let alive: Vec<Pid> = self.alive().map(|(_, pid, _)| pid).collect();
+        self.placer.launched(&alive);
         log::info!("{n} nodes ready in {:.3}s", started.elapsed().as_secs_f64());
         // Under systemd (Type=notify) the launcher is ready when its ring is.
         notify_manager("READY=1");
