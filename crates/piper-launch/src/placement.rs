@@ -133,24 +133,20 @@ impl Placer {
         let ran0 = std::mem::replace(&mut self.ran, ran);
         let now = (Instant::now(), cpu_times());
         let (then, last) = std::mem::replace(&mut self.looked, now.clone());
-        let busy_share = |c: usize| {
-            let a = last.iter().find(|t| t.0 == c)?;
-            let b = now.1.iter().find(|t| t.0 == c)?;
-            Some(b.1.saturating_sub(a.1) as f64 / b.2.saturating_sub(a.2).max(1) as f64)
-        };
+        let share = |c: usize| busy_share(&last, &now.1, c);
         if ran0 == 0 || sample.is_empty() {
             return; // just moved (or nothing had run): nothing to compare with yet
         }
         let ring = ran.saturating_sub(ran0) as f64 / 1e9 * alive.len() as f64 / sample.len() as f64;
         let ring_share = ring / (now.0 - then).as_secs_f64().max(1e-3);
-        let others = busy_share(cpu).unwrap_or(0.0) - ring_share;
+        let others = share(cpu).unwrap_or(0.0) - ring_share;
         if others <= OTHERS {
             return;
         }
         let quiet = allowed()
             .into_iter()
             .filter(|&c| c != cpu)
-            .filter_map(|c| Some((c, busy_share(c)?)))
+            .filter_map(|c| Some((c, share(c)?)))
             .min_by(|a, b| a.1.total_cmp(&b.1))
             .filter(|&(_, busy)| busy < BUSY);
         let set = match quiet {
@@ -210,7 +206,11 @@ pub fn set_of(cpus: &[usize]) -> CpuSet {
 
 /// Busy and total jiffies of each CPU, from `/proc/stat`.
 pub fn cpu_times() -> Vec<(usize, u64, u64)> {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    parse_stat(&std::fs::read_to_string("/proc/stat").unwrap_or_default())
+}
+
+/// `(cpu, busy, total)` from the `cpuN` lines of `/proc/stat`'s text.
+fn parse_stat(stat: &str) -> Vec<(usize, u64, u64)> {
     stat.lines()
         .filter_map(|line| {
             let mut fields = line.split_whitespace();
@@ -219,7 +219,7 @@ pub fn cpu_times() -> Vec<(usize, u64, u64)> {
             let total: u64 = ticks.iter().sum();
             // idle and iowait are not busy.
             let idle = ticks.get(3).copied().unwrap_or(0) + ticks.get(4).copied().unwrap_or(0);
-            Some((cpu, total - idle, total))
+            Some((cpu, total.saturating_sub(idle), total))
         })
         .collect()
 }
@@ -228,18 +228,24 @@ pub fn cpu_times() -> Vec<(usize, u64, u64)> {
 pub fn least_busy(cpus: &[usize], sample: Duration) -> Option<(usize, f64)> {
     let before = cpu_times();
     std::thread::sleep(sample);
-    let after = cpu_times();
-    let share = |cpu: usize| {
-        let a = before.iter().find(|t| t.0 == cpu)?;
-        let b = after.iter().find(|t| t.0 == cpu)?;
-        let total = b.2.saturating_sub(a.2).max(1);
-        Some(b.1.saturating_sub(a.1) as f64 / total as f64)
-    };
+    least_busy_of(cpus, &before, &cpu_times())
+}
+
+/// The least busy of `cpus` between two [`cpu_times`]; a CPU missing from
+/// either counts as fully busy.
+fn least_busy_of(cpus: &[usize], before: &[(usize, u64, u64)], after: &[(usize, u64, u64)]) -> Option<(usize, f64)> {
     // Ties go to the highest-numbered CPU: CPU 0 takes most interrupts.
     cpus.iter()
         .rev()
-        .map(|&c| (c, share(c).unwrap_or(1.0)))
+        .map(|&c| (c, busy_share(before, after, c).unwrap_or(1.0)))
         .min_by(|x, y| x.1.total_cmp(&y.1))
+}
+
+/// The share of `cpu`'s time that was busy between two [`cpu_times`].
+fn busy_share(before: &[(usize, u64, u64)], after: &[(usize, u64, u64)], cpu: usize) -> Option<f64> {
+    let a = before.iter().find(|t| t.0 == cpu)?;
+    let b = after.iter().find(|t| t.0 == cpu)?;
+    Some(b.1.saturating_sub(a.1) as f64 / b.2.saturating_sub(a.2).max(1) as f64)
 }
 
 /// Moves a running process onto `set`.
@@ -250,7 +256,11 @@ pub fn pin(pid: Pid, set: &CpuSet) -> nix::Result<()> {
 /// How long a process has run and waited to run, in nanoseconds, from
 /// `/proc/PID/schedstat`.
 pub fn sched_times(pid: Pid) -> Option<(u64, u64)> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/schedstat")).ok()?;
+    parse_schedstat(&std::fs::read_to_string(format!("/proc/{pid}/schedstat")).ok()?)
+}
+
+/// `(run, wait)` from `/proc/PID/schedstat`'s text.
+fn parse_schedstat(text: &str) -> Option<(u64, u64)> {
     let mut fields = text.split_whitespace().map(|f| f.parse::<u64>().ok());
     Some((fields.next()??, fields.next()??))
 }
@@ -268,5 +278,41 @@ mod tests {
         assert!(cpus.contains(&cpu) && (0.0..=1.0).contains(&busy));
         let (run, _) = sched_times(Pid::this()).expect("schedstat");
         assert!(run > 0);
+    }
+
+    // /proc/stat: user nice system idle iowait irq softirq steal guest guest_nice.
+    const STAT: &str = "cpu  30 0 10 900 60 0 0 0 0 0\n\
+                        cpu0 10 0 5 400 30 0 5 0 0 0\n\
+                        cpu1 20 0 5 500 30 0 0 0 0 0\n\
+                        intr 12345 0 1\n\
+                        cpufreq 7\n";
+
+    #[test]
+    fn busy_is_all_but_idle_and_iowait_per_cpu() {
+        assert_eq!(parse_stat(STAT), vec![(0, 20, 450), (1, 25, 555)]);
+        assert_eq!(parse_stat(""), vec![]);
+    }
+
+    #[test]
+    fn the_least_busy_cpu_wins_and_ties_go_to_the_highest() {
+        let before = parse_stat(STAT);
+        // CPU 0: 30 of 100 jiffies busy; CPU 1: 10 of 100.
+        let after = vec![(0, 50, 550), (1, 35, 655)];
+        assert_eq!(busy_share(&before, &after, 0), Some(0.3));
+        assert_eq!(busy_share(&before, &after, 1), Some(0.1));
+        assert_eq!(busy_share(&before, &after, 2), None);
+        assert_eq!(least_busy_of(&[0, 1], &before, &after), Some((1, 0.1)));
+        // A CPU missing from the samples counts as fully busy.
+        assert_eq!(least_busy_of(&[0, 2], &before, &after), Some((0, 0.3)));
+        // No time passed: nothing was busy, and the tie goes to CPU 1.
+        assert_eq!(least_busy_of(&[0, 1], &before, &before), Some((1, 0.0)));
+        assert_eq!(least_busy_of(&[], &before, &after), None);
+    }
+
+    #[test]
+    fn schedstat_is_run_then_wait() {
+        assert_eq!(parse_schedstat("123456 7890 42\n"), Some((123456, 7890)));
+        assert_eq!(parse_schedstat("123456\n"), None);
+        assert_eq!(parse_schedstat("x 1 2\n"), None);
     }
 }
