@@ -139,18 +139,10 @@ impl Placer {
         }
         let ring = ran.saturating_sub(ran0) as f64 / 1e9 * alive.len() as f64 / sample.len() as f64;
         let ring_share = ring / (now.0 - then).as_secs_f64().max(1e-3);
-        let others = share(cpu).unwrap_or(0.0) - ring_share;
-        if others <= OTHERS {
-            return;
-        }
-        let quiet = allowed()
-            .into_iter()
-            .filter(|&c| c != cpu)
-            .filter_map(|c| Some((c, share(c)?)))
-            .min_by(|a, b| a.1.total_cmp(&b.1))
-            .filter(|&(_, busy)| busy < BUSY);
-        let set = match quiet {
-            Some((to, _)) => {
+        let shares: Vec<(usize, f64)> = allowed().into_iter().filter_map(|c| Some((c, share(c)?))).collect();
+        let set = match verdict(cpu, ring_share, &shares) {
+            Verdict::Stay => return,
+            Verdict::Move { others, to } => {
                 log::info!(
                     "others took {:.0}% of CPU {cpu}: moving the ring to CPU {to}",
                     others * 100.0
@@ -158,7 +150,7 @@ impl Placer {
                 self.packed = Some(to);
                 set_of(&[to])
             }
-            None => {
+            Verdict::Unpack { others } => {
                 log::info!(
                     "others took {:.0}% of CPU {cpu}, and no CPU is idle: leaving the ring to the scheduler",
                     others * 100.0
@@ -173,6 +165,36 @@ impl Placer {
         let keep = self.packed.map(|_| set);
         self.sets = vec![keep; self.sets.len()];
         self.ran = 0;
+    }
+}
+
+/// What `auto` does about the CPU its ring is packed on.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Verdict {
+    /// Nobody else wants it (much).
+    Stay,
+    /// Others took `others` of it; CPU `to` is mostly idle.
+    Move { others: f64, to: usize },
+    /// Others took `others` of it, and no other CPU is mostly idle.
+    Unpack { others: f64 },
+}
+
+/// Judges packed `cpu`, of which the ring took `ring_share`, from every
+/// allowed CPU's busy share over the same time (`shares`).
+fn verdict(cpu: usize, ring_share: f64, shares: &[(usize, f64)]) -> Verdict {
+    let busy = shares.iter().find(|s| s.0 == cpu).map_or(0.0, |s| s.1);
+    let others = busy - ring_share;
+    if others <= OTHERS {
+        return Verdict::Stay;
+    }
+    let quiet = shares
+        .iter()
+        .filter(|s| s.0 != cpu)
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .filter(|s| s.1 < BUSY);
+    match quiet {
+        Some(&(to, _)) => Verdict::Move { others, to },
+        None => Verdict::Unpack { others },
     }
 }
 
@@ -307,6 +329,42 @@ mod tests {
         // No time passed: nothing was busy, and the tie goes to CPU 1.
         assert_eq!(least_busy_of(&[0, 1], &before, &before), Some((1, 0.0)));
         assert_eq!(least_busy_of(&[], &before, &after), None);
+    }
+
+    #[test]
+    fn auto_stays_while_others_take_a_quarter_or_less() {
+        // The CPU is 90% busy, 70% of it the ring's: others took 20%.
+        assert_eq!(verdict(1, 0.7, &[(0, 0.1), (1, 0.9)]), Verdict::Stay);
+        // Exactly a quarter is still not a reason to move.
+        assert_eq!(verdict(1, 0.5, &[(0, 0.1), (1, 0.75)]), Verdict::Stay);
+        // A CPU missing from the shares counts as idle: nothing to flee.
+        assert_eq!(verdict(1, 0.0, &[(0, 0.1)]), Verdict::Stay);
+    }
+
+    #[test]
+    fn auto_moves_to_the_quietest_other_cpu_if_it_is_mostly_idle() {
+        let shares = [(0, 0.3), (1, 1.0), (2, 0.2), (3, 0.6)];
+        let Verdict::Move { others, to } = verdict(1, 0.5, &shares) else {
+            panic!("{:?}", verdict(1, 0.5, &shares));
+        };
+        assert_eq!(to, 2);
+        assert!((others - 0.5).abs() < 1e-9, "{others}");
+        // The packed CPU itself is never the quiet one, however its share reads.
+        assert!(matches!(
+            verdict(0, -1.0, &[(0, 0.0), (1, 0.4)]),
+            Verdict::Move { to: 1, .. }
+        ));
+    }
+
+    #[test]
+    fn auto_unpacks_when_no_other_cpu_is_mostly_idle() {
+        // The other CPU is busy half its time: not idle enough to move to.
+        let Verdict::Unpack { others } = verdict(1, 0.2, &[(0, 0.5), (1, 1.0)]) else {
+            panic!("{:?}", verdict(1, 0.2, &[(0, 0.5), (1, 1.0)]));
+        };
+        assert!((others - 0.8).abs() < 1e-9, "{others}");
+        // A single CPU: nowhere to go.
+        assert!(matches!(verdict(0, 0.1, &[(0, 1.0)]), Verdict::Unpack { .. }));
     }
 
     #[test]
