@@ -150,7 +150,7 @@ fn piper_ring(s: &Settings, n: usize, laps: u64, policy: &str, load: Load) -> (f
                 "--cpus",
                 policy,
             ])
-            .env("RUST_LOG", "piper_launch::placement=debug")
+            .env("RUST_LOG", "warn,piper_launch=info,piper_launch::placement=debug")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&err_path).unwrap())
             .spawn()
