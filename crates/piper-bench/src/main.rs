@@ -83,7 +83,13 @@ enum Helper {
         cpu: Option<usize>,
     },
     /// Bind PATH, say READY=1 to NOTIFY, and sleep (a raw launch's member).
-    Member { path: PathBuf, notify: PathBuf },
+    Member {
+        path: PathBuf,
+        notify: PathBuf,
+        /// On SIGTERM, print a line, send one datagram, remove PATH, exit.
+        #[arg(long)]
+        tidy: bool,
+    },
     /// Run a raw ring of N processes and print its hop rate.
     RawRing {
         n: usize,
@@ -105,7 +111,7 @@ fn main() {
             placement::pin_self(cpu);
             raw::forward(&path, &next)
         }
-        Some(Helper::Member { path, notify }) => raw::member(&path, &notify),
+        Some(Helper::Member { path, notify, tidy }) => raw::member(&path, &notify, tidy),
         Some(Helper::Hog { cpu }) => {
             placement::pin_self(cpu);
             placement::hog()
@@ -137,9 +143,10 @@ fn run(s: &Settings) {
         m.ring.push(piper::ring(s));
         m.raw_ring.push(raw::ring(s.ring, s.ring_count));
         for (i, &n) in s.launch_sizes.iter().enumerate() {
-            let (ready, down) = raw::launch(n);
+            let (ready, down) = raw::launch(n, false);
             m.raw_ready[i].push(ready);
             m.raw_down[i].push(down);
+            m.raw_tidy_down[i].push(raw::launch(n, true).1);
             let (ready, down) = piper::launch_and_teardown(s, n);
             m.ready[i].push(ready);
             m.down[i].push(down);

@@ -105,13 +105,37 @@ pub fn round_trips(client_path: &Path, server: &Path, payload: &[u8], count: u64
 
 /// A raw launch's member: binds `path`, says `READY=1` to `notify` (waiting
 /// while its queue is full), then sleeps in `recv` until a signal ends it.
-pub fn member(path: &Path, notify: &Path) -> ! {
+/// `tidy`: SIGTERM is caught, and the member then does what any program
+/// that cleans up does, and no more: one line on stderr, one datagram to
+/// `notify` (dropped if its queue is full), its socket file removed, exit.
+pub fn member(path: &Path, notify: &Path, tidy: bool) -> ! {
     let sock = UnixDatagram::bind(path).expect("bind member");
+    if tidy {
+        extern "C" fn wake(_: nix::libc::c_int) {}
+        use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+        // No SA_RESTART: the signal ends the `recv` below with EINTR.
+        let action = SigAction::new(SigHandler::Handler(wake), SaFlags::empty(), SigSet::empty());
+        // SAFETY: the handler does nothing, so it is async-signal-safe.
+        unsafe { sigaction(Signal::SIGTERM, &action) }.expect("sigaction");
+    }
     sock.send_to(b"READY=1", notify).expect("notify");
     let mut buf = [0u8; 64];
     loop {
-        let _ = sock.recv(&mut buf);
+        if let Err(e) = sock.recv(&mut buf) {
+            if tidy && e.kind() == std::io::ErrorKind::Interrupted {
+                break;
+            }
+        }
     }
+    eprintln!("member: received 0, sent 0, dropped 0");
+    let _ = nix::sys::socket::sendto(
+        std::os::fd::AsRawFd::as_raw_fd(&sock),
+        b"STOPPING=1",
+        &nix::sys::socket::UnixAddr::new(notify).expect("notify address"),
+        nix::sys::socket::MsgFlags::MSG_DONTWAIT,
+    );
+    let _ = std::fs::remove_file(path);
+    std::process::exit(0)
 }
 
 /// The raw launch and teardown of `n` processes, no piper code: the way one
@@ -119,9 +143,10 @@ pub fn member(path: &Path, notify: &Path) -> ! {
 /// like piper-node) binding its socket and saying READY=1 to ours, started
 /// one after the other by `Command::spawn` (glibc's `posix_spawn`) into one
 /// process group, readiness read as it comes; then one SIGTERM to the
-/// group, whose default action ends them, and every one reaped. Seconds to
+/// group, whose default action ends them (or, `tidy`, which each catches
+/// and cleans up after: see [`member`]), and every one reaped. Seconds to
 /// all ready, and to all reaped.
-pub fn launch(n: usize) -> (f64, f64) {
+pub fn launch(n: usize, tidy: bool) -> (f64, f64) {
     let dir = Scratch::new("rawlaunch");
     let notify_path = dir.0.join("notify");
     let notify = UnixDatagram::bind(&notify_path).expect("bind notify");
@@ -142,7 +167,9 @@ pub fn launch(n: usize) -> (f64, f64) {
             .arg("member")
             .arg(dir.0.join(format!("m{i}")))
             .arg(&notify_path)
+            .args(tidy.then_some("--tidy"))
             .stdin(Stdio::null())
+            .stderr(Stdio::null())
             .process_group(group)
             .spawn()
             .expect("raw member");

@@ -18,6 +18,8 @@ pub struct Measurements {
     pub down: Vec<Vec<f64>>,
     pub raw_ready: Vec<Vec<f64>>,
     pub raw_down: Vec<Vec<f64>>,
+    /// The raw teardown whose members clean up (`raw::member`'s `tidy`).
+    pub raw_tidy_down: Vec<Vec<f64>>,
     pub rss: Vec<f64>,
 }
 
@@ -37,6 +39,7 @@ impl Measurements {
             down: vec![Vec::new(); launch_sizes],
             raw_ready: vec![Vec::new(); launch_sizes],
             raw_down: vec![Vec::new(); launch_sizes],
+            raw_tidy_down: vec![Vec::new(); launch_sizes],
             rss: Vec::new(),
         }
     }
@@ -151,10 +154,21 @@ pub fn render(s: &Settings, m: &Measurements, command: &str) -> String {
             String::new(),
             "",
         );
+        let raw_tidy_down = median(&m.raw_tidy_down[i]);
+        row(
+            &format!("Raw {n} processes torn down, each cleaning up (a line, a datagram, an unlink)"),
+            format!("{:.0} ms", raw_tidy_down * 1000.0),
+            String::new(),
+            "",
+        );
         row(
             &format!("{n} nodes torn down"),
             format!("{:.0} ms", down * 1000.0),
-            format!("{:.2}× raw", down / raw_down),
+            format!(
+                "{:.2}× raw, {:.2}× raw cleaning up",
+                down / raw_down,
+                down / raw_tidy_down
+            ),
             down_target,
         );
     }
