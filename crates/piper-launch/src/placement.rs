@@ -133,13 +133,15 @@ impl Placer {
         let ran0 = std::mem::replace(&mut self.ran, ran);
         let now = (Instant::now(), cpu_times());
         let (then, last) = std::mem::replace(&mut self.looked, now.clone());
-        let share = |c: usize| busy_share(&last, &now.1, c);
         if ran0 == 0 || sample.is_empty() {
             return; // just moved (or nothing had run): nothing to compare with yet
         }
         let ring = ran.saturating_sub(ran0) as f64 / 1e9 * alive.len() as f64 / sample.len() as f64;
         let ring_share = ring / (now.0 - then).as_secs_f64().max(1e-3);
-        let shares: Vec<(usize, f64)> = allowed().into_iter().filter_map(|c| Some((c, share(c)?))).collect();
+        let shares: Vec<(usize, f64)> = allowed()
+            .into_iter()
+            .filter_map(|c| Some((c, busy_share(&last, &now.1, c)?)))
+            .collect();
         let set = match verdict(cpu, ring_share, &shares) {
             Verdict::Stay => return,
             Verdict::Move { others, to } => {
