@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
+use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 
 use piper_tests::{bin, launch_cmd, may_run, wait_until, Dir, Needs, Proc, PROMPT};
@@ -537,8 +538,21 @@ fn descriptors(pid: Pid) -> Vec<(i32, String, u32)> {
 #[test]
 fn each_node_holds_its_four_descriptors_and_the_launcher_no_node_s_pipe_end() {
     let dir = Dir::new("launch-fds");
-    // --prefix relays every node's lines through a pipe per node.
-    let mut launcher = launch(&dir, &["--nodes", "40", "--no-start", "--prefix"]);
+    // --prefix relays every node's lines through a pipe per node. The
+    // launcher inherits a descriptor without close-on-exec, as under make's
+    // jobserver: it must not reach the nodes either.
+    let (stray, _stray_write) = nix::unistd::pipe().unwrap();
+    let mut cmd = launch_cmd(&dir, &["--nodes", "40", "--no-start", "--prefix"]);
+    let stray_fd = stray.as_raw_fd();
+    // SAFETY: dup2 is async-signal-safe; it gives the launcher fd 9 without
+    // close-on-exec, and the test's own descriptor keeps its flag.
+    unsafe {
+        cmd.pre_exec(move || match nix::libc::dup2(stray_fd, 9) {
+            9 => Ok(()),
+            _ => Err(std::io::Error::last_os_error()),
+        });
+    }
+    let mut launcher = Proc::spawn(&dir, "launch", cmd);
     wait_ready(&launcher);
     let launcher_fds = descriptors(launcher.pid());
     for k in [1, 2, 20, 39, 40] {
@@ -569,6 +583,10 @@ fn each_node_holds_its_four_descriptors_and_the_launcher_no_node_s_pipe_end() {
             "node{k}'s relay in the launcher: {launcher_fds:?}"
         );
     }
+    assert!(
+        launcher_fds.iter().any(|f| f.0 == 9),
+        "the launcher has the stray: {launcher_fds:?}"
+    );
     // Its own: one socket and one lock file per node, and a few more.
     let sockets = launcher_fds.iter().filter(|f| f.1.starts_with("socket:")).count();
     assert!((40..60).contains(&sockets), "{sockets} sockets: {launcher_fds:?}");

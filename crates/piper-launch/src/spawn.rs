@@ -466,6 +466,16 @@ impl ChildExec<'_> {
             if libc::dup2(self.socket, 3) < 0 {
                 libc::_exit(127);
             }
+            // Nothing else: not the slots, and not what the launcher itself
+            // inherited without close-on-exec (a make jobserver's pipe, a
+            // caller's stray descriptor), which would otherwise reach every
+            // node. The table is the child's own and small by now.
+            libc::syscall(
+                libc::SYS_close_range,
+                4 as libc::c_uint,
+                libc::c_uint::MAX,
+                0 as libc::c_uint,
+            );
             libc::execve(self.path.as_ptr(), self.argv.as_ptr(), self.envp.as_ptr());
             libc::_exit(127)
         }
