@@ -253,6 +253,20 @@ fn prefixes_and_timestamps_on_request_and_the_foreground_alone() {
             "{line}"
         );
     }
+    // Timestamps alone: no prefix, and still relayed to be dressed.
+    let mut launcher = Proc::spawn(
+        &dir,
+        "stamps",
+        launch_cmd(&dir, &["--nodes", "a,bb", "--count", "3", "--timestamps"]),
+    );
+    assert_eq!(launcher.code(PROMPT), Some(0));
+    let lines = launcher.lines();
+    assert_eq!(lines.len(), 6, "{lines:?}");
+    for line in lines {
+        let (time, rest) = line.trim_start().split_once(' ').unwrap();
+        assert!(time.parse::<f64>().is_ok(), "{line}");
+        assert!(rest == "bb received: 'a'" || rest == "a received: 'bb'", "{line}");
+    }
     let mut launcher = Proc::spawn(
         &dir,
         "fg",
