@@ -402,6 +402,11 @@ fn launcher_usage_errors_are_exit_2_with_one_line() {
         ),
         (&["--nodes", "a,b", "--grace", "1e19"], "--grace 10000000000000000000"),
         (&["--nodes", "a,b", "--grace=-1"], "--grace -1"),
+        // The longest is a year, to the second.
+        (
+            &["--nodes", "a,b", "--grace", "31536001"],
+            "--grace 31536001: give a number of seconds from 0 to 31536000\n",
+        ),
         (&["--nodes", "a,a"], "names 'a' twice"),
         (
             &["--nodes", "a,b", "--ring-next", "a"],
@@ -416,6 +421,14 @@ fn launcher_usage_errors_are_exit_2_with_one_line() {
         assert!(err.contains(message), "{args:?}: {err}");
     }
     assert_all_gone(&dir, Duration::ZERO);
+    let mut year = launch(&dir, &["--nodes", "a,b", "--count", "1", "--grace", "31536000"]);
+    assert_eq!(
+        year.code(PROMPT),
+        Some(0),
+        "a year's grace is allowed: {}",
+        year.stderr()
+    );
+    assert_all_gone(&dir, Duration::from_secs(2));
 }
 
 #[test]
