@@ -408,6 +408,7 @@ fn launcher_usage_errors_are_exit_2_with_one_line() {
             "--grace 31536001: give a number of seconds from 0 to 31536000\n",
         ),
         (&["--nodes", "a,a"], "names 'a' twice"),
+        (&["--nodes", "a,a", "--ring-next", "b"], "names 'a' twice"),
         (
             &["--nodes", "a,b", "--ring-next", "a"],
             "--ring-next 'a' is one of the --nodes",

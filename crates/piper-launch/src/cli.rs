@@ -228,10 +228,26 @@ mod tests {
     fn policies_and_cpu_lists_parse() {
         assert_eq!("auto".parse::<Cpus>(), Ok(Cpus::Auto));
         assert_eq!("none".parse::<Cpus>(), Ok(Cpus::None));
+        assert_eq!("pack".parse::<Cpus>(), Ok(Cpus::Pack));
+        assert_eq!("spread".parse::<Cpus>(), Ok(Cpus::Spread));
         assert_eq!("0".parse::<Cpus>(), Ok(Cpus::List(vec![0])));
         assert_eq!("3,0-1,1".parse::<Cpus>(), Ok(Cpus::List(vec![0, 1, 3])));
         for bad in ["", "x", "1-0", "0,", "-1", "99999"] {
             assert!(bad.parse::<Cpus>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_long_help_ends_with_examples_environment_and_exit_codes() {
+        let help = after_long_help();
+        for part in [
+            "Examples:\n  piper-launch --nodes ping,pong\n",
+            "Environment:\n",
+            "  NOTIFY_SOCKET\n",
+            "Exit status:\n  n                the foreground node's exit code",
+            "\n  130              the launcher itself got SIGINT\n",
+        ] {
+            assert!(help.contains(part), "lacks {part:?}:\n{help}");
         }
     }
 }
