@@ -203,6 +203,20 @@ fn a_name_in_use_is_refused_before_anything_starts() {
 }
 
 #[test]
+fn relayed_lines_are_shown_whole_and_a_last_line_without_newline_too() {
+    let dir = Dir::new("launch-half");
+    let mut launcher = launch_fake(&dir, "half-lines", &["--nodes", "a,b", "--prefix", "--output", "all"]);
+    assert_eq!(launcher.code(PROMPT), Some(0), "{}", launcher.stderr());
+    let mut lines = launcher.lines();
+    lines.sort();
+    assert_eq!(
+        lines,
+        ["a | half a line", "a | last words", "b | half a line", "b | last words"]
+    );
+    assert_all_gone(&dir, Duration::from_secs(2));
+}
+
+#[test]
 fn a_background_death_is_reported_and_fail_fast_ends_the_run() {
     for fail_fast in [false, true] {
         let dir = Dir::new("launch-bg");

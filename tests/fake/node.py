@@ -8,6 +8,8 @@ misbehaves as FAKE_MODE says:
   never-ready  never says READY=1
   die-soon     says READY=1, then exits 1 after 50 ms (after 1 s the first
                time); each start appends a line to $FAKE_LOG
+  half-lines   says READY=1, writes a line in two pieces 0.2 s apart, then
+               a last line without its newline, and exits 0
 FAKE_ONLY=NAME limits the misbehaviour to node NAME.
 """
 import os
@@ -40,5 +42,11 @@ if mode == "die-soon":
     # The first start lives until the whole ring is surely ready.
     time.sleep(1.0 if first else 0.05)
     sys.exit(1)
+if mode == "half-lines":
+    for piece in ["half", " a line\nlast words"]:
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+        time.sleep(0.2)
+    sys.exit(0)
 while True:
     time.sleep(60)
