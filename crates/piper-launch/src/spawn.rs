@@ -469,7 +469,9 @@ impl ChildExec<'_> {
             // Nothing else: not the slots, and not what the launcher itself
             // inherited without close-on-exec (a make jobserver's pipe, a
             // caller's stray descriptor), which would otherwise reach every
-            // node. The table is the child's own and small by now.
+            // node. The table is the child's own and small by now. (A
+            // kernel before 5.9 fails this call: exec then closes only what
+            // is close-on-exec.)
             libc::syscall(
                 libc::SYS_close_range,
                 4 as libc::c_uint,
