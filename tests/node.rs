@@ -431,6 +431,7 @@ fn a_peer_that_never_reads_costs_only_itself() {
     // its queue holds max_dgram_qlen of them, the rest cannot be delivered.
     let started = Instant::now();
     let hostile = UnixDatagram::bind(dir.join("piper-hostile")).unwrap();
+    hostile.set_write_timeout(Some(PROMPT)).unwrap();
     for _ in 0..30 {
         hostile.send_to(b"hostile", dir.join("piper-pong")).unwrap();
     }
@@ -479,6 +480,7 @@ fn a_stalled_peer_does_not_take_the_waits_of_a_slow_peer_that_reads() {
     // First a peer that never reads: pong finds it stalled and from then on
     // sends to it without waiting.
     let hostile = UnixDatagram::bind(dir.join("piper-hostile")).unwrap();
+    hostile.set_write_timeout(Some(PROMPT)).unwrap();
     for _ in 0..30 {
         hostile.send_to(b"hostile", dir.join("piper-pong")).unwrap();
     }
@@ -488,6 +490,7 @@ fn a_stalled_peer_does_not_take_the_waits_of_a_slow_peer_that_reads() {
     // without waiting, so none is dropped.
     let slow = UnixDatagram::bind(dir.join("piper-slow")).unwrap();
     slow.set_read_timeout(Some(PROMPT)).unwrap();
+    slow.set_write_timeout(Some(PROMPT)).unwrap();
     let reader = slow.try_clone().unwrap();
     let answers = std::thread::scope(|scope| {
         let reading = scope.spawn(|| {

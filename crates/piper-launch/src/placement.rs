@@ -128,15 +128,15 @@ impl Placer {
     /// packing must never be a trap. `alive` are the ring's live nodes.
     pub fn look(&mut self, alive: &[Pid]) {
         let Some(cpu) = self.packed else { return };
-        let sample = &alive[..alive.len().min(SAMPLE)];
+        let sampled = alive.len().min(SAMPLE);
         let ran = ran_by(alive);
         let ran0 = std::mem::replace(&mut self.ran, ran);
         let now = (Instant::now(), cpu_times());
         let (then, last) = std::mem::replace(&mut self.looked, now.clone());
-        if ran0 == 0 || sample.is_empty() {
+        if ran0 == 0 || sampled == 0 {
             return; // just moved (or nothing had run): nothing to compare with yet
         }
-        let ring = ran.saturating_sub(ran0) as f64 / 1e9 * alive.len() as f64 / sample.len() as f64;
+        let ring = ran.saturating_sub(ran0) as f64 / 1e9 * alive.len() as f64 / sampled as f64;
         let ring_share = ring / (now.0 - then).as_secs_f64().max(1e-3);
         let shares: Vec<(usize, f64)> = allowed()
             .into_iter()

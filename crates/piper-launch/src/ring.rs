@@ -421,8 +421,7 @@ impl Ring<'_> {
                 .status(format!("piper-launch: started {n}/{n}, ready {}/{n}", self.ready()));
         }
         self.display.clear_status();
-        let alive: Vec<Pid> = self.alive().map(|(_, pid, _)| pid).collect();
-        self.placer.launched(&alive);
+        self.placer.launched(&self.alive_pids());
         log::info!("{n} nodes ready in {:.3}s", started.elapsed().as_secs_f64());
         // Under systemd (Type=notify) the launcher is ready when its ring is.
         notify_manager("READY=1");
@@ -594,7 +593,7 @@ impl Ring<'_> {
                 }
             }
             if look.is_some_and(|at| now >= at) {
-                let alive: Vec<Pid> = self.alive().map(|(_, pid, _)| pid).collect();
+                let alive = self.alive_pids();
                 self.placer.look(&alive);
             }
         }
@@ -801,6 +800,11 @@ impl Ring<'_> {
     fn alive(&self) -> impl Iterator<Item = (usize, Pid, Pid)> + '_ {
         let live = self.members.iter().enumerate();
         live.filter_map(|(i, m)| m.live().map(|(pid, group)| (i, pid, group)))
+    }
+
+    /// The live nodes' pids, for the placer.
+    fn alive_pids(&self) -> Vec<Pid> {
+        self.alive().map(|(_, pid, _)| pid).collect()
     }
 
     /// SIGTERM (and SIGCONT) to every node at once, SIGKILL after `grace` or
