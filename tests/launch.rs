@@ -8,7 +8,7 @@ use nix::unistd::Pid;
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 
-use piper_tests::{bin, launch_cmd, may_run, wait_until, Dir, Needs, Proc, PROMPT};
+use piper_tests::{bin, launch_cmd, may_run, running, wait_until, Dir, Needs, Proc, PROMPT};
 
 fn launch(dir: &Dir, args: &[&str]) -> Proc {
     Proc::spawn(dir, "launch", launch_cmd(dir, args))
@@ -115,9 +115,14 @@ fn a_second_sigint_skips_the_grace_period() {
     let dir = Dir::new("launch-second");
     let mut launcher = launch_fake(&dir, "ignore-term", &["--nodes", "a,b", "--grace", "30"]);
     wait_ready(&launcher);
+    let (a, b) = (node_pid(&dir, "a"), node_pid(&dir, "b"));
     launcher.signal(Signal::SIGINT);
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(launcher.code(Duration::ZERO), None, "still in its grace period");
+    // The names are free as soon as the nodes are told to stop, while they
+    // still run: the sockets and lock files went with the SIGTERM.
+    assert!(running(a) && running(b));
+    assert_eq!(dir.entries(), Vec::<String>::new());
     launcher.signal(Signal::SIGINT);
     assert_eq!(launcher.code(Duration::from_secs(3)), Some(130));
     assert_all_gone(&dir, Duration::ZERO);

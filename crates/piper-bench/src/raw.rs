@@ -104,29 +104,27 @@ pub fn round_trips(client_path: &Path, server: &Path, payload: &[u8], count: u64
 }
 
 /// A raw launch's member: binds `path`, says `READY=1` to `notify` (waiting
-/// while its queue is full), then sleeps in `recv` until a signal ends it.
-/// `tidy`: SIGTERM is caught, and the member then does what any program
-/// that cleans up does, and no more: one line on stderr, one datagram to
-/// `notify` (dropped if its queue is full), its socket file removed, exit.
+/// while its queue is full), then sleeps until a signal ends it.
+/// `tidy`: SIGTERM is awaited (blocked, so one that comes before the wait
+/// is kept for it), and the member then does what any program that cleans
+/// up does, and no more: one line on stderr, one datagram to `notify`
+/// (dropped if its queue is full), its socket file removed, exit.
 pub fn member(path: &Path, notify: &Path, tidy: bool) -> ! {
+    use nix::sys::signal::{SigSet, Signal};
     let sock = UnixDatagram::bind(path).expect("bind member");
+    let mut term = SigSet::empty();
+    term.add(Signal::SIGTERM);
     if tidy {
-        extern "C" fn wake(_: nix::libc::c_int) {}
-        use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
-        // No SA_RESTART: the signal ends the `recv` below with EINTR.
-        let action = SigAction::new(SigHandler::Handler(wake), SaFlags::empty(), SigSet::empty());
-        // SAFETY: the handler does nothing, so it is async-signal-safe.
-        unsafe { sigaction(Signal::SIGTERM, &action) }.expect("sigaction");
+        term.thread_block().expect("block SIGTERM");
     }
     sock.send_to(b"READY=1", notify).expect("notify");
-    let mut buf = [0u8; 64];
-    loop {
-        if let Err(e) = sock.recv(&mut buf) {
-            if tidy && e.kind() == std::io::ErrorKind::Interrupted {
-                break;
-            }
+    if !tidy {
+        let mut buf = [0u8; 64];
+        loop {
+            let _ = sock.recv(&mut buf);
         }
     }
+    term.wait().expect("sigwait");
     eprintln!("member: received 0, sent 0, dropped 0");
     let _ = nix::sys::socket::sendto(
         std::os::fd::AsRawFd::as_raw_fd(&sock),

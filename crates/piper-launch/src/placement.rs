@@ -168,6 +168,21 @@ impl Placer {
         self.sets = vec![keep; self.sets.len()];
         self.ran = 0;
     }
+
+    /// The ring is going: `auto` spreads its packed nodes (`alive`) over
+    /// every CPU, so that they exit on all at once (a thousand exiting on
+    /// one CPU took 0.21 s to tear down against 0.13 s spread). Letting them
+    /// run anywhere is not enough: woken together, they wake where they
+    /// slept. A placement the user asked for stays.
+    pub fn release(&mut self, alive: &[Pid]) {
+        if self.packed.take().is_none() {
+            return;
+        }
+        let cpus = allowed();
+        for (&pid, &cpu) in alive.iter().zip(cpus.iter().cycle()) {
+            let _ = pin(pid, &set_of(&[cpu]));
+        }
+    }
 }
 
 /// What `auto` does about the CPU its ring is packed on.
@@ -367,6 +382,47 @@ mod tests {
         assert!((others - 0.8).abs() < 1e-9, "{others}");
         // A single CPU: nowhere to go.
         assert!(matches!(verdict(0, 0.1, &[(0, 1.0)]), Verdict::Unpack { .. }));
+    }
+
+    /// Sleeping children, killed and reaped however the test ends.
+    struct Sleepers(Vec<std::process::Child>);
+
+    impl Drop for Sleepers {
+        fn drop(&mut self) {
+            for child in &mut self.0 {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+
+    fn cpus_of(pid: Pid) -> Vec<usize> {
+        let set = sched_getaffinity(pid).unwrap();
+        (0..CpuSet::count()).filter(|&c| set.is_set(c).unwrap()).collect()
+    }
+
+    #[test]
+    fn release_spreads_a_packed_ring_over_every_cpu_and_leaves_a_chosen_placement() {
+        let cpus = allowed();
+        let sleep = || std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let sleepers = Sleepers((0..3).map(|_| sleep()).collect());
+        let pids: Vec<Pid> = sleepers.0.iter().map(|c| Pid::from_raw(c.id() as i32)).collect();
+        for &pid in &pids {
+            pin(pid, &set_of(&[cpus[0]])).unwrap();
+        }
+        // Not packed by auto (here --cpus none): where they are, they stay.
+        let mut placer = Placer::new(&Cpus::None, pids.len());
+        placer.release(&pids);
+        assert!(pids.iter().all(|&pid| cpus_of(pid) == [cpus[0]]));
+        // Packed by auto: one CPU each, round the allowed ones, and no more
+        // looks at a ring that is going.
+        placer.packed = Some(cpus[0]);
+        placer.launched = true;
+        placer.release(&pids);
+        for (k, &pid) in pids.iter().enumerate() {
+            assert_eq!(cpus_of(pid), [cpus[k % cpus.len()]]);
+        }
+        assert_eq!(placer.next_look(), None);
     }
 
     #[test]
