@@ -47,7 +47,10 @@ fn ping_pong_through_the_launcher_with_exact_counts() {
     );
     assert_eq!(launcher.code(PROMPT), Some(0));
     assert_eq!(launcher.lines(), vec!["pong received: 'ping'"; 300]);
-    assert!(launcher.stderr().contains("piper-node[pong]: received 300, sent 300"));
+    let err = launcher.stderr();
+    assert!(err.contains("piper-node[pong]: received 300, sent 300"), "{err}");
+    // Stderr is a file here: no status line, no terminal codes.
+    assert!(!err.contains('\r') && !err.contains('\x1b'), "{err:?}");
     assert_all_gone(&dir, Duration::ZERO);
 }
 
@@ -379,6 +382,18 @@ fn ctrl_z_pauses_the_whole_ring_and_fg_resumes_it() {
         wait_until(PROMPT, || launcher.lines().len() > lines + 5),
         "the chain goes on"
     );
+    // A stop nobody can catch (SIGSTOP, here to the launcher and to b, as
+    // `kill -STOP` or a debugger would) ends the same way: SIGCONT to the
+    // launcher continues the whole ring.
+    launcher.signal(Signal::SIGSTOP);
+    nix::sys::signal::kill(nodes[1], Signal::SIGSTOP).unwrap();
+    let both = [launcher.pid(), nodes[1]];
+    assert!(wait_until(PROMPT, || stopped(&both)), "not stopped");
+    launcher.signal(Signal::SIGCONT);
+    assert!(
+        wait_until(PROMPT, || everyone.iter().all(|&p| state(p) != 'T')),
+        "b not continued with the launcher"
+    );
     launcher.signal(Signal::SIGTERM);
     assert_eq!(launcher.code(PROMPT), Some(0));
     assert_all_gone(&dir, Duration::ZERO);
@@ -479,6 +494,8 @@ fn a_ring_next_that_never_appears_ends_the_launch_after_the_ready_timeout() {
     assert_eq!(launcher.code(PROMPT), Some(1));
     let err = launcher.stderr();
     assert!(err.contains("error: --ring-next 'far' is not reachable in"), "{err}");
+    // Said once, not at every look.
+    assert_eq!(err.matches("waiting for 'far' to close the ring").count(), 1, "{err}");
     assert_all_gone(&dir, PROMPT);
 }
 
@@ -600,7 +617,11 @@ fn each_node_holds_its_four_descriptors_and_the_launcher_no_node_s_pipe_end() {
             fds[1].1.starts_with("pipe:"),
             "node{k}'s stdout is its relay pipe: {fds:?}"
         );
-        // (fd 2 is /dev/null, or for the foreground the launcher's stderr.)
+        // fd 2 is /dev/null, or for the foreground the launcher's stderr
+        // itself: on a file there is no status line to keep clear of it.
+        let launcher_err = &launcher_fds.iter().find(|f| f.0 == 2).expect("launcher's fd 2").1;
+        let want = if k == 40 { launcher_err.as_str() } else { "/dev/null" };
+        assert_eq!(fds[2].1, want, "node{k}'s stderr: {fds:?}");
         let kinds = |prefix: &str| fds.iter().filter(|f| f.0 != 2 && f.1.starts_with(prefix)).count();
         assert_eq!(
             (kinds("/dev/null"), kinds("socket:"), kinds("pipe:")),
@@ -623,6 +644,21 @@ fn each_node_holds_its_four_descriptors_and_the_launcher_no_node_s_pipe_end() {
     // Its own: one socket and one lock file per node, and a few more.
     let sockets = launcher_fds.iter().filter(|f| f.1.starts_with("socket:")).count();
     assert!((40..60).contains(&sockets), "{sockets} sockets: {launcher_fds:?}");
+    launcher.signal(Signal::SIGINT);
+    assert_eq!(launcher.code(PROMPT), Some(130));
+    assert_all_gone(&dir, Duration::from_secs(2));
+}
+
+#[test]
+fn without_a_relay_the_shown_node_writes_to_the_launchers_own_stdout() {
+    let dir = Dir::new("launch-direct");
+    let mut launcher = launch(&dir, &["--nodes", "a,b", "--no-start", "--output", "foreground"]);
+    wait_ready(&launcher);
+    let target = |fds: &[(i32, String, u32)], fd: i32| fds.iter().find(|f| f.0 == fd).map(|f| f.1.clone());
+    let launcher_fds = descriptors(launcher.pid());
+    let (a, b) = (descriptors(node_pid(&dir, "a")), descriptors(node_pid(&dir, "b")));
+    assert_eq!(target(&b, 1), target(&launcher_fds, 1), "b, the foreground: {b:?}");
+    assert_eq!(target(&a, 1).as_deref(), Some("/dev/null"), "a, not shown: {a:?}");
     launcher.signal(Signal::SIGINT);
     assert_eq!(launcher.code(PROMPT), Some(130));
     assert_all_gone(&dir, Duration::from_secs(2));

@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use piper_tests::{bin, launch_cmd, may_run, node_cmd, Dir, Needs, Proc, Ready, PROMPT};
+use piper_tests::{bin, launch_cmd, may_run, node_cmd, wait_until, Dir, Needs, Proc, Ready, PROMPT};
 
 /// Parses JSON with Python's json module (strict, and independent of ours);
 /// returns Python's ASCII repr of the value, one per input line.
@@ -207,6 +207,9 @@ fn on_a_terminal_lines_carry_names_and_a_status_line_counts() {
         text.contains("\x1b[32mthird |\x1b[0m third received: 'pong'"),
         "{text:?}"
     );
+    // The foreground's exit summary: under a status line its stderr comes
+    // through a pipe, and the launcher writes it out.
+    assert!(text.contains("piper-node[third]: received 30, "), "{text:?}");
     // A status line whose counts grow, and never a line written into it.
     let statuses: Vec<u64> = text
         .split("\r\x1b[K")
@@ -224,6 +227,31 @@ fn on_a_terminal_lines_carry_names_and_a_status_line_counts() {
             "a line inside the status line: {piece:?}"
         );
     }
+    // While nodes start, the progress is drawn ten times a second at most,
+    // not once per node.
+    let many = format!(
+        "{} --dir {} --nodes 40 --count 1 --quiet",
+        bin("piper-launch").display(),
+        dir.path().display()
+    );
+    let mut cmd = Command::new("script");
+    cmd.args(["-qfec", &many, "/dev/null"]);
+    let mut run = Proc::spawn(&dir, "tty-progress", cmd);
+    assert_eq!(run.code(PROMPT), Some(0));
+    let text = run.stdout();
+    let ready: f64 = text
+        .split("40 nodes ready in ")
+        .nth(1)
+        .and_then(|s| s.split('s').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no ready line in {text:?}"));
+    let starting = text
+        .split("\r\x1b[K")
+        .filter(|p| p.starts_with("piper-launch: started ") && !p.starts_with("piper-launch: started 40/40"))
+        .count();
+    assert!(
+        starting as f64 <= ready / 0.1 + 1.0,
+        "{starting} redraws in {ready}s: {text:?}"
+    );
     let no_color = Command::new("script")
         .args(["-qfec", &launch, "/dev/null"])
         .env("NO_COLOR", "1")
@@ -274,6 +302,16 @@ fn prefixes_and_timestamps_on_request_and_the_foreground_alone() {
     );
     assert_eq!(launcher.code(PROMPT), Some(0));
     assert_eq!(launcher.lines(), vec!["bb received: 'a'"; 3]);
+    // Relayed lines come as they are printed, not at the end.
+    let mut launcher = Proc::spawn(
+        &dir,
+        "live",
+        launch_cmd(&dir, &["--nodes", "a,bb", "--interval", "20", "--prefix"]),
+    );
+    let seen = |l: &Proc| l.lines().contains(&"bb | bb received: 'a'".to_string());
+    assert!(wait_until(PROMPT, || seen(&launcher)), "{:?}", launcher.lines());
+    launcher.signal(Signal::SIGTERM);
+    assert_eq!(launcher.code(PROMPT), Some(0));
 }
 
 #[test]
