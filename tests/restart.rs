@@ -234,3 +234,41 @@ fn a_node_that_dies_at_once_every_time_is_given_up() {
     assert_eq!(launcher.code(PROMPT), Some(0));
     assert!(launcher.stderr().contains("1 given up"), "{}", launcher.stderr());
 }
+
+#[test]
+fn a_restarted_nodes_counts_add_up_over_its_lives() {
+    let dir = Dir::new("restart-counts");
+    let args = [
+        "--nodes",
+        "a,b",
+        "--interval",
+        "5",
+        "--restart",
+        "always",
+        "--output",
+        "all",
+        "--json",
+    ];
+    let mut launcher = launch(&dir, &args);
+    wait_ready(&launcher);
+    let old = node_pid(&dir, "a", PROMPT).expect("a runs");
+    assert!(wait_until(PROMPT, || lines_of(&launcher, "a") >= 5));
+    // A clean end: a's last counts reach the launcher, then a is back.
+    kill(old, Signal::SIGTERM).unwrap();
+    successor(&dir, "a", old, PROMPT).expect("a is back");
+    let before = lines_of(&launcher, "a");
+    assert!(wait_until(PROMPT, || lines_of(&launcher, "a") > before + 5));
+    launcher.signal(Signal::SIGTERM);
+    assert_eq!(launcher.code(PROMPT), Some(0));
+    // Every line a printed, in both lives, is in its count.
+    let err = launcher.stderr();
+    let json = err.lines().last().unwrap();
+    let a = json.split("{\"name\":\"a\",").nth(1).expect("member a");
+    let received: usize = a
+        .split("\"received\":")
+        .nth(1)
+        .and_then(|s| s.split(',').next()?.parse().ok())
+        .expect("a's received");
+    assert_eq!(received, lines_of(&launcher, "a"), "{json}");
+    assert!(a.contains("\"restarts\":1,"), "{json}");
+}
