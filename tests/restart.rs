@@ -272,3 +272,30 @@ fn a_restarted_nodes_counts_add_up_over_its_lives() {
     assert_eq!(received, lines_of(&launcher, "a"), "{json}");
     assert!(a.contains("\"restarts\":1,"), "{json}");
 }
+
+#[test]
+fn a_ring_launched_with_no_start_is_never_started_by_the_launcher_even_after_a_restart() {
+    let dir = Dir::new("restart-no-start");
+    let args = [
+        "--nodes",
+        "a,b",
+        "--no-start",
+        "--restart",
+        "on-failure",
+        "--output",
+        "all",
+    ];
+    let mut launcher = launch(&dir, &args);
+    wait_ready(&launcher);
+    let old = node_pid(&dir, "a", PROMPT).expect("a runs");
+    kill(old, Signal::SIGKILL).unwrap();
+    successor(&dir, "a", old, PROMPT).expect("a is back");
+    // Longer than the silence after which a restarted ring is started again
+    // (--restart-delay 0.1 s + 2 s), had the launcher started it.
+    std::thread::sleep(Duration::from_millis(3000));
+    launcher.signal(Signal::SIGTERM);
+    assert_eq!(launcher.code(PROMPT), Some(0));
+    let err = launcher.stderr();
+    assert!(!err.contains("starting the chain again"), "{err}");
+    assert_eq!(launcher.lines(), Vec::<String>::new());
+}
