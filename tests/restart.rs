@@ -299,3 +299,78 @@ fn a_ring_launched_with_no_start_is_never_started_by_the_launcher_even_after_a_r
     assert!(!err.contains("starting the chain again"), "{err}");
     assert_eq!(launcher.lines(), Vec::<String>::new());
 }
+
+/// What `pid` has run, user and system, in clock ticks.
+fn cpu_ticks(pid: Pid) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
+    // After the name: state is field 3, utime 14 and stime 15.
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn a_message_lost_with_its_node_is_sent_again_after_the_silence() {
+    let dir = Dir::new("restart-lost");
+    let args = [
+        "--nodes",
+        "a,b,c",
+        "--interval",
+        "300",
+        "--restart",
+        "on-failure",
+        "--output",
+        "all",
+    ];
+    let mut launcher = launch(&dir, &args);
+    wait_ready(&launcher);
+    // A node prints its line, and waits --interval before it answers: once
+    // a's line shows, a holds the message for most of 300 ms.
+    let a = node_pid(&dir, "a", PROMPT).expect("a runs");
+    assert!(wait_until(PROMPT, || lines_of(&launcher, "a") >= 1));
+    kill(a, Signal::SIGKILL).unwrap();
+    let lines = launcher.lines().len();
+    let cpu = cpu_ticks(launcher.pid());
+    let heal = "since a node was restarted: starting the chain again";
+    // Silent for --restart-delay + 2 × --interval + 2 s, looked at once a second.
+    assert!(
+        wait_until(PROMPT, || launcher.stderr().contains(heal)),
+        "{}",
+        launcher.stderr()
+    );
+    // Meanwhile the launcher slept: it looks once a second, it never spins.
+    let spent = cpu_ticks(launcher.pid()) - cpu;
+    assert!(spent < 30, "{spent} ticks of CPU in a silence of about 3 s");
+    assert!(
+        wait_until(PROMPT, || launcher.lines().len() > lines + 3),
+        "the chain goes on"
+    );
+    launcher.signal(Signal::SIGTERM);
+    assert_eq!(launcher.code(PROMPT), Some(0));
+    let err = launcher.stderr();
+    assert!(err.contains("; 1 restarts, 1 re-injected"), "{err}");
+    assert_eq!(err.matches(heal).count(), 1, "{err}");
+}
+
+#[test]
+fn the_foregrounds_end_ends_the_run_whatever_the_restart_policy() {
+    let dir = Dir::new("restart-fg-end");
+    let args = [
+        "--nodes",
+        "a,b",
+        "--count",
+        "5",
+        "--restart",
+        "always",
+        "--output",
+        "foreground",
+    ];
+    let mut launcher = launch(&dir, &args);
+    assert_eq!(launcher.code(PROMPT), Some(0));
+    assert_eq!(launcher.lines(), vec!["b received: 'a'"; 5]);
+    let err = launcher.stderr();
+    assert!(!err.contains("warn"), "{err}");
+    assert!(
+        err.contains("; 0 restarts, 0 re-injected") || !err.contains("restarts"),
+        "{err}"
+    );
+}
