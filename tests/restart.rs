@@ -374,3 +374,37 @@ fn the_foregrounds_end_ends_the_run_whatever_the_restart_policy() {
         "{err}"
     );
 }
+
+#[test]
+fn a_restart_in_a_ring_that_still_runs_adds_no_second_message() {
+    let dir = Dir::new("restart-live");
+    let args = [
+        "--nodes",
+        "a,b,c",
+        "--interval",
+        "300",
+        "--restart",
+        "on-failure",
+        "--output",
+        "all",
+    ];
+    let mut launcher = launch(&dir, &args);
+    wait_ready(&launcher);
+    // Once b's line shows, a has answered and holds nothing: b has the
+    // message, and a's successor is up long before it comes round.
+    let a = node_pid(&dir, "a", PROMPT).expect("a runs");
+    assert!(wait_until(PROMPT, || lines_of(&launcher, "b") >= 1));
+    kill(a, Signal::SIGKILL).unwrap();
+    successor(&dir, "a", a, PROMPT).expect("a is back");
+    // Longer than the silence that would start the chain again (2.7 s).
+    std::thread::sleep(Duration::from_millis(3500));
+    launcher.signal(Signal::SIGTERM);
+    assert_eq!(launcher.code(PROMPT), Some(0));
+    let err = launcher.stderr();
+    assert!(err.contains("; 1 restarts, 0 re-injected"), "{err}");
+    // One message, one line at a time: a, b, c, a, ... never two in a row
+    // from the same node, and about one every 300 ms.
+    let lines = launcher.lines();
+    assert!(lines.len() >= 10, "{lines:?}");
+    assert!(lines.windows(2).all(|w| w[0] != w[1]), "{lines:?}");
+}
