@@ -223,6 +223,13 @@ fn on_a_terminal_lines_carry_names_and_a_status_line_counts() {
         .filter_map(|s| s.split("received ").nth(1)?.split(',').next()?.parse().ok())
         .collect();
     assert!(statuses.len() >= 2, "{text:?}");
+    // And a rate: a hop every 50 ms is about 20 messages a second.
+    let rates: Vec<f64> = text
+        .split("\r\x1b[K")
+        .filter_map(|s| s.strip_prefix("piper-launch: 3/3 alive, "))
+        .filter_map(|s| s.split(" msg/s").next()?.parse().ok())
+        .collect();
+    assert!(rates.iter().any(|&r| (5.0..=40.0).contains(&r)), "{rates:?}");
     assert!(statuses.last() > statuses.first(), "{statuses:?}");
     for piece in text
         .split("\r\x1b[K")

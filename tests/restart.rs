@@ -328,6 +328,11 @@ fn a_message_lost_with_its_node_is_sent_again_after_the_silence() {
     let a = node_pid(&dir, "a", PROMPT).expect("a runs");
     assert!(wait_until(PROMPT, || lines_of(&launcher, "a") >= 1));
     kill(a, Signal::SIGKILL).unwrap();
+    // c, stopped, holds up the chain that starts again at b: the ring is
+    // silent once more, and must not be started a second time.
+    let c = node_pid(&dir, "c", PROMPT).expect("c runs");
+    kill(c, Signal::SIGSTOP).unwrap();
+    let at_b = lines_of(&launcher, "b");
     let lines = launcher.lines().len();
     let cpu = cpu_ticks(launcher.pid());
     let heal = "since a node was restarted: starting the chain again";
@@ -340,6 +345,18 @@ fn a_message_lost_with_its_node_is_sent_again_after_the_silence() {
     // Meanwhile the launcher slept: it looks once a second, it never spins.
     let spent = cpu_ticks(launcher.pid()) - cpu;
     assert!(spent < 30, "{spent} ticks of CPU in a silence of about 3 s");
+    // The chain starts again with a's name sent to b; b answers c, which
+    // is stopped: silence again.
+    assert!(
+        wait_until(PROMPT, || lines_of(&launcher, "b") > at_b),
+        "{:?}",
+        launcher.lines()
+    );
+    // Longer than that silence and the patience after it (2.7 + 3 s), from
+    // when the launcher saw b's count move (up to a second late), and a tick.
+    std::thread::sleep(Duration::from_millis(8500));
+    assert_eq!(launcher.stderr().matches(heal).count(), 1, "{}", launcher.stderr());
+    kill(c, Signal::SIGCONT).unwrap();
     assert!(
         wait_until(PROMPT, || launcher.lines().len() > lines + 3),
         "the chain goes on"
@@ -385,18 +402,21 @@ fn a_restart_in_a_ring_that_still_runs_adds_no_second_message() {
         "300",
         "--restart",
         "on-failure",
+        "--restart-delay",
+        "3",
         "--output",
         "all",
     ];
     let mut launcher = launch(&dir, &args);
     wait_ready(&launcher);
     // Once b's line shows, a has answered and holds nothing: b has the
-    // message, and a's successor is up long before it comes round.
+    // message, which then waits in a's queue until a's successor starts,
+    // 3 s after the kill: a silence of over 2 s, but shorter than the one
+    // that starts the chain again (3 + 2 × 0.3 + 2 s).
     let a = node_pid(&dir, "a", PROMPT).expect("a runs");
     assert!(wait_until(PROMPT, || lines_of(&launcher, "b") >= 1));
     kill(a, Signal::SIGKILL).unwrap();
     successor(&dir, "a", a, PROMPT).expect("a is back");
-    // Longer than the silence that would start the chain again (2.7 s).
     std::thread::sleep(Duration::from_millis(3500));
     launcher.signal(Signal::SIGTERM);
     assert_eq!(launcher.code(PROMPT), Some(0));
