@@ -428,3 +428,51 @@ fn a_restart_in_a_ring_that_still_runs_adds_no_second_message() {
     assert!(lines.len() >= 10, "{lines:?}");
     assert!(lines.windows(2).all(|w| w[0] != w[1]), "{lines:?}");
 }
+
+#[test]
+fn a_node_waiting_for_its_restart_at_the_end_is_summed_up_as_not_running() {
+    let dir = Dir::new("restart-waiting");
+    let args = [
+        "--nodes",
+        "a,b,c",
+        "--interval",
+        "20",
+        "--restart",
+        "on-failure",
+        "--restart-delay",
+        "30",
+        "--output",
+        "foreground",
+    ];
+    let mut launcher = launch(&dir, &args);
+    wait_ready(&launcher);
+    let a = node_pid(&dir, "a", PROMPT).expect("a runs");
+    kill(a, Signal::SIGKILL).unwrap();
+    assert!(wait_until(PROMPT, || launcher.stderr().contains("restarting it")));
+    launcher.signal(Signal::SIGTERM);
+    assert_eq!(launcher.code(PROMPT), Some(0));
+    let err = launcher.stderr();
+    assert!(err.contains("; 1 not running, 2 exited 0; 1 restarts, "), "{err}");
+}
+
+#[test]
+fn the_launcher_tells_its_manager_the_rings_counts_when_they_change() {
+    let dir = Dir::new("restart-manager");
+    let mut ready = piper_tests::Ready::new();
+    let mut cmd = launch_cmd(&dir, &["--nodes", "a,b", "--interval", "100", "--quiet"]);
+    cmd.env("NOTIFY_SOCKET", ready.address());
+    let mut launcher = Proc::spawn(&dir, "launch", cmd);
+    assert!(ready.wait(launcher.pid(), "READY=1", PROMPT));
+    ready.listen(Duration::from_millis(3500));
+    let statuses: Vec<String> = ready
+        .messages(launcher.pid())
+        .into_iter()
+        .filter(|m| m.starts_with("STATUS=ring of 2: 2 alive, received "))
+        .collect();
+    // Once a second at most, and only when the counts moved: about ten
+    // messages a second make a new text at each tick.
+    assert!((2..=5).contains(&statuses.len()), "{statuses:?}");
+    assert!(statuses.windows(2).all(|w| w[0] != w[1]), "{statuses:?}");
+    launcher.signal(Signal::SIGTERM);
+    assert_eq!(launcher.code(PROMPT), Some(0));
+}
