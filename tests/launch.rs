@@ -109,7 +109,10 @@ fn a_node_that_ignores_sigterm_is_killed_after_the_grace_period() {
         took >= Duration::from_millis(500) && took < Duration::from_secs(3),
         "took {took:?}"
     );
-    assert!(launcher.stderr().contains("node 'a' ignored SIGTERM; sending SIGKILL"));
+    let err = launcher.stderr();
+    assert!(err.contains("node 'a' ignored SIGTERM; sending SIGKILL"), "{err}");
+    // Each is named; there is no --grace 0 or second signal to speak of.
+    assert!(!err.contains("sending SIGKILL to"), "{err}");
     assert_all_gone(&dir, Duration::ZERO);
 }
 
@@ -128,6 +131,12 @@ fn a_second_sigint_skips_the_grace_period() {
     assert_eq!(dir.entries(), Vec::<String>::new());
     launcher.signal(Signal::SIGINT);
     assert_eq!(launcher.code(Duration::from_secs(3)), Some(130));
+    let err = launcher.stderr();
+    assert!(
+        err.contains("a second stop signal: sending SIGKILL to 2 nodes"),
+        "{err}"
+    );
+    assert!(!err.contains("ignored SIGTERM"), "{err}");
     assert_all_gone(&dir, Duration::ZERO);
 }
 
@@ -548,6 +557,7 @@ fn teardown_messages_say_what_happened() {
     assert_eq!(launcher.code(PROMPT), Some(0));
     let err = launcher.stderr();
     assert!(!err.contains("ignored SIGTERM"), "{err}");
+    assert!(err.contains("--grace 0: sending SIGKILL to 20 nodes"), "{err}");
     assert_all_gone(&dir, Duration::from_secs(2));
     // A busy ring torn down normally: stopping nodes do not warn about the
     // sends the teardown interrupts.
@@ -605,8 +615,21 @@ fn each_node_holds_its_four_descriptors_and_the_launcher_no_node_s_pipe_end() {
     let mut launcher = Proc::spawn(&dir, "launch", cmd);
     wait_ready(&launcher);
     let launcher_fds = descriptors(launcher.pid());
+    // Nodes share notify sockets, at most half a queue's worth each.
+    let qlen: usize =
+        std::fs::read_to_string("/proc/sys/net/unix/max_dgram_qlen").map_or(10, |s| s.trim().parse().unwrap());
+    let per = (qlen / 2).max(1);
     for k in [1, 2, 20, 39, 40] {
-        let fds = descriptors(node_pid(&dir, &format!("node{k}")));
+        let pid = node_pid(&dir, &format!("node{k}"));
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+        let notify = environ
+            .split(|&b| b == 0)
+            .find_map(|v| v.strip_prefix(b"NOTIFY_SOCKET="))
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .expect("NOTIFY_SOCKET");
+        let socket: usize = notify.rsplit('/').next().unwrap().parse().unwrap();
+        assert_eq!(socket, (k - 1) / per, "node{k}: {notify}");
+        let fds = descriptors(pid);
         // 0 to 3 from the launcher; then the node's own: its notifier's
         // socket and its signal pipe. Nothing else of the launcher's (its
         // lock files, the other nodes' sockets) came along.
