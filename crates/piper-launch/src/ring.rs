@@ -921,9 +921,9 @@ impl Notices {
         Ok(Notices { sockets, per, epoll })
     }
 
-    /// `$NOTIFY_SOCKET` for node `i`.
+    /// `$NOTIFY_SOCKET` for node `i` (of the `n` it was bound for).
     fn address(&self, i: usize) -> &str {
-        self.sockets[(i / self.per).min(self.sockets.len() - 1)].address()
+        self.sockets[i / self.per].address()
     }
 
     /// Every queued message, with its sender's pid.
