@@ -405,3 +405,23 @@ fn json_escapes_quotes_backslashes_and_non_utf8_bytes_in_paths() {
     node.signal(Signal::SIGTERM);
     assert_eq!(node.code(PROMPT), Some(0));
 }
+
+#[test]
+fn the_json_summary_names_the_signal_that_killed_a_node() {
+    let dir = Dir::new("out-json-signal");
+    let mut launcher = Proc::spawn(
+        &dir,
+        "launch",
+        launch_cmd(&dir, &["--nodes", "a,b", "--interval", "20", "--json"]),
+    );
+    assert!(wait_until(PROMPT, || launcher.stderr().contains("nodes ready in")));
+    let b = piper_tests::node_pid(&dir, "b", PROMPT).expect("b runs");
+    nix::sys::signal::kill(b, Signal::SIGKILL).unwrap();
+    assert_eq!(launcher.code(PROMPT), Some(137));
+    let err = launcher.stderr();
+    let summary = err.lines().last().unwrap();
+    assert_eq!(python_json(summary).len(), 1);
+    let want = format!("{{\"name\":\"b\",\"pid\":{b},\"exit\":null,\"signal\":\"SIGKILL\",\"restarts\":0,");
+    assert!(summary.contains(&want), "{summary}");
+    assert!(summary.contains("{\"name\":\"a\",\"pid\":"), "{summary}");
+}

@@ -967,7 +967,8 @@ fn member_json(member: &Member) -> String {
         State::Ended(WaitStatus::Signaled(pid, sig, _)) | State::GivenUp(WaitStatus::Signaled(pid, sig, _)) => {
             (Some(pid.as_raw()), None, Some(sig.as_str()))
         }
-        State::Starting { pid, .. } | State::Ready { pid, .. } => (Some(pid.as_raw()), None, None),
+        // Never started, or waiting for a restart. (After the teardown no
+        // node is running.)
         _ => (None, None, None),
     };
     let [received, sent, dropped] = member.all_counts();
