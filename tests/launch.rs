@@ -182,6 +182,24 @@ fn a_missing_node_binary_is_a_clear_error() {
         )),
         "{err}"
     );
+    // On PATH, the first piper-node that is an executable file: not a file
+    // without execute permission, nor a directory.
+    let (plain, folder, real) = (dir.aux("plain"), dir.aux("folder"), dir.aux("real"));
+    for d in [&plain, &folder, &real] {
+        std::fs::create_dir(d).unwrap();
+    }
+    std::fs::write(plain.join("piper-node"), "#!/bin/sh\nexit 3\n").unwrap();
+    std::fs::create_dir(folder.join("piper-node")).unwrap();
+    std::os::unix::fs::symlink(bin("piper-node"), real.join("piper-node")).unwrap();
+    let path = std::env::join_paths([&plain, &folder, &real]).unwrap();
+    let mut cmd = Command::new(alone.join("piper-launch"));
+    cmd.arg("--dir")
+        .arg(dir.path())
+        .args(["--nodes", "a,b", "--count", "3", "--output", "foreground"])
+        .env("PATH", path);
+    let mut launcher = Proc::spawn(&dir, "on-path", cmd);
+    assert_eq!(launcher.code(PROMPT), Some(0), "{}", launcher.stderr());
+    assert_eq!(launcher.lines(), vec!["b received: 'a'"; 3]);
     assert_all_gone(&dir, Duration::ZERO);
 }
 

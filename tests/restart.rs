@@ -474,5 +474,6 @@ fn the_launcher_tells_its_manager_the_rings_counts_when_they_change() {
     assert!((2..=5).contains(&statuses.len()), "{statuses:?}");
     assert!(statuses.windows(2).all(|w| w[0] != w[1]), "{statuses:?}");
     launcher.signal(Signal::SIGTERM);
+    assert!(ready.wait(launcher.pid(), "STOPPING=1", PROMPT));
     assert_eq!(launcher.code(PROMPT), Some(0));
 }
