@@ -647,6 +647,13 @@ fn each_node_holds_its_four_descriptors_and_the_launcher_no_node_s_pipe_end() {
             .expect("NOTIFY_SOCKET");
         let socket: usize = notify.rsplit('/').next().unwrap().parse().unwrap();
         assert_eq!(socket, (k - 1) / per, "node{k}: {notify}");
+        // The foreground alone ignores SIGTTOU: it may write to a terminal
+        // from outside the terminal's foreground group even under tostop.
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let ignored = status.lines().find_map(|l| l.strip_prefix("SigIgn:")).unwrap().trim();
+        let ignored = u64::from_str_radix(ignored, 16).unwrap();
+        let ttou = 1u64 << (Signal::SIGTTOU as i32 - 1);
+        assert_eq!(ignored & ttou != 0, k == 40, "node{k}: SigIgn {ignored:x}");
         let fds = descriptors(pid);
         // 0 to 3 from the launcher; then the node's own: its notifier's
         // socket and its signal pipe. Nothing else of the launcher's (its
