@@ -303,9 +303,9 @@ impl Spawner {
             path: &self.path,
         };
         use nix::sched::CloneFlags;
-        let group = exec.group;
         let flags = CloneFlags::CLONE_VM | CloneFlags::CLONE_VFORK | CloneFlags::CLONE_FILES;
-        // SAFETY: the launcher is single-threaded and waits (CLONE_VFORK)
+        // SAFETY: the launcher is single-threaded while it starts nodes (the
+        // teardown's one thread comes after the last start) and waits (CLONE_VFORK)
         // while the child runs on its own stack, so nothing the child reads
         // changes under it, and nothing it writes (the room for LISTEN_PID's
         // digits, errno) is read before the next start rewrites it. The child
@@ -327,12 +327,9 @@ impl Spawner {
         let emptied = self.fill_slots([None; 3]);
         let child = started.map_err(|e| format!("cannot start node '{name}': clone: {}", e.desc()))?;
         emptied?;
-        // Both sides set the group, so it is in place whichever ran first.
-        // EACCES means the child has exec'd (having set it itself); EPERM
-        // that the group is gone, so the child leads a new one.
-        if nix::unistd::setpgid(child, group) == Err(nix::errno::Errno::EPERM) {
-            let _ = nix::unistd::setpgid(child, child);
-        }
+        // The child set its group itself (CLONE_VFORK: it has exec'd, or
+        // exited, by the time this runs), joining `group` or, if that has
+        // emptied meanwhile, leading a new one.
         let pgid = nix::unistd::getpgid(Some(child)).unwrap_or(child);
         self.group = Some(pgid);
         Ok((child, pgid))
