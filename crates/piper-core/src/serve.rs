@@ -86,6 +86,9 @@ pub enum End {
 /// Runs `handler` on every datagram `node` receives, until the handler says
 /// [`Flow::Stop`] or `signals` reports a stop request.
 ///
+/// Its receive buffer ([`RecvBuf`], 208 KiB) outlives the call: the next
+/// `serve` reuses it, and the process keeps it until it exits.
+///
 /// An echo node in a few lines:
 ///
 /// ```
