@@ -8,7 +8,7 @@ use nix::unistd::Pid;
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 
-use piper_tests::{bin, launch_cmd, may_run, running, wait_until, Dir, Needs, Proc, PROMPT};
+use piper_tests::{bin, launch_cmd, may_run, running, state, wait_until, Dir, Needs, Proc, PROMPT};
 
 fn launch(dir: &Dir, args: &[&str]) -> Proc {
     Proc::spawn(dir, "launch", launch_cmd(dir, args))
@@ -376,15 +376,6 @@ fn readiness_survives_a_launcher_that_is_stopped_while_nodes_start() {
     assert_eq!(launcher.code(Duration::from_secs(60)), Some(0));
     assert!(launcher.stderr().contains("300 nodes ready in"));
     assert_all_gone(&dir, Duration::ZERO);
-}
-
-/// A process's state letter from /proc (R, S, T, ...).
-fn state(pid: Pid) -> char {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    stat.rsplit(')')
-        .next()
-        .and_then(|s| s.trim_start().chars().next())
-        .unwrap_or('?')
 }
 
 #[test]

@@ -156,12 +156,7 @@ fn final_counts_wait_for_no_one_while_the_launcher_is_stopped() {
         // the launcher, stopped, cannot reap them.
         let _ = nix::sys::signal::kill(pid, Signal::SIGTERM);
     }
-    let zombie = |pid: nix::unistd::Pid| {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        stat.rsplit(')')
-            .next()
-            .is_some_and(|rest| rest.trim_start().starts_with('Z'))
-    };
+    let zombie = |pid| piper_tests::state(pid) == 'Z';
     assert!(
         piper_tests::wait_until(PROMPT, || pids.iter().all(|&pid| zombie(pid))),
         "every node ends while nobody reads its reports"

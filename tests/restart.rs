@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use piper_tests::{launch_cmd, node_pid, running, wait_until, Dir, Proc, PROMPT};
+use piper_tests::{launch_cmd, node_pid, running, stat_fields, wait_until, Dir, Proc, PROMPT};
 
 fn launch(dir: &Dir, args: &[&str]) -> Proc {
     Proc::spawn(dir, "launch", launch_cmd(dir, args))
@@ -302,16 +302,14 @@ fn a_ring_launched_with_no_start_is_never_started_by_the_launcher_even_after_a_r
 
 /// What `pid` has run, user and system, in clock ticks.
 fn cpu_ticks(pid: Pid) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
-    // After the name: state is field 3, utime 14 and stime 15.
+    let fields = stat_fields(pid);
     fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
 }
 
-#[test]
-fn a_message_lost_with_its_node_is_sent_again_after_the_silence() {
-    let dir = Dir::new("restart-lost");
-    let args = [
+/// Launches the ring a, b, c, each node waiting 300 ms before it answers,
+/// restarted on failure, every line shown; `extra` options after those.
+fn slow_ring(dir: &Dir, extra: &[&str]) -> Proc {
+    let mut args = vec![
         "--nodes",
         "a,b,c",
         "--interval",
@@ -321,8 +319,16 @@ fn a_message_lost_with_its_node_is_sent_again_after_the_silence() {
         "--output",
         "all",
     ];
-    let mut launcher = launch(&dir, &args);
+    args.extend_from_slice(extra);
+    let launcher = launch(dir, &args);
     wait_ready(&launcher);
+    launcher
+}
+
+#[test]
+fn a_message_lost_with_its_node_is_sent_again_after_the_silence() {
+    let dir = Dir::new("restart-lost");
+    let mut launcher = slow_ring(&dir, &[]);
     // A node prints its line, and waits --interval before it answers: once
     // a's line shows, a holds the message for most of 300 ms.
     let a = node_pid(&dir, "a", PROMPT).expect("a runs");
@@ -386,29 +392,14 @@ fn the_foregrounds_end_ends_the_run_whatever_the_restart_policy() {
     assert_eq!(launcher.lines(), vec!["b received: 'a'"; 5]);
     let err = launcher.stderr();
     assert!(!err.contains("warn"), "{err}");
-    assert!(
-        err.contains("; 0 restarts, 0 re-injected") || !err.contains("restarts"),
-        "{err}"
-    );
+    // The ring summary names restarts only when there were some.
+    assert!(!err.contains("restarts"), "{err}");
 }
 
 #[test]
 fn a_restart_in_a_ring_that_still_runs_adds_no_second_message() {
     let dir = Dir::new("restart-live");
-    let args = [
-        "--nodes",
-        "a,b,c",
-        "--interval",
-        "300",
-        "--restart",
-        "on-failure",
-        "--restart-delay",
-        "3",
-        "--output",
-        "all",
-    ];
-    let mut launcher = launch(&dir, &args);
-    wait_ready(&launcher);
+    let mut launcher = slow_ring(&dir, &["--restart-delay", "3"]);
     // Once b's line shows, a has answered and holds nothing: b has the
     // message, which then waits in a's queue until a's successor starts,
     // 3 s after the kill: a silence of over 2 s, but shorter than the one

@@ -258,12 +258,23 @@ fn report(root: &Path) -> String {
     text
 }
 
+/// The fields of `/proc/PID/stat` after the command name: the state letter
+/// (field 3) first, utime and stime at 11 and 12. None if `pid` is gone.
+pub fn stat_fields(pid: Pid) -> Vec<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    after_name.split_whitespace().map(str::to_string).collect()
+}
+
+/// A process's state letter (R, S, T, Z, ...), or '?' if it is gone.
+pub fn state(pid: Pid) -> char {
+    stat_fields(pid).first().and_then(|s| s.chars().next()).unwrap_or('?')
+}
+
 /// Whether `pid` is a running process: not gone, and not a zombie waiting
 /// for whoever adopted it to reap it.
 pub fn running(pid: Pid) -> bool {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let state = stat.rsplit(')').next().and_then(|s| s.trim_start().chars().next());
-    state.is_some_and(|c| c != 'Z' && c != 'X')
+    !matches!(state(pid), 'Z' | 'X' | '?')
 }
 
 /// Polls `cond` every 2 ms for up to `bound`; returns whether it held.

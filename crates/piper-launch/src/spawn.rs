@@ -305,10 +305,11 @@ impl Spawner {
         use nix::sched::CloneFlags;
         let flags = CloneFlags::CLONE_VM | CloneFlags::CLONE_VFORK | CloneFlags::CLONE_FILES;
         // SAFETY: the launcher is single-threaded while it starts nodes (the
-        // teardown's one thread comes after the last start) and waits (CLONE_VFORK)
-        // while the child runs on its own stack, so nothing the child reads
-        // changes under it, and nothing it writes (the room for LISTEN_PID's
-        // digits, errno) is read before the next start rewrites it. The child
+        // teardown's one thread comes after the last start), and it waits
+        // (CLONE_VFORK) while the child runs on its own stack, so nothing
+        // the child reads changes under it, and nothing it writes (the room
+        // for LISTEN_PID's digits, errno) is read before the next start
+        // rewrites it. The child
         // calls only async-signal-safe functions (close_range, unshare,
         // setpgid, prctl, getppid, getpid, sched_setaffinity, sigaction,
         // sigprocmask, dup2, fcntl, execve, _exit) on data prepared before
