@@ -115,7 +115,13 @@ impl Host {
     }
 
     fn start_bridge_with(&mut self, dir: &Dir, url: &str, args: &[&str], label: &str) {
+        self.start_bridge_env(dir, url, args, &[], label);
+    }
+
+    /// A bridge with `args`, and `env` set besides the usual.
+    fn start_bridge_env(&mut self, dir: &Dir, url: &str, args: &[&str], env: &[(&str, &str)], label: &str) {
         let mut cmd = Command::new(bin("piper-bridge"));
+        cmd.envs(env.iter().copied());
         cmd.args(args)
             .args([
                 "--broker",
@@ -851,4 +857,72 @@ fn bridge_usage_errors_are_exit_2_and_an_unusable_directory_is_4_with_one_line()
         );
     }
     assert_eq!(dir.entries(), Vec::<String>::new());
+}
+
+#[test]
+fn the_largest_datagram_crosses_the_bridges_both_ways_byte_for_byte() {
+    use piper_core::{Name, Node, RecvBuf, SocketDir, MAX_DATAGRAM};
+    let dir = Dir::new("bridge-large");
+    let Some(broker) = Broker::start(&dir) else { return };
+    let (mut a, mut b) = (Host::new(&dir, "a"), Host::new(&dir, "b"));
+    a.start_bridge(&dir, &broker, "bridge-a");
+    b.start_bridge(&dir, &broker, "bridge-b");
+    let name = |s: &str| Name::new(s).unwrap();
+    let bind = |host: &Host, n: &str| {
+        let node = Node::bind(&SocketDir::open_existing(&host.sockets).unwrap(), name(n)).unwrap();
+        node.set_recv_timeout(PROMPT).unwrap();
+        node
+    };
+    let (near, far) = (bind(&a, "near"), bind(&b, "far"));
+    a.await_has("far");
+    b.await_has("near");
+    // The largest a socket with the default buffers sends (and so the
+    // largest a stand-in delivers): 32 bytes short of MAX_DATAGRAM here.
+    let size = MAX_DATAGRAM - 32;
+    let big: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+    let mut buf = RecvBuf::new();
+    for (from, to) in [(&near, &far), (&far, &near)] {
+        from.send(&from.peer(to.name()).unwrap(), &big).unwrap();
+        let got = to.recv(&mut buf).unwrap().expect("the datagram, within PROMPT");
+        assert_eq!(got.from().as_ref(), Some(from.name()));
+        assert_eq!(got.payload.len(), size);
+        assert!(got.payload == &big[..], "the bytes differ");
+    }
+    drop((near, far));
+    let (ca, cb) = (a.stop_bridge(), b.stop_bridge());
+    for c in [ca, cb] {
+        assert_eq!(
+            (c.from_nodes, c.published, c.from_broker, c.delivered),
+            (1, 1, 1, 1),
+            "{c:?}"
+        );
+    }
+}
+
+#[test]
+fn the_bridge_tells_its_manager_ready_its_counts_once_a_second_and_the_watchdog() {
+    let dir = Dir::new("bridge-manager");
+    let Some(broker) = Broker::start(&dir) else { return };
+    let mut a = Host::new(&dir, "a");
+    // A 400 ms watchdog: WATCHDOG=1 every 200 ms or so, on the 100 ms tick.
+    a.start_bridge_env(&dir, &broker.url(), &[], &[("WATCHDOG_USEC", "400000")], "bridge-a");
+    let pid = a.bridge().pid();
+    assert!(a.manager.wait(pid, "READY=1", PROMPT), "no READY=1");
+    let idle = "STATUS=connected; from nodes 0, published 0, dropped 0, refused 0; \
+                from the broker 0, delivered 0, dropped 0; 0 local, 0 remote, 0 reconnects";
+    assert!(a.manager.wait(pid, idle, PROMPT), "{:?}", a.manager.messages(pid));
+    a.mark();
+    let watchdog = a.manager.times(pid, "WATCHDOG=1", Duration::from_secs(3));
+    let said = a.manager.messages(pid)[a.seen..].to_vec();
+    let gaps: Vec<u128> = watchdog.windows(2).map(|w| (w[1] - w[0]).as_millis()).collect();
+    // Here 200 to 300 ms apart; 600 ms leaves room for a loaded machine.
+    assert!((6..=16).contains(&watchdog.len()), "{gaps:?}");
+    assert!(gaps.iter().all(|&g| g < 600), "{gaps:?}");
+    // Nothing changes: the counts once a second, READY=1 never again.
+    let statuses = said.iter().filter(|m| m.starts_with("STATUS=")).count();
+    assert!((2..=4).contains(&statuses), "{said:?}");
+    assert!(said.iter().all(|m| m == idle || m == "WATCHDOG=1"), "{said:?}");
+    a.bridge().signal(Signal::SIGTERM);
+    assert_eq!(a.bridge().code(PROMPT), Some(0));
+    assert_eq!(a.manager.messages(pid).last().map(String::as_str), Some("STOPPING=1"));
 }

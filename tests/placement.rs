@@ -1,9 +1,42 @@
 //! Where a ring's nodes run: `--cpus` on the launcher, `--cpu` on a node.
 
 use std::process::Command;
+use std::sync::{Mutex, MutexGuard};
 
 use nix::sys::signal::Signal;
-use piper_tests::{bin, launch_cmd, node_cmd, node_pid, wait_until, Dir, Proc, Ready, PROMPT};
+use nix::unistd::Pid;
+use piper_tests::{bin, launch_cmd, node_cmd, node_pid, stat_fields, wait_until, Dir, Proc, Ready, PROMPT};
+
+/// One test of this file at a time: each reads or makes the CPUs' load,
+/// which another's ring or hog would disturb.
+fn serial() -> MutexGuard<'static, ()> {
+    static CPUS: Mutex<()> = Mutex::new(());
+    CPUS.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The CPUs this process may run on.
+fn allowed() -> Vec<usize> {
+    let set = nix::sched::sched_getaffinity(Pid::from_raw(0)).unwrap();
+    (0..nix::sched::CpuSet::count())
+        .filter(|&c| set.is_set(c).unwrap())
+        .collect()
+}
+
+/// The CPU time `pid` has used, in clock ticks.
+fn cpu_ticks(pid: Pid) -> u64 {
+    let fields = stat_fields(pid);
+    let field = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    field(11) + field(12)
+}
+
+/// A busy loop on `cpu`, running (it has used CPU time) when this returns.
+fn hog(dir: &Dir, cpu: &str) -> Proc {
+    let mut cmd = Command::new("taskset");
+    cmd.args(["-c", cpu, "sh", "-c", "while :; do :; done"]);
+    let hog = Proc::spawn(dir, "hog", cmd);
+    assert!(wait_until(PROMPT, || cpu_ticks(hog.pid()) >= 5), "the hog never ran");
+    hog
+}
 
 /// The CPUs `pid` may run on, as `/proc/PID/status` lists them.
 fn cpus_of(pid: nix::unistd::Pid) -> String {
@@ -29,6 +62,7 @@ fn nodes_cpus(dir: &Dir, names: &[&str]) -> Vec<String> {
 
 #[test]
 fn each_policy_places_the_nodes_before_they_run() {
+    let _cpus = serial();
     let everywhere = {
         let mut ready = Ready::new();
         let dir = Dir::new("place-free");
@@ -81,6 +115,7 @@ fn each_policy_places_the_nodes_before_they_run() {
 
 #[test]
 fn auto_moves_a_packed_ring_off_a_cpu_that_turns_busy() {
+    let _cpus = serial();
     if !two_cpus() || !piper_tests::may_run(piper_tests::Needs::Tool("taskset")) {
         return;
     }
@@ -88,10 +123,7 @@ fn auto_moves_a_packed_ring_off_a_cpu_that_turns_busy() {
     let mut launcher = Proc::spawn(&dir, "launch", launch_cmd(&dir, &["--nodes", "4", "--quiet"]));
     assert!(wait_until(PROMPT, || launcher.stderr().contains("nodes ready in")));
     let packed = cpus_of(node_pid(&dir, "node1", PROMPT).unwrap());
-    // A busy loop on the ring's CPU.
-    let mut hog = Command::new("taskset");
-    hog.args(["-c", &packed, "sh", "-c", "while :; do :; done"]);
-    let _hog = Proc::spawn(&dir, "hog", hog);
+    let _hog = hog(&dir, &packed);
     // It moves to a CPU that is mostly idle, or, when none is (the other
     // tests of this file may be running rings there), unpacks: either
     // way, off the busy CPU.
@@ -114,7 +146,108 @@ fn auto_moves_a_packed_ring_off_a_cpu_that_turns_busy() {
 }
 
 #[test]
+fn auto_packs_the_ring_onto_the_least_busy_cpu() {
+    let _cpus = serial();
+    if !two_cpus() || !piper_tests::may_run(piper_tests::Needs::Tool("taskset")) {
+        return;
+    }
+    let cpus = allowed();
+    // The first CPU busy, then the last: the ring goes where the hog is not.
+    for busy in [cpus[0], cpus[cpus.len() - 1]] {
+        let dir = Dir::new("place-least");
+        let _hog = hog(&dir, &busy.to_string());
+        let mut launcher = Proc::spawn(
+            &dir,
+            "launch",
+            launch_cmd(&dir, &["--nodes", "a,b", "--interval", "50", "--quiet"]),
+        );
+        assert!(wait_until(PROMPT, || launcher.stderr().contains("nodes ready in")));
+        let got = nodes_cpus(&dir, &["a", "b"]);
+        let packed: usize = got[0].parse().unwrap_or_else(|_| panic!("not packed: {got:?}"));
+        assert!(packed != busy && got[1] == got[0], "hog on CPU {busy}, ring on {got:?}");
+        launcher.signal(Signal::SIGTERM);
+        assert_eq!(launcher.code(PROMPT), Some(0));
+    }
+}
+
+#[test]
+fn auto_leaves_a_busy_ring_packed_while_nothing_else_wants_its_cpu() {
+    let _cpus = serial();
+    let dir = Dir::new("place-stay");
+    // No --interval: the ring keeps its CPU busy by itself.
+    let mut launcher = Proc::spawn(&dir, "launch", launch_cmd(&dir, &["--nodes", "2", "--quiet"]));
+    assert!(wait_until(PROMPT, || launcher.stderr().contains("nodes ready in")));
+    let packed = nodes_cpus(&dir, &["node1", "node2"]);
+    assert!(
+        packed[0].parse::<usize>().is_ok() && packed[1] == packed[0],
+        "{packed:?}"
+    );
+    // A second of the ring's CPU time: ten looks at least, each finding
+    // the CPU busy with the ring alone.
+    let pids = ["node1", "node2"].map(|n| node_pid(&dir, n, PROMPT).unwrap());
+    let ran = || pids.map(cpu_ticks).iter().sum::<u64>();
+    let second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).unwrap().unwrap() as u64;
+    let start = ran();
+    assert!(wait_until(PROMPT, || ran() >= start + second), "the ring did not run");
+    let err = launcher.stderr();
+    assert!(!err.contains("others took"), "{err}");
+    assert_eq!(nodes_cpus(&dir, &["node1", "node2"]), packed);
+    launcher.signal(Signal::SIGTERM);
+    assert_eq!(launcher.code(PROMPT), Some(0));
+}
+
+#[test]
+fn auto_places_a_first_start_once_it_is_ready_and_a_restart_before_it_runs() {
+    let _cpus = serial();
+    if !two_cpus() {
+        return;
+    }
+    let dir = Dir::new("place-when");
+    let fake = concat!(env!("CARGO_MANIFEST_DIR"), "/fake/node.py");
+    let starts = dir.aux("cpus");
+    std::fs::create_dir_all(starts.parent().unwrap()).unwrap();
+    let mut cmd = launch_cmd(
+        &dir,
+        &["--nodes", "a,b", "--restart", "on-failure", "--foreground", "b"],
+    );
+    // a dies after a second, then is restarted (and dies again soon).
+    cmd.args(["--node-bin", fake])
+        .env("FAKE_MODE", "die-soon")
+        .env("FAKE_ONLY", "a")
+        .env("FAKE_LOG", dir.aux("log"))
+        .env("FAKE_CPUS", &starts);
+    let mut launcher = Proc::spawn(&dir, "launch", cmd);
+    assert!(wait_until(PROMPT, || launcher.stderr().contains("nodes ready in")));
+    let packed = cpus_of(node_pid(&dir, "b", PROMPT).expect("b runs"));
+    assert!(packed.parse::<usize>().is_ok(), "b is not packed: {packed}");
+    let lines = || -> Vec<String> {
+        let text = std::fs::read_to_string(&starts).unwrap_or_default();
+        text.lines().map(str::to_string).collect()
+    };
+    assert!(
+        wait_until(PROMPT, || lines().len() >= 4),
+        "{:?}\n{}",
+        lines(),
+        launcher.stderr()
+    );
+    let got = lines();
+    // Launched: free to run anywhere until ready (a thousand starting on one
+    // CPU start slower), then packed.
+    let everywhere = allowed().iter().map(usize::to_string).collect::<Vec<_>>().join(",");
+    let mut first = got[..2].to_vec();
+    first.sort();
+    assert_eq!(first, [format!("a {everywhere}"), format!("b {everywhere}")]);
+    // Restarted: placed with the ring before it runs.
+    for restart in &got[2..] {
+        assert_eq!(*restart, format!("a {packed}"));
+    }
+    launcher.signal(Signal::SIGTERM);
+    assert_eq!(launcher.code(PROMPT), Some(0));
+}
+
+#[test]
 fn a_node_started_by_hand_runs_where_cpu_says() {
+    let _cpus = serial();
     let dir = Dir::new("place-node");
     let mut ready = Ready::new();
     let mut node = piper_tests::start_node(&dir, &mut ready, "n", "n", &["--cpu", "0"]);

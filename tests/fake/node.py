@@ -11,6 +11,8 @@ misbehaves as FAKE_MODE says:
   half-lines   says READY=1, writes a line in two pieces 0.2 s apart, then
                a last line without its newline, and exits 0
 FAKE_ONLY=NAME limits the misbehaviour to node NAME.
+FAKE_CPUS=PATH: each start appends "NAME CPUS" to PATH, the CPUs it may run
+on as it starts (before READY=1), comma-separated.
 """
 import os
 import signal
@@ -29,6 +31,9 @@ assert os.environ.get("LISTEN_FDS") == "1" and os.environ.get("LISTEN_PID") == s
 assert os.environ.get("LISTEN_FDNAMES") == name
 node = socket.socket(fileno=3)
 assert node.getsockname() in (os.path.join(sock_dir, "piper-" + name), "\0" + os.path.join(sock_dir, "piper-" + name))
+if "FAKE_CPUS" in os.environ:
+    with open(os.environ["FAKE_CPUS"], "a") as f:
+        f.write(name + " " + ",".join(map(str, sorted(os.sched_getaffinity(0)))) + "\n")
 if mode != "never-ready":
     notify = os.environ["NOTIFY_SOCKET"]
     if notify.startswith("@"):

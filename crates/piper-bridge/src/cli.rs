@@ -258,6 +258,21 @@ mod tests {
         assert!(parse_login(":nouser").is_none());
         assert!(parse_login("no colon").is_none());
         assert!(parse_login("").is_none());
-        assert!(!format!("{login:?}").contains("s3"), "the password is never printed");
+        // The password is never printed.
+        assert_eq!(format!("{login:?}"), r#"Login { username: "piper", .. }"#);
+    }
+
+    #[test]
+    fn the_long_help_ends_with_examples_environment_and_exit_codes() {
+        let help = after_long_help();
+        for part in [
+            "Examples:\n  piper-bridge --broker mqtt://broker.lan --ring lab\n",
+            "Environment:\n  PIPER_BROKER\n",
+            "  CREDENTIALS_DIRECTORY\n",
+            "Exit status:\n  0                SIGTERM or SIGHUP",
+            "\n  4                socket directory unusable or unsafe",
+        ] {
+            assert!(help.contains(part), "lacks {part:?}:\n{help}");
+        }
     }
 }

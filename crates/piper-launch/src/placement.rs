@@ -128,16 +128,13 @@ impl Placer {
     /// packing must never be a trap. `alive` are the ring's live nodes.
     pub fn look(&mut self, alive: &[Pid]) {
         let Some(cpu) = self.packed else { return };
-        let sampled = alive.len().min(SAMPLE);
         let ran = ran_by(alive);
         let ran0 = std::mem::replace(&mut self.ran, ran);
         let now = (Instant::now(), cpu_times());
         let (then, last) = std::mem::replace(&mut self.looked, now.clone());
-        if ran0 == 0 || sampled == 0 {
+        let Some(ring_share) = ring_share(ran0, ran, alive.len(), now.0 - then) else {
             return; // just moved (or nothing had run): nothing to compare with yet
-        }
-        let ring = ran.saturating_sub(ran0) as f64 / 1e9 * alive.len() as f64 / sampled as f64;
-        let ring_share = ring / (now.0 - then).as_secs_f64().max(1e-3);
+        };
         let shares: Vec<(usize, f64)> = allowed()
             .into_iter()
             .filter_map(|c| Some((c, busy_share(&last, &now.1, c)?)))
@@ -213,6 +210,20 @@ fn verdict(cpu: usize, ring_share: f64, shares: &[(usize, f64)]) -> Verdict {
         Some(&(to, _)) => Verdict::Move { others, to },
         None => Verdict::Unpack { others },
     }
+}
+
+/// The share of a CPU's time that a ring of `alive` nodes took over
+/// `elapsed`, from what the first [`SAMPLE`] of them had run (ns) at the
+/// last look (`ran0`) and now (`ran`), scaled to the ring. `None` when there
+/// is nothing to compare with: nothing had run then (the ring had just
+/// moved, when the count starts again), or there is no node.
+fn ring_share(ran0: u64, ran: u64, alive: usize, elapsed: Duration) -> Option<f64> {
+    let sampled = alive.min(SAMPLE);
+    if ran0 == 0 || sampled == 0 {
+        return None;
+    }
+    let ring = ran.saturating_sub(ran0) as f64 / 1e9 * alive as f64 / sampled as f64;
+    Some(ring / elapsed.as_secs_f64().max(1e-3))
 }
 
 /// What the first [`SAMPLE`] of `alive` have run, in ns.
@@ -346,6 +357,23 @@ mod tests {
         // No time passed: nothing was busy, and the tie goes to CPU 1.
         assert_eq!(least_busy_of(&[0, 1], &before, &before), Some((1, 0.0)));
         assert_eq!(least_busy_of(&[], &before, &after), None);
+    }
+
+    #[test]
+    fn the_rings_share_is_what_its_sample_ran_scaled_to_the_ring() {
+        let ms = Duration::from_millis;
+        let near = |got: Option<f64>, want: f64| got.is_some_and(|g| (g - want).abs() < 1e-9);
+        // 4 nodes, all sampled, ran 50 ms in 200 ms: a quarter of a CPU.
+        assert!(near(ring_share(1_000_000_000, 1_050_000_000, 4, ms(200)), 0.25));
+        // 128 nodes, 64 sampled: the sample's 50 ms stand for 100 ms.
+        assert!(near(ring_share(1_000_000_000, 1_050_000_000, 128, ms(200)), 0.5));
+        // A count that went back (a sampled node was replaced) is nothing run.
+        assert_eq!(ring_share(2_000_000, 1_000_000, 4, ms(100)), Some(0.0));
+        // No time between the looks is taken as a millisecond.
+        assert!(near(ring_share(1_000_000, 1_500_000, 1, Duration::ZERO), 0.5));
+        // Nothing to compare with: just moved, or no node.
+        assert_eq!(ring_share(0, 1_050_000_000, 4, ms(200)), None);
+        assert_eq!(ring_share(1_000_000, 2_000_000, 0, ms(200)), None);
     }
 
     #[test]
