@@ -4,6 +4,7 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -94,6 +95,8 @@ struct Host {
     manager: Ready,
     /// Messages on it before the last [`Host::mark`].
     seen: usize,
+    /// The uid the bridge runs as, if not ours.
+    uid: Option<u32>,
 }
 
 impl Host {
@@ -107,6 +110,7 @@ impl Host {
             id,
             manager: Ready::new(),
             seen: 0,
+            uid: None,
         }
     }
 
@@ -122,6 +126,9 @@ impl Host {
     fn start_bridge_env(&mut self, dir: &Dir, url: &str, args: &[&str], env: &[(&str, &str)], label: &str) {
         let mut cmd = Command::new(bin("piper-bridge"));
         cmd.envs(env.iter().copied());
+        if let Some(uid) = self.uid {
+            cmd.uid(uid).gid(uid);
+        }
         cmd.args(args)
             .args([
                 "--broker",
@@ -925,4 +932,87 @@ fn the_bridge_tells_its_manager_ready_its_counts_once_a_second_and_the_watchdog(
     a.bridge().signal(Signal::SIGTERM);
     assert_eq!(a.bridge().code(PROMPT), Some(0));
     assert_eq!(a.manager.messages(pid).last().map(String::as_str), Some("STOPPING=1"));
+}
+
+#[test]
+fn a_login_file_that_others_may_read_is_warned_about() {
+    let dir = Dir::new("bridge-login-mode");
+    for (id, mode, warned) in [("open", 0o644, true), ("private", 0o600, false)] {
+        let login = dir.aux(&format!("login-{id}"));
+        std::fs::create_dir_all(login.parent().unwrap()).unwrap();
+        std::fs::write(&login, "piper:secret\n").unwrap();
+        std::fs::set_permissions(&login, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
+        let mut host = Host::new(&dir, id);
+        // Nothing listens on port 1: the bridge retries until stopped.
+        let args = ["--credentials", login.to_str().unwrap()];
+        host.start_bridge_with(&dir, "mqtt://127.0.0.1:1", &args, id);
+        assert!(wait_until(PROMPT, || host
+            .bridge()
+            .stderr()
+            .contains("cannot reach the broker")));
+        let err = host.bridge().stderr();
+        let warning = format!(
+            "{} is readable by others: a password file should be mode 0600",
+            login.display()
+        );
+        assert_eq!(err.contains(&warning), warned, "mode {mode:o}: {err}");
+        assert_eq!(host.stop_bridge(), Counts::default());
+    }
+}
+
+#[test]
+fn a_bridge_forwards_its_own_uids_roots_and_allowed_uids_datagrams_only() {
+    if !may_run(Needs::Root("to run a bridge and senders as other uids")) {
+        return;
+    }
+    const NOBODY: u32 = 65534;
+    let dir = Dir::new("bridge-uids");
+    let Some(broker) = Broker::start(&dir) else { return };
+    let (mut a, mut b) = (Host::new(&dir, "a"), Host::new(&dir, "b"));
+    // Abstract sockets: no file permissions stand between the uids, only
+    // the bridge's own check. Bridge a runs as nobody.
+    a.uid = Some(NOBODY);
+    let url = broker.url();
+    let args = |export| ["--abstract", "--export", export, "--allow-uid", "4242"];
+    a.start_bridge_with(&dir, &url, &args("near"), "bridge-a");
+    b.start_bridge_with(&dir, &url, &args("far"), "bridge-b");
+    let mut far = b.node(&dir, "far", "far", &["--abstract"]);
+    // a's stand-in for far is there once bridge a has heard of far.
+    let stand_in = format!("\0{}/piper-far", a.sockets.display());
+    assert!(
+        wait_until(PROMPT, || std::fs::read_to_string("/proc/net/unix")
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.ends_with(&stand_in.replacen('\0', "@", 1)))),
+        "no stand-in for far"
+    );
+    // One datagram each: from a's own uid (nobody), root, the allowed
+    // 4242, and 4243, which is not allowed.
+    for (name, uid) in [("mine", NOBODY), ("root", 0), ("allowed", 4242), ("stranger", 4243)] {
+        let mut cmd = node_cmd_at(&a.sockets, name, &["--abstract", "--kick", "far"]);
+        cmd.uid(uid).gid(uid);
+        let mut kick = Proc::spawn(&dir, name, cmd);
+        assert_eq!(kick.code(PROMPT), Some(0), "{name}");
+    }
+    assert!(wait_until(PROMPT, || far.lines().len() == 3), "{:?}", far.lines());
+    far.signal(Signal::SIGTERM);
+    assert_eq!(far.code(PROMPT), Some(0));
+    let mut got = far.lines();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            "far received: 'allowed'",
+            "far received: 'mine'",
+            "far received: 'root'"
+        ]
+    );
+    let err = a.bridge().stderr();
+    assert!(
+        err.contains("refused a datagram for 'far' from uid 4243 (pid ") && !err.contains("from uid 4242"),
+        "{err}"
+    );
+    let ca = a.stop_bridge();
+    ca.assert_balanced("a");
+    assert_eq!((ca.from_nodes, ca.published, ca.refused), (4, 3, 1));
 }
