@@ -1016,3 +1016,44 @@ fn a_bridge_forwards_its_own_uids_roots_and_allowed_uids_datagrams_only() {
     ca.assert_balanced("a");
     assert_eq!((ca.from_nodes, ca.published, ca.refused), (4, 3, 1));
 }
+
+#[test]
+fn what_nodes_sent_just_before_the_stop_is_published_and_counted() {
+    use piper_core::{Name, Node, RecvBuf, SocketDir};
+    let dir = Dir::new("bridge-last-words");
+    let Some(broker) = Broker::start(&dir) else { return };
+    let (mut a, mut b) = (Host::new(&dir, "a"), Host::new(&dir, "b"));
+    a.start_bridge(&dir, &broker, "bridge-a");
+    b.start_bridge(&dir, &broker, "bridge-b");
+    let bind = |host: &Host, n: &str| {
+        let node = Node::bind(&SocketDir::open_existing(&host.sockets).unwrap(), Name::new(n).unwrap()).unwrap();
+        node.set_recv_timeout(PROMPT).unwrap();
+        node
+    };
+    let (near, far) = (bind(&a, "near"), bind(&b, "far"));
+    a.await_has("far");
+    b.await_has("near");
+    // Five datagrams wait in the stand-in while bridge a is stopped, and
+    // the stop request is there when it resumes.
+    a.bridge().signal(Signal::SIGSTOP);
+    let to_far = near.peer(far.name()).unwrap();
+    for k in 0..5 {
+        near.send(&to_far, format!("last {k}").as_bytes()).unwrap();
+    }
+    a.bridge().signal(Signal::SIGTERM);
+    a.bridge().signal(Signal::SIGCONT);
+    let mut buf = RecvBuf::new();
+    let mut got = Vec::new();
+    for _ in 0..5 {
+        let d = far.recv(&mut buf).unwrap().expect("a datagram within PROMPT");
+        got.push(String::from_utf8_lossy(d.payload).into_owned());
+    }
+    got.sort();
+    assert_eq!(got, (0..5).map(|k| format!("last {k}")).collect::<Vec<_>>());
+    assert_eq!(a.bridge().code(PROMPT), Some(0));
+    let ca = counts(&a.bridge().stderr());
+    ca.assert_balanced("a");
+    assert_eq!((ca.from_nodes, ca.published), (5, 5), "{ca:?}");
+    drop((near, far));
+    assert_eq!(b.stop_bridge().delivered, 5);
+}
