@@ -378,6 +378,11 @@ fn ping_and_pong_on_two_hosts_exchange_10000_messages_through_the_broker() {
         ping_summary.dropped
     );
     assert_eq!((ca.reconnects, cb.reconnects), (0, 0));
+    // Nothing to warn about: no invalid names, no clash with its own names.
+    for bridge in [a.bridge(), b.bridge()] {
+        let err = bridge.stderr();
+        assert!(!err.contains("invalid") && !err.contains("offered by"), "{err}");
+    }
     assert_eq!(a.entries(), Vec::<String>::new(), "stand-ins removed");
     assert_eq!(b.entries(), Vec::<String>::new(), "stand-ins removed");
 }
@@ -575,6 +580,7 @@ fn bad_names_and_payloads_from_the_broker_are_dropped_and_touch_nothing_outside(
     publish(port, "piper/t/msg/pong", b"no sender line", false);
     publish(port, "piper/t/msg/nothere", b"ping\nhello", false);
     publish(port, "piper/t/hosts/evil", b"../x\nok1\n/etc/passwd", true);
+    publish(port, "piper/t/hosts/..", b"ok2", false);
     publish(port, "piper/t/msg/pong", b"\nunnamed", false);
     assert!(wait_until(PROMPT, || lines_of(&pong, "pong received: 'unnamed'") == 1));
     a.await_has("ok1");
@@ -594,6 +600,7 @@ fn bad_names_and_payloads_from_the_broker_are_dropped_and_touch_nothing_outside(
         "dropped a malformed message for 'pong': the sender's name is not a valid name",
         "dropped a malformed message for 'pong': no sender line",
         "bridge 'evil' announced 2 invalid names: ignored",
+        "ignored the presence of bridge '..': not a valid id",
     ] {
         assert!(err.contains(said), "stderr lacks {said:?}");
     }
@@ -956,6 +963,13 @@ fn a_login_file_that_others_may_read_is_warned_about() {
             login.display()
         );
         assert_eq!(err.contains(&warning), warned, "mode {mode:o}: {err}");
+        // It tries again after 0.1 s, and waits twice as long each time.
+        let waits = |err: String| -> Vec<String> {
+            let waits = err.lines().filter_map(|l| l.split("trying again in ").nth(1));
+            waits.map(str::to_string).collect()
+        };
+        assert!(wait_until(PROMPT, || waits(host.bridge().stderr()).len() >= 4));
+        assert_eq!(waits(host.bridge().stderr())[..4], ["0.1s", "0.2s", "0.4s", "0.8s"]);
         assert_eq!(host.stop_bridge(), Counts::default());
     }
 }
