@@ -1071,3 +1071,24 @@ fn what_nodes_sent_just_before_the_stop_is_published_and_counted() {
     drop((near, far));
     assert_eq!(b.stop_bridge().delivered, 5);
 }
+
+#[test]
+fn a_message_for_a_node_that_left_a_moment_ago_is_counted_as_dropped_here() {
+    let dir = Dir::new("bridge-linger");
+    let Some(broker) = Broker::start(&dir) else { return };
+    let mut a = Host::new(&dir, "a");
+    a.start_bridge(&dir, &broker, "bridge-a");
+    let mut pong = a.node(&dir, "pong", "pong", &["--quiet"]);
+    assert!(wait_until(PROMPT, || a.bridge().stderr().contains("offering pong")));
+    pong.signal(Signal::SIGTERM);
+    assert_eq!(pong.code(PROMPT), Some(0));
+    assert!(wait_until(PROMPT, || a.bridge().stderr().contains("offering no nodes")));
+    // Half a second later the bridge still listens on pong's topic (for 5 s),
+    // so a message already on its way is counted, not lost in the broker.
+    std::thread::sleep(Duration::from_millis(500));
+    publish(broker.port, "piper/t/msg/pong", b"x\nhello", false);
+    let dropped = "dropped a message for 'pong': not a node this bridge offers";
+    assert!(wait_until(PROMPT, || a.bridge().stderr().contains(dropped)));
+    let ca = a.stop_bridge();
+    assert_eq!((ca.from_broker, ca.delivered, ca.dropped_in), (1, 0, 1));
+}
