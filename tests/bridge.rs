@@ -1092,3 +1092,57 @@ fn a_message_for_a_node_that_left_a_moment_ago_is_counted_as_dropped_here() {
     let ca = a.stop_bridge();
     assert_eq!((ca.from_broker, ca.delivered, ca.dropped_in), (1, 0, 1));
 }
+
+#[test]
+fn a_broker_that_stops_reading_costs_counted_drops_and_one_reconnect() {
+    use piper_core::{Name, Node, SocketDir};
+    let dir = Dir::new("bridge-stuck-broker");
+    let Some(mut broker) = Broker::start(&dir) else { return };
+    let mut a = Host::new(&dir, "a");
+    a.start_bridge(&dir, &broker, "bridge-a");
+    // A bridge that is only a retained presence: a stands in for its "far".
+    publish(broker.port, "piper/t/hosts/ghost", b"far", true);
+    a.await_has("far");
+    let near = Node::bind(
+        &SocketDir::open_existing(&a.sockets).unwrap(),
+        Name::new("near").unwrap(),
+    )
+    .unwrap();
+    let to_far = near.peer(&Name::new("far").unwrap()).unwrap();
+    // The broker stops reading. 60 MB for far fill the TCP buffers, then the
+    // client's queue: the bridge's writes block until it gives the
+    // connection up, and what was still queued is lost with it.
+    broker.proc.signal(Signal::SIGSTOP);
+    let payload = vec![b'x'; 150_000];
+    for _ in 0..400 {
+        near.send(&to_far, &payload).unwrap();
+    }
+    assert!(
+        wait_until(LONG, || a.bridge().stderr().contains("lost the broker")),
+        "{}",
+        a.bridge().stderr()
+    );
+    broker.proc.signal(Signal::SIGCONT);
+    assert!(wait_until(LONG, || a
+        .bridge()
+        .stderr()
+        .contains("reconnected to the broker after")));
+    // What was queued when the connection went is said with the reconnection.
+    let err = a.bridge().stderr();
+    let line = err.lines().find(|l| l.contains("reconnected")).unwrap();
+    let lost: u64 = line
+        .split("s; ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        line.ends_with(" datagrams for remote nodes were dropped meanwhile") && lost > 0,
+        "{line}"
+    );
+    let ca = a.stop_bridge();
+    ca.assert_balanced("a");
+    assert_eq!((ca.from_nodes, ca.refused, ca.reconnects), (400, 0, 1), "{ca:?}");
+    assert!(ca.dropped_out >= lost, "{ca:?}");
+}

@@ -130,6 +130,17 @@ async fn serve(
     let mqtt = async {
         loop {
             let event = eventloop.poll().await;
+            if event.is_err() {
+                // What the failed poll had read is real, and is handled. What
+                // it was sending went down with the connection and is counted
+                // as dropped with the rest of the queue; its event, left in
+                // the client, would come after the reconnection as if sent.
+                for stale in std::mem::take(&mut eventloop.state.events) {
+                    if matches!(stale, Event::Incoming(_)) {
+                        bridge.borrow_mut().on_mqtt(Ok(stale));
+                    }
+                }
+            }
             // Not in the match: the borrow must end before any await.
             let next = bridge.borrow_mut().on_mqtt(event);
             match next {
