@@ -365,20 +365,17 @@ impl Bridge {
     fn on_publish(&mut self, topic: &str, payload: &[u8]) {
         match self.cfg.topics.parse(topic) {
             Topic::Msg(Ok(dest)) => self.deliver(&dest, payload),
-            Topic::Msg(Err(raw)) => {
-                self.counts.from_broker += 1;
-                self.counts.dropped_in += 1;
-                let raw = piper_core::escape(raw.as_bytes());
-                self.warnings
-                    .warn(format_args!("dropped a message for '{raw}': not a valid node name"));
-            }
             Topic::Hosts(Ok(id)) => self.presence(id, payload),
             Topic::Hosts(Err(raw)) => {
                 let raw = piper_core::escape(raw.as_bytes());
                 self.warnings
                     .warn(format_args!("ignored the presence of bridge '{raw}': not a valid id"));
             }
-            Topic::Other => log::debug!("ignored a message on {topic}"),
+            // Only the topics of the nodes offered here are subscribed to,
+            // and their names are valid: anything else is not for us.
+            Topic::Msg(Err(_)) | Topic::Other => {
+                log::debug!("ignored a message on {}", piper_core::escape(topic.as_bytes()));
+            }
         }
     }
 
