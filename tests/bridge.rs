@@ -1146,3 +1146,48 @@ fn a_broker_that_stops_reading_costs_counted_drops_and_one_reconnect() {
     assert_eq!((ca.from_nodes, ca.refused, ca.reconnects), (400, 0, 1), "{ca:?}");
     assert!(ca.dropped_out >= lost, "{ca:?}");
 }
+
+#[test]
+fn a_name_offered_twice_reaches_both_and_is_warned_about_once() {
+    let dir = Dir::new("bridge-clash");
+    let Some(broker) = Broker::start(&dir) else { return };
+    let (mut a, mut b, mut c) = (Host::new(&dir, "a"), Host::new(&dir, "b"), Host::new(&dir, "c"));
+    for host in [&mut a, &mut b, &mut c] {
+        let label = format!("bridge-{}", host.id);
+        host.start_bridge(&dir, &broker, &label);
+    }
+    let mut dup_a = a.node(&dir, "dup-a", "dup", &[]);
+    let mut dup_b = b.node(&dir, "dup-b", "dup", &[]);
+    c.await_has("dup");
+    let both = "'dup' is offered by bridges 'a' and 'b': messages for it reach both";
+    let here = |other: &str| {
+        format!("'dup' is offered by bridge '{other}', but a node here has that name: messages for it stay here")
+    };
+    assert!(wait_until(PROMPT, || c.bridge().stderr().contains(both)));
+    assert!(wait_until(PROMPT, || a.bridge().stderr().contains(&here("b"))));
+    assert!(wait_until(PROMPT, || b.bridge().stderr().contains(&here("a"))));
+    // One datagram from c reaches both.
+    let mut kick = c.node(&dir, "kick", "x", &["--kick", "dup"]);
+    assert_eq!(kick.code(PROMPT), Some(0));
+    for dup in [&dup_a, &dup_b] {
+        assert!(
+            wait_until(PROMPT, || dup.lines() == ["dup received: 'x'"]),
+            "{:?}",
+            dup.lines()
+        );
+    }
+    // b offers one more name: everyone looks again, and nobody says it twice.
+    let _more = b.node(&dir, "more", "more", &["--quiet"]);
+    c.await_has("more");
+    a.await_has("more");
+    for dup in [&mut dup_a, &mut dup_b] {
+        dup.signal(Signal::SIGTERM);
+        assert_eq!(dup.code(PROMPT), Some(0));
+    }
+    assert_eq!(c.bridge().stderr().matches(both).count(), 1);
+    assert_eq!(a.bridge().stderr().matches(&here("b")).count(), 1);
+    assert_eq!(b.bridge().stderr().matches(&here("a")).count(), 1);
+    for host in [&mut a, &mut b, &mut c] {
+        host.stop_bridge().assert_balanced(host.id);
+    }
+}
