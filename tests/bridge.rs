@@ -1191,3 +1191,29 @@ fn a_name_offered_twice_reaches_both_and_is_warned_about_once() {
         host.stop_bridge().assert_balanced(host.id);
     }
 }
+
+#[test]
+fn a_datagram_too_large_for_a_stand_in_is_counted_as_dropped() {
+    use nix::sys::socket::{setsockopt, sockopt};
+    if !may_run(Needs::Root("to raise SO_SNDBUF past wmem_max")) {
+        return;
+    }
+    let dir = Dir::new("bridge-too-large");
+    let Some(broker) = Broker::start(&dir) else { return };
+    let mut a = Host::new(&dir, "a");
+    a.start_bridge(&dir, &broker, "bridge-a");
+    publish(broker.port, "piper/t/hosts/ghost", b"far", true);
+    a.await_has("far");
+    let big = std::os::unix::net::UnixDatagram::unbound().unwrap();
+    setsockopt(&big, sockopt::SndBufForce, &(1 << 20)).unwrap();
+    let far = a.sockets.join("piper-far");
+    big.send_to(&vec![b'a'; 300_000], &far).unwrap();
+    big.send_to(b"small", &far).unwrap();
+    let said = "dropped a datagram for 'far': ";
+    assert!(wait_until(PROMPT, || a.bridge().stderr().contains(said)));
+    a.mark();
+    assert!(wait_until(PROMPT, || a.settled()), "the counts settle");
+    let ca = a.stop_bridge();
+    ca.assert_balanced("a");
+    assert_eq!((ca.from_nodes, ca.published, ca.dropped_out), (2, 1, 1), "{ca:?}");
+}
