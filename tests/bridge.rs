@@ -1217,3 +1217,43 @@ fn a_datagram_too_large_for_a_stand_in_is_counted_as_dropped() {
     ca.assert_balanced("a");
     assert_eq!((ca.from_nodes, ca.published, ca.dropped_out), (2, 1, 1), "{ca:?}");
 }
+
+#[test]
+fn datagrams_for_remote_nodes_while_the_broker_is_away_are_dropped_and_counted() {
+    let dir = Dir::new("bridge-outage");
+    let Some(mut broker) = Broker::start(&dir) else { return };
+    let mut a = Host::new(&dir, "a");
+    a.start_bridge(&dir, &broker, "bridge-a");
+    publish(broker.port, "piper/t/hosts/ghost", b"far", true);
+    a.await_has("far");
+    broker.kill();
+    let lost = "reconnecting, and dropping datagrams for remote nodes until it is back";
+    assert!(wait_until(PROMPT, || a.bridge().stderr().contains(lost)));
+    let unbound = std::os::unix::net::UnixDatagram::unbound().unwrap();
+    for k in 0..3 {
+        unbound
+            .send_to(format!("{k}").as_bytes(), a.sockets.join("piper-far"))
+            .unwrap();
+    }
+    let pid = a.bridge().pid();
+    let status = "STATUS=no broker; from nodes 3, published 0, dropped 3, refused 0; ";
+    assert!(
+        wait_until(PROMPT, || a.manager.messages(pid).iter().any(|m| m.starts_with(status))),
+        "{:?}",
+        a.manager.messages(pid)
+    );
+    broker.restart(&dir);
+    let back = "; 3 datagrams for remote nodes were dropped meanwhile";
+    assert!(
+        wait_until(LONG, || a.bridge().stderr().contains(back)),
+        "{}",
+        a.bridge().stderr()
+    );
+    let ca = a.stop_bridge();
+    assert_eq!(
+        (ca.from_nodes, ca.published, ca.dropped_out, ca.reconnects),
+        (3, 0, 3, 1),
+        "{ca:?}"
+    );
+    assert_eq!(a.bridge().stderr().matches("dropping datagrams").count(), 1);
+}

@@ -345,7 +345,7 @@ impl Bridge {
     /// it is lost, and counted so.
     fn lost(&mut self, e: ConnectionError) -> Duration {
         if self.connected.take().is_some() {
-            log::warn!("lost the broker ({e}); reconnecting");
+            log::warn!("lost the broker ({e}); reconnecting, and dropping datagrams for remote nodes until it is back");
             self.outage = Some(Instant::now());
         } else {
             log::warn!(
@@ -555,10 +555,8 @@ impl Bridge {
             return;
         }
         if self.connected.is_none() {
+            // Said when the broker was lost, and counted at the reconnection.
             self.counts.dropped_out += 1;
-            if self.outage_dropped == 0 {
-                log::warn!("not connected to the broker: dropping datagrams for remote nodes until it is back");
-            }
             self.outage_dropped += 1;
             return;
         }
