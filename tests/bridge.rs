@@ -378,10 +378,13 @@ fn ping_and_pong_on_two_hosts_exchange_10000_messages_through_the_broker() {
         ping_summary.dropped
     );
     assert_eq!((ca.reconnects, cb.reconnects), (0, 0));
-    // Nothing to warn about: no invalid names, no clash with its own names.
-    for bridge in [a.bridge(), b.bridge()] {
+    // Nothing to warn about: no invalid names, no clash with its own
+    // names, a goodbye the broker took; and stand-ins named as bound.
+    for (bridge, far) in [(a.bridge(), "pong"), (b.bridge(), "ping")] {
         let err = bridge.stderr();
         assert!(!err.contains("invalid") && !err.contains("offered by"), "{err}");
+        assert!(!err.contains("goodbye") && !err.contains("bound: no nodes"), "{err}");
+        assert_eq!(err.matches(&format!("stand-ins bound: {far}\n")).count(), 1, "{err}");
     }
     assert_eq!(a.entries(), Vec::<String>::new(), "stand-ins removed");
     assert_eq!(b.entries(), Vec::<String>::new(), "stand-ins removed");
