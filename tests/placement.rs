@@ -237,9 +237,12 @@ fn auto_places_a_first_start_once_it_is_ready_and_a_restart_before_it_runs() {
     let mut first = got[..2].to_vec();
     first.sort();
     assert_eq!(first, [format!("a {everywhere}"), format!("b {everywhere}")]);
-    // Restarted: placed with the ring before it runs.
+    // Restarted: placed with the ring before it runs, on one CPU (which
+    // may have changed since: restarts every 50 ms keep that CPU busy, and
+    // auto may move the ring off it).
     for restart in &got[2..] {
-        assert_eq!(*restart, format!("a {packed}"));
+        let cpu = restart.strip_prefix("a ").unwrap_or_else(|| panic!("{got:?}"));
+        assert!(cpu.parse::<usize>().is_ok(), "a restart not placed: {got:?}");
     }
     launcher.signal(Signal::SIGTERM);
     assert_eq!(launcher.code(PROMPT), Some(0));
