@@ -1162,9 +1162,14 @@ fn a_name_offered_twice_reaches_both_and_is_warned_about_once() {
         let label = format!("bridge-{}", host.id);
         host.start_bridge(&dir, &broker, &label);
     }
-    let mut dup_a = a.node(&dir, "dup-a", "dup", &[]);
+    // b is stopped while both nodes start: when it resumes, a's offer and
+    // b's own new node are there at once, and either may be seen first.
+    b.bridge().signal(Signal::SIGSTOP);
     let mut dup_b = b.node(&dir, "dup-b", "dup", &[]);
+    b.await_has("dup");
+    let mut dup_a = a.node(&dir, "dup-a", "dup", &[]);
     c.await_has("dup");
+    b.bridge().signal(Signal::SIGCONT);
     let both = "'dup' is offered by bridges 'a' and 'b': messages for it reach both";
     let here = |other: &str| {
         format!("'dup' is offered by bridge '{other}', but a node here has that name: messages for it stay here")
@@ -1193,6 +1198,7 @@ fn a_name_offered_twice_reaches_both_and_is_warned_about_once() {
     assert_eq!(c.bridge().stderr().matches(both).count(), 1);
     assert_eq!(a.bridge().stderr().matches(&here("b")).count(), 1);
     assert_eq!(b.bridge().stderr().matches(&here("a")).count(), 1);
+    assert!(!b.bridge().stderr().contains("no stand-in"), "{}", b.bridge().stderr());
     for host in [&mut a, &mut b, &mut c] {
         host.stop_bridge().assert_balanced(host.id);
     }

@@ -475,7 +475,12 @@ impl Bridge {
             match self.bind_stand_in(name) {
                 Ok(()) => added.push(name.clone()),
                 Err(e) => {
-                    if self.clashes.insert(name.clone()) {
+                    // A node here that the last look at the directory missed
+                    // has the name: look again, and the clash is said as such.
+                    if matches!(e, Error::NameInUse { .. }) {
+                        self.rescan();
+                    }
+                    if !self.local.contains_key(name) && self.clashes.insert(name.clone()) {
                         log::warn!("no stand-in for '{name}' (offered by bridge '{id}'): {e}");
                     }
                 }
