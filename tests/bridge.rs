@@ -431,10 +431,12 @@ fn a_six_node_ring_split_three_and_three_runs_through_two_launchers() {
     // The chain starts at a2 (a1's name, sent to a2), so a2 reaches its
     // count with a1's 1999th answer and a3 with a2's 2000th. a3's last
     // answer goes round through B while A tears down: it reaches a1 (2000)
-    // or finds it stopping (1999); a1's answer to it finds a2 stopped.
+    // or finds it stopping (1999); a1's answer to it reaches a2 (2001) or
+    // finds it stopping.
     let (a1, a2) = (received(&err, "a1"), received(&err, "a2"));
-    assert_eq!((received(&err, "a3"), a2), (2000, 2000));
+    assert_eq!(received(&err, "a3"), 2000);
     assert!((1999..=2000).contains(&a1), "a1 {a1}");
+    assert!(a2 == 2000 || (a2 == 2001 && a1 == 2000), "a1 {a1}, a2 {a2}");
     // B's nodes saw every message a3 sent, in their own order.
     for (node, from) in [("b1", "a3"), ("b2", "b1"), ("b3", "b2")] {
         let want = format!("{node} received: '{from}'");
