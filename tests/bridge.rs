@@ -1083,6 +1083,11 @@ fn a_message_for_a_node_that_left_a_moment_ago_is_counted_as_dropped_here() {
     let Some(broker) = Broker::start(&dir) else { return };
     let mut a = Host::new(&dir, "a");
     a.start_bridge(&dir, &broker, "bridge-a");
+    // Connected first: pong's topic is then subscribed to as pong appears.
+    assert!(wait_until(PROMPT, || a
+        .bridge()
+        .stderr()
+        .contains("connected to the broker")));
     let mut pong = a.node(&dir, "pong", "pong", &["--quiet"]);
     assert!(wait_until(PROMPT, || a.bridge().stderr().contains("offering pong")));
     pong.signal(Signal::SIGTERM);
