@@ -934,9 +934,10 @@ fn the_bridge_tells_its_manager_ready_its_counts_once_a_second_and_the_watchdog(
     let watchdog = a.manager.times(pid, "WATCHDOG=1", Duration::from_secs(3));
     let said = a.manager.messages(pid)[a.seen..].to_vec();
     let gaps: Vec<u128> = watchdog.windows(2).map(|w| (w[1] - w[0]).as_millis()).collect();
-    // Here 200 to 300 ms apart; 600 ms leaves room for a loaded machine.
+    // Here 200 to 300 ms apart; the bounds leave room for a loaded machine
+    // (every 800 ms, at twice the half interval, would be 3 or 4).
     assert!((6..=16).contains(&watchdog.len()), "{gaps:?}");
-    assert!(gaps.iter().all(|&g| g < 600), "{gaps:?}");
+    assert!(gaps.iter().all(|&g| g < 1000), "{gaps:?}");
     // Nothing changes: the counts once a second, READY=1 never again.
     let statuses = said.iter().filter(|m| m.starts_with("STATUS=")).count();
     assert!((2..=4).contains(&statuses), "{said:?}");
