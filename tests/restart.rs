@@ -468,3 +468,46 @@ fn the_launcher_tells_its_manager_the_rings_counts_when_they_change() {
     assert!(ready.wait(launcher.pid(), "STOPPING=1", PROMPT));
     assert_eq!(launcher.code(PROMPT), Some(0));
 }
+
+#[test]
+fn the_launcher_tells_its_manager_the_counts_of_an_idle_ring_too() {
+    // No status line, no restarts, no placement looks: only the manager
+    // makes the launcher wake once a second.
+    let dir = Dir::new("restart-manager-idle");
+    let mut ready = piper_tests::Ready::new();
+    let mut cmd = launch_cmd(
+        &dir,
+        &[
+            "--nodes",
+            "a,b",
+            "--foreground",
+            "a",
+            "--no-start",
+            "--cpus",
+            "none",
+            "--quiet",
+        ],
+    );
+    cmd.env("NOTIFY_SOCKET", ready.address());
+    let mut launcher = Proc::spawn(&dir, "launch", cmd);
+    assert!(ready.wait(launcher.pid(), "READY=1", PROMPT));
+    let idle = "STATUS=ring of 2: 2 alive, received 0, sent 0, dropped 0";
+    assert!(
+        ready.wait(launcher.pid(), idle, PROMPT),
+        "{:?}",
+        ready.messages(launcher.pid())
+    );
+    // b dies just after that report: the launcher learns it before its
+    // next tick, and nothing happens after that.
+    let b = node_pid(&dir, "b", PROMPT).expect("b runs");
+    kill(b, Signal::SIGKILL).unwrap();
+    let one = "STATUS=ring of 2: 1 alive, received 0, sent 0, dropped 0";
+    assert!(
+        ready.wait(launcher.pid(), one, PROMPT),
+        "{:?}",
+        ready.messages(launcher.pid())
+    );
+    launcher.signal(Signal::SIGTERM);
+    assert!(ready.wait(launcher.pid(), "STOPPING=1", PROMPT));
+    assert_eq!(launcher.code(PROMPT), Some(0));
+}
