@@ -564,6 +564,31 @@ mod tests {
     }
 
     #[test]
+    fn the_child_uses_under_a_quarter_of_its_stack() {
+        // A real start, of /bin/false: the child runs everything it runs for
+        // a node, then execs. The stack was zeros; what it wrote is its use.
+        // (The test process has other threads, unlike the launcher; the
+        // child touches only what `start` prepared, which they do not.)
+        let plan = plan(b"/run/p", &["a"]);
+        let mut spawner = Spawner::new(&plan).unwrap();
+        let socket = File::open("/dev/null").unwrap();
+        let io = NodeIo {
+            notify_socket: "@piper-test-stack",
+            socket: socket.as_raw_fd(),
+            stdout: None,
+            stderr: None,
+        };
+        let (child, _) = spawner.start(&plan, 0, io, None).unwrap();
+        let status = nix::sys::wait::waitpid(child, None).unwrap();
+        assert_eq!(status, nix::sys::wait::WaitStatus::Exited(child, 1), "/bin/false ran");
+        let used = CHILD_STACK - spawner.stack.iter().position(|&b| b != 0).unwrap();
+        assert!(
+            used > 0 && 4 * used <= CHILD_STACK,
+            "the child used {used} of {CHILD_STACK} bytes"
+        );
+    }
+
+    #[test]
     fn pids_are_written_as_decimal_without_allocating() {
         for (n, want) in [(0, "0"), (7, "7"), (4_194_304, "4194304"), (i32::MAX, "2147483647")] {
             let mut room = [0xffu8; 24];
