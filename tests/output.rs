@@ -297,7 +297,10 @@ fn prefixes_and_timestamps_on_request_and_the_foreground_alone() {
     );
     assert_eq!(launcher.code(PROMPT), Some(0));
     let lines = launcher.lines();
-    assert_eq!(lines.len(), 6, "{lines:?}");
+    // bb's three, and a's two or three: bb's last answer reaches a, or the
+    // teardown that bb's end starts gets there first (seen on a loaded run).
+    let bb = lines.iter().filter(|l| l.ends_with("bb received: 'a'")).count();
+    assert!(bb == 3 && (5..=6).contains(&lines.len()), "{lines:?}");
     for line in lines {
         let (time, rest) = line.trim_start().split_once(' ').unwrap();
         assert!(time.parse::<f64>().is_ok(), "{line}");
