@@ -80,6 +80,13 @@ impl Broker {
         assert!(self.proc.wait(PROMPT).is_some());
     }
 
+    /// A bridge that is only a retained presence, "ghost", offers `name`:
+    /// the bridges stand in for it, and what they publish for it goes
+    /// nowhere.
+    fn ghost_offers(&self, name: &str) {
+        publish(self.port, "piper/t/hosts/ghost", name.as_bytes(), true);
+    }
+
     fn restart(&mut self, dir: &Dir) {
         self.proc = Broker::spawn(dir, &self.config, "mosquitto-again");
         self.await_listening();
@@ -202,6 +209,15 @@ impl Host {
             .filter(|m| m.starts_with("STATUS=connected"))
             .collect();
         statuses.len() >= 2 && statuses[statuses.len() - 1] == statuses[statuses.len() - 2]
+    }
+
+    /// Binds node `name` here in the test process, its receives bounded by
+    /// PROMPT.
+    fn bind(&self, name: &str) -> piper_core::Node {
+        let dir = piper_core::SocketDir::open_existing(&self.sockets).unwrap();
+        let node = piper_core::Node::bind(&dir, piper_core::Name::new(name).unwrap()).unwrap();
+        node.set_recv_timeout(PROMPT).unwrap();
+        node
     }
 
     fn entries(&self) -> Vec<String> {
@@ -880,19 +896,13 @@ fn bridge_usage_errors_are_exit_2_and_an_unusable_directory_is_4_with_one_line()
 
 #[test]
 fn the_largest_datagram_crosses_the_bridges_both_ways_byte_for_byte() {
-    use piper_core::{Name, Node, RecvBuf, SocketDir, MAX_DATAGRAM};
+    use piper_core::{RecvBuf, MAX_DATAGRAM};
     let dir = Dir::new("bridge-large");
     let Some(broker) = Broker::start(&dir) else { return };
     let (mut a, mut b) = (Host::new(&dir, "a"), Host::new(&dir, "b"));
     a.start_bridge(&dir, &broker, "bridge-a");
     b.start_bridge(&dir, &broker, "bridge-b");
-    let name = |s: &str| Name::new(s).unwrap();
-    let bind = |host: &Host, n: &str| {
-        let node = Node::bind(&SocketDir::open_existing(&host.sockets).unwrap(), name(n)).unwrap();
-        node.set_recv_timeout(PROMPT).unwrap();
-        node
-    };
-    let (near, far) = (bind(&a, "near"), bind(&b, "far"));
+    let (near, far) = (a.bind("near"), b.bind("far"));
     a.await_has("far");
     b.await_has("near");
     // The largest a socket with the default buffers sends (and so the
@@ -998,12 +1008,12 @@ fn a_bridge_forwards_its_own_uids_roots_and_allowed_uids_datagrams_only() {
     b.start_bridge_with(&dir, &url, &args("far"), "bridge-b");
     let mut far = b.node(&dir, "far", "far", &["--abstract"]);
     // a's stand-in for far is there once bridge a has heard of far.
-    let stand_in = format!("\0{}/piper-far", a.sockets.display());
+    let stand_in = format!("@{}/piper-far", a.sockets.display());
     assert!(
         wait_until(PROMPT, || std::fs::read_to_string("/proc/net/unix")
             .unwrap_or_default()
             .lines()
-            .any(|l| l.ends_with(&stand_in.replacen('\0', "@", 1)))),
+            .any(|l| l.ends_with(&stand_in))),
         "no stand-in for far"
     );
     // One datagram each: from a's own uid (nobody), root, the allowed
@@ -1039,18 +1049,12 @@ fn a_bridge_forwards_its_own_uids_roots_and_allowed_uids_datagrams_only() {
 
 #[test]
 fn what_nodes_sent_just_before_the_stop_is_published_and_counted() {
-    use piper_core::{Name, Node, RecvBuf, SocketDir};
     let dir = Dir::new("bridge-last-words");
     let Some(broker) = Broker::start(&dir) else { return };
     let (mut a, mut b) = (Host::new(&dir, "a"), Host::new(&dir, "b"));
     a.start_bridge(&dir, &broker, "bridge-a");
     b.start_bridge(&dir, &broker, "bridge-b");
-    let bind = |host: &Host, n: &str| {
-        let node = Node::bind(&SocketDir::open_existing(&host.sockets).unwrap(), Name::new(n).unwrap()).unwrap();
-        node.set_recv_timeout(PROMPT).unwrap();
-        node
-    };
-    let (near, far) = (bind(&a, "near"), bind(&b, "far"));
+    let (near, far) = (a.bind("near"), b.bind("far"));
     a.await_has("far");
     b.await_has("near");
     // Five datagrams wait in the stand-in while bridge a is stopped, and
@@ -1062,7 +1066,7 @@ fn what_nodes_sent_just_before_the_stop_is_published_and_counted() {
     }
     a.bridge().signal(Signal::SIGTERM);
     a.bridge().signal(Signal::SIGCONT);
-    let mut buf = RecvBuf::new();
+    let mut buf = piper_core::RecvBuf::new();
     let mut got = Vec::new();
     for _ in 0..5 {
         let d = far.recv(&mut buf).unwrap().expect("a datagram within PROMPT");
@@ -1106,20 +1110,14 @@ fn a_message_for_a_node_that_left_a_moment_ago_is_counted_as_dropped_here() {
 
 #[test]
 fn a_broker_that_stops_reading_costs_counted_drops_and_one_reconnect() {
-    use piper_core::{Name, Node, SocketDir};
     let dir = Dir::new("bridge-stuck-broker");
     let Some(mut broker) = Broker::start(&dir) else { return };
     let mut a = Host::new(&dir, "a");
     a.start_bridge(&dir, &broker, "bridge-a");
-    // A bridge that is only a retained presence: a stands in for its "far".
-    publish(broker.port, "piper/t/hosts/ghost", b"far", true);
+    broker.ghost_offers("far");
     a.await_has("far");
-    let near = Node::bind(
-        &SocketDir::open_existing(&a.sockets).unwrap(),
-        Name::new("near").unwrap(),
-    )
-    .unwrap();
-    let to_far = near.peer(&Name::new("far").unwrap()).unwrap();
+    let near = a.bind("near");
+    let to_far = near.peer(&piper_core::Name::new("far").unwrap()).unwrap();
     // The broker stops reading. 30 MB for far fill the TCP buffers, and
     // 1200 small datagrams more than the client's queue of 1024 holds: the
     // bridge's writes block until it gives the connection up, what is sent
@@ -1222,7 +1220,7 @@ fn a_datagram_too_large_for_a_stand_in_is_counted_as_dropped() {
     let Some(broker) = Broker::start(&dir) else { return };
     let mut a = Host::new(&dir, "a");
     a.start_bridge(&dir, &broker, "bridge-a");
-    publish(broker.port, "piper/t/hosts/ghost", b"far", true);
+    broker.ghost_offers("far");
     a.await_has("far");
     let big = std::os::unix::net::UnixDatagram::unbound().unwrap();
     setsockopt(&big, sockopt::SndBufForce, &(1 << 20)).unwrap();
@@ -1244,7 +1242,7 @@ fn datagrams_for_remote_nodes_while_the_broker_is_away_are_dropped_and_counted()
     let Some(mut broker) = Broker::start(&dir) else { return };
     let mut a = Host::new(&dir, "a");
     a.start_bridge(&dir, &broker, "bridge-a");
-    publish(broker.port, "piper/t/hosts/ghost", b"far", true);
+    broker.ghost_offers("far");
     a.await_has("far");
     broker.kill();
     let lost = "reconnecting, and dropping datagrams for remote nodes until it is back";

@@ -5,7 +5,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
-use piper_tests::{bin, launch_cmd, node_cmd, node_pid, stat_fields, wait_until, Dir, Proc, Ready, PROMPT};
+use piper_tests::{bin, cpu_ticks, launch_cmd, node_cmd, node_pid, wait_until, Dir, Proc, Ready, PROMPT};
 
 /// One test of this file at a time: each reads or makes the CPUs' load,
 /// which another's ring or hog would disturb.
@@ -20,13 +20,6 @@ fn allowed() -> Vec<usize> {
     (0..nix::sched::CpuSet::count())
         .filter(|&c| set.is_set(c).unwrap())
         .collect()
-}
-
-/// The CPU time `pid` has used, in clock ticks.
-fn cpu_ticks(pid: Pid) -> u64 {
-    let fields = stat_fields(pid);
-    let field = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
-    field(11) + field(12)
 }
 
 /// A busy loop on `cpu`, running (it has used CPU time) when this returns.

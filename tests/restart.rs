@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use piper_tests::{launch_cmd, node_pid, running, stat_fields, wait_until, Dir, Proc, PROMPT};
+use piper_tests::{cpu_ticks, launch_cmd, node_pid, running, wait_until, Dir, Proc, PROMPT};
 
 fn launch(dir: &Dir, args: &[&str]) -> Proc {
     Proc::spawn(dir, "launch", launch_cmd(dir, args))
@@ -298,12 +298,6 @@ fn a_ring_launched_with_no_start_is_never_started_by_the_launcher_even_after_a_r
     let err = launcher.stderr();
     assert!(!err.contains("starting the chain again"), "{err}");
     assert_eq!(launcher.lines(), Vec::<String>::new());
-}
-
-/// What `pid` has run, user and system, in clock ticks.
-fn cpu_ticks(pid: Pid) -> u64 {
-    let fields = stat_fields(pid);
-    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
 }
 
 /// Launches the ring a, b, c, each node waiting 300 ms before it answers,

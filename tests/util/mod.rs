@@ -266,6 +266,13 @@ pub fn stat_fields(pid: Pid) -> Vec<String> {
     after_name.split_whitespace().map(str::to_string).collect()
 }
 
+/// What `pid` has run, user and system, in clock ticks (0 if it is gone).
+pub fn cpu_ticks(pid: Pid) -> u64 {
+    let fields = stat_fields(pid);
+    let field = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    field(11) + field(12)
+}
+
 /// A process's state letter (R, S, T, Z, ...), or '?' if it is gone.
 pub fn state(pid: Pid) -> char {
     stat_fields(pid).first().and_then(|s| s.chars().next()).unwrap_or('?')

@@ -309,13 +309,13 @@ impl Spawner {
         // (CLONE_VFORK) while the child runs on its own stack, so nothing
         // the child reads changes under it, and nothing it writes (the room
         // for LISTEN_PID's digits, errno) is read before the next start
-        // rewrites it. The child
-        // calls only async-signal-safe functions (close_range, unshare,
-        // setpgid, prctl, getppid, getpid, sched_setaffinity, sigaction,
-        // sigprocmask, dup2, fcntl, execve, _exit) on data prepared before
-        // the clone, allocates nothing, and never returns. No signal handler
-        // is installed in the launcher (its signals are blocked and read from
-        // a signalfd), so none can run in the child either.
+        // rewrites it. The child calls only async-signal-safe functions
+        // (close_range, unshare, setpgid, prctl, getppid, getpid,
+        // sched_setaffinity, sigaction, sigprocmask, dup2, fcntl, execve,
+        // _exit) on data prepared before the clone, allocates nothing, and
+        // never returns. No signal handler is installed in the launcher (its
+        // signals are blocked and read from a signalfd), so none can run in
+        // the child either.
         let started = unsafe {
             nix::sched::clone(
                 Box::new(|| exec.exec()),
@@ -579,8 +579,21 @@ mod tests {
             stderr: None,
         };
         let (child, _) = spawner.start(&plan, 0, io, None).unwrap();
-        let status = nix::sys::wait::waitpid(child, None).unwrap();
-        assert_eq!(status, nix::sys::wait::WaitStatus::Exited(child, 1), "/bin/false ran");
+        // CLONE_VFORK: it has exec'd /bin/false; give it 10 s to end.
+        use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+        let mut status = WaitStatus::StillAlive;
+        for _ in 0..1000 {
+            status = waitpid(child, Some(WaitPidFlag::WNOHANG)).unwrap();
+            if status != WaitStatus::StillAlive {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        if status == WaitStatus::StillAlive {
+            let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+            let _ = waitpid(child, None);
+        }
+        assert_eq!(status, WaitStatus::Exited(child, 1), "/bin/false ran");
         let used = CHILD_STACK - spawner.stack.iter().position(|&b| b != 0).unwrap();
         assert!(
             used > 0 && 4 * used <= CHILD_STACK,
