@@ -259,7 +259,7 @@ fn report(root: &Path) -> String {
 }
 
 /// The fields of `/proc/PID/stat` after the command name: the state letter
-/// (field 3) first, utime and stime at 11 and 12. None if `pid` is gone.
+/// (field 3) first, utime and stime at 11 and 12; none if `pid` is gone.
 pub fn stat_fields(pid: Pid) -> Vec<String> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
