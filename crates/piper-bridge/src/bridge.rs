@@ -1,4 +1,5 @@
-//! The bridge itself: one thread, one event loop.
+//! The bridge itself: one thread, one event loop, carrying out what the
+//! cores decide (`link`, `presence`, `pace`, `counts`).
 //!
 //! Two halves share the state: the MQTT half drives the client's event loop
 //! (connects, reconnects with backoff, takes messages from the broker and
@@ -14,32 +15,45 @@
 //! sees the real sender and its reply finds its way back.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::time::{Duration, Instant, SystemTime};
 
-use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::epoll::EpollEvent;
 use nix::sys::signal::Signal;
 use piper_cli::RateLimit;
 use piper_core::notify::Notifier;
-use piper_core::{send_unbound_nowait, Credentials, Error, Liveness, Name, Node, Peer, RecvBuf, SocketDir};
-use rumqttc::{AsyncClient, ConnectionError, Event, EventLoop, Incoming, Outgoing, QoS, SubscribeFilter};
+use piper_core::{send_unbound_nowait, Credentials, Error, Liveness, Name, Peer, RecvBuf, SocketDir};
+use rumqttc::v5::mqttbytes::v5::{
+    ConnectReturnCode, DisconnectReasonCode, Filter, Packet, PubAckReason, SubscribeReasonCode,
+};
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::{AsyncClient, ConnectionError, Event, EventLoop, StateError};
+use rumqttc::Outgoing;
 use tokio::io::unix::AsyncFd;
 
-use crate::wire::{self, Topic, Topics};
+use crate::counts::{Counts, Out};
+use crate::link::{self, Connected, Failed};
+use crate::pace::{self, Linger, Watchdog};
+use crate::presence::{self, Presence};
+use crate::standins::StandIns;
+use crate::wire::{self, Epoch, Topic, Topics};
 use piper_cli::signals::Blocked as Signals;
 
-/// How often the loop looks at the directory, the status and the watchdog.
+/// How often the loop looks at the directory, the offers, the status and
+/// the watchdog.
 const TICK: Duration = Duration::from_millis(100);
-/// How often `STATUS=` is sent.
-const STATUS_EVERY: Duration = Duration::from_secs(1);
 /// How long the broker is given to take the goodbye at exit.
 const GOODBYE: Duration = Duration::from_secs(1);
-/// Reconnection backoff: first wait, and the longest.
-const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
-/// How long a node that left stays subscribed: a message already on its
-/// way to it is then counted as dropped here, not lost in the broker.
-const LINGER: Duration = Duration::from_secs(5);
+/// Presence messages and subscriptions awaiting the broker's answer, at
+/// most: a large offer goes out in pieces, and datagrams are not held up
+/// behind it.
+const WINDOW: usize = 32;
+/// Subscription filters per SUBSCRIBE packet.
+const FILTERS_PER_PACKET: usize = 256;
+/// Room for a PUBLISH packet's header and properties beside its topic
+/// and payload.
+const PUBLISH_OVERHEAD: usize = 16;
 
 /// What the bridge is told at start.
 #[derive(Debug)]
@@ -50,39 +64,20 @@ pub struct Config {
     pub topics: Topics,
     /// This bridge's id.
     pub id: Name,
+    /// This run's epoch.
+    pub epoch: Epoch,
     /// The local nodes to offer, or `None` to follow the directory.
     pub export: Option<BTreeSet<Name>>,
     /// Uids besides ours and root's whose datagrams are forwarded.
     pub allow_uids: Vec<u32>,
+    /// The most remote names stood in for.
+    pub max_remote: usize,
+    /// The largest packet this bridge takes (the broker must respect it).
+    pub max_packet: usize,
     /// The service manager, if any.
     pub notifier: Option<Notifier>,
     /// Its watchdog interval, if it wants one.
     pub watchdog: Option<Duration>,
-}
-
-/// The bridge's counts. Each side adds up exactly: every datagram a
-/// stand-in received was published, dropped or refused, and every message
-/// from the broker was delivered or dropped.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Counts {
-    /// Datagrams local nodes sent to stand-ins.
-    pub from_nodes: u64,
-    /// Of those, published to the broker.
-    pub published: u64,
-    /// Of those, dropped: no broker connection, a backed-up connection, or
-    /// too large.
-    pub dropped_out: u64,
-    /// Of those, refused because of the sender's uid.
-    pub refused: u64,
-    /// Messages the broker brought for local nodes.
-    pub from_broker: u64,
-    /// Of those, delivered.
-    pub delivered: u64,
-    /// Of those, dropped: malformed, not a local node, or the node gone or
-    /// not reading.
-    pub dropped_in: u64,
-    /// Times the broker connection was made again after it was lost.
-    pub reconnects: u64,
 }
 
 /// Why the bridge stopped.
@@ -90,9 +85,11 @@ pub struct Counts {
 pub enum Stopped {
     /// A terminating signal.
     Signal(Signal),
-    /// The broker refused us (credentials, authorisation): retrying is
-    /// pointless.
+    /// The broker refused us (credentials, authorisation, its certificate):
+    /// retrying is pointless.
     Refused(String),
+    /// Another bridge has this bridge's id.
+    Clash(String),
 }
 
 /// Runs the bridge until a signal stops it; returns why, with the counts.
@@ -115,21 +112,37 @@ async fn serve(
     mut eventloop: EventLoop,
     mut signals: Signals,
 ) -> Result<(Stopped, Counts), Error> {
-    let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(|e| Error::io("create", "an epoll set", e))?;
-    let bridge = RefCell::new(Bridge::new(cfg, client, epoll));
+    let bridge = RefCell::new(Bridge::new(cfg, client, StandIns::new()?));
     bridge.borrow_mut().rescan();
     bridge.borrow_mut().ready();
     let io = |e: tokio::io::unix::AsyncFdRegisterError<RawFd>| Error::io("watch", "the event loop's descriptors", e);
     // SAFETY: both descriptors belong to objects (`bridge`'s epoll set and
     // `signals`) that stay open, unchanged, until after these two are
     // dropped below.
-    let stand_ins = unsafe { AsyncFd::register(bridge.borrow().epoll.0.as_raw_fd()) }.map_err(io)?;
+    let stand_ins = unsafe { AsyncFd::register(bridge.borrow().stand_ins.raw_fd()) }.map_err(io)?;
     // SAFETY: as above.
     let signal_fd = unsafe { AsyncFd::register(signals.as_fd().as_raw_fd()) }.map_err(io)?;
 
     let mqtt = async {
         loop {
-            let event = eventloop.poll().await;
+            let deadline = bridge.borrow().link.deadline();
+            let event = match deadline {
+                Some(at) => match tokio::time::timeout_at(at.into(), eventloop.poll()).await {
+                    Ok(event) => event,
+                    Err(_) if bridge.borrow_mut().was_paused() => continue,
+                    Err(_) => {
+                        // The connection is given up: whatever the client
+                        // was writing goes with it.
+                        eventloop.clean();
+                        let silent = std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            format!("it said nothing for {:?}", link::DEAD),
+                        );
+                        Err(ConnectionError::Io(silent))
+                    }
+                },
+                None => eventloop.poll().await,
+            };
             if event.is_err() {
                 // What the failed poll had read is real, and is handled. What
                 // it was sending went down with the connection and is counted
@@ -182,10 +195,10 @@ async fn serve(
     drop(signal_fd);
     drop(stand_ins);
 
-    // Say goodbye: an empty presence, so the other bridges drop our names
-    // at once (a clean disconnect does not fire the last will), then the
+    // Say goodbye: this run is over, so the other bridges drop its names at
+    // once (a clean disconnect does not fire the last will), then the
     // disconnect. Bounded: a broker that is away is not waited for.
-    if bridge.borrow_mut().goodbye() {
+    if matches!(stopped, Stopped::Signal(_)) && bridge.borrow_mut().goodbye() {
         let flush = async {
             loop {
                 let event = eventloop.poll().await;
@@ -203,8 +216,7 @@ async fn serve(
         }
     }
     let mut bridge = bridge.into_inner();
-    bridge.warnings.finish();
-    bridge.notify("STOPPING=1");
+    bridge.finish();
     Ok((stopped, bridge.counts))
 }
 
@@ -215,75 +227,92 @@ enum Next {
     Stop(Stopped),
 }
 
+/// A request for the broker that it answers (QoS 1, or a subscription
+/// change): sent as the window allows.
+#[derive(Debug)]
+enum Control {
+    Retain(String, Vec<u8>),
+    Send(String, Vec<u8>),
+    Subscribe(Vec<Filter>),
+    Unsubscribe(String),
+}
+
 #[derive(Debug)]
 struct Bridge {
     cfg: Config,
     client: AsyncClient,
     me: u32,
-    /// Connected to the broker since this instant.
-    connected: Option<Instant>,
-    /// Lost the broker at this instant (or never had it).
-    outage: Option<Instant>,
-    ever_connected: bool,
-    /// Datagrams dropped during the current outage.
-    outage_dropped: u64,
-    backoff: Duration,
-    /// Published into the client's queue, not yet written to the broker:
-    /// lost (and counted as dropped) if the connection goes first.
-    queued: u64,
+    link: link::State,
+    /// The largest packet the broker takes from us (its CONNACK says).
+    broker_max: usize,
+    /// Requests the broker answers, waiting for room in the window.
+    outbox: VecDeque<Control>,
+    /// Of those, sent and not answered yet.
+    in_window: usize,
+    /// The filters of the subscriptions sent, until the client names their
+    /// packet ids; then by packet id, until the broker answers.
+    subs_sent: VecDeque<Vec<String>>,
+    subs: HashMap<u16, Vec<String>>,
+    /// The barrier this connection waits for.
+    generation: u64,
+    synced: bool,
     /// Local nodes offered to the other bridges, each with its address.
     local: BTreeMap<Name, Peer>,
-    /// Nodes that left, still subscribed until the instant given.
-    leaving: BTreeMap<Name, Instant>,
-    /// Other bridges' names, by bridge id.
-    hosts: BTreeMap<Name, BTreeSet<Name>>,
-    /// The stand-ins, by the remote name they stand for.
-    stand_ins: HashMap<Name, Node>,
-    by_fd: HashMap<RawFd, Name>,
-    epoll: Epoll,
-    /// The presence could not be queued: try again on the next tick.
-    announce_again: bool,
+    linger: Linger,
+    presence: Presence,
+    /// The offers changed: reconcile the stand-ins on the next tick.
+    dirty: bool,
+    stand_ins: StandIns,
+    /// Stand-in slots ready to read, reused.
+    ready: Vec<usize>,
     /// The directory changed, or a node was found gone: list it again.
     rescan: bool,
     dir_stamp: Option<SystemTime>,
     /// Senders seen that were not offered at the time: looked for once each.
     unoffered: BTreeSet<Name>,
-    /// Names another bridge announces that a local process holds: warned once.
+    /// Names said to clash: said once each.
     clashes: BTreeSet<Name>,
+    /// Names past the cap, as last said.
+    over_cap: usize,
     ready_sent: bool,
-    last_status: Option<Instant>,
-    last_watchdog: Option<Instant>,
+    /// When the last tick ran: a long gap means the bridge was not running.
+    last_tick: Option<Instant>,
+    status: pace::Status,
+    watchdog: Option<Watchdog>,
     counts: Counts,
     warnings: RateLimit,
     buf: Option<RecvBuf>,
 }
 
 impl Bridge {
-    fn new(cfg: Config, client: AsyncClient, epoll: Epoll) -> Bridge {
+    fn new(cfg: Config, client: AsyncClient, stand_ins: StandIns) -> Bridge {
         Bridge {
+            presence: Presence::new(cfg.id.clone()),
+            watchdog: cfg.watchdog.map(Watchdog::new),
+            broker_max: cfg.max_packet,
             cfg,
             client,
             me: nix::unistd::getuid().as_raw(),
-            connected: None,
-            outage: Some(Instant::now()),
-            ever_connected: false,
-            outage_dropped: 0,
-            backoff: BACKOFF.0,
-            queued: 0,
+            link: link::State::new(),
+            outbox: VecDeque::new(),
+            in_window: 0,
+            subs_sent: VecDeque::new(),
+            subs: HashMap::new(),
+            generation: 0,
+            synced: false,
             local: BTreeMap::new(),
-            leaving: BTreeMap::new(),
-            hosts: BTreeMap::new(),
-            stand_ins: HashMap::new(),
-            by_fd: HashMap::new(),
-            epoll,
-            announce_again: false,
+            linger: Linger::default(),
+            dirty: false,
+            stand_ins,
+            ready: Vec::new(),
             rescan: true,
             dir_stamp: None,
             unoffered: BTreeSet::new(),
             clashes: BTreeSet::new(),
+            over_cap: 0,
             ready_sent: false,
-            last_status: None,
-            last_watchdog: None,
+            last_tick: None,
+            status: pace::Status::default(),
             counts: Counts::default(),
             warnings: RateLimit::new(),
             buf: Some(RecvBuf::new()),
@@ -294,109 +323,281 @@ impl Bridge {
 
     fn on_mqtt(&mut self, event: Result<Event, ConnectionError>) -> Next {
         match event {
-            Ok(Event::Incoming(Incoming::ConnAck(_))) => self.connected(),
-            Ok(Event::Incoming(Incoming::Publish(p))) => self.on_publish(&p.topic, &p.payload),
-            // QoS 0 publishes are the datagrams; the presence goes at QoS 1.
+            Ok(Event::Incoming(packet)) => {
+                self.link.heard(Instant::now());
+                self.incoming(packet);
+            }
+            // QoS 0 publishes are the datagrams; the rest goes at QoS 1.
             Ok(Event::Outgoing(Outgoing::Publish(0))) => {
-                self.queued = self.queued.saturating_sub(1);
-                self.counts.published += 1;
+                self.link.sent();
+                self.counts.published();
             }
-            Ok(_) => {}
-            Err(ConnectionError::ConnectionRefused(code)) => {
-                return Next::Stop(Stopped::Refused(format!("the broker refused the connection: {code:?}")));
+            Ok(Event::Outgoing(Outgoing::Subscribe(pkid))) => {
+                if let Some(filters) = self.subs_sent.pop_front() {
+                    self.subs.insert(pkid, filters);
+                }
             }
-            Err(e) => return Next::Wait(self.lost(e)),
+            Ok(Event::Outgoing(_)) => {}
+            Err(e) => {
+                if let Some(why) = fatal(&e) {
+                    return Next::Stop(why);
+                }
+                return Next::Wait(self.lost(e));
+            }
         }
+        self.flush_outbox();
         Next::Go
     }
 
+    fn incoming(&mut self, packet: Packet) {
+        match packet {
+            Packet::ConnAck(ack) => {
+                let max = ack.properties.as_ref().and_then(|p| p.max_packet_size);
+                self.broker_max = max.map_or(self.cfg.max_packet, |m| m as usize);
+                self.connected();
+            }
+            Packet::Publish(p) => match std::str::from_utf8(&p.topic) {
+                Ok(topic) => self.on_publish(topic, &p.payload),
+                Err(_) => self.ignore(format_args!("ignored a message on a topic that is not UTF-8")),
+            },
+            Packet::PubAck(ack) => {
+                self.answered();
+                if !matches!(ack.reason, PubAckReason::Success | PubAckReason::NoMatchingSubscribers) {
+                    self.warnings.warn(format_args!(
+                        "the broker refused a presence message ({:?}): its ACL must let bridge '{}' write {}",
+                        ack.reason,
+                        self.cfg.id,
+                        self.cfg.topics.host(&self.cfg.id).replace(self.cfg.id.as_str(), "ID"),
+                    ));
+                }
+            }
+            Packet::SubAck(ack) => {
+                self.answered();
+                let filters = self.subs.remove(&ack.pkid).unwrap_or_default();
+                for (k, code) in ack.return_codes.iter().enumerate() {
+                    if !matches!(code, SubscribeReasonCode::Success(_)) {
+                        let filter = filters.get(k).map_or("?", String::as_str);
+                        self.warnings.warn(format_args!(
+                            "the broker refused the subscription to {filter}: {code:?}"
+                        ));
+                    }
+                }
+            }
+            Packet::UnsubAck(_) => self.answered(),
+            _ => {}
+        }
+    }
+
+    /// A request in the window was answered.
+    fn answered(&mut self) {
+        self.in_window = self.in_window.saturating_sub(1);
+    }
+
     fn connected(&mut self) {
-        let since = self.outage.take().unwrap_or_else(Instant::now);
-        if self.ever_connected {
-            self.counts.reconnects += 1;
-            log::warn!(
-                "reconnected to the broker after {:.1}s; {} datagrams for remote nodes were dropped meanwhile",
-                since.elapsed().as_secs_f64(),
-                self.outage_dropped
-            );
-        } else {
-            log::info!("connected to the broker");
+        match self.link.connected(Instant::now()) {
+            Connected::First => log::info!("connected to the broker"),
+            Connected::Again { outage, dropped } => {
+                self.counts.reconnects += 1;
+                self.warnings.warn(format_args!(
+                    "reconnected to the broker after {:.1}s; {dropped} datagrams for remote nodes were dropped meanwhile",
+                    outage.as_secs_f64(),
+                ));
+            }
         }
-        self.ever_connected = true;
-        self.connected = Some(Instant::now());
-        self.outage_dropped = 0;
-        self.leaving.clear();
-        self.backoff = BACKOFF.0;
-        // A clean session: subscriptions are made anew each time.
-        let mut filters = vec![SubscribeFilter::new(self.cfg.topics.all_hosts(), QoS::AtLeastOnce)];
-        filters.extend(
-            self.local
-                .keys()
-                .map(|name| SubscribeFilter::new(self.cfg.topics.msg(name), QoS::AtMostOnce)),
-        );
-        if let Err(e) = self.client.try_subscribe_many(filters) {
-            log::warn!("cannot subscribe: {e}");
+        self.linger.clear();
+        // A clean start: the requests of the last connection are gone, and
+        // subscriptions and offers are made anew.
+        self.outbox.clear();
+        self.in_window = 0;
+        self.subs_sent.clear();
+        self.subs.clear();
+        self.generation = self.presence.reconnected();
+        self.synced = false;
+        let [hosts, names] = self.cfg.topics.presence_filters();
+        // Our own offers are not echoed back; the barrier is.
+        let quiet = |path: String| Filter {
+            nolocal: true,
+            ..Filter::new(path, QoS::AtLeastOnce)
+        };
+        let barrier = Filter::new(self.cfg.topics.sync(&self.cfg.id), QoS::AtLeastOnce);
+        self.outbox
+            .push_back(Control::Subscribe(vec![quiet(hosts), quiet(names), barrier]));
+        self.outbox.push_back(Control::Send(
+            self.cfg.topics.sync(&self.cfg.id),
+            self.generation.to_string().into_bytes(),
+        ));
+        let names: Vec<Name> = self.local.keys().cloned().collect();
+        self.subscribe(&names);
+        self.outbox.push_back(Control::Retain(
+            self.cfg.topics.host(&self.cfg.id),
+            wire::epoch(self.cfg.epoch),
+        ));
+        for name in &names {
+            self.offer(name, true);
         }
-        self.announce();
-        self.status(true);
+        self.flush_outbox();
+        self.report();
     }
 
     /// The connection is gone (or could not be made): what was queued for
     /// it is lost, and counted so.
     fn lost(&mut self, e: ConnectionError) -> Duration {
-        if self.connected.take().is_some() {
-            log::warn!("lost the broker ({e}); reconnecting, and dropping datagrams for remote nodes until it is back");
-            self.outage = Some(Instant::now());
-        } else {
-            log::warn!(
-                "cannot reach the broker ({e}); trying again in {:.1}s",
-                self.backoff.as_secs_f64()
-            );
+        let why = describe(&e);
+        match self.link.failed(Instant::now()) {
+            Failed::Lost { dropped, wait } => {
+                self.counts.lost(dropped);
+                self.warnings.warn(format_args!(
+                    "lost the broker ({why}); reconnecting, and dropping datagrams for remote nodes until it is back"
+                ));
+                log::debug!("reconnecting in {:.1}s", wait.as_secs_f64());
+                self.report();
+                wait
+            }
+            Failed::Attempt { wait } => {
+                self.warnings.warn(format_args!(
+                    "cannot reach the broker ({why}); trying again in {:.1}s",
+                    wait.as_secs_f64()
+                ));
+                wait
+            }
         }
-        self.counts.dropped_out += self.queued;
-        self.outage_dropped += self.queued;
-        self.queued = 0;
-        let wait = self.backoff;
-        self.backoff = (self.backoff * 2).min(BACKOFF.1);
-        self.status(true);
-        wait
+    }
+
+    /// Queues a presence message for `name`: offered in this run, or not.
+    fn offer(&mut self, name: &Name, offered: bool) {
+        let payload = if offered {
+            wire::epoch(self.cfg.epoch)
+        } else {
+            Vec::new()
+        };
+        self.outbox
+            .push_back(Control::Retain(self.cfg.topics.offer(&self.cfg.id, name), payload));
+    }
+
+    /// Queues the subscriptions to `names`' topics.
+    fn subscribe(&mut self, names: &[Name]) {
+        for chunk in names.chunks(FILTERS_PER_PACKET) {
+            let filters = chunk
+                .iter()
+                .map(|n| Filter::new(self.cfg.topics.msg(n), QoS::AtMostOnce))
+                .collect();
+            self.outbox.push_back(Control::Subscribe(filters));
+        }
+    }
+
+    /// Sends what the window has room for.
+    fn flush_outbox(&mut self) {
+        if !self.link.is_up() {
+            return;
+        }
+        while self.in_window < WINDOW {
+            let Some(control) = self.outbox.pop_front() else { break };
+            let sent = match &control {
+                Control::Retain(topic, payload) => {
+                    self.client
+                        .try_publish(topic.clone(), QoS::AtLeastOnce, true, payload.clone())
+                }
+                Control::Send(topic, payload) => {
+                    self.client
+                        .try_publish(topic.clone(), QoS::AtLeastOnce, false, payload.clone())
+                }
+                Control::Subscribe(filters) => {
+                    let sent = self.client.try_subscribe_many(filters.iter().cloned());
+                    if sent.is_ok() {
+                        self.subs_sent
+                            .push_back(filters.iter().map(|f| f.path.clone()).collect());
+                    }
+                    sent
+                }
+                Control::Unsubscribe(topic) => self.client.try_unsubscribe(topic.clone()),
+            };
+            if sent.is_err() {
+                // The client's queue is full: try again on the next event.
+                self.outbox.push_front(control);
+                break;
+            }
+            self.in_window += 1;
+        }
     }
 
     fn on_publish(&mut self, topic: &str, payload: &[u8]) {
         match self.cfg.topics.parse(topic) {
             Topic::Msg(Ok(dest)) => self.deliver(&dest, payload),
-            Topic::Hosts(Ok(id)) => self.presence(id, payload),
-            Topic::Hosts(Err(raw)) => {
+            Topic::Host(Ok(id)) => match wire::parse_epoch(payload) {
+                Ok(epoch) => self.dirty |= self.presence.host(id, epoch),
+                Err(why) => self.ignore(format_args!("ignored the state of bridge '{id}': {why}")),
+            },
+            Topic::Offer(Ok((id, name))) => match wire::parse_epoch(payload) {
+                Ok(epoch) if id == self.cfg.id => self.own_offer(name, epoch),
+                Ok(epoch) => self.dirty |= self.presence.offer(id, name, epoch),
+                Err(why) => self.ignore(format_args!("ignored bridge '{id}''s offer of '{name}': {why}")),
+            },
+            Topic::Sync(Ok(id)) if id == self.cfg.id => {
+                let generation = std::str::from_utf8(payload).ok().and_then(|g| g.parse().ok());
+                if generation == Some(self.generation) && !self.synced {
+                    self.synced = true;
+                    self.dirty |= self.presence.synced(self.generation);
+                    self.reconcile();
+                }
+            }
+            Topic::Host(Err(raw)) | Topic::Offer(Err(raw)) => {
                 let raw = piper_core::escape(raw.as_bytes());
-                self.warnings
-                    .warn(format_args!("ignored the presence of bridge '{raw}': not a valid id"));
+                self.ignore(format_args!("ignored the presence of '{raw}': not a valid id or name"));
             }
             // Only the topics of the nodes offered here are subscribed to,
             // and their names are valid: anything else is not for us.
-            Topic::Msg(Err(_)) | Topic::Other => {
+            Topic::Msg(Err(_)) | Topic::Sync(_) | Topic::Other => {
                 log::debug!("ignored a message on {}", piper_core::escape(topic.as_bytes()));
             }
         }
     }
 
+    /// A message that is not for a bridge: dropped, counted, said.
+    fn ignore(&mut self, what: std::fmt::Arguments<'_>) {
+        self.counts.ignored += 1;
+        self.warnings.warn(what);
+    }
+
+    /// What the broker holds of this bridge's own offers: an earlier run's,
+    /// or one no longer made, is made right (offered in this run, or
+    /// withdrawn), so that nothing stale stays. It may be the retained
+    /// copy the subscription brought, sent before this run's offer
+    /// replaced it: the answer is this run's state either way.
+    fn own_offer(&mut self, name: Name, epoch: Option<Epoch>) {
+        let offered = self.local.contains_key(&name);
+        if epoch.is_some_and(|e| e != self.cfg.epoch || !offered) {
+            self.offer(&name, offered);
+            self.flush_outbox();
+        }
+    }
+
     /// A message from the broker for local node `dest`.
     fn deliver(&mut self, dest: &Name, message: &[u8]) {
-        self.counts.from_broker += 1;
-        let Some(peer) = self.local.get(dest) else {
-            self.counts.dropped_in += 1;
+        if !self.local.contains_key(dest) {
+            self.counts.brought(false);
             self.warnings.warn(format_args!(
                 "dropped a message for '{dest}': not a node this bridge offers"
             ));
             return;
-        };
+        }
         let (from, payload) = match wire::decode(message) {
             Ok(decoded) => decoded,
             Err(why) => {
-                self.counts.dropped_in += 1;
+                self.counts.brought(false);
                 self.warnings
                     .warn(format_args!("dropped a malformed message for '{dest}': {why}"));
                 return;
             }
+        };
+        // A sender whose offer came just before its first datagram: its
+        // stand-in is bound now, so that the receiver sees its name.
+        if self.dirty && from.as_ref().is_some_and(|f| !self.stand_ins.contains(f)) {
+            self.reconcile();
+        }
+        let Some(peer) = self.local.get(dest) else {
+            // Gone in the look at the directory that reconciling made.
+            self.counts.brought(false);
+            return;
         };
         // From the sender's stand-in, so that the receiver sees its name;
         // a sender without one (unnamed, or not announced) sends unbound.
@@ -404,84 +605,62 @@ impl Bridge {
             Some(stand_in) => stand_in.send_nowait(peer, payload),
             None => send_unbound_nowait(&self.cfg.dir, dest, payload),
         };
-        match sent {
-            Ok(()) => self.counts.delivered += 1,
-            Err(e) => {
-                self.counts.dropped_in += 1;
-                if matches!(e, Error::PeerGone { .. } | Error::PeerNotFound { .. }) {
-                    // Look again: a node that is gone is no longer offered.
-                    self.rescan = true;
-                }
-                self.warnings.warn(format_args!("cannot deliver to '{dest}': {e}"));
+        self.counts.brought(sent.is_ok());
+        if let Err(e) = sent {
+            if matches!(e, Error::PeerGone { .. } | Error::PeerNotFound { .. }) {
+                // Look again: a node that is gone is no longer offered.
+                self.rescan = true;
             }
+            self.warnings.warn(format_args!("cannot deliver to '{dest}': {e}"));
         }
-    }
-
-    /// Bridge `id` says which names it offers (none: it is gone).
-    fn presence(&mut self, id: Name, payload: &[u8]) {
-        if id == self.cfg.id {
-            return;
-        }
-        let (names, invalid) = wire::parse_presence(payload);
-        if invalid > 0 {
-            self.warnings
-                .warn(format_args!("bridge '{id}' announced {invalid} invalid names: ignored"));
-        }
-        if names.is_empty() {
-            if self.hosts.remove(&id).is_some() {
-                log::info!("bridge '{id}' is gone");
-            }
-        } else {
-            log::info!("bridge '{id}' offers {}", join(&names));
-            self.hosts.insert(id, names);
-        }
-        self.reconcile();
     }
 
     /// Binds a stand-in for every name another bridge offers and no local
-    /// node has, and drops those no longer offered.
+    /// node has (up to the cap), and drops those no longer offered.
     fn reconcile(&mut self) {
-        let mut wanted: BTreeMap<Name, Name> = BTreeMap::new();
-        for (id, names) in &self.hosts {
-            for name in names {
-                if let Some(first) = wanted.insert(name.clone(), id.clone()) {
-                    if &first != id && self.clashes.insert(name.clone()) {
-                        log::warn!("'{name}' is offered by bridges '{first}' and '{id}': messages for it reach both");
-                    }
-                }
+        self.dirty = false;
+        let wanted = self.presence.wanted(self.cfg.max_remote);
+        for (name, first, second) in &wanted.shared {
+            if self.clashes.insert(name.clone()) {
+                log::warn!("'{name}' is offered by bridges '{first}' and '{second}': messages for it reach both");
             }
         }
-        let gone: Vec<Name> = self
-            .stand_ins
-            .keys()
-            .filter(|n| !wanted.contains_key(n) || self.local.contains_key(*n))
-            .cloned()
-            .collect();
-        for name in gone {
-            if let Some(stand_in) = self.stand_ins.remove(&name) {
-                self.by_fd.remove(&stand_in.as_fd().as_raw_fd());
-                let _ = self.epoll.delete(stand_in.as_fd());
-                log::debug!("dropped the stand-in for '{name}'");
+        if wanted.over_cap != self.over_cap {
+            self.over_cap = wanted.over_cap;
+            if wanted.over_cap > 0 {
+                self.warnings.warn(format_args!(
+                    "{} remote names past --max-remote {}: no stand-ins for them",
+                    wanted.over_cap, self.cfg.max_remote
+                ));
             }
+        }
+        let local: BTreeSet<Name> = self.local.keys().cloned().collect();
+        for (name, id) in &wanted.names {
+            if local.contains(name) && self.clashes.insert(name.clone()) {
+                log::warn!(
+                    "'{name}' is offered by bridge '{id}', but a node here has that name: messages for it stay here"
+                );
+            }
+        }
+        let (bind, drop) = presence::plan(&wanted.names, self.stand_ins.names(), &local);
+        for name in &drop {
+            self.stand_ins.drop_name(name);
+            log::debug!("dropped the stand-in for '{name}'");
         }
         let mut added = Vec::new();
-        for (name, id) in &wanted {
-            if self.stand_ins.contains_key(name) || self.local.contains_key(name) {
-                if self.local.contains_key(name) && self.clashes.insert(name.clone()) {
-                    log::warn!("'{name}' is offered by bridge '{id}', but a node here has that name: messages for it stay here");
-                }
-                continue;
-            }
-            match self.bind_stand_in(name) {
-                Ok(()) => added.push(name.clone()),
+        for name in bind {
+            match self.stand_ins.bind(&self.cfg.dir, &name) {
+                Ok(()) => added.push(name),
                 Err(e) => {
                     // A node here that the last look at the directory missed
                     // has the name: look again, and the clash is said as such.
                     if matches!(e, Error::NameInUse { .. }) {
                         self.rescan();
                     }
-                    if !self.local.contains_key(name) && self.clashes.insert(name.clone()) {
-                        log::warn!("no stand-in for '{name}' (offered by bridge '{id}'): {e}");
+                    if !self.local.contains_key(&name) && self.clashes.insert(name.clone()) {
+                        let id = wanted.names.get(&name).map_or("?", Name::as_str);
+                        self.warnings
+                            .warn(format_args!("no stand-in for '{name}' (offered by bridge '{id}'): {e}"));
                     }
                 }
             }
@@ -491,52 +670,35 @@ impl Bridge {
         }
     }
 
-    fn bind_stand_in(&mut self, name: &Name) -> Result<(), Error> {
-        let node = Node::bind(&self.cfg.dir, name.clone())?;
-        let fd = node.as_fd().as_raw_fd();
-        let event = EpollEvent::new(EpollFlags::EPOLLIN, fd as u64);
-        self.epoll
-            .add(node.as_fd(), event)
-            .map_err(|e| Error::io("watch", name, e))?;
-        self.by_fd.insert(fd, name.clone());
-        self.stand_ins.insert(name.clone(), node);
-        Ok(())
-    }
-
     // ---- the local half ----
 
     /// Takes what local nodes sent to stand-ins, and publishes it.
     fn pump(&mut self) {
         let mut events = [EpollEvent::empty(); 32];
         let mut buf = self.buf.take().unwrap_or_default();
+        let mut ready = std::mem::take(&mut self.ready);
         loop {
-            let n = match self.epoll.wait(&mut events, EpollTimeout::ZERO) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(e) => {
-                    log::warn!("cannot wait on the stand-ins: {e}");
-                    break;
-                }
-            };
-            for event in &events[..n] {
-                let Some(name) = self.by_fd.get(&(event.data() as RawFd)).cloned() else {
-                    continue;
-                };
-                // One datagram per ready stand-in per round, so that none
-                // starves the others; the set is level-triggered, so the
-                // next round finds what is left, and an empty round ends.
-                self.take(&name, &mut buf);
+            self.stand_ins.ready(&mut events, &mut ready);
+            if ready.is_empty() {
+                break;
+            }
+            // One datagram per ready stand-in per round, so that none
+            // starves the others; the set is level-triggered, so the next
+            // round finds what is left, and an empty round ends.
+            for &slot in &ready {
+                self.take(slot, &mut buf);
             }
         }
+        self.ready = ready;
         self.buf = Some(buf);
     }
 
-    /// Takes one datagram from `name`'s stand-in, if there is one.
-    fn take(&mut self, name: &Name, buf: &mut RecvBuf) {
-        let Some(stand_in) = self.stand_ins.get(name) else {
+    /// Takes one datagram from the stand-in in `slot`, if there is one.
+    fn take(&mut self, slot: usize, buf: &mut RecvBuf) {
+        let Some(stand_in) = self.stand_ins.slot(slot) else {
             return;
         };
+        let name = stand_in.name().clone();
         let (creds, from, message) = match stand_in.try_recv(buf) {
             Ok(Some(d)) => {
                 let from = d.from();
@@ -544,25 +706,33 @@ impl Bridge {
             }
             Ok(None) => return,
             Err(e) => {
-                self.counts.from_nodes += 1;
-                self.counts.dropped_out += 1;
+                self.counts.took(Out::Dropped);
                 self.warnings.warn(format_args!("dropped a datagram for '{name}': {e}"));
                 return;
             }
         };
-        self.counts.from_nodes += 1;
         if !allowed(creds, self.me, &self.cfg.allow_uids) {
-            self.counts.refused += 1;
+            self.counts.took(Out::Refused);
             let who = creds.map_or("an unknown sender".into(), |c| format!("uid {} (pid {})", c.uid, c.pid));
             self.warnings.warn(format_args!(
                 "refused a datagram for '{name}' from {who}: not an allowed user"
             ));
             return;
         }
-        if self.connected.is_none() {
+        if !self.link.is_up() {
             // Said when the broker was lost, and counted at the reconnection.
-            self.counts.dropped_out += 1;
-            self.outage_dropped += 1;
+            self.counts.took(Out::Dropped);
+            self.link.dropped();
+            return;
+        }
+        let topic = self.cfg.topics.msg(&name);
+        if topic.len() + message.len() + PUBLISH_OVERHEAD > self.broker_max {
+            self.counts.took(Out::Dropped);
+            self.warnings.warn(format_args!(
+                "dropped a datagram for '{name}': {} bytes, more than the broker takes ({} bytes a packet)",
+                message.len(),
+                self.broker_max
+            ));
             return;
         }
         if let Some(from) = &from {
@@ -574,11 +744,13 @@ impl Bridge {
                 self.rescan();
             }
         }
-        let topic = self.cfg.topics.msg(name);
         match self.client.try_publish(topic, QoS::AtMostOnce, false, message) {
-            Ok(()) => self.queued += 1,
+            Ok(()) => {
+                self.counts.took(Out::Queued);
+                self.link.queued();
+            }
             Err(e) => {
-                self.counts.dropped_out += 1;
+                self.counts.took(Out::Dropped);
                 self.warnings.warn(format_args!(
                     "dropped a datagram for '{name}': the broker connection is backed up ({e})"
                 ));
@@ -586,32 +758,42 @@ impl Bridge {
         }
     }
 
+    /// Whether the bridge itself did not run for a while (stopped, or
+    /// starved): then the broker's silence meanwhile is not held against
+    /// it.
+    fn was_paused(&mut self) -> bool {
+        let now = Instant::now();
+        let paused = self.last_tick.is_some_and(|t| now > t + 5 * TICK);
+        if paused {
+            self.link.paused(now);
+        }
+        self.last_tick = Some(now);
+        paused
+    }
+
     fn tick(&mut self) {
+        self.was_paused();
+        let now = Instant::now();
+        if self.link.beat_due(now) && self.outbox.is_empty() && self.in_window < WINDOW {
+            self.outbox
+                .push_back(Control::Send(self.cfg.topics.beat(&self.cfg.id), Vec::new()));
+        }
         if self.directory_changed() || std::mem::take(&mut self.rescan) {
             self.rescan();
         }
-        let now = Instant::now();
-        let expired: Vec<Name> = (self.leaving.iter())
-            .filter(|(_, since)| now >= **since + LINGER)
-            .map(|(name, _)| name.clone())
-            .collect();
-        for name in expired {
-            self.leaving.remove(&name);
-            let _ = self.client.try_unsubscribe(self.cfg.topics.msg(&name));
+        for name in self.linger.expired(now) {
+            self.outbox.push_back(Control::Unsubscribe(self.cfg.topics.msg(&name)));
         }
-        if std::mem::take(&mut self.announce_again) {
-            self.announce();
+        if self.dirty {
+            self.reconcile();
         }
+        self.flush_outbox();
         if !self.ready_sent {
             self.ready();
         }
-        self.status(false);
-        if let Some(every) = self.cfg.watchdog {
-            let now = Instant::now();
-            if self.last_watchdog.is_none_or(|t| now >= t + every / 2) {
-                self.last_watchdog = Some(now);
-                self.notify("WATCHDOG=1");
-            }
+        self.report();
+        if self.watchdog.as_mut().is_some_and(|w| w.due(now)) {
+            self.notify("WATCHDOG=1");
         }
     }
 
@@ -632,7 +814,7 @@ impl Bridge {
             None => match self.cfg.dir.list() {
                 Ok(listing) => listing
                     .into_iter()
-                    .filter(|l| l.liveness == Liveness::Live && !self.stand_ins.contains_key(&l.name))
+                    .filter(|l| l.liveness == Liveness::Live && !self.stand_ins.contains(&l.name))
                     .map(|l| l.name)
                     .collect(),
                 Err(e) => {
@@ -645,56 +827,53 @@ impl Bridge {
         if names == old {
             return;
         }
-        let added: Vec<&Name> = names.difference(&old).collect();
-        for name in &added {
-            self.leaving.remove(*name);
-        }
-        let removed: Vec<&Name> = old.difference(&names).collect();
-        if self.connected.is_some() {
-            if !added.is_empty() {
-                let filters = added
-                    .iter()
-                    .map(|name| SubscribeFilter::new(self.cfg.topics.msg(name), QoS::AtMostOnce));
-                if let Err(e) = self.client.try_subscribe_many(filters) {
-                    log::warn!("cannot subscribe: {e}");
-                }
-            }
-            let now = Instant::now();
-            for name in &removed {
-                self.leaving.insert((*name).clone(), now);
-            }
-        }
+        let added: Vec<Name> = names.difference(&old).cloned().collect();
+        let removed: Vec<Name> = old.difference(&names).cloned().collect();
         log::info!("offering {}", join(&names));
         self.local = names
             .iter()
             .filter_map(|name| Peer::new(&self.cfg.dir, name).ok().map(|peer| (name.clone(), peer)))
             .collect();
-        self.announce();
+        for name in &added {
+            self.linger.back(name);
+        }
+        if self.link.is_up() {
+            self.subscribe(&added);
+            let now = Instant::now();
+            for name in &removed {
+                self.linger.left(name.clone(), now);
+            }
+            for name in &added {
+                self.offer(name, true);
+            }
+            for name in &removed {
+                self.offer(name, false);
+            }
+            self.flush_outbox();
+        }
         self.reconcile();
-    }
-
-    /// Publishes the local names (retained), if connected.
-    fn announce(&mut self) {
-        if self.connected.is_none() {
-            return;
-        }
-        let topic = self.cfg.topics.hosts(&self.cfg.id);
-        let names = wire::presence(self.local.keys());
-        if self.client.try_publish(topic, QoS::AtLeastOnce, true, names).is_err() {
-            self.announce_again = true;
-        }
     }
 
     /// Queues the goodbye; false if there is no connection to say it on.
     /// What local nodes sent before the stop goes first.
     fn goodbye(&mut self) -> bool {
         self.pump();
-        if self.connected.is_none() {
+        if !self.link.is_up() {
             return false;
         }
-        let topic = self.cfg.topics.hosts(&self.cfg.id);
+        let topic = self.cfg.topics.host(&self.cfg.id);
         let _ = self.client.try_publish(topic, QoS::AtLeastOnce, true, Vec::new());
         self.client.try_disconnect().is_ok()
+    }
+
+    /// At exit: what is still queued is dropped, and the manager told.
+    fn finish(&mut self) {
+        if let link::Link::Up { queued, .. } = self.link.link() {
+            self.counts.lost(queued);
+        }
+        debug_assert!(self.counts.balanced(0), "{:?}", self.counts);
+        self.warnings.finish();
+        self.notify("STOPPING=1");
     }
 
     fn ready(&mut self) {
@@ -704,23 +883,14 @@ impl Bridge {
         };
     }
 
-    /// `STATUS=` for the service manager, at most once a second unless `now`.
-    fn status(&mut self, now: bool) {
+    /// `STATUS=` for the service manager, on a change, at most once a second.
+    fn report(&mut self) {
         if self.cfg.notifier.is_none() {
             return;
         }
-        let t = Instant::now();
-        if !now && self.last_status.is_some_and(|last| t < last + STATUS_EVERY) {
-            return;
-        }
-        self.last_status = Some(t);
         let c = &self.counts;
-        let link = if self.connected.is_some() {
-            "connected"
-        } else {
-            "no broker"
-        };
-        let status = format!(
+        let link = if self.link.is_up() { "connected" } else { "no broker" };
+        let text = format!(
             "STATUS={link}; from nodes {}, published {}, dropped {}, refused {}; \
              from the broker {}, delivered {}, dropped {}; {} local, {} remote, {} reconnects",
             c.from_nodes,
@@ -734,7 +904,9 @@ impl Bridge {
             self.stand_ins.len(),
             c.reconnects
         );
-        self.notify(&status);
+        if let Some(text) = self.status.offer(Instant::now(), text) {
+            self.notify(&text);
+        }
     }
 
     fn notify(&self, state: &str) {
@@ -743,6 +915,71 @@ impl Bridge {
                 log::debug!("cannot notify the service manager: {e}");
             }
         }
+    }
+}
+
+/// Why a connection error ends the bridge, if it does: the broker said no
+/// to who we are, or to this id being ours.
+fn fatal(e: &ConnectionError) -> Option<Stopped> {
+    match e {
+        ConnectionError::ConnectionRefused(code) => match code {
+            ConnectReturnCode::BadUserNamePassword
+            | ConnectReturnCode::NotAuthorized
+            | ConnectReturnCode::Banned
+            | ConnectReturnCode::BadAuthenticationMethod
+            | ConnectReturnCode::ClientIdentifierNotValid
+            | ConnectReturnCode::BadClientId => {
+                Some(Stopped::Refused(format!("the broker refused the connection: {code:?}")))
+            }
+            ConnectReturnCode::UnsupportedProtocolVersion | ConnectReturnCode::RefusedProtocolVersion => Some(
+                Stopped::Refused("the broker does not speak MQTT 5 (piper-bridge needs it)".into()),
+            ),
+            _ => None,
+        },
+        ConnectionError::MqttState(StateError::ServerDisconnect {
+            reason_code: DisconnectReasonCode::SessionTakenOver,
+            ..
+        }) => Some(Stopped::Clash(
+            "another bridge connected with this bridge's id and took its place: give each bridge of a ring its own --id"
+                .into(),
+        )),
+        ConnectionError::MqttState(StateError::ServerDisconnect {
+            reason_code: DisconnectReasonCode::NotAuthorized,
+            ..
+        }) => Some(Stopped::Refused("the broker ended the connection: NotAuthorized".into())),
+        ConnectionError::Tls(tls) => certificate(tls).map(|why| Stopped::Refused(format!("TLS: {why}"))),
+        _ => None,
+    }
+}
+
+/// A TLS failure that retrying cannot mend: a certificate that does not
+/// verify, or one the broker does not accept.
+fn certificate(e: &rumqttc::TlsError) -> Option<String> {
+    use rustls::Error as Tls;
+    let rustls = match e {
+        rumqttc::TlsError::TLS(e) => Some(e),
+        rumqttc::TlsError::Io(io) => io.get_ref().and_then(|inner| inner.downcast_ref::<Tls>()),
+        _ => None,
+    }?;
+    match rustls {
+        Tls::InvalidCertificate(_) | Tls::AlertReceived(_) | Tls::NoCertificatesPresented => {
+            Some(format!("the broker's certificate cannot be verified: {rustls}"))
+        }
+        _ => None,
+    }
+}
+
+/// A connection error, said briefly.
+fn describe(e: &ConnectionError) -> String {
+    match e {
+        ConnectionError::MqttState(StateError::ServerDisconnect {
+            reason_code,
+            reason_string,
+        }) => match reason_string {
+            Some(s) => format!("the broker ended the connection: {reason_code:?}, {s}"),
+            None => format!("the broker ended the connection: {reason_code:?}"),
+        },
+        e => e.to_string(),
     }
 }
 

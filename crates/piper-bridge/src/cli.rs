@@ -66,7 +66,8 @@ pub struct Args {
     /// share one broker without crossing.
     #[arg(long, value_name = "NAME", default_value = "piper")]
     pub ring: String,
-    /// This bridge's id among the ring's bridges [default: the host name].
+    /// This bridge's id among the ring's bridges [default: the host name and
+    /// a hash of the machine id and the socket directory, e.g. host-1a2b3c4d].
     #[arg(long, value_name = "ID")]
     pub id: Option<String>,
     /// Socket directory [env: PIPER_DIR] [default: $XDG_RUNTIME_DIR/piper, else /tmp/piper-$UID].
@@ -90,10 +91,20 @@ pub struct Args {
     /// With mqtts://, the CA certificates (PEM) to trust [default: the system's].
     #[arg(long, value_name = "FILE")]
     pub ca: Option<PathBuf>,
-    /// Seconds between keep-alives; the broker announces a bridge that stops
-    /// answering as gone after 1.5 times this.
-    #[arg(long, value_name = "SECS", default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..))]
+    /// With mqtts://, a client certificate (PEM) to log in with (needs --key).
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// The private key (PEM) of --cert.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
+    /// Seconds between keep-alives (5 or more); the broker announces a
+    /// bridge that stops answering as gone after 1.5 times this.
+    #[arg(long, value_name = "SECS", default_value_t = 5, value_parser = clap::value_parser!(u16).range(5..))]
     pub keep_alive: u16,
+    /// The most remote names this bridge stands in for (two open files
+    /// each); names past it get no stand-in, and are counted and said.
+    #[arg(long, value_name = "N", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    pub max_remote: u32,
     /// The summary at exit as one JSON object on stderr.
     #[arg(long)]
     pub json: bool,
@@ -125,6 +136,11 @@ impl std::str::FromStr for Broker {
             return Err(bad("expected mqtt://HOST[:PORT] or mqtts://HOST[:PORT]"));
         };
         let rest = rest.strip_suffix('/').unwrap_or(rest);
+        if rest.contains('@') {
+            return Err(bad(
+                "a login does not belong in the address: use --credentials FILE (or PIPER_MQTT_USERNAME and PIPER_MQTT_PASSWORD)",
+            ));
+        }
         let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
             let (host, after) = v6.split_once(']').ok_or_else(|| bad("an IPv6 address needs its ']'"))?;
             (host, after.strip_prefix(':'))
@@ -134,7 +150,7 @@ impl std::str::FromStr for Broker {
                 None => (rest, None),
             }
         };
-        if host.is_empty() || host.contains(['/', '@', '?', '#']) {
+        if host.is_empty() || host.contains(['/', '?', '#']) {
             return Err(bad("expected a host name or address"));
         }
         let port = match port {
@@ -244,10 +260,16 @@ mod tests {
             "mqtt://h:0",
             "mqtt://h:70000",
             "mqtt://h:x",
-            "mqtt://u:p@h",
             "mqtt://[::1",
         ] {
             assert!(broker(bad).is_err(), "{bad}");
+        }
+        for login in ["mqtt://u:p@h", "mqtts://user@h:8883", "mqtt://u:p@[::1]:1"] {
+            let e = broker(login).unwrap_err();
+            assert!(
+                e.contains("a login does not belong in the address: use --credentials"),
+                "{e}"
+            );
         }
     }
 

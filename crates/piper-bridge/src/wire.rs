@@ -2,8 +2,18 @@
 //! the payloads. Pure functions, so that the rules are tested on their own.
 //!
 //! Under the ring's prefix `piper/RING/`:
-//! - `hosts/ID` (retained, QoS 1): bridge ID's local node names, one per
-//!   line. Empty when the bridge is gone: its last will, or its goodbye.
+//! - `hosts/ID` (retained, QoS 1): bridge ID is up, in the run whose epoch
+//!   (16 hex digits, new at each start) is the payload. Empty when the
+//!   bridge is gone: its last will, or its goodbye.
+//! - `names/ID/NAME` (retained, QoS 1): bridge ID offers node NAME, in the
+//!   run whose epoch is the payload. Empty when it no longer does. A name
+//!   counts only while its epoch is its bridge's current one, so the will
+//!   on `hosts/ID` withdraws every name at once, and each message stays
+//!   the same small size however many nodes a bridge offers.
+//! - `sync/ID` (QoS 1): what bridge ID sends itself after subscribing; it
+//!   comes back after every retained message the subscription brought.
+//! - `beat/ID` (QoS 1): what bridge ID sends twice a second to hear from
+//!   the broker (its answer); nobody subscribes to it.
 //! - `msg/NAME` (QoS 0, at most once, like a datagram): one datagram for
 //!   node NAME: the sender's name, a newline, then the payload's bytes as
 //!   they were sent. A sender without a name (an unbound socket, as the
@@ -13,9 +23,11 @@
 //! is used as a path or a topic, so a topic can never name a file outside
 //! the socket directory.
 
-use std::collections::BTreeSet;
-
 use piper_core::Name;
+
+/// A bridge's run: new at each start, so that what an earlier run left
+/// retained on the broker is told from what this one says.
+pub type Epoch = u64;
 
 /// The topics of one ring.
 #[derive(Clone, Debug)]
@@ -28,8 +40,12 @@ pub struct Topics {
 pub enum Topic<'a> {
     /// A datagram for this node, if its name is valid (the raw text if not).
     Msg(Result<Name, &'a str>),
-    /// The presence of this bridge, if its id is valid.
-    Hosts(Result<Name, &'a str>),
+    /// Whether this bridge is up, if its id is valid.
+    Host(Result<Name, &'a str>),
+    /// Whether this bridge offers this name, if both are valid.
+    Offer(Result<(Name, Name), &'a str>),
+    /// This bridge's own barrier.
+    Sync(Result<Name, &'a str>),
     /// Not one of ours.
     Other,
 }
@@ -42,14 +58,30 @@ impl Topics {
         }
     }
 
-    /// Bridge `id`'s presence.
-    pub fn hosts(&self, id: &Name) -> String {
+    /// Whether bridge `id` is up.
+    pub fn host(&self, id: &Name) -> String {
         format!("{}hosts/{id}", self.prefix)
     }
 
-    /// Every bridge's presence (a subscription filter).
-    pub fn all_hosts(&self) -> String {
-        format!("{}hosts/+", self.prefix)
+    /// Whether bridge `id` offers `name`.
+    pub fn offer(&self, id: &Name, name: &Name) -> String {
+        format!("{}names/{id}/{name}", self.prefix)
+    }
+
+    /// Bridge `id`'s barrier.
+    pub fn sync(&self, id: &Name) -> String {
+        format!("{}sync/{id}", self.prefix)
+    }
+
+    /// The subscription filters every bridge has: every bridge's state and
+    /// offers.
+    pub fn presence_filters(&self) -> [String; 2] {
+        [format!("{}hosts/+", self.prefix), format!("{}names/+/+", self.prefix)]
+    }
+
+    /// What bridge `id` sends to make the broker answer (nobody reads it).
+    pub fn beat(&self, id: &Name) -> String {
+        format!("{}beat/{id}", self.prefix)
     }
 
     /// Datagrams for node `name`.
@@ -66,11 +98,39 @@ impl Topics {
         if let Some(dest) = rest.strip_prefix("msg/") {
             Topic::Msg(name(dest))
         } else if let Some(id) = rest.strip_prefix("hosts/") {
-            Topic::Hosts(name(id))
+            Topic::Host(name(id))
+        } else if let Some(pair) = rest.strip_prefix("names/") {
+            Topic::Offer(match pair.split_once('/') {
+                Some((id, node)) => Name::new(id)
+                    .and_then(|id| Ok((id, Name::new(node)?)))
+                    .map_err(|_| pair),
+                None => Err(pair),
+            })
+        } else if let Some(id) = rest.strip_prefix("sync/") {
+            Topic::Sync(name(id))
         } else {
             Topic::Other
         }
     }
+}
+
+/// An epoch as a payload.
+pub fn epoch(epoch: Epoch) -> Vec<u8> {
+    format!("{epoch:016x}").into_bytes()
+}
+
+/// Reads a `hosts/` or `names/` payload: `Ok(None)` when empty (gone).
+pub fn parse_epoch(bytes: &[u8]) -> Result<Option<Epoch>, &'static str> {
+    if bytes.is_empty() {
+        return Ok(None);
+    }
+    if bytes.len() != 16 || !bytes.iter().all(u8::is_ascii_hexdigit) {
+        return Err("not an epoch (16 hex digits)");
+    }
+    let text = std::str::from_utf8(bytes).map_err(|_| "not an epoch (16 hex digits)")?;
+    Epoch::from_str_radix(text, 16)
+        .map(Some)
+        .map_err(|_| "not an epoch (16 hex digits)")
 }
 
 /// Writes a datagram from `from` (`None`: an unbound sender) as a `msg/`
@@ -100,27 +160,6 @@ pub fn decode(bytes: &[u8]) -> Result<(Option<Name>, &[u8]), &'static str> {
     }
 }
 
-/// A presence payload: the names, one per line.
-pub fn presence<'a>(names: impl IntoIterator<Item = &'a Name>) -> Vec<u8> {
-    let names: Vec<&str> = names.into_iter().map(Name::as_str).collect();
-    names.join("\n").into_bytes()
-}
-
-/// Reads a presence payload: the valid names, and how many lines were not.
-pub fn parse_presence(bytes: &[u8]) -> (BTreeSet<Name>, usize) {
-    let mut names = BTreeSet::new();
-    let mut invalid = 0;
-    for line in bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-        match Name::from_bytes(line) {
-            Ok(name) => {
-                names.insert(name);
-            }
-            Err(_) => invalid += 1,
-        }
-    }
-    (names, invalid)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,10 +172,17 @@ mod tests {
     fn topics_are_under_the_rings_prefix() {
         let t = Topics::new(&name("lab"));
         assert_eq!(t.msg(&name("pong")), "piper/lab/msg/pong");
-        assert_eq!(t.hosts(&name("h1")), "piper/lab/hosts/h1");
-        assert_eq!(t.all_hosts(), "piper/lab/hosts/+");
+        assert_eq!(t.host(&name("h1")), "piper/lab/hosts/h1");
+        assert_eq!(t.offer(&name("h1"), &name("pong")), "piper/lab/names/h1/pong");
+        assert_eq!(t.sync(&name("h1")), "piper/lab/sync/h1");
+        assert_eq!(t.presence_filters(), ["piper/lab/hosts/+", "piper/lab/names/+/+"]);
         assert_eq!(t.parse("piper/lab/msg/pong"), Topic::Msg(Ok(name("pong"))));
-        assert_eq!(t.parse("piper/lab/hosts/h1"), Topic::Hosts(Ok(name("h1"))));
+        assert_eq!(t.parse("piper/lab/hosts/h1"), Topic::Host(Ok(name("h1"))));
+        assert_eq!(
+            t.parse("piper/lab/names/h1/pong"),
+            Topic::Offer(Ok((name("h1"), name("pong"))))
+        );
+        assert_eq!(t.parse("piper/lab/sync/h1"), Topic::Sync(Ok(name("h1"))));
         assert_eq!(t.parse("piper/other/msg/pong"), Topic::Other);
         assert_eq!(t.parse("piper/lab/else/pong"), Topic::Other);
     }
@@ -148,7 +194,26 @@ mod tests {
             let topic = format!("piper/lab/msg/{bad}");
             assert_eq!(t.parse(&topic), Topic::Msg(Err(bad)), "{bad:?}");
         }
-        assert_eq!(t.parse("piper/lab/hosts/../x"), Topic::Hosts(Err("../x")));
+        assert_eq!(t.parse("piper/lab/hosts/../x"), Topic::Host(Err("../x")));
+        assert_eq!(t.parse("piper/lab/names/h1/.."), Topic::Offer(Err("h1/..")));
+        assert_eq!(t.parse("piper/lab/names/../x"), Topic::Offer(Err("../x")));
+        assert_eq!(t.parse("piper/lab/names/h1"), Topic::Offer(Err("h1")));
+        assert_eq!(t.parse("piper/lab/names/h1/a/b"), Topic::Offer(Err("h1/a/b")));
+    }
+
+    #[test]
+    fn an_epoch_is_16_hex_digits_and_empty_means_gone() {
+        assert_eq!(epoch(0xdead_beef), b"00000000deadbeef");
+        assert_eq!(parse_epoch(&epoch(u64::MAX)), Ok(Some(u64::MAX)));
+        assert_eq!(parse_epoch(b""), Ok(None));
+        for bad in [
+            &b"12"[..],
+            b"+000000000000000",
+            b"00000000deadbeefX",
+            b"a\nb\nc\nd\ne\nf\ng\nh\n",
+        ] {
+            assert!(parse_epoch(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
@@ -166,17 +231,5 @@ mod tests {
         assert!(decode(b"../x\npayload").is_err());
         assert!(decode(b"a b\npayload").is_err());
         assert!(decode(b"").is_err());
-    }
-
-    #[test]
-    fn presence_lists_valid_names_and_counts_the_rest() {
-        let names = [name("a"), name("b.c")];
-        let bytes = presence(&names);
-        assert_eq!(bytes, b"a\nb.c");
-        assert_eq!(parse_presence(&bytes), (names.into_iter().collect(), 0));
-        let (got, invalid) = parse_presence(b"a\n../etc\n\nx/y\nz\n");
-        assert_eq!(got, [name("a"), name("z")].into_iter().collect());
-        assert_eq!(invalid, 2);
-        assert_eq!(parse_presence(b""), (BTreeSet::new(), 0));
     }
 }
