@@ -614,8 +614,10 @@ fn bad_names_and_payloads_from_the_broker_are_dropped_and_touch_nothing_outside(
     a.start_bridge(&dir, &broker, "bridge-a");
     let mut pong = a.node(&dir, "pong", "pong", &[]);
     a.await_has("pong");
-    // The bridge has offered pong once it has subscribed to its topic.
-    assert!(wait_until(PROMPT, || a.bridge().stderr().contains("offering pong")));
+    // The bridge says it is connected once the broker has taken its
+    // subscriptions: pong's topic among them.
+    assert!(wait_until(PROMPT, || a.bridge().stderr().contains("offering pong")
+        && a.bridge().stderr().contains("connected to the broker")));
     let outside = |root: &Path| -> Vec<String> {
         let mut v: Vec<String> = std::fs::read_dir(root)
             .unwrap()
@@ -916,6 +918,18 @@ fn bridge_usage_errors_are_exit_2_and_an_unusable_directory_is_4_with_one_line()
             "cannot read",
         ),
         (&["--broker", "mqtt://h", "--dir", file.to_str().unwrap()], 4, "a-file"),
+        // A login never goes on a command line, where `ps` shows it.
+        (
+            &["--broker", "mqtt://user:pw@h"],
+            2,
+            "a login does not belong in the address: use --credentials FILE",
+        ),
+        // TLS files without TLS would be silently unused.
+        (
+            &["--broker", "mqtt://h", "--ca", file.to_str().unwrap()],
+            2,
+            "--ca is for TLS: give an mqtts:// broker",
+        ),
     ];
     for (args, code, message) in cases {
         let mut cmd = Command::new(bin("piper-bridge"));
@@ -934,6 +948,22 @@ fn bridge_usage_errors_are_exit_2_and_an_unusable_directory_is_4_with_one_line()
             err.starts_with("piper-bridge: error: ") && err.contains(message),
             "{args:?}: {err}"
         );
+    }
+    // What clap itself refuses: exit 2, its own message.
+    let clap_cases: &[(&[&str], &str)] = &[
+        (&["--cert", file.to_str().unwrap()], "--key <FILE>"),
+        (&["--keep-alive", "1"], "--keep-alive"),
+        (&["--max-remote", "0"], "--max-remote"),
+    ];
+    for (args, message) in clap_cases {
+        let mut cmd = Command::new(bin("piper-bridge"));
+        cmd.args(["--broker", "mqtts://h", "--id", "x", "--dir"])
+            .arg(dir.path())
+            .args(*args);
+        let mut bridge = Proc::spawn(&dir, "bridge", cmd);
+        assert_eq!(bridge.code(PROMPT), Some(2), "{args:?}");
+        let err = bridge.stderr();
+        assert!(err.starts_with("error: ") && err.contains(message), "{args:?}: {err}");
     }
     assert_eq!(dir.entries(), Vec::<String>::new());
 }
@@ -1317,4 +1347,300 @@ fn datagrams_for_remote_nodes_while_the_broker_is_away_are_dropped_and_counted()
         "{ca:?}"
     );
     assert_eq!(a.bridge().stderr().matches("dropping datagrams").count(), 1);
+}
+
+/// The bridges of a ring, ping on A and pong on B, after `ping` has made
+/// `count` round trips: both links must have stayed up throughout.
+fn round_trips(dir: &Dir, a: &mut Host, count: u32) {
+    let mut ping = a.node(
+        dir,
+        "ping",
+        "ping",
+        &["--send", "pong", "--count", &count.to_string(), "--quiet"],
+    );
+    assert_eq!(ping.code(LONG), Some(0), "ping's exit");
+    assert_eq!(ping.summary().received, u64::from(count));
+}
+
+#[test]
+fn a_message_too_large_for_the_bridges_never_reaches_them_and_the_ring_stays_up() {
+    let dir = Dir::new("bridge-too-large-retained");
+    let Some(broker) = Broker::start(&dir) else { return };
+    let (mut a, mut b) = (Host::new(&dir, "a"), Host::new(&dir, "b"));
+    a.start_bridge(&dir, &broker, "bridge-a");
+    b.start_bridge(&dir, &broker, "bridge-b");
+    let mut pong = b.node(&dir, "pong", "pong", &["--quiet"]);
+    a.await_has("pong");
+    // 250 KB, retained, where every bridge reads (far under mosquitto's
+    // own limit, over the bridges' Maximum Packet Size), and on pong's
+    // topic; and a message that fits but is no presence at all.
+    let big = vec![b'x'; 250_000];
+    publish(broker.port, "piper/t/hosts/big", &big, true);
+    publish(broker.port, "piper/t/names/big/x", &big, true);
+    publish(broker.port, "piper/t/msg/pong", &big, false);
+    publish(broker.port, "piper/t/hosts/junk", &vec![b'y'; 100_000], true);
+    // A bridge that connects now gets the retained ones at once.
+    let mut c = Host::new(&dir, "c");
+    c.start_bridge(&dir, &broker, "bridge-c");
+    c.await_has("pong");
+    round_trips(&dir, &mut a, 100);
+    pong.signal(Signal::SIGTERM);
+    assert_eq!(pong.code(PROMPT), Some(0));
+    for host in [&mut a, &mut b, &mut c] {
+        let err = host.bridge().stderr();
+        assert!(!err.contains("lost the broker"), "{}: {err}", host.id);
+        let counts = host.stop_bridge();
+        counts.assert_balanced(host.id);
+        assert_eq!(counts.reconnects, 0, "{}: {counts:?}", host.id);
+        // The junk that fits is read, dropped and counted, once.
+        assert_eq!(counts.ignored, 1, "{}: {counts:?}", host.id);
+        let err = host.bridge().stderr();
+        assert_eq!(
+            err.matches("ignored the state of bridge 'junk': not an epoch").count(),
+            1,
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn a_bridge_that_offers_4000_names_of_60_bytes_is_heard_whole() {
+    let dir = Dir::new("bridge-many-names");
+    let Some(broker) = Broker::start(&dir) else { return };
+    let (mut a, mut b) = (Host::new(&dir, "a"), Host::new(&dir, "b"));
+    // 4,000 names of 60 bytes (as long as the test's socket paths allow):
+    // 244 KB of names, once a single message larger than the client's own
+    // packet limit.
+    let names: Vec<String> = (0..4000).map(|k| format!("{k:05}{}", "n".repeat(55))).collect();
+    let lists: Vec<String> = names.chunks(1000).map(|c| c.join(",")).collect();
+    let mut args = Vec::new();
+    for list in &lists {
+        args.extend(["--export", list.as_str()]);
+    }
+    a.start_bridge_with(&dir, &broker.url(), &args, "bridge-a");
+    b.start_bridge(&dir, &broker, "bridge-b");
+    let last = names.last().unwrap();
+    assert!(wait_until(LONG, || b.has(last)), "b never stood in for the last name");
+    let stand_ins = b.entries().iter().filter(|e| e.starts_with("piper-")).count();
+    assert_eq!(stand_ins, 4000);
+    let ca = a.stop_bridge();
+    assert_eq!(ca.reconnects, 0, "{ca:?}");
+    // Its goodbye withdraws all 4,000 at once.
+    assert!(
+        wait_until(PROMPT, || b.entries().is_empty()),
+        "{} left",
+        b.entries().len()
+    );
+    assert_eq!(b.stop_bridge().reconnects, 0);
+}
+
+#[test]
+fn remote_names_past_the_cap_get_no_stand_in_and_are_said_once() {
+    let dir = Dir::new("bridge-cap");
+    let Some(broker) = Broker::start(&dir) else { return };
+    let mut a = Host::new(&dir, "a");
+    a.start_bridge_with(&dir, &broker.url(), &["--max-remote", "100"], "bridge-a");
+    let names: Vec<String> = (0..300).map(|k| format!("far{k:03}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    broker.offers("ghost", &refs);
+    a.await_has("far099");
+    let said = "200 remote names past --max-remote 100: no stand-ins for them";
+    assert!(
+        wait_until(PROMPT, || a.bridge().stderr().contains(said)),
+        "{}",
+        a.bridge().stderr()
+    );
+    // One more name past the cap is said again, with the new number.
+    broker.offers("ghost", &["far300"]);
+    let again = "201 remote names past --max-remote 100";
+    assert!(
+        wait_until(PROMPT, || a.bridge().stderr().contains(again)),
+        "{}",
+        a.bridge().stderr()
+    );
+    let stand_ins: Vec<String> = a.entries().into_iter().filter(|e| e.starts_with("piper-")).collect();
+    assert_eq!(stand_ins.len(), 100);
+    assert!(stand_ins.iter().all(|e| e.as_str() < "piper-far100"), "{stand_ins:?}");
+    let err = a.bridge().stderr();
+    assert_eq!(err.matches(said).count(), 1, "{err}");
+    assert!(!err.contains("Too many open files"), "{err}");
+    a.stop_bridge();
+    assert_eq!(a.entries(), Vec::<String>::new());
+}
+
+/// `prlimit`'s view of `pid`'s open-file limit: (soft, hard).
+fn nofile(pid: nix::unistd::Pid) -> (u64, u64) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits.lines().find(|l| l.starts_with("Max open files")).unwrap();
+    let mut fields = line.split_whitespace().skip(3);
+    let mut next = || fields.next().unwrap().parse().unwrap();
+    (next(), next())
+}
+
+#[test]
+fn the_bridge_raises_its_open_file_limit_and_caps_the_stand_ins_by_what_fits() {
+    if !may_run(Needs::Tool("prlimit")) {
+        return;
+    }
+    let dir = Dir::new("bridge-nofile");
+    let Some(broker) = Broker::start(&dir) else { return };
+    let mut a = Host::new(&dir, "a");
+    let mut b = Host::new(&dir, "b");
+    // Soft 256: --max-remote 500 needs 1064, which the hard limit allows.
+    let prlimit = |host: &mut Host, limits: &str, label: &str| {
+        let mut cmd = Command::new(tool_path("prlimit").unwrap());
+        cmd.arg(format!("--nofile={limits}")).arg(bin("piper-bridge"));
+        cmd.args([
+            "--broker",
+            &broker.url(),
+            "--ring",
+            "t",
+            "--id",
+            host.id,
+            "--max-remote",
+            "500",
+            "--json",
+        ])
+        .arg("--dir")
+        .arg(&host.sockets)
+        .env("RUST_LOG", "info")
+        .env("NOTIFY_SOCKET", host.manager.address());
+        host.bridge = Some(Proc::spawn(&dir, label, cmd));
+    };
+    prlimit(&mut a, "256:4096", "bridge-a");
+    // Hard 300: 118 stand-ins fit, said once, and the cap follows.
+    prlimit(&mut b, "256:300", "bridge-b");
+    assert!(wait_until(PROMPT, || a
+        .bridge()
+        .stderr()
+        .contains("connected to the broker")));
+    assert!(wait_until(PROMPT, || b
+        .bridge()
+        .stderr()
+        .contains("connected to the broker")));
+    assert_eq!(nofile(a.bridge().pid()), (1064, 4096));
+    assert_eq!(nofile(b.bridge().pid()), (300, 300));
+    let fits = "the open-file limit (300) fits 118 stand-ins, not --max-remote 500";
+    assert!(b.bridge().stderr().contains(fits), "{}", b.bridge().stderr());
+    let names: Vec<String> = (0..400).map(|k| format!("far{k:03}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    broker.offers("ghost", &refs);
+    a.await_has("far399");
+    b.await_has("far117");
+    assert!(wait_until(PROMPT, || b
+        .bridge()
+        .stderr()
+        .contains("282 remote names past --max-remote 118")));
+    for host in [&mut a, &mut b] {
+        let err = host.bridge().stderr();
+        assert!(!err.contains("Too many open files"), "{err}");
+        host.stop_bridge();
+        assert_eq!(host.entries(), Vec::<String>::new());
+    }
+}
+
+#[test]
+fn a_second_bridge_with_the_same_id_says_so_and_stops_with_3() {
+    let dir = Dir::new("bridge-same-id");
+    let Some(broker) = Broker::start(&dir) else { return };
+    let (mut a, mut twin) = (Host::new(&dir, "a"), Host::new(&dir, "a2"));
+    a.start_bridge(&dir, &broker, "bridge-a");
+    assert!(wait_until(PROMPT, || a
+        .bridge()
+        .stderr()
+        .contains("connected to the broker")));
+    // A clone of A's machine: the same id, another directory. Each
+    // connection takes the other's place at the broker; the one that finds
+    // another run's epoch and then loses its place says so and stops.
+    twin.id = "a";
+    twin.start_bridge(&dir, &broker, "bridge-twin");
+    assert_eq!(twin.bridge().code(PROMPT), Some(3));
+    let err = twin.bridge().stderr();
+    let said = "piper-bridge: error: another bridge has this bridge's id, and the broker gave it our place: give each bridge of a ring its own --id\n";
+    assert!(err.ends_with(said), "{err}");
+    assert!(
+        !err.contains("lost the broker") && !err.contains("reconnected to"),
+        "{err}"
+    );
+    // The first stays, and works.
+    let mut pong = a.node(&dir, "pong", "pong", &["--quiet"]);
+    let mut b = Host::new(&dir, "b");
+    b.start_bridge(&dir, &broker, "bridge-b");
+    b.await_has("pong");
+    round_trips(&dir, &mut b, 10);
+    pong.signal(Signal::SIGTERM);
+    assert_eq!(pong.code(PROMPT), Some(0));
+    let ca = a.stop_bridge();
+    assert_eq!(ca.reconnects, 1, "{ca:?}");
+    assert!(!a.bridge().stderr().contains("error"), "{}", a.bridge().stderr());
+    b.stop_bridge();
+}
+
+#[test]
+fn bridges_without_an_id_on_one_host_do_not_share_one() {
+    let dir = Dir::new("bridge-default-id");
+    let Some(broker) = Broker::start(&dir) else { return };
+    let (a, b) = (Host::new(&dir, "a"), Host::new(&dir, "b"));
+    let mut bridges = Vec::new();
+    for host in [&a, &b] {
+        let mut cmd = Command::new(bin("piper-bridge"));
+        cmd.args(["--broker", &broker.url(), "--ring", "t", "--json"])
+            .arg("--dir")
+            .arg(&host.sockets)
+            .env("RUST_LOG", "info");
+        bridges.push(Proc::spawn(&dir, host.id, cmd));
+    }
+    let _pong = b.node(&dir, "pong", "pong", &["--quiet"]);
+    a.await_has("pong");
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let labels: Vec<String> = (bridges.iter())
+        .map(|p| {
+            let err = p.stderr();
+            let first = err.lines().next().unwrap_or_default().to_string();
+            first[..first.find(']').unwrap() + 1].to_string()
+        })
+        .collect();
+    let prefix = format!("piper-bridge[{}-", host.trim());
+    assert!(
+        labels
+            .iter()
+            .all(|l| l.starts_with(&prefix) && l.len() == prefix.len() + 9),
+        "{labels:?}"
+    );
+    assert_ne!(labels[0], labels[1]);
+    for mut bridge in bridges {
+        bridge.signal(Signal::SIGTERM);
+        assert_eq!(bridge.code(PROMPT), Some(0));
+        let c = counts(&bridge.stderr());
+        assert_eq!(c.reconnects, 0, "{c:?}");
+    }
+}
+
+#[test]
+fn after_a_broker_crash_a_bridge_that_died_meanwhile_is_forgotten() {
+    let dir = Dir::new("bridge-forget");
+    let Some(mut broker) = Broker::start(&dir) else { return };
+    let (mut a, mut b, mut c) = (Host::new(&dir, "a"), Host::new(&dir, "b"), Host::new(&dir, "c"));
+    for host in [&mut a, &mut b, &mut c] {
+        let label = format!("bridge-{}", host.id);
+        host.start_bridge(&dir, &broker, &label);
+    }
+    let _x = a.node(&dir, "x", "x", &["--quiet"]);
+    let _y = c.node(&dir, "y", "y", &["--quiet"]);
+    b.await_has("x");
+    b.await_has("y");
+    // The broker dies, then bridge a; the broker comes back without its
+    // retained messages (no persistence) and nobody ever fires a's will.
+    broker.kill();
+    a.bridge().signal(Signal::SIGKILL);
+    assert_eq!(a.bridge().code(PROMPT), Some(137));
+    broker.restart(&dir);
+    assert!(wait_until(LONG, || !b.has("x")), "b still stands in for dead a's x");
+    // c's y, announced again by c, stays (or comes back).
+    b.await_has("y");
+    assert!(wait_until(PROMPT, || !c.has("x")));
+    let cb = b.stop_bridge();
+    cb.assert_balanced("b");
+    assert_eq!(cb.reconnects, 1, "{cb:?}");
+    c.stop_bridge();
 }

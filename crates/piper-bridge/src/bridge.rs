@@ -55,6 +55,10 @@ const FILTERS_PER_PACKET: usize = 256;
 /// and payload.
 const PUBLISH_OVERHEAD: usize = 16;
 
+/// What a bridge says when another has its id.
+const CLASH: &str =
+    "another bridge has this bridge's id, and the broker gave it our place: give each bridge of a ring its own --id";
+
 /// What the bridge is told at start.
 #[derive(Debug)]
 pub struct Config {
@@ -249,10 +253,16 @@ struct Bridge {
     outbox: VecDeque<Control>,
     /// Of those, sent and not answered yet.
     in_window: usize,
+    /// How many may be: [`WINDOW`], or less if the broker wants.
+    window: usize,
     /// The filters of the subscriptions sent, until the client names their
     /// packet ids; then by packet id, until the broker answers.
     subs_sent: VecDeque<Vec<String>>,
     subs: HashMap<u16, Vec<String>>,
+    /// The first connection is made, and not said yet.
+    first: bool,
+    /// When another run with this bridge's id was seen to connect.
+    twin: Option<Instant>,
     /// The barrier this connection waits for.
     generation: u64,
     synced: bool,
@@ -296,8 +306,11 @@ impl Bridge {
             link: link::State::new(),
             outbox: VecDeque::new(),
             in_window: 0,
+            window: WINDOW,
             subs_sent: VecDeque::new(),
             subs: HashMap::new(),
+            first: false,
+            twin: None,
             generation: 0,
             synced: false,
             local: BTreeMap::new(),
@@ -329,8 +342,9 @@ impl Bridge {
             }
             // QoS 0 publishes are the datagrams; the rest goes at QoS 1.
             Ok(Event::Outgoing(Outgoing::Publish(0))) => {
-                self.link.sent();
-                self.counts.published();
+                if self.link.sent() {
+                    self.counts.published();
+                }
             }
             Ok(Event::Outgoing(Outgoing::Subscribe(pkid))) => {
                 if let Some(filters) = self.subs_sent.pop_front() {
@@ -341,6 +355,10 @@ impl Bridge {
             Err(e) => {
                 if let Some(why) = fatal(&e) {
                     return Next::Stop(why);
+                }
+                let twin = self.twin.take().is_some_and(|t| t.elapsed() < link::STABLE);
+                if twin && self.link.is_up() {
+                    return Next::Stop(Stopped::Clash(CLASH.into()));
                 }
                 return Next::Wait(self.lost(e));
             }
@@ -354,6 +372,10 @@ impl Bridge {
             Packet::ConnAck(ack) => {
                 let max = ack.properties.as_ref().and_then(|p| p.max_packet_size);
                 self.broker_max = max.map_or(self.cfg.max_packet, |m| m as usize);
+                // Below the broker's Receive Maximum: the client reuses
+                // packet ids past it, and an id still in use stalls it.
+                let receive = ack.properties.as_ref().and_then(|p| p.receive_max);
+                self.window = receive.map_or(WINDOW, |r| usize::from(r).saturating_sub(1).clamp(1, WINDOW));
                 self.connected();
             }
             Packet::Publish(p) => match std::str::from_utf8(&p.topic) {
@@ -395,7 +417,10 @@ impl Bridge {
 
     fn connected(&mut self) {
         match self.link.connected(Instant::now()) {
-            Connected::First => log::info!("connected to the broker"),
+            // Said once the broker has taken everything this connection
+            // starts with (the barrier): from then on, what is published
+            // for our nodes reaches them.
+            Connected::First => self.first = true,
             Connected::Again { outage, dropped } => {
                 self.counts.reconnects += 1;
                 self.warnings.warn(format_args!(
@@ -414,17 +439,22 @@ impl Bridge {
         self.generation = self.presence.reconnected();
         self.synced = false;
         let [hosts, names] = self.cfg.topics.presence_filters();
-        // Our own offers are not echoed back; the barrier is.
+        // Our own offers are not echoed back; the barrier is. At QoS 0:
+        // the broker then sends a large offer straight on instead of
+        // queueing it (and dropping past its queue's limit); a connection
+        // that breaks is followed by a full rebuild anyway.
         let quiet = |path: String| Filter {
             nolocal: true,
-            ..Filter::new(path, QoS::AtLeastOnce)
+            ..Filter::new(path, QoS::AtMostOnce)
         };
         let barrier = Filter::new(self.cfg.topics.sync(&self.cfg.id), QoS::AtLeastOnce);
+        // Not `nolocal`: a twin has our client id, and its runs must reach us.
+        let runs = Filter::new(self.cfg.topics.id(&self.cfg.id), QoS::AtMostOnce);
         self.outbox
-            .push_back(Control::Subscribe(vec![quiet(hosts), quiet(names), barrier]));
-        self.outbox.push_back(Control::Send(
-            self.cfg.topics.sync(&self.cfg.id),
-            self.generation.to_string().into_bytes(),
+            .push_back(Control::Subscribe(vec![quiet(hosts), quiet(names), barrier, runs]));
+        self.outbox.push_back(Control::Retain(
+            self.cfg.topics.id(&self.cfg.id),
+            wire::epoch(self.cfg.epoch),
         ));
         let names: Vec<Name> = self.local.keys().cloned().collect();
         self.subscribe(&names);
@@ -435,6 +465,11 @@ impl Bridge {
         for name in &names {
             self.offer(name, true);
         }
+        // Last: when it comes back, the broker has done all of the above.
+        self.outbox.push_back(Control::Send(
+            self.cfg.topics.sync(&self.cfg.id),
+            self.generation.to_string().into_bytes(),
+        ));
         self.flush_outbox();
         self.report();
     }
@@ -490,7 +525,7 @@ impl Bridge {
         if !self.link.is_up() {
             return;
         }
-        while self.in_window < WINDOW {
+        while self.in_window < self.window {
             let Some(control) = self.outbox.pop_front() else { break };
             let sent = match &control {
                 Control::Retain(topic, payload) => {
@@ -523,6 +558,17 @@ impl Bridge {
     fn on_publish(&mut self, topic: &str, payload: &[u8]) {
         match self.cfg.topics.parse(topic) {
             Topic::Msg(Ok(dest)) => self.deliver(&dest, payload),
+            Topic::Id(Ok(id)) if id == self.cfg.id => {
+                if let Ok(Some(epoch)) = wire::parse_epoch(payload) {
+                    if epoch != self.cfg.epoch {
+                        // Another run with our id connected since we last
+                        // did (or an earlier run of ours): if the broker now
+                        // drops us, it is that run taking our place.
+                        log::debug!("another run of bridge '{id}' connected ({epoch:016x})");
+                        self.twin = Some(Instant::now());
+                    }
+                }
+            }
             Topic::Host(Ok(id)) => match wire::parse_epoch(payload) {
                 Ok(epoch) => self.dirty |= self.presence.host(id, epoch),
                 Err(why) => self.ignore(format_args!("ignored the state of bridge '{id}': {why}")),
@@ -536,6 +582,9 @@ impl Bridge {
                 let generation = std::str::from_utf8(payload).ok().and_then(|g| g.parse().ok());
                 if generation == Some(self.generation) && !self.synced {
                     self.synced = true;
+                    if std::mem::take(&mut self.first) {
+                        log::info!("connected to the broker");
+                    }
                     self.dirty |= self.presence.synced(self.generation);
                     self.reconcile();
                 }
@@ -546,7 +595,7 @@ impl Bridge {
             }
             // Only the topics of the nodes offered here are subscribed to,
             // and their names are valid: anything else is not for us.
-            Topic::Msg(Err(_)) | Topic::Sync(_) | Topic::Other => {
+            Topic::Msg(Err(_)) | Topic::Sync(_) | Topic::Id(_) | Topic::Other => {
                 log::debug!("ignored a message on {}", piper_core::escape(topic.as_bytes()));
             }
         }
@@ -774,7 +823,7 @@ impl Bridge {
     fn tick(&mut self) {
         self.was_paused();
         let now = Instant::now();
-        if self.link.beat_due(now) && self.outbox.is_empty() && self.in_window < WINDOW {
+        if self.link.beat_due(now) && self.outbox.is_empty() && self.in_window < self.window {
             self.outbox
                 .push_back(Control::Send(self.cfg.topics.beat(&self.cfg.id), Vec::new()));
         }
@@ -811,11 +860,14 @@ impl Bridge {
         self.rescan = false;
         let names: BTreeSet<Name> = match &self.cfg.export {
             Some(names) => names.clone(),
-            None => match self.cfg.dir.list() {
-                Ok(listing) => listing
-                    .into_iter()
-                    .filter(|l| l.liveness == Liveness::Live && !self.stand_ins.contains(&l.name))
-                    .map(|l| l.name)
+            // The names, each probed unless it is a stand-in of ours (not
+            // a full listing: the owners' pids are not needed, and finding
+            // each costs a read of every lock the kernel holds).
+            None => match self.cfg.dir.socket_names() {
+                Ok(names) => (names.into_iter())
+                    .filter(|name| {
+                        !self.stand_ins.contains(name) && self.cfg.dir.probe(name).is_ok_and(|l| l == Liveness::Live)
+                    })
                     .collect(),
                 Err(e) => {
                     self.warnings.warn(format_args!("cannot list the nodes: {e}"));
@@ -861,8 +913,10 @@ impl Bridge {
         if !self.link.is_up() {
             return false;
         }
+        // At QoS 0: it needs no packet id, so nothing still in flight can
+        // hold it back behind the disconnect.
         let topic = self.cfg.topics.host(&self.cfg.id);
-        let _ = self.client.try_publish(topic, QoS::AtLeastOnce, true, Vec::new());
+        let _ = self.client.try_publish(topic, QoS::AtMostOnce, true, Vec::new());
         self.client.try_disconnect().is_ok()
     }
 
@@ -939,14 +993,13 @@ fn fatal(e: &ConnectionError) -> Option<Stopped> {
         ConnectionError::MqttState(StateError::ServerDisconnect {
             reason_code: DisconnectReasonCode::SessionTakenOver,
             ..
-        }) => Some(Stopped::Clash(
-            "another bridge connected with this bridge's id and took its place: give each bridge of a ring its own --id"
-                .into(),
-        )),
+        }) => Some(Stopped::Clash(CLASH.into())),
         ConnectionError::MqttState(StateError::ServerDisconnect {
             reason_code: DisconnectReasonCode::NotAuthorized,
             ..
-        }) => Some(Stopped::Refused("the broker ended the connection: NotAuthorized".into())),
+        }) => Some(Stopped::Refused(
+            "the broker ended the connection: NotAuthorized".into(),
+        )),
         ConnectionError::Tls(tls) => certificate(tls).map(|why| Stopped::Refused(format!("TLS: {why}"))),
         _ => None,
     }
@@ -962,9 +1015,10 @@ fn certificate(e: &rumqttc::TlsError) -> Option<String> {
         _ => None,
     }?;
     match rustls {
-        Tls::InvalidCertificate(_) | Tls::AlertReceived(_) | Tls::NoCertificatesPresented => {
-            Some(format!("the broker's certificate cannot be verified: {rustls}"))
-        }
+        Tls::InvalidCertificate(_) => Some(format!("the broker's certificate cannot be verified: {rustls}")),
+        Tls::AlertReceived(alert) => Some(format!(
+            "the broker refused the handshake ({alert:?}): does it want a client certificate (--cert, --key) it trusts?"
+        )),
         _ => None,
     }
 }

@@ -76,10 +76,11 @@ pub struct Args {
     /// Use abstract socket addresses instead of files (needs --export).
     #[arg(long = "abstract")]
     pub abstract_ns: bool,
-    /// The local nodes other hosts may reach, comma-separated [default:
-    /// every live node in the directory, followed as they come and go].
+    /// The local nodes other hosts may reach, comma-separated (repeatable)
+    /// [default: every live node in the directory, followed as they come
+    /// and go].
     #[arg(long, value_name = "LIST")]
-    pub export: Option<String>,
+    pub export: Vec<String>,
     /// Also forward datagrams from this uid (repeatable); our own uid and
     /// root's are always forwarded.
     #[arg(long = "allow-uid", value_name = "UID")]

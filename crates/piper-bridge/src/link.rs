@@ -172,10 +172,15 @@ impl State {
         }
     }
 
-    /// A datagram left the client's queue for the broker.
-    pub fn sent(&mut self) {
-        if let Link::Up { queued, .. } = &mut self.link {
-            *queued = queued.saturating_sub(1);
+    /// A QoS 0 message left the client's queue for the broker: returns
+    /// whether it was a queued datagram (the rest is the goodbye).
+    pub fn sent(&mut self) -> bool {
+        match &mut self.link {
+            Link::Up { queued, .. } if *queued > 0 => {
+                *queued -= 1;
+                true
+            }
+            _ => false,
         }
     }
 
@@ -264,8 +269,8 @@ mod tests {
         for _ in 0..5 {
             s.queued();
         }
-        s.sent();
-        s.sent();
+        assert!(s.sent());
+        assert!(s.sent());
         assert!(matches!(s.link(), Link::Up { since, queued: 3, .. } if since == t0));
         assert_eq!(
             s.failed(t0 + ms(20_000)),

@@ -47,7 +47,8 @@ const MAX_ID: usize = 100;
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let label = args.id.clone().or_else(|| host_name().map(|n| n.to_string()));
+    let dir = args.dir.clone().unwrap_or_else(SocketDir::default_path);
+    let label = (args.id.clone()).or_else(|| default_id(&dir).map(|n| n.to_string()));
     piper_cli::init_logging(format!("piper-bridge[{}]", label.unwrap_or_default()), "warn");
     piper_cli::finish("piper-bridge", run(args))
 }
@@ -71,18 +72,18 @@ fn run(args: Args) -> Result<u8, Failure> {
         }
     }
     let ring = Name::new(&args.ring).map_err(|e| Failure::usage(format!("--ring: {e}")))?;
-    let export = match &args.export {
-        Some(list) => Some(
-            list.split(',')
+    let export = if !args.export.is_empty() {
+        Some(
+            (args.export.iter().flat_map(|list| list.split(',')))
                 .map(|n| Name::new(n).map_err(|e| Failure::usage(format!("--export: {e}"))))
                 .collect::<Result<BTreeSet<Name>, Failure>>()?,
-        ),
-        None if args.abstract_ns => {
-            return Err(Failure::usage(
-                "abstract sockets cannot be listed: --abstract needs --export",
-            ));
-        }
-        None => None,
+        )
+    } else if args.abstract_ns {
+        return Err(Failure::usage(
+            "abstract sockets cannot be listed: --abstract needs --export",
+        ));
+    } else {
+        None
     };
     let login = cli::login(args.credentials.as_deref()).map_err(Failure::usage)?;
     let transport = if broker.tls { Some(tls(&args)?) } else { None };

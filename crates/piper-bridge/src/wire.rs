@@ -10,6 +10,9 @@
 //!   counts only while its epoch is its bridge's current one, so the will
 //!   on `hosts/ID` withdraws every name at once, and each message stays
 //!   the same small size however many nodes a bridge offers.
+//! - `ids/ID` (retained, QoS 1): the epoch of the run that last connected
+//!   as bridge ID. Only ID reads it: a foreign epoch there, followed by the
+//!   broker dropping us, is another bridge with our id.
 //! - `sync/ID` (QoS 1): what bridge ID sends itself after subscribing; it
 //!   comes back after every retained message the subscription brought.
 //! - `beat/ID` (QoS 1): what bridge ID sends twice a second to hear from
@@ -46,6 +49,8 @@ pub enum Topic<'a> {
     Offer(Result<(Name, Name), &'a str>),
     /// This bridge's own barrier.
     Sync(Result<Name, &'a str>),
+    /// The last run of this bridge id.
+    Id(Result<Name, &'a str>),
     /// Not one of ours.
     Other,
 }
@@ -66,6 +71,11 @@ impl Topics {
     /// Whether bridge `id` offers `name`.
     pub fn offer(&self, id: &Name, name: &Name) -> String {
         format!("{}names/{id}/{name}", self.prefix)
+    }
+
+    /// The last run of bridge `id`.
+    pub fn id(&self, id: &Name) -> String {
+        format!("{}ids/{id}", self.prefix)
     }
 
     /// Bridge `id`'s barrier.
@@ -108,6 +118,8 @@ impl Topics {
             })
         } else if let Some(id) = rest.strip_prefix("sync/") {
             Topic::Sync(name(id))
+        } else if let Some(id) = rest.strip_prefix("ids/") {
+            Topic::Id(name(id))
         } else {
             Topic::Other
         }
@@ -183,6 +195,8 @@ mod tests {
             Topic::Offer(Ok((name("h1"), name("pong"))))
         );
         assert_eq!(t.parse("piper/lab/sync/h1"), Topic::Sync(Ok(name("h1"))));
+        assert_eq!(t.id(&name("h1")), "piper/lab/ids/h1");
+        assert_eq!(t.parse("piper/lab/ids/h1"), Topic::Id(Ok(name("h1"))));
         assert_eq!(t.parse("piper/other/msg/pong"), Topic::Other);
         assert_eq!(t.parse("piper/lab/else/pong"), Topic::Other);
     }

@@ -89,11 +89,15 @@ pub const BRIDGE: &[Row] = &[
     ("130", "SIGINT"),
     (
         "1",
-        "the broker refused the connection (a wrong login, or not authorised), or a runtime failure",
+        "the broker refused the connection (a wrong login, not authorised, a certificate that does not verify, no MQTT 5), or a runtime failure",
     ),
     (
         "2",
-        "usage error: a bad broker address, ring, id or node name, or an unreadable `--credentials` or `--ca` file",
+        "usage error: a bad broker address (or a login in it), ring, id or node name, TLS files without TLS, or an unreadable `--credentials`, `--ca`, `--cert` or `--key` file",
+    ),
+    (
+        "3",
+        "another bridge of the ring has this bridge's id and took its place at the broker",
     ),
     ("4", "socket directory unusable or unsafe"),
 ];
