@@ -1644,3 +1644,25 @@ fn after_a_broker_crash_a_bridge_that_died_meanwhile_is_forgotten() {
     assert_eq!(cb.reconnects, 1, "{cb:?}");
     c.stop_bridge();
 }
+
+#[test]
+fn the_bridges_unit_gives_it_the_files_its_default_cap_needs_and_no_restart_on_a_twin() {
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../scripts/systemd/piper-bridge.service"
+    ))
+    .unwrap();
+    let value = |key: &str| -> String {
+        let line = unit
+            .lines()
+            .find(|l| l.starts_with(key))
+            .unwrap_or_else(|| panic!("no {key}"));
+        line[key.len()..].to_string()
+    };
+    // It cannot raise the limit itself there (@resources is filtered):
+    // two files per stand-in, 4096 stand-ins by default, and 64 to spare.
+    let files: u64 = value("LimitNOFILE=").parse().unwrap();
+    assert!(files >= 2 * 4096 + 64, "{files}");
+    assert!(unit.contains("SystemCallFilter=~@privileged @resources"));
+    assert_eq!(value("RestartPreventExitStatus="), "3");
+}
