@@ -1666,3 +1666,68 @@ fn the_bridges_unit_gives_it_the_files_its_default_cap_needs_and_no_restart_on_a
     assert!(unit.contains("SystemCallFilter=~@privileged @resources"));
     assert_eq!(value("RestartPreventExitStatus="), "3");
 }
+
+#[test]
+fn what_the_brokers_acl_forbids_is_said_with_its_reason() {
+    if !may_run(Needs::Tool("mosquitto_passwd")) {
+        return;
+    }
+    let dir = Dir::new("bridge-acl");
+    let passwords = dir.aux("passwords");
+    std::fs::create_dir_all(passwords.parent().unwrap()).unwrap();
+    for (k, user) in ["reader", "writer"].into_iter().enumerate() {
+        let mut cmd = Command::new(tool_path("mosquitto_passwd").unwrap());
+        cmd.args(if k == 0 { &["-c", "-b"][..] } else { &["-b"][..] });
+        run(cmd.arg(&passwords).args([user, "pw"]));
+    }
+    let acl = dir.aux("acl");
+    std::fs::write(
+        &acl,
+        "user reader\ntopic read piper/t/#\n\nuser writer\ntopic write piper/t/#\n",
+    )
+    .unwrap();
+    let settings = format!(
+        "allow_anonymous false\npassword_file {}\nacl_file {}\n",
+        passwords.display(),
+        acl.display()
+    );
+    let Some(broker) = Broker::start_with(&dir, &settings) else {
+        return;
+    };
+    let mut hosts = Vec::new();
+    for user in ["reader", "writer"] {
+        let login = dir.aux(&format!("login-{user}"));
+        std::fs::write(&login, format!("{user}:pw\n")).unwrap();
+        std::fs::set_permissions(&login, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        let mut host = Host::new(&dir, if user == "reader" { "r" } else { "w" });
+        host.start_bridge_with(&dir, &broker.url(), &["--credentials", login.to_str().unwrap()], user);
+        hosts.push(host);
+    }
+    // mosquitto takes a subscription it will not serve, and drops what it
+    // may not send: the bridge's own barrier never comes back.
+    let (r, w) = (
+        &mut hosts[0],
+        "the broker has not sent back this bridge's own message on piper/t/sync/w within 5s: may bridge 'w' read piper/t/#?",
+    );
+    let said = "the broker refused a presence message (NotAuthorized): bridge 'r' needs to write piper/t/hosts/r, \
+                piper/t/names/r/#, piper/t/ids/r, piper/t/sync/r, piper/t/beat/r and piper/t/msg/#";
+    assert!(
+        wait_until(PROMPT, || r.bridge().stderr().contains(said)),
+        "{}",
+        r.bridge().stderr()
+    );
+    let writer = &mut hosts[1];
+    assert!(
+        wait_until(PROMPT, || writer.bridge().stderr().contains(w)),
+        "{}",
+        writer.bridge().stderr()
+    );
+    // Said once, though every beat (two a second, for the 5 s the writer
+    // took) was refused again.
+    assert_eq!(hosts[0].bridge().stderr().matches("the broker refused").count(), 1);
+    for host in &mut hosts {
+        let err = host.bridge().stderr();
+        assert!(!err.contains("lost the broker"), "{err}");
+        assert_eq!(host.stop_bridge().reconnects, 0);
+    }
+}

@@ -49,6 +49,9 @@ const GOODBYE: Duration = Duration::from_secs(1);
 /// most: a large offer goes out in pieces, and datagrams are not held up
 /// behind it.
 const WINDOW: usize = 32;
+/// How long the broker may take to send back a connection's barrier
+/// before the bridge says it may not be allowed to read.
+const SYNC_WAIT: Duration = Duration::from_secs(5);
 /// Subscription filters per SUBSCRIBE packet.
 const FILTERS_PER_PACKET: usize = 256;
 /// Room for a PUBLISH packet's header and properties beside its topic
@@ -266,6 +269,10 @@ struct Bridge {
     /// The barrier this connection waits for.
     generation: u64,
     synced: bool,
+    /// The barrier is late, and that was said.
+    sync_said: bool,
+    /// The broker refused a publish on this connection, and that was said.
+    refusal_said: bool,
     /// Local nodes offered to the other bridges, each with its address.
     local: BTreeMap<Name, Peer>,
     linger: Linger,
@@ -313,6 +320,8 @@ impl Bridge {
             twin: None,
             generation: 0,
             synced: false,
+            sync_said: false,
+            refusal_said: false,
             local: BTreeMap::new(),
             linger: Linger::default(),
             dirty: false,
@@ -384,12 +393,14 @@ impl Bridge {
             },
             Packet::PubAck(ack) => {
                 self.answered();
-                if !matches!(ack.reason, PubAckReason::Success | PubAckReason::NoMatchingSubscribers) {
+                let refused = !matches!(ack.reason, PubAckReason::Success | PubAckReason::NoMatchingSubscribers);
+                // Once per connection: every beat would say it again.
+                if refused && !std::mem::replace(&mut self.refusal_said, true) {
+                    let id = &self.cfg.id;
+                    let own = self.cfg.topics.host(id).replace(&format!("hosts/{id}"), "");
                     self.warnings.warn(format_args!(
-                        "the broker refused a presence message ({:?}): its ACL must let bridge '{}' write {}",
+                        "the broker refused a presence message ({:?}): bridge '{id}' needs to write {own}hosts/{id}, {own}names/{id}/#, {own}ids/{id}, {own}sync/{id}, {own}beat/{id} and {own}msg/#",
                         ack.reason,
-                        self.cfg.id,
-                        self.cfg.topics.host(&self.cfg.id).replace(self.cfg.id.as_str(), "ID"),
                     ));
                 }
             }
@@ -438,6 +449,8 @@ impl Bridge {
         self.subs.clear();
         self.generation = self.presence.reconnected();
         self.synced = false;
+        self.sync_said = false;
+        self.refusal_said = false;
         let [hosts, names] = self.cfg.topics.presence_filters();
         // Our own offers are not echoed back; the barrier is. At QoS 0:
         // the broker then sends a large offer straight on instead of
@@ -835,6 +848,20 @@ impl Bridge {
         }
         if self.dirty {
             self.reconcile();
+        }
+        if let link::Link::Up { since, .. } = self.link.link() {
+            if !self.synced && !self.sync_said && now >= since + SYNC_WAIT {
+                // What the broker does not let us read, it drops without a
+                // word: our own barrier is the one message we know is due.
+                self.sync_said = true;
+                let topic = self.cfg.topics.sync(&self.cfg.id);
+                self.warnings.warn(format_args!(
+                    "the broker has not sent back this bridge's own message on {topic} within {SYNC_WAIT:?}: \
+                     may bridge '{}' read {}?",
+                    self.cfg.id,
+                    topic.replace(&format!("sync/{}", self.cfg.id), "#"),
+                ));
+            }
         }
         self.flush_outbox();
         if !self.ready_sent {
