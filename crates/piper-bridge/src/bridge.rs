@@ -33,6 +33,7 @@ use rumqttc::Outgoing;
 use tokio::io::unix::AsyncFd;
 
 use crate::counts::{Counts, Out};
+use crate::hold::Hold;
 use crate::link::{self, Connected, Failed};
 use crate::pace::{self, Linger, Watchdog};
 use crate::presence::{self, Presence};
@@ -81,6 +82,8 @@ pub struct Config {
     pub max_remote: usize,
     /// The largest packet this bridge takes (the broker must respect it).
     pub max_packet: usize,
+    /// The broker's TCP port.
+    pub broker_port: u16,
     /// The service manager, if any.
     pub notifier: Option<Notifier>,
     /// Its watchdog interval, if it wants one.
@@ -287,6 +290,9 @@ struct Bridge {
     dir_stamp: Option<SystemTime>,
     /// Senders seen that were not offered at the time: looked for once each.
     unoffered: BTreeSet<Name>,
+    /// The datagram kept while the broker is away: its name, topic and
+    /// message.
+    hold: Hold<(Name, String, Vec<u8>)>,
     /// Names said to clash: said once each.
     clashes: BTreeSet<Name>,
     /// Names past the cap, as last said.
@@ -330,6 +336,7 @@ impl Bridge {
             rescan: true,
             dir_stamp: None,
             unoffered: BTreeSet::new(),
+            hold: Hold::default(),
             clashes: BTreeSet::new(),
             over_cap: 0,
             ready_sent: false,
@@ -381,6 +388,7 @@ impl Bridge {
             Packet::ConnAck(ack) => {
                 let max = ack.properties.as_ref().and_then(|p| p.max_packet_size);
                 self.broker_max = max.map_or(self.cfg.max_packet, |m| m as usize);
+                give_up_late_data(self.cfg.broker_port);
                 // Below the broker's Receive Maximum: the client reuses
                 // packet ids past it, and an id still in use stalls it.
                 let receive = ack.properties.as_ref().and_then(|p| p.receive_max);
@@ -484,6 +492,7 @@ impl Bridge {
             self.generation.to_string().into_bytes(),
         ));
         self.flush_outbox();
+        self.release();
         self.report();
     }
 
@@ -781,12 +790,6 @@ impl Bridge {
             ));
             return;
         }
-        if !self.link.is_up() {
-            // Said when the broker was lost, and counted at the reconnection.
-            self.counts.took(Out::Dropped);
-            self.link.dropped();
-            return;
-        }
         let topic = self.cfg.topics.msg(&name);
         if topic.len() + message.len() + PUBLISH_OVERHEAD > self.broker_max {
             self.counts.took(Out::Dropped);
@@ -806,16 +809,41 @@ impl Bridge {
                 self.rescan();
             }
         }
-        match self.client.try_publish(topic, QoS::AtMostOnce, false, message) {
-            Ok(()) => {
-                self.counts.took(Out::Queued);
-                self.link.queued();
+        self.counts.took(Out::Queued);
+        if !self.link.is_up() {
+            // Kept, and the one it supersedes dropped (said when the broker
+            // was lost, and counted at the reconnection).
+            if self.hold.keep((name, topic, message), Instant::now()).is_some() {
+                self.counts.lost(1);
+                self.link.dropped();
             }
+            return;
+        }
+        if self.hold.supersede().is_some() {
+            self.counts.lost(1);
+        }
+        self.publish(name, topic, message);
+    }
+
+    /// Publishes a datagram for `name`, counted as taken.
+    fn publish(&mut self, name: Name, topic: String, message: Vec<u8>) {
+        match self.client.try_publish(topic, QoS::AtMostOnce, false, message) {
+            Ok(()) => self.link.queued(),
             Err(e) => {
-                self.counts.took(Out::Dropped);
+                self.counts.lost(1);
                 self.warnings.warn(format_args!(
                     "dropped a datagram for '{name}': the broker connection is backed up ({e})"
                 ));
+            }
+        }
+    }
+
+    /// Sends the datagram kept while the broker was away, if it is time.
+    fn release(&mut self) {
+        if let link::Link::Up { since, .. } = self.link.link() {
+            if let Some((name, topic, message)) = self.hold.due(Instant::now(), since) {
+                log::info!("sent the datagram for '{name}' kept while the broker was away");
+                self.publish(name, topic, message);
             }
         }
     }
@@ -849,6 +877,7 @@ impl Bridge {
         if self.dirty {
             self.reconcile();
         }
+        self.release();
         if let link::Link::Up { since, .. } = self.link.link() {
             if !self.synced && !self.sync_said && now >= since + SYNC_WAIT {
                 // What the broker does not let us read, it drops without a
@@ -952,6 +981,9 @@ impl Bridge {
         if let link::Link::Up { queued, .. } = self.link.link() {
             self.counts.lost(queued);
         }
+        if self.hold.supersede().is_some() {
+            self.counts.lost(1);
+        }
         debug_assert!(self.counts.balanced(0), "{:?}", self.counts);
         self.warnings.finish();
         self.notify("STOPPING=1");
@@ -995,6 +1027,53 @@ impl Bridge {
             if let Err(e) = n.try_notify(state) {
                 log::debug!("cannot notify the service manager: {e}");
             }
+        }
+    }
+}
+
+/// Makes the broker connection's socket (TCP, to `port`) give up what it
+/// could not deliver instead of delivering it late: closed with a reset
+/// (`SO_LINGER` 0), so that nothing written before a loss reaches the
+/// broker after it, and aborted by the kernel once data has waited
+/// [`link::DEAD`] unacknowledged (`TCP_USER_TIMEOUT`). rumqttc does not
+/// hand its socket out, so it is found among the process's descriptors.
+fn give_up_late_data(port: u16) {
+    use nix::sys::socket::{getpeername, getsockopt, setsockopt, sockopt, SockType, SockaddrLike, SockaddrStorage};
+    use std::os::fd::BorrowedFd;
+    let Ok(fds) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    for entry in fds.flatten() {
+        let Some(raw) = entry.file_name().to_str().and_then(|s| s.parse::<RawFd>().ok()) else {
+            continue;
+        };
+        let is_socket = std::fs::read_link(entry.path()).is_ok_and(|l| l.to_string_lossy().starts_with("socket:"));
+        if !is_socket {
+            continue;
+        }
+        // SAFETY: the descriptor is open (listed just now) and stays so
+        // for these few calls: the runtime's one thread is here, and its
+        // blocking pool (name lookups) is idle once connected.
+        let fd = unsafe { BorrowedFd::borrow_raw(raw) };
+        if getsockopt(&fd, sockopt::SockType) != Ok(SockType::Stream) {
+            continue;
+        }
+        let Ok(peer) = getpeername::<SockaddrStorage>(fd.as_raw_fd()) else {
+            continue;
+        };
+        let peer_port = (peer.as_sockaddr_in().map(|a| a.port())).or_else(|| peer.as_sockaddr_in6().map(|a| a.port()));
+        if peer_port != Some(port) || peer.family().is_none() {
+            continue;
+        }
+        let reset = nix::libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        let timeout = link::DEAD.as_millis() as u32;
+        if let Err(e) =
+            setsockopt(&fd, sockopt::Linger, &reset).and_then(|()| setsockopt(&fd, sockopt::TcpUserTimeout, &timeout))
+        {
+            log::debug!("cannot set the broker socket's options: {e}");
         }
     }
 }

@@ -1,6 +1,6 @@
 //! The bridge's counts. Each side adds up exactly: every datagram a
-//! stand-in received is published, dropped, refused or still queued for
-//! the broker, and every message from the broker is delivered or dropped.
+//! stand-in received is published, dropped, refused, or still queued or
+//! kept for the broker, and every message from the broker is delivered or dropped.
 
 /// The counts, each outcome with its total.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -31,7 +31,8 @@ pub struct Counts {
 /// What became of a datagram a stand-in took.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Out {
-    /// In the client's queue: published or dropped later.
+    /// In the client's queue, or kept while the broker is away:
+    /// published or dropped later.
     Queued,
     Dropped,
     Refused,

@@ -7,6 +7,7 @@
 
 mod bridge;
 mod counts;
+mod hold;
 mod link;
 mod pace;
 mod presence;
@@ -145,6 +146,7 @@ fn run(args: Args) -> Result<u8, Failure> {
         allow_uids: args.allow_uids.clone(),
         max_remote,
         max_packet: MAX_PACKET,
+        broker_port: broker.port,
         notifier,
         watchdog: notify::watchdog_interval(),
     };
