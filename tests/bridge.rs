@@ -1741,3 +1741,79 @@ fn what_the_brokers_acl_forbids_is_said_with_its_reason() {
         assert_eq!(host.stop_bridge().reconnects, 0);
     }
 }
+
+/// A client certificate for `cn`, signed by the CA of [`certificates`].
+fn client_certificate(dir: &Dir, cn: &str) -> (PathBuf, PathBuf) {
+    let at = |f: &str| dir.aux(f);
+    let openssl = || Command::new(tool_path("openssl").unwrap());
+    let (key, csr, pem, ext) = (at("client.key"), at("client.csr"), at("client.pem"), at("client.ext"));
+    run(openssl()
+        .args(["req", "-newkey", "rsa:2048", "-nodes", "-subj", &format!("/CN={cn}")])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&csr));
+    std::fs::write(&ext, "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n").unwrap();
+    run(openssl()
+        .args(["x509", "-req", "-days", "1", "-CAcreateserial"])
+        .arg("-in")
+        .arg(&csr)
+        .arg("-CA")
+        .arg(at("ca.pem"))
+        .arg("-CAkey")
+        .arg(at("ca.key"))
+        .arg("-extfile")
+        .arg(&ext)
+        .arg("-out")
+        .arg(&pem));
+    (pem, key)
+}
+
+#[test]
+fn a_client_certificate_logs_in_and_a_broker_that_wants_one_refuses_a_bridge_without() {
+    if !may_run(Needs::Tool("openssl")) {
+        return;
+    }
+    let dir = Dir::new("bridge-client-cert");
+    let (ca, cert, key) = certificates(&dir);
+    let (client, client_key) = client_certificate(&dir, "piper-bridge");
+    let settings = format!(
+        "require_certificate true\nuse_identity_as_username true\nallow_anonymous false\ncafile {}\ncertfile {}\nkeyfile {}\n",
+        ca.display(),
+        cert.display(),
+        key.display()
+    );
+    let Some(broker) = Broker::start_with(&dir, &settings) else {
+        return;
+    };
+    let url = format!("mqtts://127.0.0.1:{}", broker.port);
+    let ca_arg = ca.to_str().unwrap();
+    let mut a = Host::new(&dir, "a");
+    let args = [
+        "--ca",
+        ca_arg,
+        "--cert",
+        client.to_str().unwrap(),
+        "--key",
+        client_key.to_str().unwrap(),
+    ];
+    a.start_bridge_with(&dir, &url, &args, "bridge-a");
+    assert!(
+        wait_until(PROMPT, || a.bridge().stderr().contains("connected to the broker")),
+        "{}",
+        a.bridge().stderr()
+    );
+    // Without one: the broker ends the handshake; retrying cannot help.
+    let mut b = Host::new(&dir, "b");
+    b.start_bridge_with(&dir, &url, &["--ca", ca_arg], "bridge-b");
+    assert_eq!(b.bridge().code(PROMPT), Some(1));
+    let err = b.bridge().stderr();
+    assert!(
+        err.lines().last().is_some_and(|l| l
+            .starts_with("piper-bridge: error: TLS: the broker refused the handshake (")
+            && l.ends_with("): does it want a client certificate (--cert, --key) it trusts?")),
+        "{err}"
+    );
+    assert!(!err.contains("warn"), "{err}");
+    assert_eq!(a.stop_bridge().reconnects, 0);
+}

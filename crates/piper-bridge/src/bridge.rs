@@ -1107,6 +1107,15 @@ fn fatal(e: &ConnectionError) -> Option<Stopped> {
             "the broker ended the connection: NotAuthorized".into(),
         )),
         ConnectionError::Tls(tls) => certificate(tls).map(|why| Stopped::Refused(format!("TLS: {why}"))),
+        // A refusal that comes once the handshake seemed done (TLS 1.3: the
+        // broker checks our certificate after we have sent the CONNECT).
+        ConnectionError::MqttState(StateError::Io(io))
+        | ConnectionError::MqttState(StateError::Deserialization(rumqttc::v5::mqttbytes::Error::Io(io)))
+        | ConnectionError::Io(io) => io
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            .and_then(refusal)
+            .map(|why| Stopped::Refused(format!("TLS: {why}"))),
         _ => None,
     }
 }
@@ -1120,6 +1129,12 @@ fn certificate(e: &rumqttc::TlsError) -> Option<String> {
         rumqttc::TlsError::Io(io) => io.get_ref().and_then(|inner| inner.downcast_ref::<Tls>()),
         _ => None,
     }?;
+    refusal(rustls)
+}
+
+/// What a TLS error says, if it is one that retrying cannot mend.
+fn refusal(rustls: &rustls::Error) -> Option<String> {
+    use rustls::Error as Tls;
     match rustls {
         Tls::InvalidCertificate(_) => Some(format!("the broker's certificate cannot be verified: {rustls}")),
         Tls::AlertReceived(alert) => Some(format!(
