@@ -1817,3 +1817,71 @@ fn a_client_certificate_logs_in_and_a_broker_that_wants_one_refuses_a_bridge_wit
     assert!(!err.contains("warn"), "{err}");
     assert_eq!(a.stop_bridge().reconnects, 0);
 }
+
+#[test]
+fn the_readmes_acl_recipe_lets_a_ring_run_with_nothing_refused() {
+    if !may_run(Needs::Tool("mosquitto_passwd")) {
+        return;
+    }
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let at = readme.find("bridge `a` of ring `lab`:").expect("the recipe");
+    let block = &readme[at..];
+    let block = &block[block.find("```\n").unwrap() + 4..];
+    let recipe = &block[..block.find("```").unwrap()];
+    let dir = Dir::new("bridge-acl-recipe");
+    let passwords = dir.aux("passwords");
+    std::fs::create_dir_all(passwords.parent().unwrap()).unwrap();
+    let mut acl = String::new();
+    for (k, id) in ["a", "b"].into_iter().enumerate() {
+        let mut cmd = Command::new(tool_path("mosquitto_passwd").unwrap());
+        cmd.args(if k == 0 { &["-c", "-b"][..] } else { &["-b"][..] });
+        run(cmd.arg(&passwords).args([&format!("bridge-{id}"), "pw"]));
+        for line in recipe.lines() {
+            let line = line.trim().replace("piper/lab/", "piper/t/");
+            let line = line
+                .replace("/a/", &format!("/{id}/"))
+                .replace("bridge-a", &format!("bridge-{id}"));
+            let line = if line.ends_with("/a") {
+                format!("{}{id}", &line[..line.len() - 1])
+            } else {
+                line
+            };
+            acl.push_str(&line);
+            acl.push('\n');
+        }
+        acl.push('\n');
+    }
+    std::fs::write(dir.aux("acl"), &acl).unwrap();
+    let settings = format!(
+        "allow_anonymous false\npassword_file {}\nacl_file {}\n",
+        passwords.display(),
+        dir.aux("acl").display()
+    );
+    let Some(broker) = Broker::start_with(&dir, &settings) else {
+        return;
+    };
+    let mut hosts = Vec::new();
+    for id in ["a", "b"] {
+        let login = dir.aux(&format!("login-{id}"));
+        std::fs::write(&login, format!("bridge-{id}:pw\n")).unwrap();
+        std::fs::set_permissions(&login, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        let mut host = Host::new(&dir, id);
+        host.start_bridge_with(&dir, &broker.url(), &["--credentials", login.to_str().unwrap()], id);
+        hosts.push(host);
+    }
+    let mut pong = hosts[1].node(&dir, "pong", "pong", &["--quiet"]);
+    hosts[0].await_has("pong");
+    round_trips(&dir, &mut hosts[0], 20);
+    pong.signal(Signal::SIGTERM);
+    assert_eq!(pong.code(PROMPT), Some(0));
+    for host in &mut hosts {
+        assert!(host.bridge().stderr().contains("connected to the broker"));
+        let counts = host.stop_bridge();
+        let err = host.bridge().stderr();
+        assert!(
+            !err.contains("the broker refused") && !err.contains("has not sent back"),
+            "{acl}\n{err}"
+        );
+        assert_eq!(counts.reconnects, 0);
+    }
+}
