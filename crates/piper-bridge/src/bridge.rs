@@ -693,7 +693,9 @@ impl Bridge {
         let wanted = self.presence.wanted(self.cfg.max_remote);
         for (name, first, second) in &wanted.shared {
             if self.clashes.insert(name.clone()) {
-                log::warn!("'{name}' is offered by bridges '{first}' and '{second}': messages for it reach both");
+                self.warnings.warn(format_args!(
+                    "'{name}' is offered by bridges '{first}' and '{second}': messages for it reach both"
+                ));
             }
         }
         if wanted.over_cap != self.over_cap {
@@ -708,9 +710,9 @@ impl Bridge {
         let local: BTreeSet<Name> = self.local.keys().cloned().collect();
         for (name, id) in &wanted.names {
             if local.contains(name) && self.clashes.insert(name.clone()) {
-                log::warn!(
+                self.warnings.warn(format_args!(
                     "'{name}' is offered by bridge '{id}', but a node here has that name: messages for it stay here"
-                );
+                ));
             }
         }
         let (bind, drop) = presence::plan(&wanted.names, self.stand_ins.names(), &local);

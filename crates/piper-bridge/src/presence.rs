@@ -334,6 +334,26 @@ mod tests {
     }
 
     #[test]
+    fn the_launchers_65536_names_from_one_bridge_are_all_wanted_quickly() {
+        let mut p = Presence::new(n("me"));
+        p.reconnected();
+        p.host(n("b"), Some(1));
+        let names: Vec<Name> = (0..65_536).map(|k| n(&format!("node{k}"))).collect();
+        let t0 = std::time::Instant::now();
+        for name in &names {
+            p.offer(n("b"), name.clone(), Some(1));
+        }
+        let w = p.wanted(65_536);
+        assert_eq!((w.names.len(), w.over_cap), (65_536, 0));
+        let bound: Vec<Name> = names[..1000].to_vec();
+        let (bind, drop) = plan(&w.names, &bound, &BTreeSet::new());
+        assert_eq!((bind.len(), drop.len()), (64_536, 0));
+        // Debug build, shared machine: the point is no quadratic cost
+        // (65,536² steps would take minutes).
+        assert!(t0.elapsed() < std::time::Duration::from_secs(10), "{:?}", t0.elapsed());
+    }
+
+    #[test]
     fn the_plan_binds_what_is_wanted_and_not_local_and_drops_the_rest() {
         let wanted: BTreeMap<Name, Name> = [("x", "b"), ("y", "b"), ("mine", "b")]
             .into_iter()

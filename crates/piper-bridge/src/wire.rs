@@ -216,6 +216,17 @@ mod tests {
     }
 
     #[test]
+    fn a_presence_message_is_small_however_many_names_a_bridge_offers() {
+        // The longest ring, id and name: one offer's topic and payload.
+        let long = name(&"x".repeat(100));
+        let t = Topics::new(&long);
+        let offer = t.offer(&long, &long).len() + epoch(u64::MAX).len();
+        assert!(offer < 350, "{offer}");
+        let host = t.host(&long).len() + epoch(u64::MAX).len();
+        assert!(host < 250, "{host}");
+    }
+
+    #[test]
     fn an_epoch_is_16_hex_digits_and_empty_means_gone() {
         assert_eq!(epoch(0xdead_beef), b"00000000deadbeef");
         assert_eq!(parse_epoch(&epoch(u64::MAX)), Ok(Some(u64::MAX)));
