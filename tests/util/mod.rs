@@ -319,12 +319,22 @@ impl Proc {
 
     /// Spawns `cmd` with stdout connected to `stdout` (for example a pipe
     /// the test never reads); stderr is captured under `label`.
-    pub fn spawn_with_stdout(dir: &Dir, label: &str, mut cmd: Command, stdout: Stdio) -> Proc {
+    pub fn spawn_with_stdout(dir: &Dir, label: &str, cmd: Command, stdout: Stdio) -> Proc {
+        Proc::spawn_with(dir, label, cmd, Stdio::null(), stdout)
+    }
+
+    /// [`Proc::spawn`] with stdin a pipe, written with [`Proc::input`].
+    pub fn spawn_with_input(dir: &Dir, label: &str, cmd: Command) -> Proc {
+        let out = File::create(dir.log(&format!("{label}.out"))).expect("stdout file");
+        Proc::spawn_with(dir, label, cmd, Stdio::piped(), out.into())
+    }
+
+    fn spawn_with(dir: &Dir, label: &str, mut cmd: Command, stdin: Stdio, stdout: Stdio) -> Proc {
         let out = dir.log(&format!("{label}.out"));
         let err = dir.log(&format!("{label}.err"));
         let mut record = File::create(dir.log(&format!("{label}.cmd"))).expect("cmd file");
         let _ = writeln!(record, "{cmd:?}");
-        cmd.stdin(Stdio::null())
+        cmd.stdin(stdin)
             .stdout(stdout)
             .stderr(File::create(&err).expect("stderr file"));
         // SAFETY: prctl is async-signal-safe and touches no memory of ours.
@@ -340,6 +350,23 @@ impl Proc {
             err,
             status: None,
         }
+    }
+
+    /// Writes `bytes` to its stdin (see [`Proc::spawn_with_input`]).
+    pub fn input(&mut self, bytes: &[u8]) {
+        let stdin = self.child.stdin.as_mut().expect("spawned with input");
+        stdin.write_all(bytes).expect("write stdin");
+    }
+
+    /// Its children's pids (for a wrapper such as `script` that execs or
+    /// forks what it runs).
+    pub fn children(&self) -> Vec<Pid> {
+        let pid = self.pid();
+        let text = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        text.split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .map(Pid::from_raw)
+            .collect()
     }
 
     /// The process id.
