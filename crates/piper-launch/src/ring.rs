@@ -144,6 +144,8 @@ struct Events {
     stops: Vec<Signal>,
     /// Members that ended, with how.
     ended: Vec<(usize, WaitStatus)>,
+    /// Whether stdout's reader has gone away (`| head` has what it wanted).
+    stdout_gone: bool,
 }
 
 struct Ring<'a> {
@@ -171,6 +173,9 @@ struct Ring<'a> {
     reinjections: u32,
     /// Where nodes run.
     placer: Placer,
+    /// Whether stdout is a pipe whose reader is still there: watched, so
+    /// that the run ends when it goes, as `head`'s writers do.
+    stdout_pipe: bool,
 }
 
 /// Runs the plan: launch, wait for readiness, start the chain, watch, tear
@@ -231,6 +236,7 @@ pub fn run(plan: &Plan, options: &Options, display: Display) -> Outcome {
         reinjected: None,
         reinjections: 0,
         placer: Placer::new(&options.cpus, n),
+        stdout_pipe: stdout_is_pipe(),
     };
     let outcome = match ring.launch(started, options.ready_timeout) {
         ControlFlow::Continue(()) => ring.watch(options),
@@ -253,6 +259,7 @@ impl Ring<'_> {
         let relaying: Vec<(usize, usize)> = (0..self.members.len())
             .flat_map(|i| (0..self.members[i].relays.len()).map(move |k| (i, k)))
             .collect();
+        let mut stdout_gone = false;
         let readable: Vec<(usize, usize)> = {
             let mut fds = vec![
                 PollFd::new(self.signals.as_fd(), PollFlags::POLLIN),
@@ -260,8 +267,18 @@ impl Ring<'_> {
             ];
             let relays = relaying.iter().map(|&(i, k)| self.members[i].relays[k].as_fd());
             fds.extend(relays.map(|fd| PollFd::new(fd, PollFlags::POLLIN)));
+            // A pipe's write end polls as POLLERR once its reader is gone;
+            // nothing else is asked of it.
+            let stdout = std::io::stdout();
+            if self.stdout_pipe {
+                fds.push(PollFd::new(stdout.as_fd(), PollFlags::empty()));
+            }
             let _ = poll(&mut fds, timeout);
             let ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
+            if self.stdout_pipe && fds.last().is_some_and(ready) {
+                self.stdout_pipe = false;
+                stdout_gone = true;
+            }
             relaying
                 .iter()
                 .zip(&fds[2..])
@@ -277,7 +294,10 @@ impl Ring<'_> {
             }
         }
         self.display.flush();
-        let mut events = Events::default();
+        let mut events = Events {
+            stdout_gone: stdout_gone || self.display.stdout_gone(),
+            ..Events::default()
+        };
         // Children are reaped only after a SIGCHLD: waitpid scans every
         // child, and calling it after each of a thousand forks cost the
         // launch 0.1 s.
@@ -523,6 +543,9 @@ impl Ring<'_> {
         if let Some(&sig) = events.stops.first() {
             return ControlFlow::Break(Ok(stop_code(sig)));
         }
+        if events.stdout_gone {
+            return ControlFlow::Break(Ok(stdout_gone()));
+        }
         if let Some(&(i, status)) = events.ended.first() {
             let name = &self.members[i].name;
             return ControlFlow::Break(Err(fail(format!(
@@ -562,6 +585,11 @@ impl Ring<'_> {
             let events = self.wait_events(wake.map(|at| at.saturating_duration_since(now)));
             if let Some(&sig) = events.stops.first() {
                 return Ok(stop_code(sig));
+            }
+            // Before the deaths: a node that found stdout gone ended for
+            // the same reason, and is no failure.
+            if events.stdout_gone {
+                return Ok(stdout_gone());
             }
             for (i, status) in events.ended {
                 let name = self.members[i].name.clone();
@@ -1005,6 +1033,20 @@ fn stop_code(sig: Signal) -> u8 {
         Signal::SIGINT => exit::INTERRUPTED,
         _ => exit::OK,
     }
+}
+
+/// The run's end when stdout's reader goes away: a normal end, as for any
+/// command whose output was piped into `head`.
+fn stdout_gone() -> u8 {
+    log::debug!("stdout's reader has gone: ending the run");
+    exit::OK
+}
+
+/// Whether stdout is a pipe.
+fn stdout_is_pipe() -> bool {
+    use nix::sys::stat::{fstat, SFlag};
+    fstat(std::io::stdout().as_fd())
+        .is_ok_and(|st| SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFIFO)
 }
 
 /// Tells the launcher's own service manager, if it has one, about `state`.
