@@ -641,3 +641,89 @@ fn ctrl_z_on_a_terminal_leaves_no_status_line_and_no_echo_behind() {
     nix::sys::signal::kill(launcher, Signal::SIGTERM).unwrap();
     assert_eq!(run.code(PROMPT), Some(0));
 }
+
+#[test]
+fn a_reader_that_goes_away_ends_the_run_normally_with_its_counts() {
+    use std::io::BufRead;
+    if !may_run(Needs::Tool("python3")) {
+        return;
+    }
+    // `piper-launch --nodes ping,pong --json | head -5`, with the lines
+    // written straight to the pipe, and relayed (--prefix).
+    for (label, extra) in [("direct", None), ("relay", Some("--prefix"))] {
+        let dir = Dir::new("out-head");
+        let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+        let args: Vec<&str> = ["--nodes", "ping,pong", "--json"].into_iter().chain(extra).collect();
+        let mut launcher = Proc::spawn_with_stdout(&dir, label, launch_cmd(&dir, &args), write.into());
+        let mut head = std::io::BufReader::new(std::fs::File::from(read));
+        for _ in 0..5 {
+            let mut line = String::new();
+            head.read_line(&mut line).unwrap();
+            assert!(line.contains(" received: '"), "{label}: {line:?}");
+        }
+        drop(head);
+        assert_eq!(launcher.code(PROMPT), Some(0), "{label}: {}", launcher.stderr());
+        let err = launcher.stderr();
+        for bad in [": warn: ", ": error: ", "Broken pipe", "exited with"] {
+            assert!(!err.contains(bad), "{label}: {bad}: {err}");
+        }
+        // The foreground's summary, then the ring's, both JSON, the last line last.
+        let objects: Vec<&str> = err.lines().filter(|l| l.starts_with('{')).collect();
+        assert_eq!(objects.len(), 2, "{label}: {err}");
+        assert_eq!(err.lines().last(), objects.last().copied(), "{label}: {err}");
+        assert!(objects[0].starts_with("{\"node\":\"pong\""), "{label}: {err}");
+        let ring = &python_json(objects[1])[0];
+        let received: u64 = ring
+            .split("'received': ")
+            .nth(1)
+            .and_then(|s| s.split(',').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("{ring}"));
+        assert!(
+            received >= 5,
+            "{label}: the counts of a run that printed 5 lines at least: {ring}"
+        );
+        assert_eq!(ring.matches("'exit': 0").count(), 2, "{label}: {ring}");
+    }
+    // A node run by hand: `piper-node pong | head -1`.
+    let dir = Dir::new("out-head-node");
+    let mut ready = Ready::new();
+    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+    let mut cmd = node_cmd(&dir, "pong", &[]);
+    cmd.env("NOTIFY_SOCKET", ready.address());
+    let mut pong = Proc::spawn_with_stdout(&dir, "pong", cmd, write.into());
+    assert!(ready.wait(pong.pid(), "READY=1", PROMPT));
+    let kicker = std::os::unix::net::UnixDatagram::unbound().unwrap();
+    kicker.send_to(b"first", dir.join("piper-pong")).unwrap();
+    let mut head = std::io::BufReader::new(std::fs::File::from(read));
+    let mut line = String::new();
+    head.read_line(&mut line).unwrap();
+    assert_eq!(line, "pong received: 'first'\n");
+    drop(head);
+    kicker.send_to(b"second", dir.join("piper-pong")).unwrap();
+    assert_eq!(pong.code(PROMPT), Some(0), "{}", pong.stderr());
+    assert!(!pong.stderr().contains("error"), "{}", pong.stderr());
+    assert_eq!(pong.summary().received, 2);
+}
+
+#[test]
+fn under_json_a_failed_run_says_why_in_the_summary_which_comes_last() {
+    if !may_run(Needs::Tool("python3")) {
+        return;
+    }
+    let dir = Dir::new("out-json-fail");
+    let mut cmd = launch_cmd(&dir, &["--nodes", "a,b", "--json", "--node-bin", "/bin/false"]);
+    cmd.env("RUST_LOG", "off");
+    let mut launcher = Proc::spawn(&dir, "launch", cmd);
+    assert_eq!(launcher.code(PROMPT), Some(1));
+    let err = launcher.stderr();
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 2, "{err}");
+    assert!(
+        lines[0].starts_with("piper-launch: error: node 'a' (pid ")
+            && lines[0].ends_with(") exited with status 1 before the ring was ready"),
+        "{err}"
+    );
+    let summary = &python_json(lines[1])[0];
+    let message = lines[0].strip_prefix("piper-launch: error: ").unwrap();
+    assert!(summary.ends_with(&format!("'error': \"{message}\"}}")), "{summary}");
+}

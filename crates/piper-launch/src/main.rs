@@ -86,6 +86,7 @@ fn run(args: Args) -> Result<u8, Failure> {
         count: args.count,
         allow_uids: args.allow_uids,
         all_output: args.output == Output::All,
+        json: args.json,
     };
     let options = ring::Options {
         ready_timeout: seconds("--ready-timeout", args.ready_timeout)?,

@@ -243,8 +243,23 @@ pub fn run(plan: &Plan, options: &Options, display: Display) -> Outcome {
         ControlFlow::Break(outcome) => outcome,
     };
     ring.teardown(options.grace);
-    ring.summary(options.json);
-    outcome
+    // Under --json the summary is the last line, and says how the run
+    // failed, if it did; the failure's own line comes first.
+    let failure = match (&outcome, options.json) {
+        (Err(f), true) => {
+            piper_cli::stderr_line(
+                piper_cli::Priority::Error,
+                &format!("piper-launch: error: {}", f.message),
+            );
+            Some(f.message.as_str())
+        }
+        _ => None,
+    };
+    ring.summary(options.json, failure);
+    match outcome {
+        Err(f) if options.json => Err(Failure::reported(f.code)),
+        outcome => outcome,
+    }
 }
 
 impl Ring<'_> {
@@ -756,7 +771,7 @@ impl Ring<'_> {
 
     /// The ring summary at exit: the nodes' counts added up and how they
     /// ended, as one line, or one JSON object with each node's figures.
-    fn summary(&mut self, json: bool) {
+    fn summary(&mut self, json: bool, failure: Option<&str>) {
         // What the nodes printed last, before the launcher's last words.
         for i in 0..self.members.len() {
             let member = &mut self.members[i];
@@ -780,6 +795,7 @@ impl Ring<'_> {
                 .num("restarts", self.restarts())
                 .num("reinjected", self.reinjections)
                 .raw("members", &format!("[{}]", members.join(",")))
+                .opt_str("error", failure)
                 .finish();
             piper_cli::stderr_line(piper_cli::Priority::Notice, &object);
             return;

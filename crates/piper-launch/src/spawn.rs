@@ -41,6 +41,8 @@ pub struct Plan {
     pub allow_uids: Vec<u32>,
     /// Whether every node's lines are shown, or only the foreground's.
     pub all_output: bool,
+    /// `--json` for the foreground node, whose summary reaches stderr.
+    pub json: bool,
 }
 
 impl Plan {
@@ -366,6 +368,9 @@ pub fn node_args(plan: &Plan, i: usize) -> Vec<OsString> {
     if let (true, Some(count)) = (i == plan.foreground, plan.count) {
         args.push(format!("--count={count}").into());
     }
+    if i == plan.foreground && plan.json {
+        args.push("--json".into());
+    }
     args.extend(["--".into(), plan.names[i].as_str().into()]);
     args
 }
@@ -526,6 +531,7 @@ mod tests {
             count: Some(7),
             allow_uids: vec![65534],
             all_output: true,
+            json: false,
         }
     }
 
