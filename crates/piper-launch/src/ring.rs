@@ -461,7 +461,7 @@ impl Ring<'_> {
         }
         self.display.clear_status();
         self.placer.launched(&self.alive_pids());
-        log::info!("{n} nodes ready in {:.3}s", started.elapsed().as_secs_f64());
+        log::info!("{} ready in {:.3}s", nodes(n), started.elapsed().as_secs_f64());
         // Under systemd (Type=notify) the launcher is ready when its ring is.
         notify_manager("READY=1");
         if !self.plan.start {
@@ -721,6 +721,17 @@ impl Ring<'_> {
         if !(restarted || crossing) || already || quiet_since.elapsed() < enough {
             return;
         }
+        // A given-up node's queue is where the chain would end: starting it
+        // again would only feed a node that is not coming back. Said once.
+        if let Some(gone) = self.members.iter().find(|m| matches!(m.state, State::GivenUp(_))) {
+            log::warn!(
+                "the ring has been silent for {:.1}s, and node '{}' was given up: not starting the chain again",
+                quiet_since.elapsed().as_secs_f64(),
+                gone.name
+            );
+            self.reinjected = Some(Instant::now());
+            return;
+        }
         let why = if restarted {
             "since a node was restarted"
         } else {
@@ -902,7 +913,7 @@ impl Ring<'_> {
         let stubborn: Vec<(usize, Pid)> = self.alive().map(|(i, pid, _)| (i, pid)).collect();
         if !stubborn.is_empty() && (grace.is_zero() || again) {
             let why = if again { "a second stop signal" } else { "--grace 0" };
-            log::info!("{why}: sending SIGKILL to {} nodes", stubborn.len());
+            log::info!("{why}: sending SIGKILL to {}", nodes(stubborn.len()));
         }
         for &(i, pid) in &stubborn {
             if !grace.is_zero() && !again {
@@ -924,7 +935,11 @@ impl Ring<'_> {
         if let Ok(removal) = removal {
             let _ = removal.join();
         }
-        log::info!("tore down {targets} nodes in {:.3}s", started.elapsed().as_secs_f64());
+        log::info!(
+            "tore down {} in {:.3}s",
+            nodes(targets),
+            started.elapsed().as_secs_f64()
+        );
     }
 }
 
@@ -1074,6 +1089,14 @@ fn notify_manager(state: &str) {
     }
 }
 
+/// "1 node", "2 nodes".
+fn nodes(n: usize) -> String {
+    match n {
+        1 => "1 node".into(),
+        n => format!("{n} nodes"),
+    }
+}
+
 fn fail(message: String) -> Failure {
     Failure::new(exit::FAILURE, message)
 }
@@ -1113,6 +1136,13 @@ mod tests {
         assert_eq!(parse_counts("received 5, sent 4"), None);
         assert_eq!(parse_counts("sent 4, received 5, dropped 1"), None);
         assert_eq!(parse_counts("received x, sent 4, dropped 1"), None);
+    }
+
+    #[test]
+    fn one_node_is_one_node() {
+        assert_eq!(nodes(1), "1 node");
+        assert_eq!(nodes(0), "0 nodes");
+        assert_eq!(nodes(1000), "1000 nodes");
     }
 
     #[test]
