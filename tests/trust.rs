@@ -115,7 +115,7 @@ fn unsafe_socket_directories_are_refused() {
     assert_eq!(node.code(PROMPT), Some(4));
     let err = node.stderr();
     assert!(
-        err.starts_with("piper-node: error: refusing socket directory")
+        err.starts_with("piper-node[n]: error: refusing socket directory")
             && err.contains("is writable by group or others (mode 0777)"),
         "{err}"
     );

@@ -28,9 +28,16 @@ const FINAL_PATIENCE: Duration = Duration::from_secs(1);
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let label = args.name.clone().unwrap_or_else(|| "list".into());
-    piper_cli::init_logging(format!("piper-node[{label}]"), "warn");
-    piper_cli::finish("piper-node", run(args))
+    // Every line names the node, so that a thousand nodes' lines in one
+    // stream say whose they are.
+    // (Only a valid name: an invalid one may hold anything, terminal
+    // controls included.)
+    let program = match args.name.as_deref().map(Name::new) {
+        Some(Ok(name)) => format!("piper-node[{name}]"),
+        _ => "piper-node".to_string(),
+    };
+    piper_cli::init_logging(program.clone(), "warn");
+    piper_cli::finish(&program, run(args))
 }
 
 fn run(args: Args) -> Result<u8, Failure> {
@@ -61,6 +68,12 @@ fn run(args: Args) -> Result<u8, Failure> {
     dir.check_fits(&name)?;
     if let Some(peer) = &args.kick {
         let peer = Name::new(peer)?;
+        dir.check_fits(&peer)?;
+        if peer == name {
+            return Err(Failure::usage(format!(
+                "--kick {peer} names this node itself: a node never answers itself"
+            )));
+        }
         piper_core::send_unbound(&dir, &peer, name.as_bytes())?;
         return Ok(exit::OK);
     }
@@ -226,12 +239,12 @@ fn summary(name: &Name, stats: &seed::Stats, elapsed: Duration, json: bool) {
     piper_cli::stderr_line(piper_cli::Priority::Notice, &line);
 }
 
-/// Messages per second over the active time; 0 when there was none (a
-/// single message, or none).
+/// Messages per second over the active time; 0 when it is under the
+/// millisecond the summary shows (a single message, or none, or a burst
+/// too short to make a rate of).
 fn rate(received: u64, active: Duration) -> f64 {
-    let active = active.as_secs_f64();
-    if active > 0.0 {
-        received as f64 / active
+    if active >= Duration::from_millis(1) {
+        received as f64 / active.as_secs_f64()
     } else {
         0.0
     }
@@ -277,5 +290,8 @@ mod tests {
         assert_eq!(rate(3, Duration::from_millis(250)), 12.0);
         assert_eq!(rate(1, Duration::ZERO), 0.0);
         assert_eq!(rate(0, Duration::ZERO), 0.0);
+        // Two messages 40 µs apart: "active 0.000s", so no rate either.
+        assert_eq!(rate(2, Duration::from_micros(40)), 0.0);
+        assert_eq!(rate(2, Duration::from_millis(1)), 2000.0);
     }
 }
