@@ -441,7 +441,7 @@ fn screen(stream: &str, cols: usize) -> Vec<String> {
                 let mut sequence = String::new();
                 if chars.peek() == Some(&'[') {
                     chars.next();
-                    while let Some(c) = chars.next() {
+                    for c in chars.by_ref() {
                         sequence.push(c);
                         if c.is_ascii_alphabetic() {
                             break;
