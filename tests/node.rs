@@ -655,6 +655,26 @@ fn kicks_and_lists_create_nothing_and_say_what_is_wrong() {
     let (code, err) = run("abstract", &["x", "--abstract", "--kick", "nobody", "--dir", sockets]);
     assert_eq!(code, Some(1));
     assert!(err.contains("peer 'nobody' not found"), "{err}");
+    // A name too long for a directory that does not exist yet: said
+    // before the directory is made, so none is left behind; the same for
+    // a peer's name, and for the launcher.
+    let new = dir.aux("new/sub");
+    let new = new.to_str().unwrap();
+    let name = "n".repeat(100);
+    let peer = ["x", "--next", &name, "--dir", new];
+    for (label, args) in [("long-new", &[&name, "--dir", new][..]), ("long-peer", &peer[..])] {
+        let (code, err) = run(label, args);
+        assert_eq!(code, Some(2), "{err}");
+        assert!(err.contains("fit"), "{err}");
+        assert!(!dir.aux("new").exists(), "{args:?} left {new}");
+    }
+    let mut launch = Proc::spawn(&dir, "long-launch", {
+        let mut cmd = Command::new(piper_tests::bin("piper-launch"));
+        cmd.args(["--nodes", &format!("a,{name}"), "--dir", new]);
+        cmd
+    });
+    assert_eq!(launch.code(PROMPT), Some(2), "{}", launch.stderr());
+    assert!(!dir.aux("new").exists(), "the launcher left {new}");
     // A kick from a node to itself would be answered by nobody, as --send
     // to itself: refused the same way. And --list takes no node's name.
     let (code, err) = run("self", &["x", "--kick", "x", "--dir", sockets]);

@@ -73,13 +73,38 @@ impl SocketDir {
     /// refused, or too long for any socket address, is never left behind:
     /// what this call created it removes again.
     pub fn open(path: impl AsRef<Path>) -> Result<SocketDir> {
-        let path = path.as_ref();
+        SocketDir::open_checking(path.as_ref(), |_| Ok(()))
+    }
+
+    /// [`SocketDir::open_in`] for these nodes: each of `names` must fit in
+    /// the directory's addresses ([`SocketDir::check_fits`]). When one does
+    /// not, the error says which, and a directory this call created is
+    /// removed again: a name that was never going to work leaves nothing.
+    pub fn open_for<'a>(
+        path: impl AsRef<Path>,
+        namespace: Namespace,
+        names: impl IntoIterator<Item = &'a Name>,
+    ) -> Result<SocketDir> {
+        let check = |dir: &SocketDir| names.into_iter().try_for_each(|name| dir.check_fits(name));
+        match namespace {
+            Namespace::Filesystem => SocketDir::open_checking(path.as_ref(), check),
+            Namespace::Abstract => {
+                let dir = SocketDir::open_abstract(path)?;
+                check(&dir)?;
+                Ok(dir)
+            }
+        }
+    }
+
+    /// [`SocketDir::open`], with `check` run on the opened directory before
+    /// anything created for it is kept.
+    fn open_checking(path: &Path, check: impl FnOnce(&SocketDir) -> Result<()>) -> Result<SocketDir> {
         let absolute = std::path::absolute(path).map_err(|e| Error::dir(path, "resolve", e))?;
         if max_name_len(&absolute) == 0 {
             return Err(Error::DirTooLong { dir: absolute });
         }
         let created = create_missing(&absolute)?;
-        let opened = SocketDir::open_existing(&absolute);
+        let opened = SocketDir::open_existing(&absolute).and_then(|dir| check(&dir).map(|()| dir));
         if opened.is_err() {
             for dir in created.iter().rev() {
                 let _ = std::fs::remove_dir(dir);

@@ -50,10 +50,13 @@ fn run(args: Args) -> Result<u8, Failure> {
     } else {
         Namespace::Filesystem
     };
-    let dir = SocketDir::open_in(args.dir.unwrap_or_else(SocketDir::default_path), namespace)?;
-    for name in names.iter().chain(&ring_next) {
-        dir.check_fits(name)?;
-    }
+    // Every name is checked before the directory is made: a name that
+    // cannot work leaves nothing behind.
+    let dir = SocketDir::open_for(
+        args.dir.unwrap_or_else(SocketDir::default_path),
+        namespace,
+        names.iter().chain(&ring_next),
+    )?;
     let node_bin = spawn::find_node_binary(args.node_bin.as_deref()).map_err(|m| Failure::new(exit::NOT_FOUND, m))?;
     if let Some(log_dir) = &args.log_dir {
         // Logs carry every payload: as private as the sockets.

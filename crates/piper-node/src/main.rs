@@ -57,18 +57,33 @@ fn run(args: Args) -> Result<u8, Failure> {
     let path = args.dir.clone().unwrap_or_else(SocketDir::default_path);
     // Commands that only look or only send create nothing.
     let looks_only = args.list || args.kick.is_some();
-    let dir = match namespace {
-        Namespace::Filesystem if looks_only => SocketDir::open_existing(&path)?,
-        _ => SocketDir::open_in(&path, namespace)?,
-    };
     if args.list {
+        let dir = match namespace {
+            Namespace::Filesystem => SocketDir::open_existing(&path)?,
+            Namespace::Abstract => SocketDir::open_abstract(&path)?,
+        };
         return list(&dir, args.json);
     }
+    // Every name is checked before the directory is made: one that cannot
+    // work leaves nothing behind.
     let name = Name::new(args.name.as_deref().unwrap_or_default())?;
-    dir.check_fits(&name)?;
+    let peers: Vec<Name> = [&args.kick, &args.send, &args.next]
+        .into_iter()
+        .flatten()
+        .map(|p| Name::new(p))
+        .collect::<Result<_, _>>()?;
+    let dir = match namespace {
+        Namespace::Filesystem if looks_only => {
+            let dir = SocketDir::open_existing(&path)?;
+            std::iter::once(&name)
+                .chain(&peers)
+                .try_for_each(|n| dir.check_fits(n))?;
+            dir
+        }
+        _ => SocketDir::open_for(&path, namespace, std::iter::once(&name).chain(&peers))?,
+    };
     if let Some(peer) = &args.kick {
         let peer = Name::new(peer)?;
-        dir.check_fits(&peer)?;
         if peer == name {
             return Err(Failure::usage(format!(
                 "--kick {peer} names this node itself: a node never answers itself"
