@@ -58,12 +58,23 @@ fn run(args: Args) -> Result<u8, Failure> {
         names.iter().chain(&ring_next),
     )?;
     let node_bin = spawn::find_node_binary(args.node_bin.as_deref()).map_err(|m| Failure::new(exit::NOT_FOUND, m))?;
-    if let Some(log_dir) = &args.log_dir {
-        // Logs carry every payload: as private as the sockets.
-        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
-            .create(log_dir)
-            .map_err(|e| Failure::usage(format!("cannot create --log-dir {}: {e}", log_dir.display())))?;
-    }
+    // Logs carry every payload: as private as the sockets, in a directory
+    // checked as theirs is.
+    let log_dir = args
+        .log_dir
+        .as_deref()
+        .map(|dir| {
+            piper_core::dir::private_dir(dir).map_err(|e| {
+                let code = exit::of(&e);
+                match e {
+                    piper_core::Error::InsecureDir { dir, reason } => {
+                        Failure::new(code, format!("refusing --log-dir {}: {reason}", dir.display()))
+                    }
+                    e => Failure::usage(format!("--log-dir: {e}")),
+                }
+            })
+        })
+        .transpose()?;
     raise_fd_limit(names.len());
     let stdout_tty = std::io::stdout().is_terminal();
     let prefix = (stdout_tty || args.prefix) && !args.no_prefix;
@@ -83,7 +94,7 @@ fn run(args: Args) -> Result<u8, Failure> {
         ring_next,
         start: !args.no_start,
         foreground,
-        log_dir: args.log_dir,
+        log_dir,
         interval: args.interval,
         quiet: args.quiet,
         count: args.count,
