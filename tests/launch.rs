@@ -466,6 +466,10 @@ fn launcher_usage_errors_are_exit_2_with_one_line() {
             "--ring-next 'a' is one of the --nodes",
         ),
         (&["--nodes", "a", "--ring-next", "../x"], "invalid node name"),
+        (
+            &["--nodes", "a,b", "--restart-foreground"],
+            "--restart-foreground restarts the foreground node as --restart says",
+        ),
     ];
     for (args, message) in cases {
         let mut launcher = launch(&dir, args);

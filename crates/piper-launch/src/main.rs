@@ -28,6 +28,11 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> Result<u8, Failure> {
+    if args.restart_foreground && args.restart == piper_launch::cli::RestartPolicy::No {
+        return Err(Failure::usage(
+            "--restart-foreground restarts the foreground node as --restart says: give --restart on-failure or always",
+        ));
+    }
     let ring_next = args.ring_next.as_deref().map(Name::new).transpose()?;
     let names = parse_nodes(&args.nodes, ring_next.as_ref())?;
     let foreground = match &args.foreground {
