@@ -642,12 +642,16 @@ pub fn may_run(needs: Needs) -> bool {
     let missing = match needs {
         Needs::Root(_) if !nix::unistd::geteuid().is_root() => Some("root".to_string()),
         Needs::Tool(tool) if !on_path(tool) => Some(format!("the command `{tool}`")),
+        Needs::Cpus(n) if allowed_cpus().len() < n => {
+            Some(format!("{n} CPUs (this process may use {:?})", allowed_cpus()))
+        }
+        Needs::IdleCpus(_) => busy_cpus().map(|busy| format!("idle CPUs (the machine is busy: {busy})")),
         _ => None,
     };
     let Some(missing) = missing else { return true };
     let why = match needs {
-        Needs::Root(why) => why,
-        Needs::Tool(_) => "",
+        Needs::Root(why) | Needs::IdleCpus(why) => why,
+        Needs::Tool(_) | Needs::Cpus(_) => "",
     };
     let test = std::thread::current().name().unwrap_or("?").to_string();
     if std::env::var_os("PIPER_TESTS_REQUIRE_ALL").is_some() {
@@ -666,6 +670,58 @@ pub enum Needs {
     Root(&'static str),
     /// A command on `PATH`.
     Tool(&'static str),
+    /// At least this many CPUs to run on.
+    Cpus(usize),
+    /// CPUs with nothing else to do (each at least 80% idle), and what
+    /// for: placement decides by how busy each CPU is, and on a busy
+    /// machine rightly decides otherwise. CI runs its tests alone, so
+    /// there a busy machine is a failure, as any missing need is.
+    IdleCpus(&'static str),
+}
+
+/// The CPUs this process may run on.
+pub fn allowed_cpus() -> Vec<usize> {
+    let set = nix::sched::sched_getaffinity(Pid::from_raw(0)).unwrap();
+    (0..nix::sched::CpuSet::count())
+        .filter(|&c| set.is_set(c).unwrap_or(false))
+        .collect()
+}
+
+/// Each allowed CPU's busy share over a quarter of a second, if any was
+/// busier than 20% ("CPU 0 63%, CPU 1 97%"), else None.
+fn busy_cpus() -> Option<String> {
+    // cpuN's (idle + iowait, total) jiffies from /proc/stat.
+    let sample = || -> Vec<(usize, u64, u64)> {
+        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        stat.lines()
+            .filter_map(|line| {
+                let mut fields = line.split_whitespace();
+                let cpu: usize = fields.next()?.strip_prefix("cpu")?.parse().ok()?;
+                let n: Vec<u64> = fields.filter_map(|f| f.parse().ok()).collect();
+                Some((cpu, n.get(3)? + n.get(4)?, n.iter().take(8).sum()))
+            })
+            .collect()
+    };
+    let before = sample();
+    std::thread::sleep(Duration::from_millis(250));
+    let after = sample();
+    let allowed = allowed_cpus();
+    let shares: Vec<(usize, f64)> = before
+        .iter()
+        .zip(&after)
+        .filter(|((cpu, ..), _)| allowed.contains(cpu))
+        .map(|(&(cpu, idle0, total0), &(_, idle1, total1))| {
+            let total = total1.saturating_sub(total0).max(1) as f64;
+            (cpu, 1.0 - idle1.saturating_sub(idle0) as f64 / total)
+        })
+        .collect();
+    shares.iter().any(|&(_, busy)| busy > 0.2).then(|| {
+        let each: Vec<String> = shares
+            .iter()
+            .map(|(c, b)| format!("CPU {c} {:.0}%", b * 100.0))
+            .collect();
+        each.join(", ")
+    })
 }
 
 fn on_path(tool: &str) -> bool {
