@@ -246,6 +246,41 @@ fn a_datagram_larger_than_the_buffer_is_detected() {
 }
 
 #[test]
+fn the_largest_datagram_of_the_worst_bytes_costs_a_node_little_cpu() {
+    use nix::sys::socket::{setsockopt, sockopt};
+    // Into a file, as under the launcher or the journal: whole lines,
+    // buffered. Every byte \xff is printed as four.
+    let dir = Dir::new("worst");
+    let mut ready = Ready::new();
+    let mut cmd = node_cmd(&dir, "pong", &[]);
+    cmd.env("NOTIFY_SOCKET", ready.address());
+    let mut pong = Proc::spawn(&dir, "pong", cmd);
+    assert!(ready.wait(pong.pid(), "READY=1", PROMPT));
+    let before = piper_tests::cpu_ticks(pong.pid());
+    let sender = UnixDatagram::unbound().unwrap();
+    // Room for the largest datagram the node reads whole (up to wmem_max).
+    setsockopt(&sender, sockopt::SndBuf, &(1 << 20)).unwrap();
+    let len = [piper_core::MAX_DATAGRAM, 212_960]
+        .into_iter()
+        .find(|&len| sender.send_to(&vec![0xff; len], dir.join("piper-pong")).is_ok())
+        .expect("a large datagram sent");
+    let whole = |p: &Proc| p.stdout().len() == "pong received: ''\n".len() + 4 * len;
+    assert!(
+        wait_until(PROMPT, || whole(&pong)),
+        "{} bytes printed",
+        pong.stdout().len()
+    );
+    // Before, the line cost time quadratic in its length: minutes of CPU
+    // for this one; now milliseconds. One second of CPU is the bound.
+    let ticks = piper_tests::cpu_ticks(pong.pid()) - before;
+    let second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).unwrap().unwrap() as u64;
+    assert!(ticks < second, "{ticks} ticks of CPU for one datagram of {len} bytes");
+    pong.signal(Signal::SIGTERM);
+    assert_eq!(pong.code(PROMPT), Some(0));
+    assert_eq!(pong.summary().received, 1);
+}
+
+#[test]
 fn a_peer_that_vanishes_and_returns_resumes_the_chain() {
     let dir = Dir::new("vanish");
     let mut ready = Ready::new();
