@@ -104,6 +104,12 @@ pub fn run(node: &Node, signals: &Signals, opts: &Options, out: &mut dyn Write) 
     let end = serve(node, signals, &mut seed);
     seed.flush()?;
     if end.is_ok() && !node.is_adopted() {
+        // Nothing more comes in, then what came is counted: a datagram
+        // sent meanwhile is refused to its sender, who counts it, rather
+        // than lost between the count and the close.
+        if let Err(e) = node.stop_receiving() {
+            log::debug!("{e}");
+        }
         let mut buf = RecvBuf::new();
         while let Ok(Some(_)) | Err(Error::Truncated { .. }) = node.try_recv(&mut buf) {
             seed.stats.dropped += 1;
