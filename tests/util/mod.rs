@@ -80,8 +80,16 @@ pub fn dist_dir() -> &'static Path {
     })
 }
 
-/// The Debian package, built by scripts/package.sh from the test build.
+/// The Debian package of the local tools, built by scripts/package.sh
+/// from the test build.
 pub fn build_package() -> PathBuf {
+    let [local, _bridge] = build_packages();
+    local
+}
+
+/// The Debian packages scripts/package.sh builds from the test build: the
+/// local tools' (piper) and the bridge's (piper-bridge).
+pub fn build_packages() -> [PathBuf; 2] {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/package.sh");
     let out = Command::new(script)
         .env("PIPER_BIN_DIR", bin_dir())
@@ -93,8 +101,13 @@ pub fn build_package() -> PathBuf {
         "package.sh: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let path = String::from_utf8(out.stdout).expect("a path").trim().to_string();
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).join(path)
+    let paths = String::from_utf8(out.stdout).expect("paths");
+    let root = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+    let mut debs = paths.lines().map(|p| root.join(p));
+    let (Some(local), Some(bridge), None) = (debs.next(), debs.next(), debs.next()) else {
+        panic!("package.sh printed {paths:?}, not two paths");
+    };
+    [local, bridge]
 }
 
 /// The path of binary `name`.
