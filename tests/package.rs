@@ -132,6 +132,16 @@ fn man_pages_render_without_warnings_and_say_it_all() {
             );
         }
         assert!(text.contains("PIPER_DIR") && text.contains("RUST_LOG"), "{program}");
+        // An option's synopsis says what it takes.
+        let synopsis = text.split(".SH SYNOPSIS").nth(1).unwrap_or_default();
+        assert!(
+            synopsis.contains("[\\fB\\-\\-dir\\fR \\fIDIR\\fR]"),
+            "{program}: {synopsis}"
+        );
+        assert!(
+            synopsis.contains("[\\fB\\-h\\fR|\\fB\\-\\-help\\fR]"),
+            "{program}: {synopsis}"
+        );
     }
 }
 
@@ -149,5 +159,26 @@ fn completions_load_in_bash() {
             .unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         assert!(String::from_utf8_lossy(&out.stdout).ends_with(&format!(" {program}\n")));
+    }
+    // --cpus <TAB> offers the policies (a CPU list cannot be listed).
+    let script = dist_dir().join("completions/bash/piper-launch");
+    let complete = "source \"$1\"; COMP_WORDS=(piper-launch --cpus ''); COMP_CWORD=2; \
+                    _piper__launch piper-launch '' --cpus; echo \"${COMPREPLY[@]}\"";
+    let out = Command::new("bash")
+        .args(["-c", complete, "bash"])
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "auto pack spread none\n");
+    // --dir <TAB> offers directories, in every shell.
+    for program in ["piper-node", "piper-launch"] {
+        let zsh = std::fs::read_to_string(dist_dir().join(format!("completions/zsh/_{program}"))).unwrap();
+        assert!(zsh.contains(":DIR:_files -/' \\"), "{program}: {zsh}");
+        let fish = std::fs::read_to_string(dist_dir().join(format!("completions/fish/{program}.fish"))).unwrap();
+        let dir = fish.lines().find(|l| l.contains(" -l dir ")).unwrap_or_default();
+        assert!(
+            dir.ends_with("-a \"(__fish_complete_directories)\""),
+            "{program}: {dir}"
+        );
     }
 }
