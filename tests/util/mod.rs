@@ -628,14 +628,16 @@ pub struct Summary {
     pub refused: u64,
 }
 
-/// The counts on the first summary line in `stderr`.
+/// The counts on the first node summary in `stderr`: a line
+/// (`piper-node[x]: received 3, sent 3, dropped 0 (refused 0), ...`) or,
+/// under `--json`, an object (`{"node":"x","received":3,...}`).
 pub fn summary(stderr: &str) -> Summary {
     let line = stderr
         .lines()
-        .find(|l| l.contains(": received "))
+        .find(|l| l.contains(": received ") || l.starts_with("{\"node\":"))
         .unwrap_or_else(|| panic!("no summary line in:\n{stderr}"));
     let mut numbers = line
-        .split([' ', ','])
+        .split([' ', ',', ':'])
         .filter_map(|w| w.trim_end_matches(')').parse::<u64>().ok());
     let mut next = || numbers.next().expect("four counts");
     Summary {
