@@ -138,8 +138,13 @@ fn invalid_names_exit_2_with_a_message_and_leave_nothing() {
         assert_eq!(node.code(PROMPT), Some(2), "{args:?}: ");
         let err = node.stderr();
         assert_eq!(err.lines().count(), 1, "{args:?}: one line: {err}");
+        // A valid name is named; an invalid one may hold anything.
+        let program = match piper_core::Name::new(args[0]) {
+            Ok(name) => format!("piper-node[{name}]"),
+            Err(_) => "piper-node".to_string(),
+        };
         assert!(
-            err.starts_with("piper-node: error: ") && err.contains(message),
+            err.starts_with(&format!("{program}: error: ")) && err.contains(message),
             "{args:?}: {err}"
         );
         assert_eq!(dir.entries(), Vec::<String>::new(), "{args:?}");
@@ -238,6 +243,41 @@ fn a_datagram_larger_than_the_buffer_is_detected() {
         "{err}"
     );
     assert!(err.contains("received 1, sent 1, dropped 1"), "{err}");
+}
+
+#[test]
+fn the_largest_datagram_of_the_worst_bytes_costs_a_node_little_cpu() {
+    use nix::sys::socket::{setsockopt, sockopt};
+    // Into a file, as under the launcher or the journal: whole lines,
+    // buffered. Every byte \xff is printed as four.
+    let dir = Dir::new("worst");
+    let mut ready = Ready::new();
+    let mut cmd = node_cmd(&dir, "pong", &[]);
+    cmd.env("NOTIFY_SOCKET", ready.address());
+    let mut pong = Proc::spawn(&dir, "pong", cmd);
+    assert!(ready.wait(pong.pid(), "READY=1", PROMPT));
+    let before = piper_tests::cpu_ticks(pong.pid());
+    let sender = UnixDatagram::unbound().unwrap();
+    // Room for the largest datagram the node reads whole (up to wmem_max).
+    setsockopt(&sender, sockopt::SndBuf, &(1 << 20)).unwrap();
+    let len = [piper_core::MAX_DATAGRAM, 212_960]
+        .into_iter()
+        .find(|&len| sender.send_to(&vec![0xff; len], dir.join("piper-pong")).is_ok())
+        .expect("a large datagram sent");
+    let whole = |p: &Proc| p.stdout().len() == "pong received: ''\n".len() + 4 * len;
+    assert!(
+        wait_until(PROMPT, || whole(&pong)),
+        "{} bytes printed",
+        pong.stdout().len()
+    );
+    // Before, the line cost time quadratic in its length: minutes of CPU
+    // for this one; now milliseconds. One second of CPU is the bound.
+    let ticks = piper_tests::cpu_ticks(pong.pid()) - before;
+    let second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).unwrap().unwrap() as u64;
+    assert!(ticks < second, "{ticks} ticks of CPU for one datagram of {len} bytes");
+    pong.signal(Signal::SIGTERM);
+    assert_eq!(pong.code(PROMPT), Some(0));
+    assert_eq!(pong.summary().received, 1);
 }
 
 #[test]
@@ -417,7 +457,7 @@ fn a_node_never_answers_its_own_name() {
         assert_eq!(node.code(PROMPT), Some(2));
         assert_eq!(
             node.stderr(),
-            format!("piper-node: error: {flag} pong names this node itself: a node never answers itself\n")
+            format!("piper-node[pong]: error: {flag} pong names this node itself: a node never answers itself\n")
         );
     }
 }
@@ -465,6 +505,56 @@ fn a_peer_that_never_reads_costs_only_itself() {
     assert!(s.dropped >= 30 - (qlen + 1), "{s:?}");
     drop(hostile);
     std::fs::remove_file(dir.join("piper-hostile")).unwrap();
+}
+
+#[test]
+fn twenty_peers_that_never_read_cost_a_node_little_time() {
+    let dir = Dir::new("stall-many");
+    let mut ready = Ready::new();
+    let mut pong = start_node(&dir, &mut ready, "pong", "pong", &["--quiet"]);
+    // Twenty bound sockets of our own uid that never read, their queues full.
+    let peers: Vec<UnixDatagram> = (0..20)
+        .map(|k| {
+            let peer = UnixDatagram::bind(dir.join(&format!("piper-mute{k}"))).unwrap();
+            let filler = UnixDatagram::unbound().unwrap();
+            filler.set_nonblocking(true).unwrap();
+            while filler.send_to(b"x", dir.join(&format!("piper-mute{k}"))).is_ok() {}
+            peer
+        })
+        .collect();
+    // Ten rounds of messages naming each of them: every answer is dropped.
+    let sender = UnixDatagram::unbound().unwrap();
+    sender.set_write_timeout(Some(PROMPT)).unwrap();
+    for round in 0..10 {
+        for k in 0..20 {
+            let name = format!("mute{k}");
+            sender
+                .send_to(name.as_bytes(), dir.join("piper-pong"))
+                .unwrap_or_else(|e| panic!("{round}: {e}"));
+        }
+    }
+    let tester = listener(&dir, "tester");
+    sender.send_to(b"tester", dir.join("piper-pong")).unwrap();
+    expect_reply(&tester, b"pong");
+    pong.signal(Signal::SIGTERM);
+    assert_eq!(pong.code(PROMPT), Some(0));
+    let err = pong.stderr();
+    let s = pong.summary();
+    assert_eq!((s.received, s.sent, s.dropped), (201, 1, 200), "{err}");
+    // From the first message to the last. Before, each of the twenty cost
+    // a full 250 ms send timeout before its penalty: 5 s at least. Now the
+    // first costs that, the others 10 ms each.
+    let active: f64 = err
+        .split("(active ")
+        .nth(1)
+        .and_then(|a| a.split('s').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(active < 2.5, "{active}s to answer 201 messages: {err}");
+    drop(peers);
+    for k in 0..20 {
+        std::fs::remove_file(dir.join(&format!("piper-mute{k}"))).unwrap();
+    }
+    std::fs::remove_file(dir.join("piper-tester")).unwrap();
 }
 
 #[test]
@@ -551,7 +641,7 @@ fn the_first_send_waits_for_its_peer_and_fails_visibly_without_one() {
     assert!(
         lonely
             .stderr()
-            .ends_with("piper-node: error: peer 'nobody' not found: no such node\n"),
+            .ends_with("piper-node[lonely]: error: peer 'nobody' not found: no such node\n"),
         "{}",
         lonely.stderr()
     );
@@ -595,7 +685,7 @@ fn a_failing_stdout_is_exit_1_and_count_0_is_a_usage_error() {
     assert_eq!(pong.code(PROMPT), Some(1));
     assert!(
         pong.stderr()
-            .contains("piper-node: error: cannot write stdout: No space left on device"),
+            .contains("piper-node[pong]: error: cannot write stdout: No space left on device"),
         "{}",
         pong.stderr()
     );
@@ -650,6 +740,37 @@ fn kicks_and_lists_create_nothing_and_say_what_is_wrong() {
     let (code, err) = run("abstract", &["x", "--abstract", "--kick", "nobody", "--dir", sockets]);
     assert_eq!(code, Some(1));
     assert!(err.contains("peer 'nobody' not found"), "{err}");
+    // A name too long for a directory that does not exist yet: said
+    // before the directory is made, so none is left behind; the same for
+    // a peer's name, and for the launcher.
+    let new = dir.aux("new/sub");
+    let new = new.to_str().unwrap();
+    let name = "n".repeat(100);
+    let peer = ["x", "--next", &name, "--dir", new];
+    for (label, args) in [("long-new", &[&name, "--dir", new][..]), ("long-peer", &peer[..])] {
+        let (code, err) = run(label, args);
+        assert_eq!(code, Some(2), "{err}");
+        assert!(err.contains("fit"), "{err}");
+        assert!(!dir.aux("new").exists(), "{args:?} left {new}");
+    }
+    let mut launch = Proc::spawn(&dir, "long-launch", {
+        let mut cmd = Command::new(piper_tests::bin("piper-launch"));
+        cmd.args(["--nodes", &format!("a,{name}"), "--dir", new]);
+        cmd
+    });
+    assert_eq!(launch.code(PROMPT), Some(2), "{}", launch.stderr());
+    assert!(!dir.aux("new").exists(), "the launcher left {new}");
+    // A kick from a node to itself would be answered by nobody, as --send
+    // to itself: refused the same way. And --list takes no node's name.
+    let (code, err) = run("self", &["x", "--kick", "x", "--dir", sockets]);
+    assert_eq!(code, Some(2), "{err}");
+    assert_eq!(
+        err,
+        "piper-node[x]: error: --kick x names this node itself: a node never answers itself\n"
+    );
+    let (code, err) = run("list-name", &["--list", "x", "--dir", sockets]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("'--list' cannot be used with '[NAME]'"), "{err}");
     std::fs::remove_file(dir.join("piper-file")).unwrap();
     assert_eq!(dir.entries(), Vec::<String>::new());
 }

@@ -80,8 +80,16 @@ pub fn dist_dir() -> &'static Path {
     })
 }
 
-/// The Debian package, built by scripts/package.sh from the test build.
+/// The Debian package of the local tools, built by scripts/package.sh
+/// from the test build.
 pub fn build_package() -> PathBuf {
+    let [local, _bridge] = build_packages();
+    local
+}
+
+/// The Debian packages scripts/package.sh builds from the test build: the
+/// local tools' (piper) and the bridge's (piper-bridge).
+pub fn build_packages() -> [PathBuf; 2] {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/package.sh");
     let out = Command::new(script)
         .env("PIPER_BIN_DIR", bin_dir())
@@ -93,8 +101,13 @@ pub fn build_package() -> PathBuf {
         "package.sh: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let path = String::from_utf8(out.stdout).expect("a path").trim().to_string();
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).join(path)
+    let paths = String::from_utf8(out.stdout).expect("paths");
+    let root = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+    let mut debs = paths.lines().map(|p| root.join(p));
+    let (Some(local), Some(bridge), None) = (debs.next(), debs.next(), debs.next()) else {
+        panic!("package.sh printed {paths:?}, not two paths");
+    };
+    [local, bridge]
 }
 
 /// The path of binary `name`.
@@ -319,12 +332,22 @@ impl Proc {
 
     /// Spawns `cmd` with stdout connected to `stdout` (for example a pipe
     /// the test never reads); stderr is captured under `label`.
-    pub fn spawn_with_stdout(dir: &Dir, label: &str, mut cmd: Command, stdout: Stdio) -> Proc {
+    pub fn spawn_with_stdout(dir: &Dir, label: &str, cmd: Command, stdout: Stdio) -> Proc {
+        Proc::spawn_with(dir, label, cmd, Stdio::null(), stdout)
+    }
+
+    /// [`Proc::spawn`] with stdin a pipe, written with [`Proc::input`].
+    pub fn spawn_with_input(dir: &Dir, label: &str, cmd: Command) -> Proc {
+        let out = File::create(dir.log(&format!("{label}.out"))).expect("stdout file");
+        Proc::spawn_with(dir, label, cmd, Stdio::piped(), out.into())
+    }
+
+    fn spawn_with(dir: &Dir, label: &str, mut cmd: Command, stdin: Stdio, stdout: Stdio) -> Proc {
         let out = dir.log(&format!("{label}.out"));
         let err = dir.log(&format!("{label}.err"));
         let mut record = File::create(dir.log(&format!("{label}.cmd"))).expect("cmd file");
         let _ = writeln!(record, "{cmd:?}");
-        cmd.stdin(Stdio::null())
+        cmd.stdin(stdin)
             .stdout(stdout)
             .stderr(File::create(&err).expect("stderr file"));
         // SAFETY: prctl is async-signal-safe and touches no memory of ours.
@@ -340,6 +363,23 @@ impl Proc {
             err,
             status: None,
         }
+    }
+
+    /// Writes `bytes` to its stdin (see [`Proc::spawn_with_input`]).
+    pub fn input(&mut self, bytes: &[u8]) {
+        let stdin = self.child.stdin.as_mut().expect("spawned with input");
+        stdin.write_all(bytes).expect("write stdin");
+    }
+
+    /// Its children's pids (for a wrapper such as `script` that execs or
+    /// forks what it runs).
+    pub fn children(&self) -> Vec<Pid> {
+        let pid = self.pid();
+        let text = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        text.split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .map(Pid::from_raw)
+            .collect()
     }
 
     /// The process id.
@@ -588,14 +628,16 @@ pub struct Summary {
     pub refused: u64,
 }
 
-/// The counts on the first summary line in `stderr`.
+/// The counts on the first node summary in `stderr`: a line
+/// (`piper-node[x]: received 3, sent 3, dropped 0 (refused 0), ...`) or,
+/// under `--json`, an object (`{"node":"x","received":3,...}`).
 pub fn summary(stderr: &str) -> Summary {
     let line = stderr
         .lines()
-        .find(|l| l.contains(": received "))
+        .find(|l| l.contains(": received ") || l.starts_with("{\"node\":"))
         .unwrap_or_else(|| panic!("no summary line in:\n{stderr}"));
     let mut numbers = line
-        .split([' ', ','])
+        .split([' ', ',', ':'])
         .filter_map(|w| w.trim_end_matches(')').parse::<u64>().ok());
     let mut next = || numbers.next().expect("four counts");
     Summary {
@@ -615,12 +657,16 @@ pub fn may_run(needs: Needs) -> bool {
     let missing = match needs {
         Needs::Root(_) if !nix::unistd::geteuid().is_root() => Some("root".to_string()),
         Needs::Tool(tool) if !on_path(tool) => Some(format!("the command `{tool}`")),
+        Needs::Cpus(n) if allowed_cpus().len() < n => {
+            Some(format!("{n} CPUs (this process may use {:?})", allowed_cpus()))
+        }
+        Needs::IdleCpus(_) => busy_cpus().map(|busy| format!("idle CPUs (the machine is busy: {busy})")),
         _ => None,
     };
     let Some(missing) = missing else { return true };
     let why = match needs {
-        Needs::Root(why) => why,
-        Needs::Tool(_) => "",
+        Needs::Root(why) | Needs::IdleCpus(why) => why,
+        Needs::Tool(_) | Needs::Cpus(_) => "",
     };
     let test = std::thread::current().name().unwrap_or("?").to_string();
     if std::env::var_os("PIPER_TESTS_REQUIRE_ALL").is_some() {
@@ -639,6 +685,58 @@ pub enum Needs {
     Root(&'static str),
     /// A command on `PATH`.
     Tool(&'static str),
+    /// At least this many CPUs to run on.
+    Cpus(usize),
+    /// CPUs with nothing else to do (each at least 80% idle), and what
+    /// for: placement decides by how busy each CPU is, and on a busy
+    /// machine rightly decides otherwise. CI runs its tests alone, so
+    /// there a busy machine is a failure, as any missing need is.
+    IdleCpus(&'static str),
+}
+
+/// The CPUs this process may run on.
+pub fn allowed_cpus() -> Vec<usize> {
+    let set = nix::sched::sched_getaffinity(Pid::from_raw(0)).unwrap();
+    (0..nix::sched::CpuSet::count())
+        .filter(|&c| set.is_set(c).unwrap_or(false))
+        .collect()
+}
+
+/// Each allowed CPU's busy share over a quarter of a second, if any was
+/// busier than 20% ("CPU 0 63%, CPU 1 97%"), else None.
+fn busy_cpus() -> Option<String> {
+    // cpuN's (idle + iowait, total) jiffies from /proc/stat.
+    let sample = || -> Vec<(usize, u64, u64)> {
+        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        stat.lines()
+            .filter_map(|line| {
+                let mut fields = line.split_whitespace();
+                let cpu: usize = fields.next()?.strip_prefix("cpu")?.parse().ok()?;
+                let n: Vec<u64> = fields.filter_map(|f| f.parse().ok()).collect();
+                Some((cpu, n.get(3)? + n.get(4)?, n.iter().take(8).sum()))
+            })
+            .collect()
+    };
+    let before = sample();
+    std::thread::sleep(Duration::from_millis(250));
+    let after = sample();
+    let allowed = allowed_cpus();
+    let shares: Vec<(usize, f64)> = before
+        .iter()
+        .zip(&after)
+        .filter(|((cpu, ..), _)| allowed.contains(cpu))
+        .map(|(&(cpu, idle0, total0), &(_, idle1, total1))| {
+            let total = total1.saturating_sub(total0).max(1) as f64;
+            (cpu, 1.0 - idle1.saturating_sub(idle0) as f64 / total)
+        })
+        .collect();
+    shares.iter().any(|&(_, busy)| busy > 0.2).then(|| {
+        let each: Vec<String> = shares
+            .iter()
+            .map(|(c, b)| format!("CPU {c} {:.0}%", b * 100.0))
+            .collect();
+        each.join(", ")
+    })
 }
 
 fn on_path(tool: &str) -> bool {

@@ -172,6 +172,7 @@ impl Node {
             name: node.name.clone(),
             address: dir.display_address(&node.name),
             pid: None,
+            launcher: false,
         };
         match dir.namespace() {
             // The kernel makes an abstract bind atomic and frees the address
@@ -282,6 +283,15 @@ impl Node {
     /// Resolves `name` to a destination, checking that its address fits.
     pub fn peer(&self, name: &Name) -> Result<Peer> {
         Peer::new(&self.dir, name)
+    }
+
+    /// Refuses datagrams from now on (`shutdown(SHUT_RD)`): a sender gets
+    /// an error at once ([`Error::PeerGone`]) instead of queueing what
+    /// nobody will read. What is queued already can still be read, so a
+    /// node that stops can count exactly what it leaves unanswered.
+    pub fn stop_receiving(&self) -> Result<()> {
+        nix::sys::socket::shutdown(self.fd.as_raw_fd(), nix::sys::socket::Shutdown::Read)
+            .map_err(|e| Error::io("shut down", &self.name, e))
     }
 
     /// Sets how long a send waits on a full peer queue (at least 1 ms).

@@ -90,10 +90,10 @@ pub struct Args {
     pub timestamps: bool,
     /// Write the other nodes' output (lines, warnings, summaries) to
     /// DIR/NAME.log instead of the stream.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", value_hint = clap::ValueHint::DirPath)]
     pub log_dir: Option<PathBuf>,
     /// Socket directory, passed to every node [env: PIPER_DIR] [default: $XDG_RUNTIME_DIR/piper, else /tmp/piper-$UID].
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", value_hint = clap::ValueHint::DirPath)]
     pub dir: Option<PathBuf>,
     /// Milliseconds each node waits before replying.
     #[arg(long, value_name = "MS")]
@@ -111,7 +111,7 @@ pub struct Args {
     #[arg(long = "allow-uid", value_name = "UID")]
     pub allow_uids: Vec<u32>,
     /// The piper-node binary [default: next to piper-launch, then on PATH].
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", value_hint = clap::ValueHint::ExecutablePath)]
     pub node_bin: Option<PathBuf>,
     /// Seconds to wait for every node to send READY=1.
     #[arg(long, value_name = "SECS", default_value_t = 10.0)]
@@ -142,7 +142,7 @@ pub struct Args {
     /// Where nodes run: auto (pack onto the least busy CPU, and unpack if
     /// it turns busy), pack, spread (round robin), none (the scheduler's
     /// choice), or a CPU list such as 0,2-3.
-    #[arg(long, value_name = "POLICY", default_value = "auto")]
+    #[arg(long, value_name = "POLICY", default_value = "auto", value_parser = CpusParser, hide_possible_values = true)]
     pub cpus: Cpus,
     /// The ring summary at exit as one JSON object on stderr: totals, and
     /// each node's counts and how it ended.
@@ -184,6 +184,30 @@ pub enum Cpus {
     Auto,
     /// Every node allowed on exactly these CPUs.
     List(Vec<usize>),
+}
+
+/// Parses `--cpus`, and offers its policies to shell completion (a CPU
+/// list, which it also takes, cannot be listed).
+#[derive(Clone, Copy, Debug)]
+pub struct CpusParser;
+
+impl clap::builder::TypedValueParser for CpusParser {
+    type Value = Cpus;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<Cpus, clap::Error> {
+        let parse = clap::builder::StringValueParser::new().try_map(|s| s.parse::<Cpus>());
+        parse.parse_ref(cmd, arg, value)
+    }
+
+    fn possible_values(&self) -> Option<Box<dyn Iterator<Item = clap::builder::PossibleValue> + '_>> {
+        let policies = ["auto", "pack", "spread", "none"];
+        Some(Box::new(policies.into_iter().map(clap::builder::PossibleValue::new)))
+    }
 }
 
 impl std::str::FromStr for Cpus {

@@ -28,6 +28,11 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> Result<u8, Failure> {
+    if args.restart_foreground && args.restart == piper_launch::cli::RestartPolicy::No {
+        return Err(Failure::usage(
+            "--restart-foreground restarts the foreground node as --restart says: give --restart on-failure or always",
+        ));
+    }
     let ring_next = args.ring_next.as_deref().map(Name::new).transpose()?;
     let names = parse_nodes(&args.nodes, ring_next.as_ref())?;
     let foreground = match &args.foreground {
@@ -50,17 +55,31 @@ fn run(args: Args) -> Result<u8, Failure> {
     } else {
         Namespace::Filesystem
     };
-    let dir = SocketDir::open_in(args.dir.unwrap_or_else(SocketDir::default_path), namespace)?;
-    for name in names.iter().chain(&ring_next) {
-        dir.check_fits(name)?;
-    }
+    // Every name is checked before the directory is made: a name that
+    // cannot work leaves nothing behind.
+    let dir = SocketDir::open_for(
+        args.dir.unwrap_or_else(SocketDir::default_path),
+        namespace,
+        names.iter().chain(&ring_next),
+    )?;
     let node_bin = spawn::find_node_binary(args.node_bin.as_deref()).map_err(|m| Failure::new(exit::NOT_FOUND, m))?;
-    if let Some(log_dir) = &args.log_dir {
-        // Logs carry every payload: as private as the sockets.
-        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
-            .create(log_dir)
-            .map_err(|e| Failure::usage(format!("cannot create --log-dir {}: {e}", log_dir.display())))?;
-    }
+    // Logs carry every payload: as private as the sockets, in a directory
+    // checked as theirs is.
+    let log_dir = args
+        .log_dir
+        .as_deref()
+        .map(|dir| {
+            piper_core::dir::private_dir(dir).map_err(|e| {
+                let code = exit::of(&e);
+                match e {
+                    piper_core::Error::InsecureDir { dir, reason } => {
+                        Failure::new(code, format!("refusing --log-dir {}: {reason}", dir.display()))
+                    }
+                    e => Failure::usage(format!("--log-dir: {e}")),
+                }
+            })
+        })
+        .transpose()?;
     raise_fd_limit(names.len());
     let stdout_tty = std::io::stdout().is_terminal();
     let prefix = (stdout_tty || args.prefix) && !args.no_prefix;
@@ -71,7 +90,7 @@ fn run(args: Args) -> Result<u8, Failure> {
         false => output::Route::Direct,
     };
     let colour = prefix && stdout_tty && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    let status_line = std::io::stderr().is_terminal();
+    let status_line = output::status_line_fits();
     let display = output::Display::new(route, prefix, colour, args.timestamps, &names, status_line);
     let plan = spawn::Plan {
         node_bin,
@@ -80,12 +99,13 @@ fn run(args: Args) -> Result<u8, Failure> {
         ring_next,
         start: !args.no_start,
         foreground,
-        log_dir: args.log_dir,
+        log_dir,
         interval: args.interval,
         quiet: args.quiet,
         count: args.count,
         allow_uids: args.allow_uids,
         all_output: args.output == Output::All,
+        json: args.json,
     };
     let options = ring::Options {
         ready_timeout: seconds("--ready-timeout", args.ready_timeout)?,

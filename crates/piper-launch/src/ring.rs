@@ -144,6 +144,8 @@ struct Events {
     stops: Vec<Signal>,
     /// Members that ended, with how.
     ended: Vec<(usize, WaitStatus)>,
+    /// Whether stdout's reader has gone away (`| head` has what it wanted).
+    stdout_gone: bool,
 }
 
 struct Ring<'a> {
@@ -171,6 +173,9 @@ struct Ring<'a> {
     reinjections: u32,
     /// Where nodes run.
     placer: Placer,
+    /// Whether stdout is a pipe whose reader is still there: watched, so
+    /// that the run ends when it goes, as `head`'s writers do.
+    stdout_pipe: bool,
 }
 
 /// Runs the plan: launch, wait for readiness, start the chain, watch, tear
@@ -231,14 +236,30 @@ pub fn run(plan: &Plan, options: &Options, display: Display) -> Outcome {
         reinjected: None,
         reinjections: 0,
         placer: Placer::new(&options.cpus, n),
+        stdout_pipe: stdout_is_pipe(),
     };
     let outcome = match ring.launch(started, options.ready_timeout) {
         ControlFlow::Continue(()) => ring.watch(options),
         ControlFlow::Break(outcome) => outcome,
     };
     ring.teardown(options.grace);
-    ring.summary(options.json);
-    outcome
+    // Under --json the summary is the last line, and says how the run
+    // failed, if it did; the failure's own line comes first.
+    let failure = match (&outcome, options.json) {
+        (Err(f), true) => {
+            piper_cli::stderr_line(
+                piper_cli::Priority::Error,
+                &format!("piper-launch: error: {}", f.message),
+            );
+            Some(f.message.as_str())
+        }
+        _ => None,
+    };
+    ring.summary(options.json, failure);
+    match outcome {
+        Err(f) if options.json => Err(Failure::reported(f.code)),
+        outcome => outcome,
+    }
 }
 
 impl Ring<'_> {
@@ -253,6 +274,7 @@ impl Ring<'_> {
         let relaying: Vec<(usize, usize)> = (0..self.members.len())
             .flat_map(|i| (0..self.members[i].relays.len()).map(move |k| (i, k)))
             .collect();
+        let mut stdout_gone = false;
         let readable: Vec<(usize, usize)> = {
             let mut fds = vec![
                 PollFd::new(self.signals.as_fd(), PollFlags::POLLIN),
@@ -260,8 +282,18 @@ impl Ring<'_> {
             ];
             let relays = relaying.iter().map(|&(i, k)| self.members[i].relays[k].as_fd());
             fds.extend(relays.map(|fd| PollFd::new(fd, PollFlags::POLLIN)));
+            // A pipe's write end polls as POLLERR once its reader is gone;
+            // nothing else is asked of it.
+            let stdout = std::io::stdout();
+            if self.stdout_pipe {
+                fds.push(PollFd::new(stdout.as_fd(), PollFlags::empty()));
+            }
             let _ = poll(&mut fds, timeout);
             let ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
+            if self.stdout_pipe && fds.last().is_some_and(ready) {
+                self.stdout_pipe = false;
+                stdout_gone = true;
+            }
             relaying
                 .iter()
                 .zip(&fds[2..])
@@ -277,7 +309,10 @@ impl Ring<'_> {
             }
         }
         self.display.flush();
-        let mut events = Events::default();
+        let mut events = Events {
+            stdout_gone: stdout_gone || self.display.stdout_gone(),
+            ..Events::default()
+        };
         // Children are reaped only after a SIGCHLD: waitpid scans every
         // child, and calling it after each of a thousand forks cost the
         // launch 0.1 s.
@@ -291,6 +326,8 @@ impl Ring<'_> {
                 self.suspend(sig);
             } else if sig == Signal::SIGCONT {
                 self.signal_groups(Signal::SIGCONT);
+            } else if sig == Signal::SIGWINCH {
+                self.display.resized();
             }
         }
         self.read_notifications();
@@ -346,6 +383,7 @@ impl Ring<'_> {
     /// with it on SIGCONT (`fg`, `bg`).
     fn suspend(&mut self, sig: Signal) {
         log::debug!("{sig}: stopping the ring and the launcher");
+        self.display.suspending();
         self.signal_groups(Signal::SIGSTOP);
         // Stops right here until someone continues us.
         let _ = kill(nix::unistd::getpid(), Signal::SIGSTOP);
@@ -423,7 +461,7 @@ impl Ring<'_> {
         }
         self.display.clear_status();
         self.placer.launched(&self.alive_pids());
-        log::info!("{n} nodes ready in {:.3}s", started.elapsed().as_secs_f64());
+        log::info!("{} ready in {:.3}s", nodes(n), started.elapsed().as_secs_f64());
         // Under systemd (Type=notify) the launcher is ready when its ring is.
         notify_manager("READY=1");
         if !self.plan.start {
@@ -520,6 +558,9 @@ impl Ring<'_> {
         if let Some(&sig) = events.stops.first() {
             return ControlFlow::Break(Ok(stop_code(sig)));
         }
+        if events.stdout_gone {
+            return ControlFlow::Break(Ok(stdout_gone()));
+        }
         if let Some(&(i, status)) = events.ended.first() {
             let name = &self.members[i].name;
             return ControlFlow::Break(Err(fail(format!(
@@ -559,6 +600,11 @@ impl Ring<'_> {
             let events = self.wait_events(wake.map(|at| at.saturating_duration_since(now)));
             if let Some(&sig) = events.stops.first() {
                 return Ok(stop_code(sig));
+            }
+            // Before the deaths: a node that found stdout gone ended for
+            // the same reason, and is no failure.
+            if events.stdout_gone {
+                return Ok(stdout_gone());
             }
             for (i, status) in events.ended {
                 let name = self.members[i].name.clone();
@@ -675,6 +721,17 @@ impl Ring<'_> {
         if !(restarted || crossing) || already || quiet_since.elapsed() < enough {
             return;
         }
+        // A given-up node's queue is where the chain would end: starting it
+        // again would only feed a node that is not coming back. Said once.
+        if let Some(gone) = self.members.iter().find(|m| matches!(m.state, State::GivenUp(_))) {
+            log::warn!(
+                "the ring has been silent for {:.1}s, and node '{}' was given up: not starting the chain again",
+                quiet_since.elapsed().as_secs_f64(),
+                gone.name
+            );
+            self.reinjected = Some(Instant::now());
+            return;
+        }
         let why = if restarted {
             "since a node was restarted"
         } else {
@@ -725,7 +782,7 @@ impl Ring<'_> {
 
     /// The ring summary at exit: the nodes' counts added up and how they
     /// ended, as one line, or one JSON object with each node's figures.
-    fn summary(&mut self, json: bool) {
+    fn summary(&mut self, json: bool, failure: Option<&str>) {
         // What the nodes printed last, before the launcher's last words.
         for i in 0..self.members.len() {
             let member = &mut self.members[i];
@@ -749,6 +806,7 @@ impl Ring<'_> {
                 .num("restarts", self.restarts())
                 .num("reinjected", self.reinjections)
                 .raw("members", &format!("[{}]", members.join(",")))
+                .opt_str("error", failure)
                 .finish();
             piper_cli::stderr_line(piper_cli::Priority::Notice, &object);
             return;
@@ -855,7 +913,7 @@ impl Ring<'_> {
         let stubborn: Vec<(usize, Pid)> = self.alive().map(|(i, pid, _)| (i, pid)).collect();
         if !stubborn.is_empty() && (grace.is_zero() || again) {
             let why = if again { "a second stop signal" } else { "--grace 0" };
-            log::info!("{why}: sending SIGKILL to {} nodes", stubborn.len());
+            log::info!("{why}: sending SIGKILL to {}", nodes(stubborn.len()));
         }
         for &(i, pid) in &stubborn {
             if !grace.is_zero() && !again {
@@ -877,7 +935,11 @@ impl Ring<'_> {
         if let Ok(removal) = removal {
             let _ = removal.join();
         }
-        log::info!("tore down {targets} nodes in {:.3}s", started.elapsed().as_secs_f64());
+        log::info!(
+            "tore down {} in {:.3}s",
+            nodes(targets),
+            started.elapsed().as_secs_f64()
+        );
     }
 }
 
@@ -1004,12 +1066,34 @@ fn stop_code(sig: Signal) -> u8 {
     }
 }
 
+/// The run's end when stdout's reader goes away: a normal end, as for any
+/// command whose output was piped into `head`.
+fn stdout_gone() -> u8 {
+    log::debug!("stdout's reader has gone: ending the run");
+    exit::OK
+}
+
+/// Whether stdout is a pipe.
+fn stdout_is_pipe() -> bool {
+    use nix::sys::stat::{fstat, SFlag};
+    fstat(std::io::stdout().as_fd())
+        .is_ok_and(|st| SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFIFO)
+}
+
 /// Tells the launcher's own service manager, if it has one, about `state`.
 fn notify_manager(state: &str) {
     match Notifier::from_env() {
         Ok(Some(notifier)) => notifier.notify(state).unwrap_or_else(|e| log::warn!("{e}")),
         Ok(None) => {}
         Err(e) => log::warn!("{e}"),
+    }
+}
+
+/// "1 node", "2 nodes".
+fn nodes(n: usize) -> String {
+    match n {
+        1 => "1 node".into(),
+        n => format!("{n} nodes"),
     }
 }
 
@@ -1052,6 +1136,13 @@ mod tests {
         assert_eq!(parse_counts("received 5, sent 4"), None);
         assert_eq!(parse_counts("sent 4, received 5, dropped 1"), None);
         assert_eq!(parse_counts("received x, sent 4, dropped 1"), None);
+    }
+
+    #[test]
+    fn one_node_is_one_node() {
+        assert_eq!(nodes(1), "1 node");
+        assert_eq!(nodes(0), "0 nodes");
+        assert_eq!(nodes(1000), "1000 nodes");
     }
 
     #[test]

@@ -14,7 +14,7 @@ pub const TERMINATING: [Signal; 3] = [Signal::SIGINT, Signal::SIGTERM, Signal::S
 pub const SUSPENDING: [Signal; 3] = [Signal::SIGTSTP, Signal::SIGTTIN, Signal::SIGTTOU];
 
 /// Every signal the launcher blocks and reads.
-const WATCHED: [Signal; 8] = [
+const WATCHED: [Signal; 9] = [
     Signal::SIGINT,
     Signal::SIGTERM,
     Signal::SIGHUP,
@@ -23,11 +23,13 @@ const WATCHED: [Signal; 8] = [
     Signal::SIGTTIN,
     Signal::SIGTTOU,
     Signal::SIGCONT,
+    Signal::SIGWINCH,
 ];
 
 /// The launcher's blocked signals: [`TERMINATING`], [`SUSPENDING`],
-/// SIGCHLD and SIGCONT (a blocked SIGCONT still continues a stopped
-/// launcher; the signalfd then says it happened).
+/// SIGCHLD, SIGCONT (a blocked SIGCONT still continues a stopped launcher;
+/// the signalfd then says it happened) and SIGWINCH (the status line fits
+/// itself to the terminal again).
 pub fn block() -> nix::Result<piper_cli::signals::Blocked> {
     piper_cli::signals::Blocked::block(&WATCHED)
 }

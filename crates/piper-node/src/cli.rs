@@ -61,7 +61,7 @@ pub struct Args {
     #[arg(required_unless_present = "list")]
     pub name: Option<String>,
     /// Socket directory [env: PIPER_DIR] [default: $XDG_RUNTIME_DIR/piper, else /tmp/piper-$UID].
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", value_hint = clap::ValueHint::DirPath)]
     pub dir: Option<PathBuf>,
     /// Send our name to PEER once after binding: starts the chain.
     #[arg(long, value_name = "PEER")]
@@ -89,7 +89,7 @@ pub struct Args {
     #[arg(long, value_name = "PEER", conflicts_with_all = ["send", "next", "count", "quiet", "list"])]
     pub kick: Option<String>,
     /// List the nodes in the socket directory: name, pid, live or stale.
-    #[arg(long, conflicts_with_all = ["send", "next", "count", "quiet"])]
+    #[arg(long, conflicts_with_all = ["name", "send", "next", "count", "quiet"])]
     pub list: bool,
     /// Run on CPU N only (see the README's performance section: a ring is
     /// fastest with all its nodes on one CPU).

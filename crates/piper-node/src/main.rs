@@ -28,9 +28,16 @@ const FINAL_PATIENCE: Duration = Duration::from_secs(1);
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let label = args.name.clone().unwrap_or_else(|| "list".into());
-    piper_cli::init_logging(format!("piper-node[{label}]"), "warn");
-    piper_cli::finish("piper-node", run(args))
+    // Every line names the node, so that a thousand nodes' lines in one
+    // stream say whose they are.
+    // (Only a valid name: an invalid one may hold anything, terminal
+    // controls included.)
+    let program = match args.name.as_deref().map(Name::new) {
+        Some(Ok(name)) => format!("piper-node[{name}]"),
+        _ => "piper-node".to_string(),
+    };
+    piper_cli::init_logging(program.clone(), "warn");
+    piper_cli::finish(&program, run(args))
 }
 
 fn run(args: Args) -> Result<u8, Failure> {
@@ -50,17 +57,38 @@ fn run(args: Args) -> Result<u8, Failure> {
     let path = args.dir.clone().unwrap_or_else(SocketDir::default_path);
     // Commands that only look or only send create nothing.
     let looks_only = args.list || args.kick.is_some();
-    let dir = match namespace {
-        Namespace::Filesystem if looks_only => SocketDir::open_existing(&path)?,
-        _ => SocketDir::open_in(&path, namespace)?,
-    };
     if args.list {
+        let dir = match namespace {
+            Namespace::Filesystem => SocketDir::open_existing(&path)?,
+            Namespace::Abstract => SocketDir::open_abstract(&path)?,
+        };
         return list(&dir, args.json);
     }
+    // Every name is checked before the directory is made: one that cannot
+    // work leaves nothing behind.
     let name = Name::new(args.name.as_deref().unwrap_or_default())?;
-    dir.check_fits(&name)?;
+    let peers: Vec<Name> = [&args.kick, &args.send, &args.next]
+        .into_iter()
+        .flatten()
+        .map(|p| Name::new(p))
+        .collect::<Result<_, _>>()?;
+    let dir = match namespace {
+        Namespace::Filesystem if looks_only => {
+            let dir = SocketDir::open_existing(&path)?;
+            std::iter::once(&name)
+                .chain(&peers)
+                .try_for_each(|n| dir.check_fits(n))?;
+            dir
+        }
+        _ => SocketDir::open_for(&path, namespace, std::iter::once(&name).chain(&peers))?,
+    };
     if let Some(peer) = &args.kick {
         let peer = Name::new(peer)?;
+        if peer == name {
+            return Err(Failure::usage(format!(
+                "--kick {peer} names this node itself: a node never answers itself"
+            )));
+        }
         piper_core::send_unbound(&dir, &peer, name.as_bytes())?;
         return Ok(exit::OK);
     }
@@ -101,6 +129,12 @@ fn run(args: Args) -> Result<u8, Failure> {
     let signals = Signals::terminating()?;
     let node = open_node(&dir, name, passed)?;
     signals.exit_on_repeat(&node.owned_paths());
+    if let (true, Some(launcher)) = (node.is_adopted(), launcher_pid()) {
+        // A launcher holds our socket; should it die (kill -9), a second
+        // signal's exit at once removes what it left, as the normal end
+        // does (below).
+        signals.exit_on_repeat_orphaned(launcher, &dir.name_paths(node.name())?);
+    }
     if let Some(n) = &notifier {
         // Readiness must not be lost to a busy (or stopped) manager whose
         // queue is full: the launcher waits for every node's.
@@ -170,8 +204,13 @@ fn pin_to(cpu: usize) -> Result<(), Failure> {
 /// that is no longer its parent: the launcher died, and its sockets are
 /// ours to clean up.
 fn launcher_gone() -> bool {
-    let launcher = std::env::var("PIPER_LAUNCHER").ok().and_then(|p| p.parse::<i32>().ok());
-    launcher.is_some_and(|pid| nix::unistd::getppid().as_raw() != pid)
+    launcher_pid().is_some_and(|pid| nix::unistd::getppid() != pid)
+}
+
+/// The piper-launch that started this node (`$PIPER_LAUNCHER`), if any.
+fn launcher_pid() -> Option<nix::unistd::Pid> {
+    let launcher = std::env::var("PIPER_LAUNCHER").ok()?.parse::<i32>().ok()?;
+    Some(nix::unistd::Pid::from_raw(launcher))
 }
 
 /// Binds the node, or adopts the socket systemd passed for it.
@@ -226,12 +265,12 @@ fn summary(name: &Name, stats: &seed::Stats, elapsed: Duration, json: bool) {
     piper_cli::stderr_line(piper_cli::Priority::Notice, &line);
 }
 
-/// Messages per second over the active time; 0 when there was none (a
-/// single message, or none).
+/// Messages per second over the active time; 0 when it is under the
+/// millisecond the summary shows (a single message, or none, or a burst
+/// too short to make a rate of).
 fn rate(received: u64, active: Duration) -> f64 {
-    let active = active.as_secs_f64();
-    if active > 0.0 {
-        received as f64 / active
+    if active >= Duration::from_millis(1) {
+        received as f64 / active.as_secs_f64()
     } else {
         0.0
     }
@@ -277,5 +316,8 @@ mod tests {
         assert_eq!(rate(3, Duration::from_millis(250)), 12.0);
         assert_eq!(rate(1, Duration::ZERO), 0.0);
         assert_eq!(rate(0, Duration::ZERO), 0.0);
+        // Two messages 40 µs apart: "active 0.000s", so no rate either.
+        assert_eq!(rate(2, Duration::from_micros(40)), 0.0);
+        assert_eq!(rate(2, Duration::from_millis(1)), 2000.0);
     }
 }

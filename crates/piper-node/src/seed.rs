@@ -7,24 +7,20 @@
 //! output flushed when idle, rate-limited warnings, watchdog pings, and the
 //! counts of the exit summary.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::unistd::Uid;
 use piper_cli::RateLimit;
+use piper_core::node::DEFAULT_SEND_TIMEOUT;
 use piper_core::notify::Notifier;
 use piper_core::serve::{serve, End, Event, Flow, Handler, IDLE_WAKE};
 use piper_core::{escape, Credentials, Datagram, Error, Name, Node, Peer, RecvBuf, Result, Signals};
 
 /// How long buffered output may wait while the node is idle.
 pub const FLUSH_AFTER: Duration = Duration::from_millis(20);
-
-/// How long a peer that let a send time out (its queue stayed full) is
-/// sent to only without waiting: a peer that stops reading costs the node
-/// one send timeout per this period, and nobody else any wait at all.
-pub const STALL_PENALTY: Duration = Duration::from_secs(5);
 
 /// How often, at most, a node under a service manager reports its counts
 /// (`STATUS=`), and only when they changed.
@@ -93,7 +89,9 @@ pub fn run(node: &Node, signals: &Signals, opts: &Options, out: &mut dyn Write) 
         next_ping: Instant::now(),
         next_status: Instant::now(),
         reported: None,
-        stalled: HashMap::new(),
+        stalled: HashSet::new(),
+        stdout_gone: false,
+        budget: WaitBudget::new(Instant::now()),
     };
     if let Some(peer) = &opts.send_first {
         seed.send_first(node, peer)?;
@@ -101,6 +99,12 @@ pub fn run(node: &Node, signals: &Signals, opts: &Options, out: &mut dyn Write) 
     let end = serve(node, signals, &mut seed);
     seed.flush()?;
     if end.is_ok() && !node.is_adopted() {
+        // Nothing more comes in, then what came is counted: a datagram
+        // sent meanwhile is refused to its sender, who counts it, rather
+        // than lost between the count and the close.
+        if let Err(e) = node.stop_receiving() {
+            log::debug!("{e}");
+        }
         let mut buf = RecvBuf::new();
         while let Ok(Some(_)) | Err(Error::Truncated { .. }) = node.try_recv(&mut buf) {
             seed.stats.dropped += 1;
@@ -129,9 +133,15 @@ struct Seed<'a> {
     /// When the next `STATUS=` may go, and the counts it last reported.
     next_status: Instant,
     reported: Option<(u64, u64, u64)>,
-    /// Peers whose queue stayed full, and until when they are sent to only
-    /// without waiting.
-    stalled: HashMap<Name, Instant>,
+    /// Peers that let a wait run out: sent to only without waiting, until
+    /// a send finds room again. A peer that never reads then costs the
+    /// node one wait, not one per period.
+    stalled: HashSet<Name>,
+    /// Whether stdout's reader went away (`| head` has its lines): a normal
+    /// end, as for any command-line tool.
+    stdout_gone: bool,
+    /// How long sends may still wait on full queues.
+    budget: WaitBudget,
 }
 
 impl Handler for Seed<'_> {
@@ -162,7 +172,7 @@ impl Handler for Seed<'_> {
         if managed {
             self.status(now);
         }
-        let done = self.opts.count.is_some_and(|count| self.stats.received >= count);
+        let done = self.stdout_gone || self.opts.count.is_some_and(|count| self.stats.received >= count);
         Ok(if done { Flow::Stop } else { Flow::Continue })
     }
 
@@ -204,10 +214,12 @@ impl Seed<'_> {
         self.first.get_or_insert(now);
         self.last = Some(now);
         if !self.opts.quiet {
-            writeln!(self.out, "{} received: '{}'", node.name(), escape(payload)).map_err(stdout_error)?;
+            let written = writeln!(self.out, "{} received: '{}'", node.name(), escape(payload));
             self.dirty = true;
-            if self.opts.line_buffered {
-                self.flush()?;
+            if self.wrote(written)? || (self.opts.line_buffered && self.flush()?) {
+                // Nobody reads the line: nobody hears the answer either.
+                self.stats.dropped += 1;
+                return Ok(());
             }
         }
         let target = match &self.opts.next {
@@ -259,17 +271,15 @@ impl Seed<'_> {
                 }
             }
         }
-        // A peer that let a send time out is sent to without waiting until
-        // its penalty ends; the common case pays one emptiness check.
-        let penalised = !self.stalled.is_empty() && {
-            let name = self.peer.as_ref().map(|p| p.name().clone());
-            name.is_some_and(|name| self.stalled_now(&name))
-        };
+        // A peer that let a wait run out is sent to without waiting until a
+        // send finds room again (it reads); the common case pays one
+        // emptiness check.
+        let penalised = !self.stalled.is_empty()
+            && self.peer.as_ref().is_some_and(|p| self.stalled.contains(p.name()));
         let Some(peer) = &self.peer else { return };
-        let sent = if penalised {
-            node.send_nowait(peer, node.name().as_bytes())
-        } else {
-            node.send(peer, node.name().as_bytes())
+        let (sent, ran_out) = match penalised {
+            true => (node.send_nowait(peer, node.name().as_bytes()), false),
+            false => send_within(&mut self.budget, node, peer),
         };
         match sent {
             Ok(()) => {
@@ -280,8 +290,15 @@ impl Seed<'_> {
             }
             Err(e) => {
                 self.stats.dropped += 1;
-                if let (Error::WouldBlock { peer }, false) = (&e, penalised) {
-                    self.stalled.insert(peer.clone(), Instant::now() + STALL_PENALTY);
+                match (&e, ran_out) {
+                    (Error::WouldBlock { peer }, true) => {
+                        self.stalled.insert(peer.clone());
+                    }
+                    (Error::WouldBlock { .. }, false) => {}
+                    // Gone, or never there: nothing to wait on any more.
+                    _ => {
+                        self.stalled.remove(peer.name());
+                    }
                 }
                 // A stopping node does not warn about the teardown it is part
                 // of: its sends fail with EINTR, or to peers already gone.
@@ -290,13 +307,6 @@ impl Seed<'_> {
                 }
             }
         }
-    }
-
-    /// Whether `peer` is serving a stall penalty now; forgets ended ones.
-    fn stalled_now(&mut self, peer: &Name) -> bool {
-        let now = Instant::now();
-        self.stalled.retain(|_, until| *until > now);
-        self.stalled.contains_key(peer)
     }
 
     /// The first `--send`, which starts a chain: retried while the peer is
@@ -337,7 +347,7 @@ impl Seed<'_> {
     /// Waits the interval, waking early for a stop, and keeping up the
     /// watchdog pings meanwhile. Returns false on a stop.
     fn pause(&mut self) -> bool {
-        if self.dirty && self.flush().is_err() {
+        if self.dirty && !matches!(self.flush(), Ok(false)) {
             return false;
         }
         let deadline = Instant::now() + self.opts.interval;
@@ -385,9 +395,28 @@ impl Seed<'_> {
         }
     }
 
-    fn flush(&mut self) -> Result<()> {
+    /// Writes out buffered lines; true if stdout's reader has gone.
+    fn flush(&mut self) -> Result<bool> {
         self.dirty = false;
-        self.out.flush().map_err(stdout_error)
+        let flushed = self.out.flush();
+        self.wrote(flushed)
+    }
+
+    /// Takes in how a write to stdout went: true if its reader has gone
+    /// (`EPIPE`), which ends the loop as a normal end; any other failure
+    /// is an error.
+    fn wrote(&mut self, written: std::io::Result<()>) -> Result<bool> {
+        match written {
+            Ok(()) => Ok(self.stdout_gone),
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                if !self.stdout_gone {
+                    log::debug!("stdout's reader has gone: stopping");
+                }
+                self.stdout_gone = true;
+                Ok(true)
+            }
+            Err(e) => Err(stdout_error(e)),
+        }
     }
 }
 
@@ -398,6 +427,71 @@ fn stdout_error(source: std::io::Error) -> Error {
         target: "stdout".into(),
         source,
     }
+}
+
+/// How long a node waits in sends that come to nothing: a wait on a full
+/// queue that runs out says the peer stopped reading, and from then on it
+/// is sent to only without waiting, until it reads again. Each new such
+/// peer still costs a wait: without a budget over all peers, twenty of
+/// them cost twenty [`DEFAULT_SEND_TIMEOUT`]s, and the node's other peers
+/// waited with it. Waits that run out may take a twentieth of the node's
+/// time, and at most [`DEFAULT_SEND_TIMEOUT`] at once; once that is spent,
+/// a send still waits [`WaitBudget::FLOOR`], time enough for a peer that
+/// reads, however slowly, on a busy machine too. A wait that ends in a
+/// send costs nothing: it is how a reading peer paces the node.
+#[derive(Clone, Copy, Debug)]
+struct WaitBudget {
+    left: Duration,
+    at: Instant,
+}
+
+impl WaitBudget {
+    /// What the budget earns per unit of time.
+    const SHARE: u32 = 20;
+    /// The shortest wait: a peer that reads makes room within it, even on
+    /// a machine so busy that it waits tens of ms for a CPU (10 ms was
+    /// not always enough under a load of 8 on two CPUs).
+    const FLOOR: Duration = Duration::from_millis(50);
+
+    fn new(now: Instant) -> WaitBudget {
+        WaitBudget {
+            left: DEFAULT_SEND_TIMEOUT,
+            at: now,
+        }
+    }
+
+    /// How long a send may wait now.
+    fn available(&mut self, now: Instant) -> Duration {
+        let earned = now.saturating_duration_since(self.at) / Self::SHARE;
+        self.left = (self.left + earned).min(DEFAULT_SEND_TIMEOUT);
+        self.at = now;
+        self.left.max(Self::FLOOR)
+    }
+
+    /// Takes away a wait that came to nothing.
+    fn spend(&mut self, waited: Duration) {
+        self.left = self.left.saturating_sub(waited);
+    }
+}
+
+/// Sends to `peer`, waiting on a full queue as long as `budget` allows.
+/// Returns how it went, and whether a wait ran out (the peer is not
+/// reading).
+fn send_within(budget: &mut WaitBudget, node: &Node, peer: &Peer) -> (Result<()>, bool) {
+    match node.send_nowait(peer, node.name().as_bytes()) {
+        Err(Error::WouldBlock { .. }) => {}
+        done => return (done, false),
+    }
+    let now = Instant::now();
+    let may = budget.available(now);
+    let sent = node
+        .set_send_timeout(may)
+        .and_then(|()| node.send(peer, node.name().as_bytes()));
+    let ran_out = matches!(sent, Err(Error::WouldBlock { .. }));
+    if ran_out {
+        budget.spend(now.elapsed());
+    }
+    (sent, ran_out)
 }
 
 fn allowed(creds: Option<Credentials>, me: u32, extra: &[u32]) -> bool {
@@ -461,6 +555,34 @@ mod tests {
             assert_eq!((stats.received, stats.sent, stats.dropped), (3, 3, 0));
             assert_eq!(out, b"pong received: 'ping'\n".repeat(3));
         });
+    }
+
+    #[test]
+    fn waits_that_come_to_nothing_take_a_twentieth_of_the_time_at_most() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut budget = WaitBudget::new(t0);
+        assert_eq!(budget.available(t0), DEFAULT_SEND_TIMEOUT, "a full budget at first");
+        budget.spend(DEFAULT_SEND_TIMEOUT);
+        // Spent: a send still waits the floor, for a peer that reads.
+        assert_eq!(budget.available(at(0)), WaitBudget::FLOOR);
+        // A second earns 50 ms; five earn a whole send timeout, no more.
+        assert_eq!(budget.available(at(1000)), Duration::from_millis(50));
+        assert_eq!(budget.available(at(5000)), DEFAULT_SEND_TIMEOUT);
+        assert_eq!(budget.available(at(60_000)), DEFAULT_SEND_TIMEOUT);
+        // A minute of sends to peers that never read, one every 10 ms,
+        // each a new peer (each stalled one then serves its penalty): at
+        // most 5% of the time in waits that run out, and the floors.
+        let mut budget = WaitBudget::new(t0);
+        let (mut waited, mut floors) = (Duration::ZERO, Duration::ZERO);
+        for ms in (0..60_000).step_by(10) {
+            let may = budget.available(at(ms));
+            budget.spend(may);
+            waited += may;
+            floors += WaitBudget::FLOOR;
+        }
+        assert!(waited <= Duration::from_millis(3000 + 250) + floors, "{waited:?}");
+        assert!(waited - floors <= Duration::from_millis(3000 + 250), "{waited:?}");
     }
 
     #[test]
