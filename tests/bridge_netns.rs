@@ -42,8 +42,9 @@ struct Net {
     a: String,
     b: String,
     broker: String,
-    /// A's end of its link to the broker.
+    /// A's and B's ends of their links to the broker.
     a_dev: String,
+    b_dev: String,
     /// The broker's address as A and B see it.
     to_a: String,
     to_b: String,
@@ -61,6 +62,7 @@ impl Net {
             b: ns("b"),
             broker: ns("m"),
             a_dev: format!("va{tag}"),
+            b_dev: format!("vb{tag}"),
             to_a: format!("10.{}.{}.1", 100 + k, pid % 250),
             to_b: format!("10.{}.{}.5", 100 + k, pid % 250),
         };
@@ -131,6 +133,12 @@ impl Net {
             if up { "up" } else { "down" },
         ]);
     }
+
+    /// B's link goes down or comes back.
+    fn link_b(&self, up: bool) {
+        let state = if up { "up" } else { "down" };
+        sh(&["ip", "-n", &self.b, "link", "set", &self.b_dev, state]);
+    }
 }
 
 impl Drop for Net {
@@ -192,6 +200,8 @@ impl Ring {
                     "a1",
                     "--no-start",
                     "--json",
+                    "--output",
+                    "all",
                     "--interval",
                     "100",
                 ],
@@ -392,6 +402,33 @@ fn a_12_s_partition_leaves_exactly_one_message() {
 #[test]
 fn a_25_s_partition_leaves_exactly_one_message() {
     partition("netns-part25", Duration::from_secs(25));
+}
+
+#[test]
+fn a_6_5_s_partition_of_the_host_that_does_not_start_the_chain_leaves_exactly_one_message() {
+    let Some(ring) = Ring::start("netns-part-b") else {
+        return;
+    };
+    let baseline = ring.baseline();
+    // Cut as b3 takes the message: it is sent into bridge b's dead
+    // connection, and what A's launcher sends meanwhile meets B's link down.
+    let count = || ring.launch_b.stdout().matches("b3 received: ").count();
+    let before = count();
+    let deadline = Instant::now() + PROMPT;
+    while count() == before {
+        assert!(Instant::now() < deadline, "b3 received nothing for {PROMPT:?}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    ring.net.link_b(false);
+    std::thread::sleep(Duration::from_millis(6500));
+    ring.net.link_b(true);
+    let up = Instant::now();
+    let (moved, rate) = ring.heals(up, baseline);
+    eprintln!(
+        "MEASURED B's link down 6.5s: the ring moved again {moved:?} after the link came back; \
+         a2 received {rate} per {WINDOW:?} after, {baseline} before"
+    );
+    ring.finish();
 }
 
 #[test]

@@ -274,8 +274,7 @@ impl Seed<'_> {
         // A peer that let a wait run out is sent to without waiting until a
         // send finds room again (it reads); the common case pays one
         // emptiness check.
-        let penalised = !self.stalled.is_empty()
-            && self.peer.as_ref().is_some_and(|p| self.stalled.contains(p.name()));
+        let penalised = !self.stalled.is_empty() && self.peer.as_ref().is_some_and(|p| self.stalled.contains(p.name()));
         let Some(peer) = &self.peer else { return };
         let (sent, ran_out) = match penalised {
             true => (node.send_nowait(peer, node.name().as_bytes()), false),
