@@ -38,6 +38,7 @@ use crate::link::{self, Connected, Failed};
 use crate::pace::{self, Linger, Watchdog};
 use crate::presence::{self, Presence};
 use crate::standins::StandIns;
+use crate::twin::Twin;
 use crate::wire::{self, Epoch, Topic, Topics};
 use piper_cli::signals::Blocked as Signals;
 
@@ -267,8 +268,8 @@ struct Bridge {
     subs: HashMap<u16, Vec<String>>,
     /// The first connection is made, and not said yet.
     first: bool,
-    /// When another run with this bridge's id was seen to connect.
-    twin: Option<Instant>,
+    /// Another run with this bridge's id.
+    twin: Twin,
     /// The barrier this connection waits for.
     generation: u64,
     synced: bool,
@@ -323,7 +324,7 @@ impl Bridge {
             subs_sent: VecDeque::new(),
             subs: HashMap::new(),
             first: false,
-            twin: None,
+            twin: Twin::default(),
             generation: 0,
             synced: false,
             sync_said: false,
@@ -372,8 +373,7 @@ impl Bridge {
                 if let Some(why) = fatal(&e) {
                     return Next::Stop(why);
                 }
-                let twin = self.twin.take().is_some_and(|t| t.elapsed() < link::STABLE);
-                if twin && self.link.is_up() {
+                if self.twin.lost(Instant::now(), self.link.is_up()) {
                     return Next::Stop(Stopped::Clash(CLASH.into()));
                 }
                 return Next::Wait(self.lost(e));
@@ -582,13 +582,7 @@ impl Bridge {
             Topic::Msg(Ok(dest)) => self.deliver(&dest, payload),
             Topic::Id(Ok(id)) if id == self.cfg.id => {
                 if let Ok(Some(epoch)) = wire::parse_epoch(payload) {
-                    if epoch != self.cfg.epoch {
-                        // Another run with our id connected since we last
-                        // did (or an earlier run of ours): if the broker now
-                        // drops us, it is that run taking our place.
-                        log::debug!("another run of bridge '{id}' connected ({epoch:016x})");
-                        self.twin = Some(Instant::now());
-                    }
+                    self.twin.epoch(epoch, self.cfg.epoch, Instant::now());
                 }
             }
             Topic::Host(Ok(id)) => match wire::parse_epoch(payload) {

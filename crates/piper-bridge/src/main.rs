@@ -13,6 +13,7 @@ mod pace;
 mod presence;
 mod signals;
 mod standins;
+mod twin;
 mod wire;
 
 use std::collections::BTreeSet;
