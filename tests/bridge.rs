@@ -1885,3 +1885,41 @@ fn the_readmes_acl_recipe_lets_a_ring_run_with_nothing_refused() {
         assert_eq!(counts.reconnects, 0);
     }
 }
+
+#[test]
+fn a_broker_that_speaks_only_mqtt_3_1_1_is_named_as_the_likely_cause() {
+    // What mosquitto 1.x answers an MQTT 5 CONNECT: a 3.1.1 CONNACK,
+    // "unacceptable protocol version", then it closes the connection.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let broker = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((mut stream, _)) => {
+                        stream.set_nonblocking(false).unwrap();
+                        stream.set_read_timeout(Some(PROMPT)).unwrap();
+                        let _ = stream.read(&mut [0u8; 1024]);
+                        let _ = stream.write_all(&[0x20, 2, 0, 1]);
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        })
+    };
+    let dir = Dir::new("bridge-mqtt311");
+    let mut a = Host::new(&dir, "a");
+    a.start_bridge_with(&dir, &format!("mqtt://127.0.0.1:{port}"), &[], "bridge-a");
+    let said = "cannot reach the broker (it closed the connection before answering: does it speak MQTT 5? piper-bridge needs it)";
+    assert!(
+        wait_until(PROMPT, || a.bridge().stderr().contains(said)),
+        "{}",
+        a.bridge().stderr()
+    );
+    assert_eq!(a.stop_bridge(), Counts::default());
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    broker.join().unwrap();
+}

@@ -511,6 +511,15 @@ impl Bridge {
                 wait
             }
             Failed::Attempt { wait } => {
+                // Closed after the TCP handshake and before any answer: what
+                // a broker that speaks only MQTT 3.1.1 does (its refusal is
+                // not MQTT 5), among other things; said, and tried again.
+                let why = match e {
+                    ConnectionError::MqttState(StateError::ConnectionAborted) => {
+                        "it closed the connection before answering: does it speak MQTT 5? piper-bridge needs it".into()
+                    }
+                    _ => why,
+                };
                 self.warnings.warn(format_args!(
                     "cannot reach the broker ({why}); trying again in {:.1}s",
                     wait.as_secs_f64()

@@ -89,7 +89,7 @@ pub const BRIDGE: &[Row] = &[
     ("130", "SIGINT"),
     (
         "1",
-        "the broker refused the connection (a wrong login, not authorised, a certificate that does not verify, no MQTT 5), or a runtime failure",
+        "the broker refused the connection (a wrong login, not authorised, a certificate that does not verify), or a runtime failure",
     ),
     (
         "2",
