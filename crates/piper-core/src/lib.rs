@@ -39,13 +39,15 @@
 //! - [`node`]: claiming a name, binding, sending and receiving;
 //! - [`signals`]: the self-pipe that lets a blocked loop see signals;
 //! - [`serve`]: a receive loop generic over its handler;
-//! - [`notify`] and [`activation`]: the service manager's two protocols.
+//! - [`notify`] and [`activation`]: the service manager's two protocols;
+//!   [`counts`]: the counts a node reports through the first.
 //!
 //! Linux only: abstract sockets and `SO_PASSCRED` are used.
 #![deny(missing_docs)]
 
 pub mod activation;
 mod claim;
+pub mod counts;
 pub mod dir;
 pub mod error;
 pub mod name;
@@ -55,6 +57,7 @@ pub mod serve;
 pub mod signals;
 
 pub use claim::{Listing, Liveness};
+pub use counts::Counts;
 pub use dir::{Namespace, SocketDir};
 pub use error::{Error, Result};
 pub use name::{escape, Name};

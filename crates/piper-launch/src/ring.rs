@@ -20,7 +20,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use piper_cli::{exit, Failure};
 use piper_core::notify::{Listener, Notifier};
-use piper_core::{send_unbound, Liveness, Name, Node};
+use piper_core::{send_unbound, Counts, Liveness, Name, Node};
 
 use crate::output::{Display, Relay, Route};
 use crate::placement::Placer;
@@ -96,9 +96,9 @@ struct Member {
     starts: Vec<Instant>,
     restarts: u32,
     /// Its counts as its running process's last `STATUS=` said, and those
-    /// of its earlier lives: received, sent, dropped.
-    counts: [u64; 3],
-    earlier: [u64; 3],
+    /// of its earlier lives.
+    counts: Counts,
+    earlier: Counts,
     /// The pid of its current (or last) process: only its reports count.
     pid: Option<Pid>,
     /// Its output pipes, while the relay reads them: stdout, and (for the
@@ -123,9 +123,9 @@ enum State {
 }
 
 impl Member {
-    /// Its counts over all its lives: received, sent, dropped.
-    fn all_counts(&self) -> [u64; 3] {
-        [0, 1, 2].map(|k| self.counts[k] + self.earlier[k])
+    /// Its counts over all its lives.
+    fn all_counts(&self) -> Counts {
+        self.counts + self.earlier
     }
 
     /// The process and its group, while it lives.
@@ -209,8 +209,8 @@ pub fn run(plan: &Plan, options: &Options, display: Display) -> Outcome {
                 state: State::Planned,
                 starts: Vec::new(),
                 restarts: 0,
-                counts: [0; 3],
-                earlier: [0; 3],
+                counts: Counts::default(),
+                earlier: Counts::default(),
                 pid: None,
                 relays: Vec::new(),
             })
@@ -334,7 +334,7 @@ impl Ring<'_> {
                 if let (State::Starting { pid, group }, "READY=1") = (member.state, line) {
                     member.state = State::Ready { pid, group };
                     self.placer.ready(i, pid);
-                } else if let Some(counts) = line.strip_prefix("STATUS=").and_then(parse_counts) {
+                } else if let Some(counts) = Counts::from_status(line) {
                     member.counts = counts;
                 }
             }
@@ -507,8 +507,7 @@ impl Ring<'_> {
         member.relays = out.into_iter().chain(err).map(|(relay, _)| relay).collect();
         member.state = State::Starting { pid, group };
         // A new life counts from zero; the last one's counts are kept.
-        (0..3).for_each(|k| member.earlier[k] += member.counts[k]);
-        member.counts = [0; 3];
+        member.earlier += std::mem::take(&mut member.counts);
         member.pid = Some(pid);
         member.starts.push(Instant::now());
         self.by_pid.insert(pid, i);
@@ -653,7 +652,7 @@ impl Ring<'_> {
     fn check_silence(&mut self, silence: Duration) {
         /// How much longer a ring that crosses hosts must be silent.
         const CROSSING_PATIENCE: Duration = Duration::from_secs(3);
-        let [received, ..] = self.totals();
+        let received = self.totals().received;
         if received > self.progress.0 {
             self.progress = (received, Instant::now());
             return;
@@ -697,13 +696,9 @@ impl Ring<'_> {
         self.members.iter().map(|m| u64::from(m.restarts)).sum()
     }
 
-    /// The counts of every node added up: received, sent, dropped.
-    fn totals(&self) -> [u64; 3] {
-        self.members.iter().fold([0; 3], |mut t, m| {
-            let counts = m.all_counts();
-            (0..3).for_each(|k| t[k] += counts[k]);
-            t
-        })
+    /// The counts of every node added up.
+    fn totals(&self) -> Counts {
+        self.members.iter().map(Member::all_counts).sum()
     }
 
     /// The status line on a terminal: nodes alive, messages per second
@@ -712,7 +707,7 @@ impl Ring<'_> {
         if !self.display.has_status_line() {
             return;
         }
-        let [received, _, dropped] = self.totals();
+        let Counts { received, dropped, .. } = self.totals();
         let (before, then) = std::mem::replace(&mut self.last_tick, (received, Instant::now()));
         let rate = received.saturating_sub(before) as f64 / then.elapsed().as_secs_f64().max(1e-3);
         let text = format!(
@@ -738,7 +733,11 @@ impl Ring<'_> {
         // A node's last counts may come after it was reaped, and after the
         // teardown's last look.
         self.read_notifications();
-        let [received, sent, dropped] = self.totals();
+        let Counts {
+            received,
+            sent,
+            dropped,
+        } = self.totals();
         if json {
             let members: Vec<String> = self.members.iter().map(member_json).collect();
             let object = piper_cli::json::Object::new()
@@ -786,13 +785,10 @@ impl Ring<'_> {
     fn report_status(&mut self) {
         let Some(manager) = &self.manager else { return };
         let alive = self.alive().count();
-        let total = self.totals();
         let status = format!(
-            "STATUS=ring of {}: {alive} alive, received {}, sent {}, dropped {}",
+            "STATUS=ring of {}: {alive} alive, {}",
             self.members.len(),
-            total[0],
-            total[1],
-            total[2]
+            self.totals()
         );
         if status != self.reported {
             if let Ok(true) = manager.try_notify(&status) {
@@ -971,7 +967,11 @@ fn member_json(member: &Member) -> String {
         // node is running.)
         _ => (None, None, None),
     };
-    let [received, sent, dropped] = member.all_counts();
+    let Counts {
+        received,
+        sent,
+        dropped,
+    } = member.all_counts();
     piper_cli::json::Object::new()
         .str("name", member.name.as_str())
         .opt_num("pid", pid)
@@ -982,16 +982,6 @@ fn member_json(member: &Member) -> String {
         .num("sent", sent)
         .num("dropped", dropped)
         .finish()
-}
-
-/// `received N, sent N, dropped N`, as a node's `STATUS=` says it.
-fn parse_counts(status: &str) -> Option<[u64; 3]> {
-    let mut counts = [0; 3];
-    let mut fields = status.split(", ");
-    for (count, word) in counts.iter_mut().zip(["received ", "sent ", "dropped "]) {
-        *count = fields.next()?.strip_prefix(word)?.parse().ok()?;
-    }
-    Some(counts)
 }
 
 /// The launcher's exit code when a signal stops it, as for a node: SIGINT
@@ -1045,14 +1035,6 @@ fn describe(status: WaitStatus) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_nodes_status_line_gives_its_counts() {
-        assert_eq!(parse_counts("received 5, sent 4, dropped 1"), Some([5, 4, 1]));
-        assert_eq!(parse_counts("received 5, sent 4"), None);
-        assert_eq!(parse_counts("sent 4, received 5, dropped 1"), None);
-        assert_eq!(parse_counts("received x, sent 4, dropped 1"), None);
-    }
 
     #[test]
     fn sigterm_and_sighup_are_a_normal_stop_and_sigint_an_interruption() {

@@ -123,10 +123,7 @@ fn run(args: Args) -> Result<u8, Failure> {
         // The final counts with the goodbye, so that a manager adding up
         // its nodes' counts (piper-launch) has them exactly.
         let last = match &result {
-            Ok((s, _)) => format!(
-                "STATUS=received {}, sent {}, dropped {}\n",
-                s.received, s.sent, s.dropped
-            ),
+            Ok((s, _)) => format!("{}\n", s.counts().status()),
             Err(_) => String::new(),
         };
         // A thousand nodes stopping at once overflow a ten-deep queue: retry

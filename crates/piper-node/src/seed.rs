@@ -16,7 +16,7 @@ use nix::unistd::Uid;
 use piper_cli::RateLimit;
 use piper_core::notify::Notifier;
 use piper_core::serve::{serve, End, Event, Flow, Handler, IDLE_WAKE};
-use piper_core::{escape, Credentials, Datagram, Error, Name, Node, Peer, RecvBuf, Result, Signals};
+use piper_core::{escape, Counts, Credentials, Datagram, Error, Name, Node, Peer, RecvBuf, Result, Signals};
 
 /// How long buffered output may wait while the node is idle.
 pub const FLUSH_AFTER: Duration = Duration::from_millis(20);
@@ -74,6 +74,17 @@ pub struct Stats {
     pub active: Duration,
 }
 
+impl Stats {
+    /// The counts a manager is told (`STATUS=`).
+    pub fn counts(&self) -> Counts {
+        Counts {
+            received: self.received,
+            sent: self.sent,
+            dropped: self.dropped,
+        }
+    }
+}
+
 /// Runs the seed's protocol on `node` until `count` is reached or `signals`
 /// asks for a stop. Per-message lines go to `out`. Datagrams still queued
 /// at the end are counted as dropped (unless the socket was adopted: its
@@ -128,7 +139,7 @@ struct Seed<'a> {
     next_ping: Instant,
     /// When the next `STATUS=` may go, and the counts it last reported.
     next_status: Instant,
-    reported: Option<(u64, u64, u64)>,
+    reported: Option<Counts>,
     /// Peers whose queue stayed full, and until when they are sent to only
     /// without waiting.
     stalled: HashMap<Name, Instant>,
@@ -359,13 +370,11 @@ impl Seed<'_> {
     /// launcher adds them up. Never waits: a full queue skips a report.
     fn status(&mut self, now: Instant) {
         let Some(notifier) = &self.opts.notifier else { return };
-        let counts = (self.stats.received, self.stats.sent, self.stats.dropped);
+        let counts = self.stats.counts();
         if now < self.next_status || self.reported == Some(counts) {
             return;
         }
-        let (received, sent, dropped) = counts;
-        let status = format!("STATUS=received {received}, sent {sent}, dropped {dropped}");
-        if let Ok(true) = notifier.try_notify(&status) {
+        if let Ok(true) = notifier.try_notify(&counts.status()) {
             self.reported = Some(counts);
             self.next_status = now + STATUS_EVERY;
         }
