@@ -274,6 +274,44 @@ fn a_datagram_queued_without_credentials_is_refused_and_says_why() {
 }
 
 #[test]
+fn a_node_running_as_nobody_refuses_a_datagram_without_credentials_too() {
+    // The kernel reports a datagram without credentials as pid 0 with the
+    // overflow uid, 65534: to a node running as that uid, it looked like its
+    // own user's.
+    if !may_run(Needs::Tool("systemd-socket-activate"))
+        || !may_run(Needs::Root("to run a node as the overflow uid 65534"))
+    {
+        return;
+    }
+    const NOBODY: u32 = 65534;
+    let dir = Dir::new("activate-nocreds-nobody");
+    std::os::unix::fs::chown(dir.path(), Some(NOBODY), Some(NOBODY)).unwrap();
+    let ready = Ready::new();
+    let mut cmd = Command::new("systemd-socket-activate");
+    cmd.arg("--datagram")
+        .arg("-l")
+        .arg(dir.join("piper-pong"))
+        .args(["-E", &format!("NOTIFY_SOCKET={}", ready.address())])
+        .args(["-E", "RUST_LOG=info"])
+        .arg(bin("piper-node"))
+        .args(["pong", "--dir"])
+        .arg(dir.path());
+    std::os::unix::process::CommandExt::uid(&mut cmd, NOBODY);
+    std::os::unix::process::CommandExt::gid(&mut cmd, NOBODY);
+    let mut pong = Proc::spawn(&dir, "pong", cmd);
+    assert!(wait_until(PROMPT, || dir.join("piper-pong").exists()));
+    let tester = UnixDatagram::bind(dir.join("piper-tester")).unwrap();
+    tester.send_to(b"tester", dir.join("piper-pong")).unwrap();
+    let why = "refused a datagram without sender credentials";
+    assert!(wait_until(PROMPT, || pong.stderr().contains(why)), "{}", pong.stderr());
+    pong.signal(Signal::SIGTERM);
+    assert_eq!(pong.code(PROMPT), Some(0));
+    let summary = pong.summary();
+    assert_eq!((summary.received, summary.dropped, summary.refused), (0, 1, 1));
+    assert_eq!(pong.lines(), Vec::<String>::new(), "nothing printed, nothing answered");
+}
+
+#[test]
 fn a_wrong_socket_passed_as_listen_fds_is_a_clear_error() {
     if !may_run(Needs::Tool("python3")) {
         return;

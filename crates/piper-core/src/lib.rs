@@ -37,6 +37,7 @@
 //! - [`dir`]: the socket directory, the address rule, and inspecting a
 //!   directory (owners, stale sockets);
 //! - [`node`]: claiming a name, binding, sending and receiving;
+//! - [`trust`]: which senders' datagrams a node takes;
 //! - [`signals`]: the self-pipe that lets a blocked loop see signals;
 //! - [`serve`]: a receive loop generic over its handler;
 //! - [`notify`] and [`activation`]: the service manager's two protocols;
@@ -55,6 +56,7 @@ pub mod node;
 pub mod notify;
 pub mod serve;
 pub mod signals;
+pub mod trust;
 
 pub use claim::{Listing, Liveness};
 pub use counts::Counts;

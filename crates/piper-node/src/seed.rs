@@ -12,11 +12,11 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use nix::unistd::Uid;
 use piper_cli::RateLimit;
 use piper_core::notify::Notifier;
 use piper_core::serve::{serve, End, Event, Flow, Handler, IDLE_WAKE};
-use piper_core::{escape, Counts, Credentials, Datagram, Error, Name, Node, Peer, RecvBuf, Result, Signals};
+use piper_core::trust::Policy;
+use piper_core::{escape, Counts, Datagram, Error, Name, Node, Peer, RecvBuf, Result, Signals};
 
 /// How long buffered output may wait while the node is idle.
 pub const FLUSH_AFTER: Duration = Duration::from_millis(20);
@@ -95,7 +95,7 @@ pub fn run(node: &Node, signals: &Signals, opts: &Options, out: &mut dyn Write) 
         signals,
         out,
         stats: Stats::default(),
-        me: Uid::effective().as_raw(),
+        trust: Policy::new(opts.allow_uids.iter().copied()),
         first: None,
         last: None,
         peer: None,
@@ -127,7 +127,7 @@ struct Seed<'a> {
     signals: &'a Signals,
     out: &'a mut dyn Write,
     stats: Stats,
-    me: u32,
+    trust: Policy,
     /// When the first and the last message were accepted.
     first: Option<Instant>,
     last: Option<Instant>,
@@ -193,24 +193,24 @@ impl Handler for Seed<'_> {
 impl Seed<'_> {
     /// Prints and answers one datagram, or counts why not.
     fn datagram(&mut self, node: &Node, datagram: Datagram<'_>, now: Instant) -> Result<()> {
-        let Datagram { payload, creds, .. } = datagram;
-        if !allowed(creds, self.me, &self.opts.allow_uids) {
+        if !datagram.trusted(&self.trust) {
             self.stats.dropped += 1;
             self.stats.refused += 1;
-            match creds {
-                Some(c) if c.pid != 0 => self.warnings.warn(format_args!(
+            match datagram.creds {
+                Some(c) => self.warnings.warn(format_args!(
                     "refused a datagram from uid {} (pid {}): not an allowed user",
                     c.uid, c.pid
                 )),
                 // The kernel records credentials only if the sender or the
                 // receiver had SO_PASSCRED when it was sent.
-                _ => self.warnings.warn(format_args!(
+                None => self.warnings.warn(format_args!(
                     "refused a datagram without sender credentials: it was queued before \
                      SO_PASSCRED was set (use PassCredentials=yes on the socket unit)"
                 )),
             };
             return Ok(());
         }
+        let payload = datagram.payload;
         self.stats.received += 1;
         self.first.get_or_insert(now);
         self.last = Some(now);
@@ -407,10 +407,6 @@ fn stdout_error(source: std::io::Error) -> Error {
         target: "stdout".into(),
         source,
     }
-}
-
-fn allowed(creds: Option<Credentials>, me: u32, extra: &[u32]) -> bool {
-    creds.is_some_and(|c| c.uid == me || c.uid == 0 || extra.contains(&c.uid))
 }
 
 #[cfg(test)]
