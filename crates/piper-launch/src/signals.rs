@@ -5,31 +5,23 @@
 //! ([`unblock_in_child`]) before it execs.
 
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
-
-/// The signals that ask the launcher to stop.
-pub const TERMINATING: [Signal; 3] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP];
+pub use piper_core::signals::TERMINATING;
 
 /// The terminal's job-control stops (Ctrl-Z, and reading or writing the
 /// terminal from the background): the launcher stops its nodes and itself.
 pub const SUSPENDING: [Signal; 3] = [Signal::SIGTSTP, Signal::SIGTTIN, Signal::SIGTTOU];
 
-/// Every signal the launcher blocks and reads.
-const WATCHED: [Signal; 8] = [
-    Signal::SIGINT,
-    Signal::SIGTERM,
-    Signal::SIGHUP,
-    Signal::SIGCHLD,
-    Signal::SIGTSTP,
-    Signal::SIGTTIN,
-    Signal::SIGTTOU,
-    Signal::SIGCONT,
-];
-
-/// The launcher's blocked signals: [`TERMINATING`], [`SUSPENDING`],
-/// SIGCHLD and SIGCONT (a blocked SIGCONT still continues a stopped
-/// launcher; the signalfd then says it happened).
+/// The launcher's blocked signals: [`TERMINATING`] (the signals that ask
+/// a piper process to stop), [`SUSPENDING`], SIGCHLD and SIGCONT (a blocked
+/// SIGCONT still continues a stopped launcher; the signalfd then says it
+/// happened).
 pub fn block() -> nix::Result<piper_cli::signals::Blocked> {
-    piper_cli::signals::Blocked::block(&WATCHED)
+    let watched: Vec<Signal> = TERMINATING
+        .into_iter()
+        .chain(SUSPENDING)
+        .chain([Signal::SIGCHLD, Signal::SIGCONT])
+        .collect();
+    piper_cli::signals::Blocked::block(&watched)
 }
 
 /// Unblocks every signal: the node starts with the mask a process normally
