@@ -40,7 +40,8 @@
 //! - [`trust`]: which senders' datagrams a node takes;
 //! - [`signals`]: the self-pipe that lets a blocked loop see signals;
 //! - [`serve`]: a receive loop generic over its handler;
-//! - [`notify`] and [`activation`]: the service manager's two protocols;
+//! - [`notify`] and [`activation`]: the service manager's two protocols,
+//!   and [`mod@env`]: the names of the variables they and piper share;
 //!   [`counts`]: the counts a node reports through the first.
 //!
 //! Linux only: abstract sockets and `SO_PASSCRED` are used.
@@ -50,6 +51,7 @@ pub mod activation;
 mod claim;
 pub mod counts;
 pub mod dir;
+pub mod env;
 pub mod error;
 pub mod name;
 pub mod node;

@@ -43,7 +43,7 @@ pub struct Notifier {
 impl Notifier {
     /// The notifier `$NOTIFY_SOCKET` names, or `None` when it is unset.
     pub fn from_env() -> Result<Option<Notifier>> {
-        Notifier::from_value(std::env::var("NOTIFY_SOCKET").ok().as_deref())
+        Notifier::from_value(std::env::var(crate::env::NOTIFY_SOCKET).ok().as_deref())
     }
 
     /// [`Notifier::from_env`]'s rule: unset or empty means no manager.
@@ -153,8 +153,8 @@ fn socket_fd() -> nix::Result<OwnedFd> {
 /// `$WATCHDOG_USEC` (and `$WATCHDOG_PID`, which must be this process when set).
 pub fn watchdog_interval() -> Option<Duration> {
     watchdog_from(
-        std::env::var("WATCHDOG_PID").ok().as_deref(),
-        std::env::var("WATCHDOG_USEC").ok().as_deref(),
+        std::env::var(crate::env::WATCHDOG_PID).ok().as_deref(),
+        std::env::var(crate::env::WATCHDOG_USEC).ok().as_deref(),
         std::process::id(),
     )
 }

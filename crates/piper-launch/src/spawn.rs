@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
-use piper_core::{Name, Namespace, SocketDir};
+use piper_core::{env, Name, Namespace, SocketDir};
 
 /// Everything needed to start the ring.
 #[derive(Debug)]
@@ -140,16 +140,8 @@ impl Spawner {
     pub fn new(plan: &Plan) -> Result<Spawner, String> {
         let path = CString::new(plan.node_bin.as_os_str().as_bytes()).map_err(|_| "node binary path has a NUL")?;
         // Our own manager's variables are ours: children report to us.
-        let skip = [
-            "NOTIFY_SOCKET",
-            "WATCHDOG_USEC",
-            "WATCHDOG_PID",
-            "LISTEN_FDS",
-            "LISTEN_PID",
-            "LISTEN_FDNAMES",
-            "PIPER_LAUNCHER",
-        ];
-        let mut env: Vec<CString> = std::env::vars_os()
+        let skip: Vec<&str> = env::MANAGER.into_iter().chain([env::LAUNCHER]).collect();
+        let mut vars: Vec<CString> = std::env::vars_os()
             .filter(|(k, _)| !skip.iter().any(|s| k == s))
             .filter_map(|(k, v)| {
                 let mut kv = k.into_vec();
@@ -159,7 +151,9 @@ impl Spawner {
             })
             .collect();
         // Who holds the nodes' sockets: should it die, the nodes remove them.
-        env.push(CString::new(format!("PIPER_LAUNCHER={}", std::process::id())).map_err(|_| "bad pid")?);
+        // Each node gets one socket (LISTEN_FDS), its own name and pid.
+        vars.push(CString::new(format!("{}={}", env::LAUNCHER, std::process::id())).map_err(|_| "bad pid")?);
+        vars.push(CString::new(format!("{}=1", env::LISTEN_FDS)).map_err(|_| "bad variable")?);
         let null = File::options()
             .read(true)
             .write(true)
@@ -180,7 +174,7 @@ impl Spawner {
             .unwrap_or(0);
         Ok(Spawner {
             path,
-            env,
+            env: vars,
             null,
             slots,
             table_end,
@@ -270,23 +264,24 @@ impl Spawner {
         // nothing. LISTEN_PID must be the child's own pid, known only after
         // the fork: the child writes its digits into room made here.
         let argv: Vec<*const nix::libc::c_char> = args.iter().map(|a| a.as_ptr()).chain([std::ptr::null()]).collect();
-        let names = CString::new(format!("LISTEN_FDNAMES={name}")).map_err(|_| "a name has a NUL")?;
-        let notify = CString::new(format!("NOTIFY_SOCKET={notify_socket}")).map_err(|_| "bad notify socket")?;
-        const LISTEN_PID: &[u8] = b"LISTEN_PID=";
-        let mut listen_pid = LISTEN_PID.to_vec();
-        listen_pid.resize(LISTEN_PID.len() + 24, 0);
+        let names = CString::new(format!("{}={name}", env::LISTEN_FDNAMES)).map_err(|_| "a name has a NUL")?;
+        let notify =
+            CString::new(format!("{}={notify_socket}", env::NOTIFY_SOCKET)).map_err(|_| "bad notify socket")?;
+        let mut listen_pid = format!("{}=", env::LISTEN_PID).into_bytes();
+        let digits_at = listen_pid.len();
+        listen_pid.resize(digits_at + 24, 0);
         // One pointer for both uses: the variable, and the room for its digits.
         let listen_pid = listen_pid.as_mut_ptr();
         let envp: Vec<*const nix::libc::c_char> = self
             .env
             .iter()
             .map(|e| e.as_ptr())
-            .chain([notify.as_ptr(), c"LISTEN_FDS=1".as_ptr(), names.as_ptr()])
+            .chain([notify.as_ptr(), names.as_ptr()])
             .chain([listen_pid.cast_const().cast()])
             .chain([std::ptr::null()])
             .collect();
-        // SAFETY: within the buffer just made: 11 bytes of name, 24 of room.
-        let pid_digits = unsafe { listen_pid.add(LISTEN_PID.len()) };
+        // SAFETY: within the buffer just made: the name and '=', then 24 bytes of room.
+        let pid_digits = unsafe { listen_pid.add(digits_at) };
         self.fill_slots([Some(socket), Some(out), Some(err)])?;
         let [socket, out, err] = self.slots.each_ref().map(|s| s.as_raw_fd());
         let exec = ChildExec {

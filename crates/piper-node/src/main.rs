@@ -167,7 +167,9 @@ fn pin_to(cpu: usize) -> Result<(), Failure> {
 /// that is no longer its parent: the launcher died, and its sockets are
 /// ours to clean up.
 fn launcher_gone() -> bool {
-    let launcher = std::env::var("PIPER_LAUNCHER").ok().and_then(|p| p.parse::<i32>().ok());
+    let launcher = std::env::var(piper_core::env::LAUNCHER)
+        .ok()
+        .and_then(|p| p.parse::<i32>().ok());
     launcher.is_some_and(|pid| nix::unistd::getppid().as_raw() != pid)
 }
 
