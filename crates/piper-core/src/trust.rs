@@ -50,6 +50,13 @@ impl Policy {
     }
 }
 
+/// This process's user and root, no one else.
+impl Default for Policy {
+    fn default() -> Policy {
+        Policy::new([])
+    }
+}
+
 impl Credentials {
     /// Whether these credentials name a process: the kernel reports pid 0
     /// (and the overflow uid and gid, 65534) for a datagram that carries
@@ -120,5 +127,6 @@ mod tests {
         let policy = Policy::new([5, 6]);
         assert_eq!(policy.me, nix::unistd::geteuid().as_raw());
         assert_eq!(policy.allow, [5, 6]);
+        assert_eq!(Policy::default(), Policy::new([]));
     }
 }

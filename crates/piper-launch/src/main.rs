@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use piper_cli::{exit, Failure};
-use piper_core::{Name, Namespace, SocketDir};
+use piper_core::Name;
 use piper_launch::cli::{Args, Cpus, Output};
 
 fn main() -> ExitCode {
@@ -45,12 +45,7 @@ fn run(args: Args) -> Result<u8, Failure> {
         }
         Ok(Duration::from_secs_f64(secs))
     };
-    let namespace = if args.abstract_ns {
-        Namespace::Abstract
-    } else {
-        Namespace::Filesystem
-    };
-    let dir = SocketDir::open_in(args.dir.unwrap_or_else(SocketDir::default_path), namespace)?;
+    let dir = args.sockets.open()?;
     for name in names.iter().chain(&ring_next) {
         dir.check_fits(name)?;
     }
@@ -84,7 +79,7 @@ fn run(args: Args) -> Result<u8, Failure> {
         interval: args.interval,
         quiet: args.quiet,
         count: args.count,
-        allow_uids: args.allow_uids,
+        allow_uids: args.sockets.allow_uids,
         all_output: args.output == Output::All,
     };
     let options = ring::Options {

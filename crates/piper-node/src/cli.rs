@@ -1,9 +1,8 @@
 //! piper-node's command line: the one definition that `--help`, the man
 //! page and the shell completions are all made from (`cargo xtask dist`).
 
-use std::path::PathBuf;
-
 use clap::Parser;
+use piper_cli::args::Sockets;
 use piper_cli::exit;
 
 /// Examples, for the long help and the man page.
@@ -60,9 +59,9 @@ pub struct Args {
     /// The node's name: letters, digits, '.', '_' and '-'.
     #[arg(required_unless_present = "list")]
     pub name: Option<String>,
-    /// Socket directory [env: PIPER_DIR] [default: $XDG_RUNTIME_DIR/piper, else /tmp/piper-$UID].
-    #[arg(long, value_name = "DIR")]
-    pub dir: Option<PathBuf>,
+    /// Where the sockets are, and whom the node trusts.
+    #[command(flatten)]
+    pub sockets: Sockets,
     /// Send our name to PEER once after binding: starts the chain.
     #[arg(long, value_name = "PEER")]
     pub send: Option<String>,
@@ -78,12 +77,6 @@ pub struct Args {
     /// Print no per-message lines.
     #[arg(long)]
     pub quiet: bool,
-    /// Also accept datagrams from this uid (repeatable); our own uid and root always are.
-    #[arg(long = "allow-uid", value_name = "UID")]
-    pub allow_uids: Vec<u32>,
-    /// Use Linux abstract addresses (@DIR/piper-NAME) instead of socket files.
-    #[arg(long = "abstract")]
-    pub abstract_ns: bool,
     /// Send NAME to PEER once from an unbound socket and exit, without binding:
     /// starts a chain between running nodes, as the seed's main() does.
     #[arg(long, value_name = "PEER", conflicts_with_all = ["send", "next", "count", "quiet", "list"])]

@@ -42,17 +42,10 @@ fn run(args: Args) -> Result<u8, Failure> {
     for var in activation::VARIABLES {
         std::env::remove_var(var);
     }
-    let namespace = if args.abstract_ns {
-        Namespace::Abstract
-    } else {
-        Namespace::Filesystem
-    };
-    let path = args.dir.clone().unwrap_or_else(SocketDir::default_path);
     // Commands that only look or only send create nothing.
-    let looks_only = args.list || args.kick.is_some();
-    let dir = match namespace {
-        Namespace::Filesystem if looks_only => SocketDir::open_existing(&path)?,
-        _ => SocketDir::open_in(&path, namespace)?,
+    let dir = match args.list || args.kick.is_some() {
+        true => args.sockets.open_existing()?,
+        false => args.sockets.open()?,
     };
     if args.list {
         return list(&dir, args.json);
@@ -91,7 +84,7 @@ fn run(args: Args) -> Result<u8, Failure> {
         interval: Duration::from_millis(args.interval),
         quiet: args.quiet,
         line_buffered: std::io::stdout().is_terminal(),
-        allow_uids: args.allow_uids,
+        trust: args.sockets.policy(),
         watchdog: notify::watchdog_interval().map(|every| every / 2),
         notifier: notifier.clone(),
     };

@@ -49,8 +49,8 @@ pub struct Options {
     pub quiet: bool,
     /// Flush after every line (a terminal); otherwise flush when idle.
     pub line_buffered: bool,
-    /// Senders' uids accepted besides our own and root's.
-    pub allow_uids: Vec<u32>,
+    /// Whose datagrams are taken.
+    pub trust: Policy,
     /// Where to send `WATCHDOG=1` and `STATUS=`.
     pub notifier: Option<Arc<Notifier>>,
     /// Send `WATCHDOG=1` this often (half the manager's interval).
@@ -95,7 +95,6 @@ pub fn run(node: &Node, signals: &Signals, opts: &Options, out: &mut dyn Write) 
         signals,
         out,
         stats: Stats::default(),
-        trust: Policy::new(opts.allow_uids.iter().copied()),
         first: None,
         last: None,
         peer: None,
@@ -127,7 +126,6 @@ struct Seed<'a> {
     signals: &'a Signals,
     out: &'a mut dyn Write,
     stats: Stats,
-    trust: Policy,
     /// When the first and the last message were accepted.
     first: Option<Instant>,
     last: Option<Instant>,
@@ -193,7 +191,7 @@ impl Handler for Seed<'_> {
 impl Seed<'_> {
     /// Prints and answers one datagram, or counts why not.
     fn datagram(&mut self, node: &Node, datagram: Datagram<'_>, now: Instant) -> Result<()> {
-        if !datagram.trusted(&self.trust) {
+        if !datagram.trusted(&self.opts.trust) {
             self.stats.dropped += 1;
             self.stats.refused += 1;
             match datagram.creds {
