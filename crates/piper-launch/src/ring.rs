@@ -879,15 +879,14 @@ impl Ring<'_> {
 
 /// Where nodes report: a few notify sockets, each shared by a few nodes.
 ///
-/// A datagram socket's queue holds `net.unix.max_dgram_qlen` messages (10
-/// here), and a node whose manager's queue is full polls until there is
-/// room (see [`Notifier::notify_polling`]). With one socket for a thousand
-/// nodes, a teardown had them all polling at once, and a launcher that had
-/// just had its share of the CPU could not get back on it to read them
-/// until they gave up, a second later. Sharing a socket between at most
-/// half a queue's worth of nodes, each node's READY=1 and last counts
-/// always find room: nobody waits on the launcher, which reads the sockets
-/// that have something (one epoll set) when it gets to it.
+/// A datagram socket's queue holds `net.unix.max_dgram_qlen` messages
+/// (often 10), and a node whose manager's queue is full waits for room.
+/// With one socket for a thousand nodes, a teardown had them all waiting at
+/// once, and a launcher that had just had its share of the CPU could not
+/// get back on it to read them until they gave up. Sharing a socket between
+/// at most half a queue's worth of nodes, each node's READY=1 and last
+/// counts always find room: nobody waits on the launcher, which reads the
+/// sockets that have something (one epoll set) when it gets to it.
 struct Notices {
     sockets: Vec<Listener>,
     /// Nodes per socket: node i reports to socket i / per.

@@ -23,9 +23,6 @@ use piper_node::cli::Args;
 /// How long READY=1 is retried while the manager's queue is full.
 const READY_PATIENCE: Duration = Duration::from_secs(60);
 
-/// How long the final counts and STOPPING=1 are retried.
-const FINAL_PATIENCE: Duration = Duration::from_secs(1);
-
 fn main() -> ExitCode {
     let args = Args::parse();
     let label = args.name.clone().unwrap_or_else(|| "list".into());
@@ -119,13 +116,10 @@ fn run(args: Args) -> Result<u8, Failure> {
             Ok((s, _)) => format!("{}\n", s.counts().status()),
             Err(_) => String::new(),
         };
-        // A thousand nodes stopping at once overflow a ten-deep queue: retry
-        // briefly (with growing pauses, never a busy loop) rather than lose
-        // the counts.
-        match n.notify_polling(&format!("{last}STOPPING=1"), FINAL_PATIENCE) {
-            Ok(true) => {}
-            Ok(false) => log::debug!("the service manager's queue stayed full; STOPPING=1 not sent"),
-            Err(e) => log::debug!("{e}"),
+        // Waits up to a second for room: a manager that stopped reading
+        // costs a stopping node no more.
+        if let Err(e) = n.notify(&format!("{last}STOPPING=1")) {
+            log::debug!("{e}; STOPPING=1 not sent");
         }
     }
     let name = node.name().clone();
