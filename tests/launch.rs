@@ -736,3 +736,58 @@ fn a_big_launch_raises_its_own_open_file_limit() {
     );
     assert_all_gone(&dir, Duration::from_secs(5));
 }
+
+#[test]
+fn nodes_start_with_every_signal_at_its_default_and_none_blocked() {
+    // A node in C or shell must get SIGPIPE (Rust ignores it in the
+    // launcher), and nothing the launcher's own caller ignored or blocked.
+    // The stand-in node execs `sleep 61` (node a) or `sleep 62` (node b),
+    // which keeps the signal state it was given; the test reads it.
+    let dir = Dir::new("launch-sigdfl");
+    let script = dir.aux("node.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\nfor name; do :; done\ncase $name in a) exec sleep 61;; *) exec sleep 62;; esac\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut cmd = launch_cmd(&dir, &["--nodes", "a,b", "--node-bin", script.to_str().unwrap()]);
+    // SAFETY: signal and sigprocmask are async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            use nix::sys::signal::{signal, SigHandler, SigSet, SigmaskHow};
+            signal(Signal::SIGUSR1, SigHandler::SigIgn)?;
+            let mut usr2 = SigSet::empty();
+            usr2.add(Signal::SIGUSR2);
+            nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&usr2), None)?;
+            Ok(())
+        });
+    }
+    let mut launcher = Proc::spawn(&dir, "launch", cmd);
+    let children = format!("/proc/{0}/task/{0}/children", launcher.pid());
+    let read = |path: String| std::fs::read(path).unwrap_or_default();
+    let mut state: Vec<(Vec<u8>, String)> = Vec::new();
+    assert!(wait_until(PROMPT, || {
+        let pids = String::from_utf8(read(children.clone())).unwrap_or_default();
+        state = pids
+            .split_whitespace()
+            .map(|pid| {
+                let status = String::from_utf8(read(format!("/proc/{pid}/status"))).unwrap_or_default();
+                let sig = status
+                    .lines()
+                    .filter(|l| l.starts_with("SigBlk") || l.starts_with("SigIgn"));
+                (read(format!("/proc/{pid}/cmdline")), sig.collect::<Vec<_>>().join(" "))
+            })
+            .filter(|(cmdline, _)| cmdline.starts_with(b"sleep\0"))
+            .collect();
+        state.sort();
+        state.len() == 2
+    }));
+    launcher.signal(Signal::SIGINT);
+    assert_eq!(launcher.code(PROMPT), Some(130), "{}", launcher.stderr());
+    assert_eq!(state[0].0, b"sleep\x0061\0");
+    assert_eq!(state[0].1, "SigBlk:\t0000000000000000 SigIgn:\t0000000000000000");
+    // The foreground node alone ignores SIGTTOU, to write to a terminal
+    // whose foreground group it is not in.
+    assert_eq!(state[1].1, "SigBlk:\t0000000000000000 SigIgn:\t0000000000200000");
+}

@@ -306,7 +306,7 @@ impl Spawner {
         // for LISTEN_PID's digits, errno) is read before the next start
         // rewrites it. The child calls only async-signal-safe functions
         // (close_range, unshare, setpgid, prctl, getppid, getpid,
-        // sched_setaffinity, sigaction, sigprocmask, dup2, fcntl, execve,
+        // sched_setaffinity, sigaction, rt_sigaction, sigprocmask, dup2, fcntl, execve,
         // _exit) on data prepared before the clone, allocates nothing, and
         // never returns. No signal handler is installed in the launcher (its
         // signals are blocked and read from a signalfd), so none can run in
@@ -433,17 +433,10 @@ impl ChildExec<'_> {
         if let Some(cpus) = &self.cpus {
             let _ = nix::sched::sched_setaffinity(Pid::from_raw(0), cpus);
         }
-        // The launcher's blocked signals stay blocked across exec unless
-        // unblocked here; a teardown's SIGTERM that came since the fork
-        // takes effect now.
-        crate::signals::unblock_in_child();
-        // The foreground node writes to the terminal from a group that is not
-        // the terminal's foreground group; with `stty tostop` SIGTTOU would
-        // stop it. An ignored signal stays ignored across exec.
-        if self.foreground {
-            // SAFETY: sigaction is async-signal-safe, and SIG_IGN runs no code.
-            let _ = unsafe { nix::sys::signal::signal(Signal::SIGTTOU, nix::sys::signal::SigHandler::SigIgn) };
-        }
+        // Every disposition the default, and the launcher's blocked signals
+        // unblocked (a teardown's SIGTERM that came since the clone takes
+        // effect now).
+        crate::signals::reset_in_child(self.foreground);
         // SAFETY: pid_digits points at 24 writable bytes of this start's own
         // environment block, which a pid's digits and a NUL fit.
         unsafe { write_decimal(self.pid_digits, nix::unistd::getpid().as_raw()) };
