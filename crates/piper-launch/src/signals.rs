@@ -28,7 +28,14 @@ pub fn block() -> nix::Result<piper_cli::signals::Blocked> {
 /// disposition the default, and no signal blocked. Call it after the child
 /// has left the terminal's process group, before it execs.
 ///
-/// First, every signal goes back to its default: the launcher's choices (Rust
+/// First, a job-control stop that reached the child while it was still in
+/// the launcher's group (a Ctrl-Z between the clone and its `setpgid`) is
+/// discarded: ignoring a pending signal drops it. Left pending, it would
+/// stop the child the moment it is unblocked, before its exec, with the
+/// launcher waiting on that exec (`CLONE_VFORK`) for good: the launcher
+/// stops the ring itself when it reads its own copy of the stop.
+///
+/// Then every signal goes back to its default: the launcher's choices (Rust
 /// ignores SIGPIPE) and what its own caller ignored are not the node's, as
 /// `std::process::Command` and tini also make sure. Only an ignored signal
 /// survives exec (a handler does not), so this undoes all there is. The
@@ -49,6 +56,9 @@ pub fn reset_in_child(foreground: bool) {
         // SAFETY: SIG_IGN and SIG_DFL run no code of ours.
         let _ = unsafe { sigaction(sig, &action) };
     };
+    for sig in SUSPENDING {
+        set(sig, SigHandler::SigIgn);
+    }
     for sig in Signal::iterator().filter(|s| !matches!(s, Signal::SIGKILL | Signal::SIGSTOP)) {
         set(sig, SigHandler::SigDfl);
     }

@@ -433,9 +433,10 @@ impl ChildExec<'_> {
         if let Some(cpus) = &self.cpus {
             let _ = nix::sched::sched_setaffinity(Pid::from_raw(0), cpus);
         }
-        // Every disposition the default, and the launcher's blocked signals
-        // unblocked (a teardown's SIGTERM that came since the clone takes
-        // effect now).
+        // Out of the terminal's group by now: a stop from the terminal
+        // that came before is dropped, every disposition is the default,
+        // and the launcher's blocked signals are unblocked (a teardown's
+        // SIGTERM that came since the clone takes effect now).
         crate::signals::reset_in_child(self.foreground);
         // SAFETY: pid_digits points at 24 writable bytes of this start's own
         // environment block, which a pid's digits and a NUL fit.
