@@ -106,7 +106,7 @@ pub struct Spawner {
     /// One past the highest descriptor a child needs.
     table_end: RawFd,
     /// The child's stack until it execs (it shares the launcher's memory).
-    stack: Vec<u8>,
+    stack: Stack,
     launcher: Pid,
     /// The process group the nodes share, once the first one made it.
     group: Option<Pid>,
@@ -178,7 +178,7 @@ impl Spawner {
             null,
             slots,
             table_end,
-            stack: vec![0; CHILD_STACK],
+            stack: Stack::new(CHILD_STACK)?,
             launcher: nix::unistd::getpid(),
             group: None,
         })
@@ -363,6 +363,68 @@ pub fn node_args(plan: &Plan, i: usize) -> Vec<OsString> {
     }
     args.extend(["--".into(), plan.names[i].as_str().into()]);
     args
+}
+
+/// The child's stack: an anonymous mapping with an inaccessible guard page
+/// below it, as glibc's `posix_spawn` makes. The child runs in the
+/// launcher's memory (`CLONE_VM`): overflowing a stack without a guard
+/// would write over whatever the launcher keeps below it; with one, it
+/// faults (SIGSEGV), and the launcher reports a node that died.
+#[derive(Debug)]
+struct Stack {
+    /// The whole mapping, guard page first.
+    map: std::ptr::NonNull<std::ffi::c_void>,
+    len: usize,
+    /// The guard page's size.
+    guard: usize,
+}
+
+impl Stack {
+    /// A stack of `size` bytes (rounded up to whole pages), zeroed.
+    fn new(size: usize) -> Result<Stack, String> {
+        use nix::sys::mman::{mmap_anonymous, mprotect, MapFlags, ProtFlags};
+        let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+            .ok()
+            .flatten()
+            .map_or(4096, |p| p as usize);
+        let len = page + size.div_ceil(page) * page;
+        let fail = |e: nix::errno::Errno| format!("cannot map a stack for the nodes: {}", e.desc());
+        let rw = ProtFlags::PROT_READ | ProtFlags::PROT_WRITE;
+        let flags = MapFlags::MAP_PRIVATE | MapFlags::MAP_STACK;
+        let length = std::num::NonZeroUsize::new(len).ok_or("an empty stack")?;
+        // SAFETY: a fresh private mapping at an address of the kernel's
+        // choosing: nothing else is there.
+        let map = unsafe { mmap_anonymous(None, length, rw, flags) }.map_err(fail)?;
+        let stack = Stack { map, len, guard: page };
+        // SAFETY: the first page of the mapping just made, used by nothing.
+        unsafe { mprotect(map, page, ProtFlags::PROT_NONE) }.map_err(fail)?;
+        Ok(stack)
+    }
+}
+
+impl std::ops::Deref for Stack {
+    type Target = [u8];
+
+    /// The usable part, above the guard page.
+    fn deref(&self) -> &[u8] {
+        // SAFETY: the mapping is readable from `guard` to `len`, and lives
+        // as long as self.
+        unsafe { std::slice::from_raw_parts(self.map.as_ptr().cast::<u8>().add(self.guard), self.len - self.guard) }
+    }
+}
+
+impl std::ops::DerefMut for Stack {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as for deref, and writable; borrowed mutably through self.
+        unsafe { std::slice::from_raw_parts_mut(self.map.as_ptr().cast::<u8>().add(self.guard), self.len - self.guard) }
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        // SAFETY: our own mapping, which no slice outlives (they borrow self).
+        let _ = unsafe { nix::sys::mman::munmap(self.map, self.len) };
+    }
 }
 
 /// What the child needs between clone and exec, all prepared before the clone.
@@ -583,11 +645,34 @@ mod tests {
             let _ = waitpid(child, None);
         }
         assert_eq!(status, WaitStatus::Exited(child, 1), "/bin/false ran");
-        let used = CHILD_STACK - spawner.stack.iter().position(|&b| b != 0).unwrap();
+        let used = spawner.stack.len() - spawner.stack.iter().position(|&b| b != 0).unwrap();
         assert!(
             used > 0 && 4 * used <= CHILD_STACK,
             "the child used {used} of {CHILD_STACK} bytes"
         );
+    }
+
+    #[test]
+    fn the_childs_stack_has_an_inaccessible_guard_page_below_it() {
+        let plan = plan(b"/run/p", &["a"]);
+        let spawner = Spawner::new(&plan).unwrap();
+        let bottom = spawner.stack.as_ptr() as usize;
+        assert!(spawner.stack.len() >= CHILD_STACK);
+        // /proc/self/maps: "start-end perms ...", in hexadecimal.
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        let perms = |addr: usize| {
+            maps.lines().find_map(|line| {
+                let (range, rest) = line.split_once(' ')?;
+                let (start, end) = range.split_once('-')?;
+                let (start, end) = (
+                    usize::from_str_radix(start, 16).ok()?,
+                    usize::from_str_radix(end, 16).ok()?,
+                );
+                (start <= addr && addr < end).then(|| rest[..4].to_string())
+            })
+        };
+        assert_eq!(perms(bottom).as_deref(), Some("rw-p"), "the stack itself");
+        assert_eq!(perms(bottom - 1).as_deref(), Some("---p"), "the page below it:\n{maps}");
     }
 
     #[test]
