@@ -861,3 +861,33 @@ fn ctrl_z_at_any_moment_of_a_big_launch_in_a_terminal_never_hangs_it() {
         assert_all_gone(&dir, PROMPT);
     }
 }
+
+#[test]
+fn sigint_while_the_sockets_are_bound_stops_the_binding() {
+    // Binding a thousand names takes about a second; Ctrl-C must not wait
+    // for the last of them.
+    let dir = Dir::new("launch-bind-interrupt");
+    let mut cmd = launch_cmd(&dir, &["--nodes", "1000", "--quiet"]);
+    cmd.env("RUST_LOG", "piper_launch=debug");
+    let mut launcher = Proc::spawn(&dir, "launch", cmd);
+    assert!(wait_until(PROMPT, || dir.join("piper-node1").exists()));
+    launcher.signal(Signal::SIGINT);
+    assert_eq!(launcher.code(PROMPT), Some(130), "{}", launcher.stderr());
+    let err = launcher.stderr();
+    let bound: usize = err
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("piper-launch: debug: bound ")?
+                .split(' ')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no 'bound N sockets' line:\n{err}"));
+    assert!(bound < 1000, "all {bound} sockets were bound after the SIGINT");
+    assert!(
+        err.contains("piper-launch: ring of 1000: received 0, sent 0, dropped 0; 1000 not running"),
+        "{err}"
+    );
+    assert_all_gone(&dir, PROMPT);
+}

@@ -188,24 +188,15 @@ pub fn run(plan: &Plan, options: &Options, display: Display) -> Outcome {
         &format!("piper-launch/{}/{nonce}", std::process::id()),
         plan.names.len(),
     )?;
-    // Every name is claimed and bound before any node starts: a name in use
-    // is known at once, and no node ever binds its own.
-    let sockets: Vec<Node> = plan
-        .names
-        .iter()
-        .map(|name| Node::bind(&plan.dir, name.clone()))
-        .collect::<Result<_, _>>()?;
-    log::debug!("bound {} sockets in {:?}", sockets.len(), started.elapsed());
     let n = plan.names.len();
     let mut ring = Ring {
         plan,
         members: plan
             .names
             .iter()
-            .zip(sockets)
-            .map(|(name, socket)| Member {
+            .map(|name| Member {
                 name: name.clone(),
-                socket: Some(socket),
+                socket: None,
                 state: State::Planned,
                 starts: Vec::new(),
                 restarts: 0,
@@ -232,9 +223,12 @@ pub fn run(plan: &Plan, options: &Options, display: Display) -> Outcome {
         reinjections: 0,
         placer: Placer::new(&options.cpus, n),
     };
-    let outcome = match ring.launch(started, options.ready_timeout) {
-        ControlFlow::Continue(()) => ring.watch(options),
-        ControlFlow::Break(outcome) => outcome,
+    let outcome = match ring.bind(started)? {
+        ControlFlow::Break(sig) => Ok(stop_code(sig)),
+        ControlFlow::Continue(()) => match ring.launch(started, options.ready_timeout) {
+            ControlFlow::Continue(()) => ring.watch(options),
+            ControlFlow::Break(outcome) => outcome,
+        },
     };
     ring.teardown(options.grace);
     ring.summary(options.json);
@@ -242,6 +236,39 @@ pub fn run(plan: &Plan, options: &Options, display: Display) -> Outcome {
 }
 
 impl Ring<'_> {
+    /// Claims and binds every name before any node starts: a name in use
+    /// is known at once (and ends the run with nothing started), and no
+    /// node ever binds its own. A stop signal is looked for before each
+    /// bind, since a thousand of them take a second on a busy machine:
+    /// Ctrl-C acts at once.
+    fn bind(&mut self, started: Instant) -> Result<ControlFlow<Signal>, Failure> {
+        let n = self.members.len();
+        for i in 0..n {
+            if let Some(sig) = self.stop_before_launch() {
+                log::debug!("bound {i} sockets in {:?}; {sig} came", started.elapsed());
+                return Ok(ControlFlow::Break(sig));
+            }
+            let member = &mut self.members[i];
+            member.socket = Some(Node::bind(&self.plan.dir, member.name.clone())?);
+        }
+        log::debug!("bound {n} sockets in {:?}", started.elapsed());
+        Ok(ControlFlow::Continue(()))
+    }
+
+    /// The first stop signal pending, while no node runs yet; a suspending
+    /// signal stops the launcher right here (there is no ring to stop).
+    fn stop_before_launch(&mut self) -> Option<Signal> {
+        let mut stop = None;
+        for sig in self.signals.read() {
+            if TERMINATING.contains(&sig) {
+                stop = stop.or(Some(sig));
+            } else if SUSPENDING.contains(&sig) {
+                self.suspend(sig);
+            }
+        }
+        stop
+    }
+
     /// The one step of every phase: waits up to `timeout` (forever if
     /// `None`) for a signal or a notification, then takes in everything
     /// that is there: stop signals, `READY=1`, and ended children.
