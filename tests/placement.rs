@@ -38,12 +38,10 @@ fn cpus_of(pid: nix::unistd::Pid) -> String {
     list.unwrap_or_default().trim().to_string()
 }
 
+/// Whether the test may place nodes apart: says SKIPPED on one CPU (and
+/// fails in CI, which must have two).
 fn two_cpus() -> bool {
-    let n = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if n < 2 {
-        eprintln!("placement: one CPU here, nothing to place apart");
-    }
-    n >= 2
+    piper_tests::may_run(piper_tests::Needs::Cpus(2, "to place nodes apart"))
 }
 
 fn nodes_cpus(dir: &Dir, names: &[&str]) -> Vec<String> {

@@ -615,11 +615,15 @@ pub fn may_run(needs: Needs) -> bool {
     let missing = match needs {
         Needs::Root(_) if !nix::unistd::geteuid().is_root() => Some("root".to_string()),
         Needs::Tool(tool) if !on_path(tool) => Some(format!("the command `{tool}`")),
+        Needs::Cpus(n, _) => {
+            let here = std::thread::available_parallelism().map_or(1, |n| n.get());
+            (here < n).then(|| format!("{n} CPUs (it may use {here})"))
+        }
         _ => None,
     };
     let Some(missing) = missing else { return true };
     let why = match needs {
-        Needs::Root(why) => why,
+        Needs::Root(why) | Needs::Cpus(_, why) => why,
         Needs::Tool(_) => "",
     };
     let test = std::thread::current().name().unwrap_or("?").to_string();
@@ -639,6 +643,8 @@ pub enum Needs {
     Root(&'static str),
     /// A command on `PATH`.
     Tool(&'static str),
+    /// At least this many CPUs to run on, and what for.
+    Cpus(usize, &'static str),
 }
 
 fn on_path(tool: &str) -> bool {
