@@ -1,4 +1,4 @@
-//! piper-launch: forks and execs one `piper-node` per name, wired in a ring,
+//! piper-launch: clones and execs one `piper-node` per name, wired in a ring,
 //! shows one of them, and tears the rest down via signals when it dies.
 //!
 //! Thin like piper-node: `spawn` finds and starts the nodes (and is the one

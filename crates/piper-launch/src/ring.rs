@@ -2,8 +2,8 @@
 //! of members.
 //!
 //! Every phase repeats one step, [`Ring::wait_events`]: wait (in `poll`) on
-//! the signalfd and the notify socket, where nodes say `READY=1`; record
-//! what came; reap every child that ended. The phases differ only in what
+//! the signalfd, the notify sockets, where nodes say `READY=1`, and the
+//! relay pipes; record what came; reap every child that ended. The phases differ only in what
 //! they make of the [`Events`], and every decision is made here, never in a
 //! signal handler.
 
@@ -108,7 +108,7 @@ struct Member {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
-    /// Not forked yet.
+    /// Not started yet.
     Planned,
     /// Forked, not ready yet.
     Starting { pid: Pid, group: Pid },
@@ -306,7 +306,7 @@ impl Ring<'_> {
         self.display.flush();
         let mut events = Events::default();
         // Children are reaped only after a SIGCHLD: waitpid scans every
-        // child, and calling it after each of a thousand forks cost the
+        // child, and calling it after each of a thousand starts cost the
         // launch 0.1 s.
         let mut reap = false;
         for sig in self.signals.read() {
@@ -503,7 +503,7 @@ impl Ring<'_> {
     /// Starts node `i` on its held socket, with relay pipes if its lines
     /// are relayed.
     fn start(&mut self, i: usize) -> Result<(), String> {
-        // The node's ends of its relay pipes live until the fork is done.
+        // The node's ends of its relay pipes live until the start is done.
         let pipe = |stderr| Relay::pipe(stderr).map_err(|e| format!("cannot make a pipe: {}", e.desc()));
         let out = match self.display.route == Route::Relay && self.plan.shows(i) {
             true => Some(pipe(false)?),

@@ -260,9 +260,9 @@ impl Spawner {
         } else {
             (null, null)
         };
-        // Everything the child touches is built before fork: it allocates
+        // Everything the child touches is built before the clone: it allocates
         // nothing. LISTEN_PID must be the child's own pid, known only after
-        // the fork: the child writes its digits into room made here.
+        // the clone: the child writes its digits into room made here.
         let argv: Vec<*const nix::libc::c_char> = args.iter().map(|a| a.as_ptr()).chain([std::ptr::null()]).collect();
         let names = CString::new(format!("{}={name}", env::LISTEN_FDNAMES)).map_err(|_| "a name has a NUL")?;
         let notify =
