@@ -66,7 +66,7 @@ fn run(args: Args) -> Result<u8, Failure> {
         false => output::Route::Direct,
     };
     let colour = prefix && stdout_tty && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    let status_line = std::io::stderr().is_terminal();
+    let status_line = output::status_line_fits();
     let display = output::Display::new(route, prefix, colour, args.timestamps, &names, status_line);
     let plan = spawn::Plan {
         node_bin,

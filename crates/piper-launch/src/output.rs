@@ -16,8 +16,8 @@
 //!   status line at the bottom of a terminal without tearing the lines
 //!   above it.
 
-use std::io::Write;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::io::{IsTerminal, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
@@ -78,6 +78,9 @@ pub struct Display {
     /// drawn now, if any.
     status_line: bool,
     drawn: Option<String>,
+    /// The terminal's width in columns, when known: a status line is cut
+    /// to fit one row, since `\r\x1b[K` clears only the row it is on.
+    columns: Option<usize>,
 }
 
 /// The read end of one node's output pipe, and its unfinished line.
@@ -138,6 +141,7 @@ impl Display {
             pending_err: Vec::new(),
             status_line,
             drawn: None,
+            columns: if status_line { terminal_columns() } else { None },
         }
     }
 
@@ -216,8 +220,10 @@ impl Display {
         }
     }
 
-    /// Shows `text` as the status line, replacing the one drawn.
+    /// Shows `text` as the status line, replacing the one drawn, cut to
+    /// the terminal's width.
     pub fn status(&mut self, text: String) {
+        let text = fit(text, self.columns);
         let drawn = DRAWN.load(Ordering::SeqCst) && self.drawn.as_ref() == Some(&text);
         if !self.status_line || drawn {
             return;
@@ -235,8 +241,94 @@ impl Display {
         self.drawn = None;
     }
 
+    /// The terminal changed size (SIGWINCH): the status line is drawn again
+    /// to the new width.
+    pub fn resized(&mut self) {
+        if !self.status_line {
+            return;
+        }
+        self.columns = terminal_columns();
+        if let Some(text) = self.drawn.take() {
+            DRAWN.store(false, Ordering::SeqCst);
+            let _ = std::io::stderr().write_all(b"\r\x1b[K");
+            self.status(text);
+        }
+    }
+
+    /// Before the launcher stops (Ctrl-Z): the status line goes, and with
+    /// it the `^Z` the terminal echoed after it, so that the shell's
+    /// "Stopped" line starts on a clean row. It is drawn again on resume.
+    pub fn suspending(&mut self) {
+        if self.status_line {
+            DRAWN.store(false, Ordering::SeqCst);
+            let _ = std::io::stderr().write_all(b"\r\x1b[K");
+            self.drawn = None;
+        }
+    }
+
     /// Whether a status line is kept on stderr.
     pub fn has_status_line(&self) -> bool {
         self.status_line
+    }
+}
+
+/// `text` cut to fit one row of `columns` (one column is left free: writing
+/// into the last one makes some terminals wrap at once).
+fn fit(text: String, columns: Option<usize>) -> String {
+    match columns {
+        Some(columns) if text.chars().count() >= columns => text.chars().take(columns.saturating_sub(1)).collect(),
+        _ => text,
+    }
+}
+
+/// stderr's terminal width in columns, if it has one.
+fn terminal_columns() -> Option<usize> {
+    nix::ioctl_read_bad!(window_size, nix::libc::TIOCGWINSZ, nix::libc::winsize);
+    let mut size = nix::libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes one `winsize` into the struct given, which
+    // lives for the call; on a descriptor that is not a terminal it fails
+    // and writes nothing.
+    let got = unsafe { window_size(std::io::stderr().as_raw_fd(), &mut size) };
+    match got {
+        Ok(_) if size.ws_col > 0 => Some(usize::from(size.ws_col)),
+        _ => None,
+    }
+}
+
+/// Whether a status line may be drawn on stderr: stderr is a terminal, and
+/// stdout does not go into a pipe or a socket, whose reader may well print
+/// the lines onto the same screen (`| cat`, `| grep`), where the status
+/// line would tear them. Lines that go to the same terminal are relayed
+/// below it; lines that go to a file or another terminal never meet it.
+pub fn status_line_fits() -> bool {
+    use nix::sys::stat::{fstat, SFlag};
+    if !std::io::stderr().is_terminal() {
+        return false;
+    }
+    let Ok(stat) = fstat(std::io::stdout().as_fd()) else {
+        return false;
+    };
+    let kind = SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT;
+    kind != SFlag::S_IFIFO && kind != SFlag::S_IFSOCK
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_status_line_is_cut_to_one_row_of_the_terminal() {
+        let line = "piper-launch: 2/2 alive, 137000 msg/s".to_string();
+        assert_eq!(fit(line.clone(), None), line);
+        assert_eq!(fit(line.clone(), Some(80)), line);
+        assert_eq!(fit(line.clone(), Some(20)), "piper-launch: 2/2 a");
+        assert_eq!(fit(line.clone(), Some(line.len() + 1)), line);
+        assert_eq!(fit(line.clone(), Some(line.len())).len(), line.len() - 1);
+        assert_eq!(fit(line, Some(1)), "");
     }
 }

@@ -318,6 +318,8 @@ impl Ring<'_> {
                 self.suspend(sig);
             } else if sig == Signal::SIGCONT {
                 self.signal_groups(Signal::SIGCONT);
+            } else if sig == Signal::SIGWINCH {
+                self.display.resized();
             }
         }
         self.read_notifications();
@@ -373,6 +375,7 @@ impl Ring<'_> {
     /// with it on SIGCONT (`fg`, `bg`).
     fn suspend(&mut self, sig: Signal) {
         log::debug!("{sig}: stopping the ring and the launcher");
+        self.display.suspending();
         self.signal_groups(Signal::SIGSTOP);
         // Stops right here until someone continues us.
         let _ = kill(nix::unistd::getpid(), Signal::SIGSTOP);

@@ -12,14 +12,15 @@ pub use piper_core::signals::TERMINATING;
 pub const SUSPENDING: [Signal; 3] = [Signal::SIGTSTP, Signal::SIGTTIN, Signal::SIGTTOU];
 
 /// The launcher's blocked signals: [`TERMINATING`] (the signals that ask
-/// a piper process to stop), [`SUSPENDING`], SIGCHLD and SIGCONT (a blocked
+/// a piper process to stop), [`SUSPENDING`], SIGCHLD, SIGCONT (a blocked
 /// SIGCONT still continues a stopped launcher; the signalfd then says it
-/// happened).
+/// happened) and SIGWINCH (the status line fits itself to the terminal
+/// again).
 pub fn block() -> nix::Result<piper_cli::signals::Blocked> {
     let watched: Vec<Signal> = TERMINATING
         .into_iter()
         .chain(SUSPENDING)
-        .chain([Signal::SIGCHLD, Signal::SIGCONT])
+        .chain([Signal::SIGCHLD, Signal::SIGCONT, Signal::SIGWINCH])
         .collect();
     piper_cli::signals::Blocked::block(&watched)
 }

@@ -17,6 +17,10 @@ pub struct WholeLines<W: Write> {
     inner: W,
     buf: Vec<u8>,
     capacity: usize,
+    /// The end of the last whole line in `buf` (0: none), kept as bytes
+    /// come in, so that no write scans what an earlier one already did: a
+    /// line of any length costs time linear in its length.
+    whole: usize,
 }
 
 impl<W: Write> WholeLines<W> {
@@ -26,29 +30,38 @@ impl<W: Write> WholeLines<W> {
             inner,
             buf: Vec::with_capacity(capacity),
             capacity,
+            whole: 0,
         }
     }
 
-    /// Writes out every complete line in the buffer.
+    /// Writes out every complete line in the buffer. Each byte is looked
+    /// at a bounded number of times: at most twice within a `PIPE_BUF`
+    /// window, and once more for a line longer than that.
     fn write_lines(&mut self) -> io::Result<()> {
         let mut start = 0;
-        while start < self.buf.len() {
-            let rest = &self.buf[start..];
-            let Some(last_newline) = rest.iter().rposition(|&b| b == b'\n') else {
-                break;
-            };
+        while start < self.whole {
+            let rest = &self.buf[start..self.whole];
             // The longest run of whole lines that fits in PIPE_BUF, or one
             // line alone if it is longer than that.
-            let window = &rest[..(last_newline + 1).min(PIPE_BUF)];
+            let window = &rest[..rest.len().min(PIPE_BUF)];
             let end = match window.iter().rposition(|&b| b == b'\n') {
                 Some(i) => i + 1,
                 None => rest.iter().position(|&b| b == b'\n').map_or(rest.len(), |i| i + 1),
             };
-            self.inner.write_all(&rest[..end])?;
+            if let Err(e) = self.inner.write_all(&rest[..end]) {
+                self.consume(start);
+                return Err(e);
+            }
             start += end;
         }
-        self.buf.drain(..start);
+        self.consume(start);
         Ok(())
+    }
+
+    /// Forgets the first `n` bytes of the buffer (written).
+    fn consume(&mut self, n: usize) {
+        self.buf.drain(..n);
+        self.whole -= n;
     }
 }
 
@@ -56,6 +69,9 @@ impl<W: Write> Write for WholeLines<W> {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         if self.buf.len() + data.len() > self.capacity {
             self.write_lines()?;
+        }
+        if let Some(i) = data.iter().rposition(|&b| b == b'\n') {
+            self.whole = self.buf.len() + i + 1;
         }
         self.buf.extend_from_slice(data);
         Ok(data.len())
@@ -71,7 +87,9 @@ impl<W: Write> Write for WholeLines<W> {
 
 impl<W: Write> Drop for WholeLines<W> {
     fn drop(&mut self) {
-        let _ = self.write_lines();
+        if self.write_lines().is_err() {
+            return;
+        }
         if !self.buf.is_empty() {
             let _ = self.inner.write_all(&self.buf);
         }
@@ -126,6 +144,47 @@ mod tests {
         }
         let lens: Vec<usize> = writes.0.iter().map(Vec::len).collect();
         assert_eq!(lens, [6, 10_001, 6]);
+    }
+}
+
+#[cfg(test)]
+mod cost {
+    use super::*;
+    use std::cell::Cell;
+    use std::rc::Rc;
+
+    /// Counts the bytes written and the writes, and keeps nothing.
+    #[derive(Clone, Default)]
+    struct Sink(Rc<Cell<(usize, usize)>>);
+
+    impl Write for Sink {
+        fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+            let (bytes, writes) = self.0.get();
+            self.0.set((bytes + data.len(), writes + 1));
+            Ok(data.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A line longer than the buffer, written four bytes at a time, as
+    /// `escape` writes `\xff`: it goes out whole, in one write, once its
+    /// newline comes. (That its cost is linear, the node's CPU time for the
+    /// largest datagram shows: tests/node.rs.)
+    #[test]
+    fn a_line_longer_than_the_buffer_written_in_pieces_goes_out_in_one_write() {
+        let sink = Sink::default();
+        let mut out = WholeLines::new(sink.clone(), 1024);
+        for _ in 0..20_000 {
+            out.write_all(b"\\xff").unwrap();
+        }
+        assert_eq!(sink.0.get(), (0, 0), "no newline yet");
+        out.write_all(b"'\nnext").unwrap();
+        out.flush().unwrap();
+        assert_eq!(sink.0.get(), (80_002, 1));
+        drop(out);
+        assert_eq!(sink.0.get(), (80_006, 2), "the unfinished rest at the drop");
     }
 }
 
