@@ -12,6 +12,7 @@ mod placement;
 mod ring;
 mod signals;
 mod spawn;
+mod supervisor;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;

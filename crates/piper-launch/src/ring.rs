@@ -1,11 +1,11 @@
 //! Running a ring: launch, watch, teardown, as one event loop over a table
-//! of members.
+//! of members, which carries out what the [`Supervisor`] decides.
 //!
 //! Every phase repeats one step, [`Ring::wait_events`]: wait (in `poll`) on
 //! the signalfd, the notify sockets, where nodes say `READY=1`, and the
-//! relay pipes; record what came; reap every child that ended. The phases differ only in what
-//! they make of the [`Events`], and every decision is made here, never in a
-//! signal handler.
+//! relay pipes; read what came; reap every child that ended; and hand the
+//! supervisor what happened. The phases differ only in what they do with
+//! its [`Action`]s; no decision is made in a signal handler.
 
 use std::collections::HashMap;
 use std::ops::ControlFlow;
@@ -26,8 +26,14 @@ use crate::output::{Display, Relay, Route};
 use crate::placement::Placer;
 use crate::signals::{self as blocked, SUSPENDING, TERMINATING};
 use crate::spawn::{NodeIo, Plan, Spawner};
+use crate::supervisor::healing::{self, Reinject};
+use crate::supervisor::member::State;
+use crate::supervisor::report::{self, Reported};
+use crate::supervisor::{fail, stop_code, Action, Event, Outcome, Policy, Supervisor};
 use piper_cli::signals::Blocked as Signals;
 use piper_launch::cli::RestartPolicy;
+
+pub use crate::supervisor::restart::Restart;
 
 /// Timing and failure policy.
 #[derive(Debug)]
@@ -46,42 +52,6 @@ pub struct Options {
     pub cpus: piper_launch::cli::Cpus,
 }
 
-/// The restart policy and its limits.
-#[derive(Clone, Copy, Debug)]
-pub struct Restart {
-    pub policy: RestartPolicy,
-    /// How long after a death the node starts again.
-    pub delay: Duration,
-    /// At most this many restarts of one node within `interval`; then it
-    /// is given up (systemd's `StartLimitBurst=`, `StartLimitIntervalSec=`).
-    pub burst: u32,
-    pub interval: Duration,
-    /// Whether the foreground node is restarted too (else its death ends
-    /// the run, as always).
-    pub foreground: bool,
-}
-
-impl Restart {
-    /// Whether a node that ended with `status` is to be started again.
-    fn wants(&self, status: WaitStatus) -> bool {
-        let clean = match status {
-            WaitStatus::Exited(_, code) => code == 0,
-            WaitStatus::Signaled(_, sig, _) => {
-                matches!(sig, Signal::SIGTERM | Signal::SIGINT | Signal::SIGHUP | Signal::SIGPIPE)
-            }
-            _ => true,
-        };
-        match self.policy {
-            RestartPolicy::No => false,
-            RestartPolicy::OnFailure => !clean,
-            RestartPolicy::Always => true,
-        }
-    }
-}
-
-/// How a run ends: the launcher's exit code, or a failure to report.
-type Outcome = Result<u8, Failure>;
-
 /// One node of the ring, as the launcher knows it.
 #[derive(Debug)]
 struct Member {
@@ -91,35 +61,13 @@ struct Member {
     /// the queue for its successor. Dropping it removes the socket file;
     /// the teardown does that as soon as the nodes are told to stop.
     socket: Option<Node>,
-    state: State,
-    /// When it was (re)started lately, for the burst limit.
-    starts: Vec<Instant>,
-    restarts: u32,
     /// Its counts as its running process's last `STATUS=` said, and those
     /// of its earlier lives.
     counts: Counts,
     earlier: Counts,
-    /// The pid of its current (or last) process: only its reports count.
-    pid: Option<Pid>,
     /// Its output pipes, while the relay reads them: stdout, and (for the
     /// foreground under a status line) stderr.
     relays: Vec<Relay>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum State {
-    /// Not started yet.
-    Planned,
-    /// Forked, not ready yet.
-    Starting { pid: Pid, group: Pid },
-    /// Said `READY=1`.
-    Ready { pid: Pid, group: Pid },
-    /// Reaped.
-    Ended(WaitStatus),
-    /// Dead, to be started again at this moment.
-    Waiting(Instant),
-    /// Dead too often in too short a time: left dead.
-    GivenUp(WaitStatus),
 }
 
 impl Member {
@@ -127,23 +75,6 @@ impl Member {
     fn all_counts(&self) -> Counts {
         self.counts + self.earlier
     }
-
-    /// The process and its group, while it lives.
-    fn live(&self) -> Option<(Pid, Pid)> {
-        match self.state {
-            State::Starting { pid, group } | State::Ready { pid, group } => Some((pid, group)),
-            State::Planned | State::Ended(_) | State::Waiting(_) | State::GivenUp(_) => None,
-        }
-    }
-}
-
-/// What one [`Ring::wait_events`] saw.
-#[derive(Debug, Default)]
-struct Events {
-    /// Terminating signals that arrived.
-    stops: Vec<Signal>,
-    /// Members that ended, with how.
-    ended: Vec<(usize, WaitStatus)>,
 }
 
 struct Ring<'a> {
@@ -159,16 +90,11 @@ struct Ring<'a> {
     /// The launcher's own service manager, if it has one, and the last
     /// `STATUS=` it was sent.
     manager: Option<Notifier>,
-    reported: String,
+    reported: Reported,
     /// Starts nodes.
     spawner: Spawner,
-    /// The total received when the ring last made progress, and when;
-    /// when a node was last restarted, and when the ring's message was last
-    /// sent again.
-    progress: (u64, Instant),
-    restarted: Option<Instant>,
-    reinjected: Option<Instant>,
-    reinjections: u32,
+    /// The decisions.
+    sup: Supervisor,
     /// Where nodes run.
     placer: Placer,
 }
@@ -189,6 +115,23 @@ pub fn run(plan: &Plan, options: &Options, display: Display) -> Outcome {
         plan.names.len(),
     )?;
     let n = plan.names.len();
+    let manager = Notifier::from_env().unwrap_or_else(|e| {
+        log::warn!("{e}");
+        None
+    });
+    let restarting = options.restart.policy != RestartPolicy::No;
+    let crossing = plan.ring_next.is_some();
+    // Whether a silent ring is started again: by the launcher that started it.
+    let heals = plan.start && (restarting || crossing);
+    let interval = Duration::from_millis(plan.interval.unwrap_or(0));
+    let policy = Policy {
+        names: plan.names.clone(),
+        foreground: plan.foreground,
+        restart: options.restart,
+        fail_fast: options.fail_fast,
+        healing: heals.then(|| (healing::silence(options.restart.delay, interval), crossing)),
+        ticking: manager.is_some() || display.has_status_line() || heals,
+    };
     let mut ring = Ring {
         plan,
         members: plan
@@ -197,12 +140,8 @@ pub fn run(plan: &Plan, options: &Options, display: Display) -> Outcome {
             .map(|name| Member {
                 name: name.clone(),
                 socket: None,
-                state: State::Planned,
-                starts: Vec::new(),
-                restarts: 0,
                 counts: Counts::default(),
                 earlier: Counts::default(),
-                pid: None,
                 relays: Vec::new(),
             })
             .collect(),
@@ -211,22 +150,16 @@ pub fn run(plan: &Plan, options: &Options, display: Display) -> Outcome {
         notices,
         display,
         last_tick: (0, Instant::now()),
-        manager: Notifier::from_env().unwrap_or_else(|e| {
-            log::warn!("{e}");
-            None
-        }),
-        reported: String::new(),
+        manager,
+        reported: Reported::default(),
         spawner,
-        progress: (0, Instant::now()),
-        restarted: None,
-        reinjected: None,
-        reinjections: 0,
+        sup: Supervisor::new(policy, Instant::now()),
         placer: Placer::new(&options.cpus, n),
     };
     let outcome = match ring.bind(started)? {
         ControlFlow::Break(sig) => Ok(stop_code(sig)),
         ControlFlow::Continue(()) => match ring.launch(started, options.ready_timeout) {
-            ControlFlow::Continue(()) => ring.watch(options),
+            ControlFlow::Continue(()) => ring.watch(),
             ControlFlow::Break(outcome) => outcome,
         },
     };
@@ -270,9 +203,11 @@ impl Ring<'_> {
     }
 
     /// The one step of every phase: waits up to `timeout` (forever if
-    /// `None`) for a signal or a notification, then takes in everything
-    /// that is there: stop signals, `READY=1`, and ended children.
-    fn wait_events(&mut self, timeout: Option<Duration>) -> Events {
+    /// `None`) for a signal, a notification or output, then takes in
+    /// everything that is there (stop signals, `READY=1`, counts, ended
+    /// children) and returns what the supervisor makes of it. Stops come
+    /// first: once the run ends, later news is only recorded.
+    fn wait_events(&mut self, timeout: Option<Duration>) -> Vec<Action> {
         let timeout = timeout.map_or(PollTimeout::NONE, |t| {
             PollTimeout::try_from(t.as_millis()).unwrap_or(PollTimeout::MAX)
         });
@@ -304,7 +239,7 @@ impl Ring<'_> {
             }
         }
         self.display.flush();
-        let mut events = Events::default();
+        let mut actions = Vec::new();
         // Children are reaped only after a SIGCHLD: waitpid scans every
         // child, and calling it after each of a thousand starts cost the
         // launch 0.1 s.
@@ -313,7 +248,7 @@ impl Ring<'_> {
             if sig == Signal::SIGCHLD {
                 reap = true;
             } else if TERMINATING.contains(&sig) {
-                events.stops.push(sig);
+                actions.extend(self.sup.handle(Event::Stop(sig), Instant::now()));
             } else if SUSPENDING.contains(&sig) {
                 self.suspend(sig);
             } else if sig == Signal::SIGCONT {
@@ -339,13 +274,12 @@ impl Ring<'_> {
                 }
                 // The pid stays known: a node's last words (its final counts)
                 // may be read after it was reaped.
-                if let Some(&i) = status.pid().and_then(|pid| self.by_pid.get(&pid)) {
-                    self.members[i].state = State::Ended(status);
-                    events.ended.push((i, status));
+                if let Some(&member) = status.pid().and_then(|pid| self.by_pid.get(&pid)) {
+                    actions.extend(self.sup.handle(Event::Ended { member, status }, Instant::now()));
                 }
             }
         }
-        events
+        actions
     }
 
     /// Takes in every queued notification: `READY=1`, and `STATUS=` counts
@@ -355,16 +289,19 @@ impl Ring<'_> {
             let Some(&i) = self.by_pid.get(&Pid::from_raw(pid)) else {
                 continue;
             };
-            let member = &mut self.members[i];
-            if member.pid != Some(Pid::from_raw(pid)) {
+            let pid = Pid::from_raw(pid);
+            if self.sup.state(i).pid() != Some(pid) {
                 continue; // a life before this one
             }
             for line in state.lines() {
-                if let (State::Starting { pid, group }, "READY=1") = (member.state, line) {
-                    member.state = State::Ready { pid, group };
-                    self.placer.ready(i, pid);
+                if line == "READY=1" {
+                    for action in self.sup.handle(Event::Ready { member: i, pid }, Instant::now()) {
+                        if let Action::Place { member, pid } = action {
+                            self.placer.ready(member, pid);
+                        }
+                    }
                 } else if let Some(counts) = Counts::from_status(line) {
-                    member.counts = counts;
+                    self.members[i].counts = counts;
                 }
             }
         }
@@ -395,10 +332,7 @@ impl Ring<'_> {
     }
 
     fn ready(&self) -> usize {
-        self.members
-            .iter()
-            .filter(|m| matches!(m.state, State::Ready { .. }))
-            .count()
+        self.sup.ready()
     }
 
     /// Starts every node and waits until all are ready, then starts the
@@ -430,11 +364,9 @@ impl Ring<'_> {
         while self.ready() < n {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                let late: Vec<&Name> = self
-                    .members
-                    .iter()
-                    .filter(|m| !matches!(m.state, State::Ready { .. }))
-                    .map(|m| &m.name)
+                let late: Vec<&Name> = (0..n)
+                    .filter(|&i| !matches!(self.sup.state(i), State::Ready { .. }))
+                    .map(|i| &self.members[i].name)
                     .collect();
                 let more = match late.len() {
                     1 => String::new(),
@@ -535,94 +467,54 @@ impl Ring<'_> {
             self.display.read(relay, i, &member.name);
         }
         member.relays = out.into_iter().chain(err).map(|(relay, _)| relay).collect();
-        member.state = State::Starting { pid, group };
         // A new life counts from zero; the last one's counts are kept.
         member.earlier += std::mem::take(&mut member.counts);
-        member.pid = Some(pid);
-        member.starts.push(Instant::now());
+        self.sup
+            .handle(Event::Started { member: i, pid, group }, Instant::now());
         self.by_pid.insert(pid, i);
         Ok(())
     }
 
-    /// During launch, a stop signal or any death ends the run.
-    fn check_launch(&self, events: Events) -> ControlFlow<Outcome> {
-        if let Some(&sig) = events.stops.first() {
-            return ControlFlow::Break(Ok(stop_code(sig)));
-        }
-        if let Some(&(i, status)) = events.ended.first() {
-            let name = &self.members[i].name;
-            return ControlFlow::Break(Err(fail(format!(
-                "node '{name}' {} before the ring was ready",
-                describe(status)
-            ))));
+    /// During launch, the supervisor ends the run at a stop signal or any
+    /// death.
+    fn check_launch(&self, actions: Vec<Action>) -> ControlFlow<Outcome> {
+        for action in actions {
+            match action {
+                Action::End(end) => return ControlFlow::Break(end.map_err(fail)),
+                Action::Log(level, message) => log::log!(level, "{message}"),
+                _ => {}
+            }
         }
         ControlFlow::Continue(())
     }
 
     /// Runs until the foreground node dies or the launcher is told to stop,
-    /// restarting dead nodes as the policy says. It wakes once a second
-    /// when anything is ticking: a manager to report to, a status line, or
-    /// restarts (to notice a ring gone silent).
-    fn watch(&mut self, options: &Options) -> Outcome {
-        let restart = options.restart;
-        let restarting = restart.policy != RestartPolicy::No;
-        // Whether a silent ring is started again: the launcher that started it.
-        let healing = self.plan.start && (restarting || self.plan.ring_next.is_some());
-        let ticking = self.manager.is_some() || self.display.has_status_line() || healing;
-        self.last_tick = (0, Instant::now());
-        self.progress = (0, Instant::now());
-        let mut next_tick = Instant::now();
-        // A ring is silent when no node has received anything for this long;
-        // a message in a dead node's queue is answered by its successor well
-        // within it.
-        let interval = Duration::from_millis(self.plan.interval.unwrap_or(0));
-        let silence = restart.delay + 2 * interval + Duration::from_secs(2);
+    /// carrying out what the supervisor decides: restarts, reports (once a
+    /// second when anything is ticking: a manager to report to, a status
+    /// line, or a ring to heal), and the chain sent again after a silence.
+    fn watch(&mut self) -> Outcome {
+        let now = Instant::now();
+        self.sup.watch(now);
+        self.last_tick = (0, now);
         loop {
             let now = Instant::now();
-            let due = self.members.iter().filter_map(|m| match m.state {
-                State::Waiting(at) => Some(at),
-                _ => None,
-            });
             let look = self.placer.next_look();
-            let wake = due.chain(ticking.then_some(next_tick)).chain(look).min();
-            let events = self.wait_events(wake.map(|at| at.saturating_duration_since(now)));
-            if let Some(&sig) = events.stops.first() {
-                return Ok(stop_code(sig));
-            }
-            for (i, status) in events.ended {
-                let name = self.members[i].name.clone();
-                let foreground = i == self.plan.foreground;
-                if foreground && !restart.foreground {
-                    return Ok(status_code(status));
-                }
-                if restart.wants(status) {
-                    if let Some(outcome) = self.schedule_restart(i, status, &restart, options.fail_fast) {
-                        return outcome;
-                    }
-                    continue;
-                }
-                log::warn!("node '{name}' {}", describe(status));
-                if foreground {
-                    return Ok(status_code(status));
-                }
-                if options.fail_fast {
-                    return Err(fail(format!("node '{name}' {} (--fail-fast)", describe(status))));
-                }
-            }
+            let wake = self.sup.next_wake().into_iter().chain(look).min();
+            let mut actions = self.wait_events(wake.map(|at| at.saturating_duration_since(now)));
             let now = Instant::now();
-            for i in 0..self.members.len() {
-                if matches!(self.members[i].state, State::Waiting(at) if at <= now) {
-                    if let Err(e) = self.start(i) {
-                        return Err(fail(e));
+            let received = self.totals().received;
+            actions.extend(self.sup.handle(Event::Wake { received }, now));
+            for action in actions {
+                match action {
+                    Action::End(end) => return end.map_err(fail),
+                    Action::Log(level, message) => log::log!(level, "{message}"),
+                    Action::Start(i) => self.start(i).map_err(fail)?,
+                    Action::Report => {
+                        self.report_status();
+                        self.draw_status();
                     }
-                }
-            }
-            if now >= next_tick {
-                next_tick = now + STATUS_EVERY;
-                self.report_status();
-                self.draw_status();
-                if healing {
-                    self.check_silence(silence);
+                    Action::Reinject(why) => self.reinject(why),
+                    Action::Place { .. } | Action::KillNow => {}
                 }
             }
             if look.is_some_and(|at| now >= at) {
@@ -632,98 +524,24 @@ impl Ring<'_> {
         }
     }
 
-    /// A node died and the policy wants it back: after the delay, unless it
-    /// has died too often lately. Returns the run's end if giving it up ends
-    /// the run (`--fail-fast`).
-    fn schedule_restart(
-        &mut self,
-        i: usize,
-        status: WaitStatus,
-        restart: &Restart,
-        fail_fast: bool,
-    ) -> Option<Outcome> {
-        let now = Instant::now();
-        let member = &mut self.members[i];
-        member.starts.retain(|&t| now.duration_since(t) < restart.interval);
-        if member.starts.len() > restart.burst as usize {
-            member.state = State::GivenUp(status);
-            let message = format!(
-                "node '{}' {}, and was restarted {} times in {:.0}s: giving it up",
-                member.name,
-                describe(status),
-                restart.burst,
-                restart.interval.as_secs_f64()
-            );
-            if fail_fast {
-                return Some(Err(fail(format!("{message} (--fail-fast)"))));
-            }
-            log::error!("{message}");
-            return None;
-        }
-        member.restarts += 1;
-        member.state = State::Waiting(now + restart.delay);
-        log::warn!(
-            "node '{}' {}; restarting it (restart {})",
-            member.name,
-            describe(status),
-            member.restarts
-        );
-        self.restarted = Some(now);
-        None
-    }
-
-    /// The ring's one message dies with a node that had received it and not
-    /// yet answered. When the ring has received nothing for `silence`, and a
-    /// node was restarted about when it went quiet, the launcher sends the
-    /// first node's name to the second again, as at the start: once, until
-    /// the ring moves again, so that a second message is never added to one
-    /// still alive. (Counts reach the launcher up to a second late, so a
-    /// restart just after the last progress seen still counts.)
-    fn check_silence(&mut self, silence: Duration) {
-        /// How much longer a ring that crosses hosts must be silent.
-        const CROSSING_PATIENCE: Duration = Duration::from_secs(3);
-        let received = self.totals().received;
-        if received > self.progress.0 {
-            self.progress = (received, Instant::now());
-            return;
-        }
-        let quiet_since = self.progress.1;
-        let lag = 2 * STATUS_EVERY;
-        let restarted = self.restarted.is_some_and(|r| r + lag >= quiet_since);
-        let already = self.reinjected.is_some_and(|t| t >= quiet_since);
-        // A ring that leaves the host can lose its message on the way (a
-        // broker restart): silence alone is enough there, but a longer one,
-        // since the way round through other hosts is slower and less even,
-        // and a second message must never join a live one.
-        let crossing = self.plan.ring_next.is_some();
-        let enough = if restarted {
-            silence
-        } else {
-            silence + CROSSING_PATIENCE
-        };
-        if !(restarted || crossing) || already || quiet_since.elapsed() < enough {
-            return;
-        }
-        let why = if restarted {
-            "since a node was restarted"
-        } else {
-            "(its message was lost on the way round)"
+    /// Sends the chain again, as the silence rule says.
+    fn reinject(&mut self, why: Reinject) {
+        let (silent, why) = match why {
+            Reinject::AfterRestart { silent } => (silent, "since a node was restarted"),
+            Reinject::Lost { silent } => (silent, "(its message was lost on the way round)"),
         };
         log::warn!(
             "the ring has been silent for {:.1}s {why}: starting the chain again",
-            self.progress.1.elapsed().as_secs_f64()
+            silent.as_secs_f64()
         );
         match self.kick() {
-            Ok(()) => {
-                self.reinjected = Some(Instant::now());
-                self.reinjections += 1;
-            }
+            Ok(()) => drop(self.sup.handle(Event::Reinjected, Instant::now())),
             Err(e) => log::warn!("cannot restart the chain: {e}"),
         }
     }
 
     fn restarts(&self) -> u64 {
-        self.members.iter().map(|m| u64::from(m.restarts)).sum()
+        (0..self.members.len()).map(|i| u64::from(self.sup.restarts(i))).sum()
     }
 
     /// The counts of every node added up.
@@ -739,7 +557,7 @@ impl Ring<'_> {
         }
         let Counts { received, dropped, .. } = self.totals();
         let (before, then) = std::mem::replace(&mut self.last_tick, (received, Instant::now()));
-        let rate = received.saturating_sub(before) as f64 / then.elapsed().as_secs_f64().max(1e-3);
+        let rate = report::rate(received, before, then.elapsed());
         let text = format!(
             "piper-launch: {}/{} alive, {rate:.0} msg/s, received {received}, dropped {dropped}",
             self.alive().count(),
@@ -769,26 +587,28 @@ impl Ring<'_> {
             dropped,
         } = self.totals();
         if json {
-            let members: Vec<String> = self.members.iter().map(member_json).collect();
+            let members: Vec<String> = (0..self.members.len())
+                .map(|i| member_json(&self.members[i], self.sup.state(i), self.sup.restarts(i)))
+                .collect();
             let object = piper_cli::json::Object::new()
                 .num("nodes", self.members.len() as u64)
                 .num("received", received)
                 .num("sent", sent)
                 .num("dropped", dropped)
                 .num("restarts", self.restarts())
-                .num("reinjected", self.reinjections)
+                .num("reinjected", self.sup.reinjections())
                 .raw("members", &format!("[{}]", members.join(",")))
                 .finish();
             piper_cli::stderr_line(piper_cli::Priority::Notice, &object);
             return;
         }
         let mut tally: Vec<(String, usize)> = Vec::new();
-        for member in &self.members {
-            let end = match member.state {
+        for i in 0..self.members.len() {
+            let end = match self.sup.state(i) {
                 State::Ended(WaitStatus::Exited(_, code)) => format!("exited {code}"),
                 State::Ended(WaitStatus::Signaled(_, sig, _)) => format!("killed by {}", sig.as_str()),
                 State::GivenUp(_) => "given up".into(),
-                State::Planned | State::Waiting(_) => "not running".into(),
+                State::Planned | State::Waiting { .. } => "not running".into(),
                 _ => "unknown".into(),
             };
             match tally.iter_mut().find(|(e, _)| *e == end) {
@@ -797,7 +617,7 @@ impl Ring<'_> {
             }
         }
         let ends: Vec<String> = tally.into_iter().map(|(end, n)| format!("{n} {end}")).collect();
-        let restarts = match (self.restarts(), self.reinjections) {
+        let restarts = match (self.restarts(), self.sup.reinjections()) {
             (0, 0) => String::new(),
             (r, k) => format!("; {r} restarts, {k} re-injected"),
         };
@@ -814,22 +634,17 @@ impl Ring<'_> {
     /// Sent only when it changed.
     fn report_status(&mut self) {
         let Some(manager) = &self.manager else { return };
-        let alive = self.alive().count();
-        let status = format!(
-            "STATUS=ring of {}: {alive} alive, {}",
-            self.members.len(),
-            self.totals()
-        );
-        if status != self.reported {
+        let status = report::manager_status(self.members.len(), self.alive().count(), self.totals());
+        // Unchanged, or the manager's queue full: the next tick tries again.
+        if self.reported.changed(&status) {
             if let Ok(true) = manager.try_notify(&status) {
-                self.reported = status;
+                self.reported.sent(status);
             }
         }
     }
 
     fn alive(&self) -> impl Iterator<Item = (usize, Pid, Pid)> + '_ {
-        let live = self.members.iter().enumerate();
-        live.filter_map(|(i, m)| m.live().map(|(pid, group)| (i, pid, group)))
+        self.sup.alive()
     }
 
     /// The live nodes' pids, for the placer.
@@ -842,8 +657,9 @@ impl Ring<'_> {
     fn teardown(&mut self, grace: Duration) {
         let started = Instant::now();
         notify_manager("STOPPING=1");
+        self.sup.stop();
         let targets = self.alive().count();
-        if self.members.iter().all(|m| m.state == State::Planned) {
+        if (0..self.members.len()).all(|i| self.sup.state(i) == State::Planned) {
             return;
         }
         // SIGCONT too, and first: a stopped node cannot act on SIGTERM, and
@@ -875,7 +691,7 @@ impl Ring<'_> {
             }
             // Nodes say STOPPING=1 on the way out; reading keeps room for it
             // (they never wait for it). A second stop signal skips the grace.
-            again = !self.wait_events(Some(left)).stops.is_empty();
+            again = self.wait_events(Some(left)).contains(&Action::KillNow);
         }
         log::debug!("reaped after {:?}", started.elapsed());
         let stubborn: Vec<(usize, Pid)> = self.alive().map(|(i, pid, _)| (i, pid)).collect();
@@ -894,7 +710,7 @@ impl Ring<'_> {
             loop {
                 match waitpid(pid, None) {
                     Err(Errno::EINTR) => continue,
-                    Ok(status) => self.members[i].state = State::Ended(status),
+                    Ok(status) => drop(self.sup.handle(Event::Ended { member: i, status }, Instant::now())),
                     Err(_) => {}
                 }
                 break;
@@ -976,16 +792,12 @@ impl AsFd for Notices {
     }
 }
 
-/// How often, at most, the launcher reports the ring to its manager and
-/// redraws its status line.
-const STATUS_EVERY: Duration = Duration::from_secs(1);
-
 /// How often the progress line moves while nodes start.
 const PROGRESS_EVERY: Duration = Duration::from_millis(100);
 
 /// One node's line in the JSON ring summary.
-fn member_json(member: &Member) -> String {
-    let (pid, exit, signal) = match member.state {
+fn member_json(member: &Member, state: State, restarts: u32) -> String {
+    let (pid, exit, signal) = match state {
         State::Ended(WaitStatus::Exited(pid, code)) | State::GivenUp(WaitStatus::Exited(pid, code)) => {
             (Some(pid.as_raw()), Some(code), None)
         }
@@ -1006,21 +818,11 @@ fn member_json(member: &Member) -> String {
         .opt_num("pid", pid)
         .opt_num("exit", exit)
         .opt_str("signal", signal)
-        .num("restarts", member.restarts)
+        .num("restarts", restarts)
         .num("received", received)
         .num("sent", sent)
         .num("dropped", dropped)
         .finish()
-}
-
-/// The launcher's exit code when a signal stops it, as for a node: SIGINT
-/// is an interruption (130); SIGTERM and SIGHUP are a normal stop (0), so
-/// that `systemctl stop` ends in success.
-fn stop_code(sig: Signal) -> u8 {
-    match sig {
-        Signal::SIGINT => exit::INTERRUPTED,
-        _ => exit::OK,
-    }
 }
 
 /// Tells the launcher's own service manager, if it has one, about `state`.
@@ -1032,43 +834,10 @@ fn notify_manager(state: &str) {
     }
 }
 
-fn fail(message: String) -> Failure {
-    Failure::new(exit::FAILURE, message)
-}
-
 /// A step of the launch that may fail: its failure ends the run with exit 1.
 fn or_fail<T>(step: Result<T, String>) -> ControlFlow<Outcome, T> {
     match step {
         Ok(value) => ControlFlow::Continue(value),
         Err(message) => ControlFlow::Break(Err(fail(message))),
-    }
-}
-
-/// The foreground's exit code, or 128 + the signal that killed it.
-fn status_code(status: WaitStatus) -> u8 {
-    match status {
-        WaitStatus::Exited(_, code) => code as u8,
-        WaitStatus::Signaled(_, sig, _) => 128 + sig as u8,
-        _ => exit::FAILURE,
-    }
-}
-
-fn describe(status: WaitStatus) -> String {
-    match status {
-        WaitStatus::Exited(pid, code) => format!("(pid {pid}) exited with status {code}"),
-        WaitStatus::Signaled(pid, sig, _) => format!("(pid {pid}) was killed by {}", sig.as_str()),
-        other => format!("changed state: {other:?}"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sigterm_and_sighup_are_a_normal_stop_and_sigint_an_interruption() {
-        assert_eq!(stop_code(Signal::SIGTERM), 0);
-        assert_eq!(stop_code(Signal::SIGHUP), 0);
-        assert_eq!(stop_code(Signal::SIGINT), 130);
     }
 }

@@ -1,0 +1,343 @@
+//! The launcher's decisions, without I/O: a [`Supervisor`] takes what
+//! happened ([`Event`]) and the time, and says what to do ([`Action`]).
+//! The event loop (`ring.rs`) waits on signals, notify sockets and relay
+//! pipes, feeds what it saw here, and carries out the actions: it starts
+//! processes, sends the chain, reports, and kills. Nothing here reads a
+//! clock or makes a system call, so every policy is tested with a clock
+//! the test moves.
+//!
+//! The policies, each in a module named after it: [`restart`] (which dead
+//! nodes start again, after what delay, and the burst limit), [`healing`]
+//! (the silence rule), [`report`] (what is reported, and when); [`member`]
+//! holds a member's state.
+
+pub mod healing;
+pub mod member;
+pub mod report;
+pub mod restart;
+
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use nix::sys::wait::WaitStatus;
+use nix::unistd::Pid;
+use piper_cli::{exit, Failure};
+use piper_core::Name;
+
+use healing::{Healing, Reinject};
+use member::{Member, State};
+use report::Ticker;
+use restart::{Restart, Verdict};
+
+/// How a run ends: the launcher's exit code, or a failure to report.
+pub type Outcome = Result<u8, Failure>;
+
+/// What the supervisor goes by.
+#[derive(Debug)]
+pub struct Policy {
+    /// The members' names, in ring order.
+    pub names: Vec<Name>,
+    /// The member whose end ends the run.
+    pub foreground: usize,
+    /// Which dead nodes are started again.
+    pub restart: Restart,
+    /// Whether any node's end (or giving one up) ends the run.
+    pub fail_fast: bool,
+    /// The silence after which a silent ring is started again, and whether
+    /// it crosses hosts; `None` when this launcher does not heal its ring
+    /// (it did not start it, or nothing restarts and nothing crosses).
+    pub healing: Option<(Duration, bool)>,
+    /// Whether anything is reported once a second (a manager, a status
+    /// line) or looked at (healing).
+    pub ticking: bool,
+}
+
+/// The run's phases, as the decisions differ.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Starting the nodes and waiting for their readiness: any end or stop
+    /// ends the run.
+    Launching,
+    /// The ring runs: ends are restarted or end the run as the policy says.
+    Watching,
+    /// The nodes were told to stop: ends are recorded, and a second stop
+    /// signal skips the grace period.
+    Stopping,
+}
+
+/// What happened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// Member `member` was started as `pid`, in process group `group`.
+    Started { member: usize, pid: Pid, group: Pid },
+    /// Process `pid` of member `member` said `READY=1`.
+    Ready { member: usize, pid: Pid },
+    /// A process of member `member` was reaped.
+    Ended { member: usize, status: WaitStatus },
+    /// A stop signal came.
+    Stop(Signal),
+    /// Time passed; the ring has received `received` messages in all.
+    Wake { received: u64 },
+    /// The chain was sent again, as [`Action::Reinject`] asked.
+    Reinjected,
+}
+
+/// What to do.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Start member `0` again.
+    Start(usize),
+    /// End the run.
+    End(Result<u8, String>),
+    /// Say this, at this level.
+    Log(log::Level, String),
+    /// Member `member` is ready as `pid`: where it runs may be looked at.
+    Place { member: usize, pid: Pid },
+    /// Report to the manager and redraw the status line.
+    Report,
+    /// Send the chain again.
+    Reinject(Reinject),
+    /// Kill what is left now, without waiting out the grace period.
+    KillNow,
+}
+
+/// The decisions of a run.
+#[derive(Debug)]
+pub struct Supervisor {
+    policy: Policy,
+    phase: Phase,
+    members: Vec<Member>,
+    healing: Option<Healing>,
+    ticker: Ticker,
+}
+
+impl Supervisor {
+    /// A supervisor for `policy`'s members, none started, launching.
+    pub fn new(policy: Policy, now: Instant) -> Supervisor {
+        Supervisor {
+            members: policy.names.iter().map(|_| Member::new()).collect(),
+            policy,
+            phase: Phase::Launching,
+            healing: None,
+            ticker: Ticker::new(now),
+        }
+    }
+
+    /// The ring is ready and its chain started: from `now` on, ends are
+    /// restarted as the policy says, and the silence rule watches.
+    pub fn watch(&mut self, now: Instant) {
+        self.phase = Phase::Watching;
+        self.ticker = Ticker::new(now);
+        self.healing = self
+            .policy
+            .healing
+            .map(|(silence, crossing)| Healing::new(silence, crossing, now));
+    }
+
+    /// The nodes are being told to stop.
+    pub fn stop(&mut self) {
+        self.phase = Phase::Stopping;
+    }
+
+    /// Member `i`'s state.
+    pub fn state(&self, i: usize) -> State {
+        self.members[i].state
+    }
+
+    /// The live members: index, pid, process group.
+    pub fn alive(&self) -> impl Iterator<Item = (usize, Pid, Pid)> + '_ {
+        let live = self.members.iter().enumerate();
+        live.filter_map(|(i, m)| m.state.live().map(|(pid, group)| (i, pid, group)))
+    }
+
+    /// How many members said `READY=1` and live.
+    pub fn ready(&self) -> usize {
+        let ready = self.members.iter().filter(|m| matches!(m.state, State::Ready { .. }));
+        ready.count()
+    }
+
+    /// How often member `i` was started again.
+    pub fn restarts(&self, i: usize) -> u32 {
+        self.members[i].restarts
+    }
+
+    /// How often the chain was sent again.
+    pub fn reinjections(&self) -> u32 {
+        self.healing.as_ref().map_or(0, |h| h.reinjections)
+    }
+
+    /// When to wake up next at the latest, if anything is due: a restart,
+    /// or a tick while the ring runs.
+    pub fn next_wake(&self) -> Option<Instant> {
+        let due = self.members.iter().filter_map(|m| match m.state {
+            State::Waiting { until, .. } => Some(until),
+            _ => None,
+        });
+        let ticking = self.policy.ticking && self.phase == Phase::Watching;
+        due.chain(ticking.then(|| self.ticker.next())).min()
+    }
+
+    /// Takes in `event`, which happened at `now`, and says what to do.
+    /// Once it says [`Action::End`], the run is stopping: later events are
+    /// only recorded.
+    pub fn handle(&mut self, event: Event, now: Instant) -> Vec<Action> {
+        let actions = self.decide(event, now);
+        if actions.iter().any(|a| matches!(a, Action::End(_))) {
+            self.phase = Phase::Stopping;
+        }
+        actions
+    }
+
+    fn decide(&mut self, event: Event, now: Instant) -> Vec<Action> {
+        match event {
+            Event::Started { member, pid, group } => {
+                let m = &mut self.members[member];
+                m.state = State::Starting { pid, group };
+                m.starts.push(now);
+                vec![]
+            }
+            Event::Ready { member, pid } => match self.members[member].state {
+                State::Starting { pid: p, group } if p == pid => {
+                    self.members[member].state = State::Ready { pid, group };
+                    vec![Action::Place { member, pid }]
+                }
+                _ => vec![],
+            },
+            Event::Ended { member, status } => self.ended(member, status, now),
+            Event::Stop(sig) => match self.phase {
+                Phase::Launching | Phase::Watching => vec![Action::End(Ok(stop_code(sig)))],
+                Phase::Stopping => vec![Action::KillNow],
+            },
+            Event::Wake { received } => self.wake(received, now),
+            Event::Reinjected => {
+                if let Some(h) = &mut self.healing {
+                    h.reinjected(now);
+                }
+                vec![]
+            }
+        }
+    }
+
+    /// A member's process ended.
+    fn ended(&mut self, i: usize, status: WaitStatus, now: Instant) -> Vec<Action> {
+        let m = &mut self.members[i];
+        // Only its current process's end counts (an earlier one was reaped).
+        if m.state.live().map(|(pid, _)| pid) != status.pid() {
+            return vec![];
+        }
+        m.state = State::Ended(status);
+        let name = &self.policy.names[i];
+        let foreground = i == self.policy.foreground;
+        match self.phase {
+            Phase::Stopping => vec![],
+            Phase::Launching => vec![Action::End(Err(format!(
+                "node '{name}' {} before the ring was ready",
+                describe(status)
+            )))],
+            Phase::Watching if foreground && !self.policy.restart.foreground => {
+                vec![Action::End(Ok(status_code(status)))]
+            }
+            Phase::Watching if self.policy.restart.wants(status) => {
+                match self.policy.restart.after_death(&mut m.starts, now) {
+                    Verdict::RestartAt(until) => {
+                        m.restarts += 1;
+                        m.state = State::Waiting { until, after: status };
+                        if let Some(h) = &mut self.healing {
+                            h.restarted(now);
+                        }
+                        let message = format!(
+                            "node '{name}' {}; restarting it (restart {})",
+                            describe(status),
+                            m.restarts
+                        );
+                        vec![Action::Log(log::Level::Warn, message)]
+                    }
+                    Verdict::GiveUp => {
+                        m.state = State::GivenUp(status);
+                        let restart = &self.policy.restart;
+                        let message = format!(
+                            "node '{name}' {}, and was restarted {} times in {:.0}s: giving it up",
+                            describe(status),
+                            restart.burst,
+                            restart.interval.as_secs_f64()
+                        );
+                        match self.policy.fail_fast {
+                            true => vec![Action::End(Err(format!("{message} (--fail-fast)")))],
+                            false => vec![Action::Log(log::Level::Error, message)],
+                        }
+                    }
+                }
+            }
+            Phase::Watching => {
+                let message = format!("node '{name}' {}", describe(status));
+                let end = if foreground {
+                    Some(Action::End(Ok(status_code(status))))
+                } else if self.policy.fail_fast {
+                    Some(Action::End(Err(format!("{message} (--fail-fast)"))))
+                } else {
+                    None
+                };
+                [Action::Log(log::Level::Warn, message)]
+                    .into_iter()
+                    .chain(end)
+                    .collect()
+            }
+        }
+    }
+
+    /// Time passed: restarts that are due, and the tick's reports and look
+    /// at the silence.
+    fn wake(&mut self, received: u64, now: Instant) -> Vec<Action> {
+        if self.phase != Phase::Watching {
+            return vec![];
+        }
+        let due = self.members.iter().enumerate().filter(|(_, m)| match m.state {
+            State::Waiting { until, .. } => until <= now,
+            _ => false,
+        });
+        let mut actions: Vec<Action> = due.map(|(i, _)| Action::Start(i)).collect();
+        if self.policy.ticking && self.ticker.due(now) {
+            actions.push(Action::Report);
+            if let Some(why) = self.healing.as_mut().and_then(|h| h.look(received, now)) {
+                actions.push(Action::Reinject(why));
+            }
+        }
+        actions
+    }
+}
+
+/// The launcher's exit code when a signal stops it, as for a node: SIGINT
+/// is an interruption (130); SIGTERM and SIGHUP are a normal stop (0), so
+/// that `systemctl stop` ends in success.
+pub fn stop_code(sig: Signal) -> u8 {
+    match sig {
+        Signal::SIGINT => exit::INTERRUPTED,
+        _ => exit::OK,
+    }
+}
+
+/// The foreground's exit code, or 128 + the signal that killed it.
+pub fn status_code(status: WaitStatus) -> u8 {
+    match status {
+        WaitStatus::Exited(_, code) => code as u8,
+        WaitStatus::Signaled(_, sig, _) => 128 + sig as u8,
+        _ => exit::FAILURE,
+    }
+}
+
+/// How a process ended, for a message about it.
+pub fn describe(status: WaitStatus) -> String {
+    match status {
+        WaitStatus::Exited(pid, code) => format!("(pid {pid}) exited with status {code}"),
+        WaitStatus::Signaled(pid, sig, _) => format!("(pid {pid}) was killed by {}", sig.as_str()),
+        other => format!("changed state: {other:?}"),
+    }
+}
+
+/// A failure of the run: exit 1 with `message`.
+pub fn fail(message: String) -> Failure {
+    Failure::new(exit::FAILURE, message)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,109 @@
+//! What the launcher tells its manager and its status line, and when: at
+//! most once a second (a tick), and to the manager only when it changed.
+
+use std::time::{Duration, Instant};
+
+use piper_core::Counts;
+
+/// How often, at most, the launcher reports the ring to its manager and
+/// redraws its status line.
+pub const STATUS_EVERY: Duration = Duration::from_secs(1);
+
+/// The once-a-second beat of reports and of the silence rule.
+#[derive(Clone, Copy, Debug)]
+pub struct Ticker {
+    next: Instant,
+}
+
+impl Ticker {
+    /// A ticker whose first tick is due at `now`.
+    pub fn new(now: Instant) -> Ticker {
+        Ticker { next: now }
+    }
+
+    /// When the next tick is due.
+    pub fn next(&self) -> Instant {
+        self.next
+    }
+
+    /// Whether a tick is due at `now`; if so, the next one is a full
+    /// period later (a late tick does not bring the next one closer).
+    pub fn due(&mut self, now: Instant) -> bool {
+        if now < self.next {
+            return false;
+        }
+        self.next = now + STATUS_EVERY;
+        true
+    }
+}
+
+/// The `STATUS=` the launcher's own manager is sent: `systemctl status
+/// piper-launch` shows it.
+pub fn manager_status(nodes: usize, alive: usize, totals: Counts) -> String {
+    format!("STATUS=ring of {nodes}: {alive} alive, {totals}")
+}
+
+/// What was last sent to the manager, so that only a change is sent.
+#[derive(Debug, Default)]
+pub struct Reported(Option<String>);
+
+impl Reported {
+    /// Whether `status` differs from what was last sent.
+    pub fn changed(&self, status: &str) -> bool {
+        self.0.as_deref() != Some(status)
+    }
+
+    /// `status` was sent.
+    pub fn sent(&mut self, status: String) {
+        self.0 = Some(status);
+    }
+}
+
+/// Messages per second between two ticks: `received` now and `before`,
+/// `elapsed` apart (at least a millisecond).
+pub fn rate(received: u64, before: u64, elapsed: Duration) -> f64 {
+    received.saturating_sub(before) as f64 / elapsed.as_secs_f64().max(1e-3)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ticks_come_at_most_once_a_second() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut ticker = Ticker::new(t0);
+        assert!(ticker.due(at(0)), "the first at once");
+        assert!(!ticker.due(at(999)));
+        assert_eq!(ticker.next(), at(1000));
+        assert!(ticker.due(at(1000)));
+        // A late tick: the next is a second after it, not sooner.
+        assert!(ticker.due(at(2700)));
+        assert!(!ticker.due(at(3000)));
+        assert!(ticker.due(at(3700)));
+    }
+
+    #[test]
+    fn the_manager_hears_only_of_a_change() {
+        let counts = Counts {
+            received: 5,
+            sent: 4,
+            dropped: 1,
+        };
+        let status = manager_status(3, 2, counts);
+        assert_eq!(status, "STATUS=ring of 3: 2 alive, received 5, sent 4, dropped 1");
+        let mut reported = Reported::default();
+        assert!(reported.changed(&status));
+        reported.sent(status.clone());
+        assert!(!reported.changed(&status));
+        assert!(reported.changed(&manager_status(3, 3, counts)));
+    }
+
+    #[test]
+    fn the_rate_is_per_second_of_the_tick() {
+        assert_eq!(rate(300, 100, Duration::from_secs(2)), 100.0);
+        assert_eq!(rate(100, 300, Duration::from_secs(1)), 0.0, "a restart's lower count");
+        assert_eq!(rate(1, 0, Duration::ZERO), 1000.0);
+    }
+}
