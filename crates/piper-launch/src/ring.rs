@@ -119,18 +119,20 @@ pub fn run(plan: &Plan, options: &Options, display: Display) -> Outcome {
         log::warn!("{e}");
         None
     });
-    let restarting = options.restart.policy != RestartPolicy::No;
-    let crossing = plan.ring_next.is_some();
-    // Whether a silent ring is started again: by the launcher that started it.
-    let heals = plan.start && (restarting || crossing);
-    let interval = Duration::from_millis(plan.interval.unwrap_or(0));
+    let healing = healing::rule(
+        plan.start,
+        options.restart.policy != RestartPolicy::No,
+        plan.ring_next.is_some(),
+        options.restart.delay,
+        Duration::from_millis(plan.interval.unwrap_or(0)),
+    );
     let policy = Policy {
         names: plan.names.clone(),
         foreground: plan.foreground,
         restart: options.restart,
         fail_fast: options.fail_fast,
-        healing: heals.then(|| (healing::silence(options.restart.delay, interval), crossing)),
-        ticking: manager.is_some() || display.has_status_line() || heals,
+        ticking: manager.is_some() || display.has_status_line() || healing.is_some(),
+        healing,
     };
     let mut ring = Ring {
         plan,

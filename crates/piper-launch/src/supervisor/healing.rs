@@ -23,6 +23,21 @@ pub fn silence(restart_delay: Duration, interval: Duration) -> Duration {
     restart_delay + 2 * interval + Duration::from_secs(2)
 }
 
+/// Whether a launcher heals its ring, and how: the silence, and whether
+/// the ring crosses hosts. Only the launcher that starts the chain sends
+/// it again, and only if something can lose it: a restart, or the way
+/// round through other hosts.
+pub fn rule(
+    starts_chain: bool,
+    restarting: bool,
+    crossing: bool,
+    restart_delay: Duration,
+    interval: Duration,
+) -> Option<(Duration, bool)> {
+    let heals = starts_chain && (restarting || crossing);
+    heals.then(|| (silence(restart_delay, interval), crossing))
+}
+
 /// Why the chain is to be started again.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Reinject {
@@ -121,6 +136,32 @@ mod tests {
     fn the_silence_grows_with_the_restart_delay_and_twice_the_interval() {
         assert_eq!(silence(secs(0.1), Duration::ZERO), secs(2.1));
         assert_eq!(silence(secs(0.1), secs(0.3)), secs(2.7));
+    }
+
+    #[test]
+    fn only_the_launcher_that_starts_the_chain_heals_and_only_if_it_can_be_lost() {
+        let (delay, interval) = (secs(0.1), secs(0.3));
+        let rule = |start, restarting, crossing| rule(start, restarting, crossing, delay, interval);
+        assert_eq!(rule(true, true, false), Some((secs(2.7), false)));
+        assert_eq!(rule(true, false, true), Some((secs(2.7), true)));
+        assert_eq!(rule(true, false, false), None, "nothing loses the message");
+        assert_eq!(rule(false, true, true), None, "--no-start: another launcher's chain");
+    }
+
+    #[test]
+    fn a_silence_shorter_than_the_rule_is_waited_out() {
+        // --restart-delay 3 s: the ring is silent while the node is down,
+        // for less than the rule's 3 + 2 × 0.3 + 2 s, then moves again.
+        let t0 = Instant::now();
+        let mut h = Healing::new(silence(secs(3.0), secs(0.3)), false, t0);
+        assert_eq!(h.look(5, t0 + secs(1.0)), None);
+        h.restarted(t0 + secs(1.2));
+        for s in [2.0, 3.0, 4.0, 5.0] {
+            assert_eq!(h.look(5, t0 + secs(s)), None, "at {s} s");
+        }
+        assert_eq!(h.look(6, t0 + secs(6.0)), None, "it moved");
+        assert_eq!(h.look(7, t0 + secs(7.0)), None);
+        assert_eq!(h.reinjections, 0);
     }
 
     #[test]

@@ -490,3 +490,37 @@ fn exit_codes_follow_the_shell_s_conventions() {
     assert_eq!(status_code(WaitStatus::Exited(pid(1), 3)), 3);
     assert_eq!(status_code(killed(1)), 137);
 }
+
+#[test]
+fn a_launcher_that_did_not_start_the_ring_never_sends_its_chain() {
+    // --no-start with restarts: no healing rule, however long the silence.
+    let mut s = watching(Policy {
+        ticking: true,
+        healing: healing::rule(false, true, false, Duration::from_millis(100), Duration::ZERO),
+        ..policy(RestartPolicy::Always)
+    });
+    s.handle(
+        Event::Ended {
+            member: 0,
+            status: killed(11),
+        },
+        t(1.5),
+    );
+    assert_eq!(
+        s.handle(Event::Wake { received: 0 }, t(1.6)),
+        [Action::Start(0), Action::Report]
+    );
+    s.handle(
+        Event::Started {
+            member: 0,
+            pid: pid(21),
+            group: pid(10),
+        },
+        t(1.6),
+    );
+    for at in 2..60 {
+        let actions = s.handle(Event::Wake { received: 0 }, t(at as f64));
+        assert!(actions.iter().all(|a| *a == Action::Report), "at {at} s: {actions:?}");
+    }
+    assert_eq!(s.reinjections(), 0);
+}
