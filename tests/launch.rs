@@ -8,7 +8,7 @@ use nix::unistd::Pid;
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 
-use piper_tests::{bin, launch_cmd, may_run, running, state, wait_until, Dir, Needs, Proc, PROMPT};
+use piper_tests::{bin, launch_cmd, may_run, node_cmd, running, state, wait_until, Dir, Needs, Proc, PROMPT};
 
 fn launch(dir: &Dir, args: &[&str]) -> Proc {
     Proc::spawn(dir, "launch", launch_cmd(dir, args))
@@ -234,6 +234,24 @@ fn a_name_in_use_is_refused_before_anything_starts() {
     );
     drop(squatter);
     std::fs::remove_file(dir.join("piper-pong")).unwrap();
+    assert_all_gone(&dir, Duration::ZERO);
+    // A launcher holds its nodes' names: a second one, or a node started
+    // by hand, is told that the pid it names is a launcher's.
+    let mut first = launch(&dir, &["--nodes", "ping,pong", "--interval", "100"]);
+    wait_ready(&first);
+    let mut second = launch(&dir, &["--nodes", "pong,other"]);
+    assert_eq!(second.code(PROMPT), Some(3));
+    let held = format!(
+        "name in use: node 'pong' is held by a running piper-launch, pid {} ({})\n",
+        first.pid(),
+        dir.join("piper-pong").display()
+    );
+    assert_eq!(second.stderr(), format!("piper-launch: error: {held}"));
+    let mut node = Proc::spawn(&dir, "node", node_cmd(&dir, "pong", &[]));
+    assert_eq!(node.code(PROMPT), Some(3));
+    assert_eq!(node.stderr(), format!("piper-node[pong]: error: {held}"));
+    first.signal(Signal::SIGTERM);
+    assert_eq!(first.code(PROMPT), Some(0));
     assert_all_gone(&dir, Duration::ZERO);
 }
 
@@ -466,6 +484,10 @@ fn launcher_usage_errors_are_exit_2_with_one_line() {
             "--ring-next 'a' is one of the --nodes",
         ),
         (&["--nodes", "a", "--ring-next", "../x"], "invalid node name"),
+        (
+            &["--nodes", "a,b", "--restart-foreground"],
+            "--restart-foreground restarts the foreground node as --restart says",
+        ),
     ];
     for (args, message) in cases {
         let mut launcher = launch(&dir, args);

@@ -138,8 +138,13 @@ fn invalid_names_exit_2_with_a_message_and_leave_nothing() {
         assert_eq!(node.code(PROMPT), Some(2), "{args:?}: ");
         let err = node.stderr();
         assert_eq!(err.lines().count(), 1, "{args:?}: one line: {err}");
+        // A valid name is named; an invalid one may hold anything.
+        let program = match piper_core::Name::new(args[0]) {
+            Ok(name) => format!("piper-node[{name}]"),
+            Err(_) => "piper-node".to_string(),
+        };
         assert!(
-            err.starts_with("piper-node: error: ") && err.contains(message),
+            err.starts_with(&format!("{program}: error: ")) && err.contains(message),
             "{args:?}: {err}"
         );
         assert_eq!(dir.entries(), Vec::<String>::new(), "{args:?}");
@@ -417,7 +422,7 @@ fn a_node_never_answers_its_own_name() {
         assert_eq!(node.code(PROMPT), Some(2));
         assert_eq!(
             node.stderr(),
-            format!("piper-node: error: {flag} pong names this node itself: a node never answers itself\n")
+            format!("piper-node[pong]: error: {flag} pong names this node itself: a node never answers itself\n")
         );
     }
 }
@@ -551,7 +556,7 @@ fn the_first_send_waits_for_its_peer_and_fails_visibly_without_one() {
     assert!(
         lonely
             .stderr()
-            .ends_with("piper-node: error: peer 'nobody' not found: no such node\n"),
+            .ends_with("piper-node[lonely]: error: peer 'nobody' not found: no such node\n"),
         "{}",
         lonely.stderr()
     );
@@ -595,7 +600,7 @@ fn a_failing_stdout_is_exit_1_and_count_0_is_a_usage_error() {
     assert_eq!(pong.code(PROMPT), Some(1));
     assert!(
         pong.stderr()
-            .contains("piper-node: error: cannot write stdout: No space left on device"),
+            .contains("piper-node[pong]: error: cannot write stdout: No space left on device"),
         "{}",
         pong.stderr()
     );
@@ -650,6 +655,37 @@ fn kicks_and_lists_create_nothing_and_say_what_is_wrong() {
     let (code, err) = run("abstract", &["x", "--abstract", "--kick", "nobody", "--dir", sockets]);
     assert_eq!(code, Some(1));
     assert!(err.contains("peer 'nobody' not found"), "{err}");
+    // A name too long for a directory that does not exist yet: said
+    // before the directory is made, so none is left behind; the same for
+    // a peer's name, and for the launcher.
+    let new = dir.aux("new/sub");
+    let new = new.to_str().unwrap();
+    let name = "n".repeat(100);
+    let peer = ["x", "--next", &name, "--dir", new];
+    for (label, args) in [("long-new", &[&name, "--dir", new][..]), ("long-peer", &peer[..])] {
+        let (code, err) = run(label, args);
+        assert_eq!(code, Some(2), "{err}");
+        assert!(err.contains("fit"), "{err}");
+        assert!(!dir.aux("new").exists(), "{args:?} left {new}");
+    }
+    let mut launch = Proc::spawn(&dir, "long-launch", {
+        let mut cmd = Command::new(piper_tests::bin("piper-launch"));
+        cmd.args(["--nodes", &format!("a,{name}"), "--dir", new]);
+        cmd
+    });
+    assert_eq!(launch.code(PROMPT), Some(2), "{}", launch.stderr());
+    assert!(!dir.aux("new").exists(), "the launcher left {new}");
+    // A kick from a node to itself would be answered by nobody, as --send
+    // to itself: refused the same way. And --list takes no node's name.
+    let (code, err) = run("self", &["x", "--kick", "x", "--dir", sockets]);
+    assert_eq!(code, Some(2), "{err}");
+    assert_eq!(
+        err,
+        "piper-node[x]: error: --kick x names this node itself: a node never answers itself\n"
+    );
+    let (code, err) = run("list-name", &["--list", "x", "--dir", sockets]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("'--list' cannot be used with '[NAME]'"), "{err}");
     std::fs::remove_file(dir.join("piper-file")).unwrap();
     assert_eq!(dir.entries(), Vec::<String>::new());
 }

@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use piper_tests::{bin, launch_cmd, may_run, node_cmd, wait_until, Dir, Needs, Proc, Ready, PROMPT};
+use piper_tests::{bin, launch_cmd, may_run, node_cmd, state, wait_until, Dir, Needs, Proc, Ready, PROMPT};
 
 /// Parses JSON with Python's json module (strict, and independent of ours);
 /// returns Python's ASCII repr of the value, one per input line.
@@ -422,4 +422,308 @@ fn the_json_summary_names_the_signal_that_killed_a_node() {
     let want = format!("{{\"name\":\"b\",\"pid\":{b},\"exit\":null,\"signal\":\"SIGKILL\",\"restarts\":0,");
     assert!(summary.contains(&want), "{summary}");
     assert!(summary.contains("{\"name\":\"a\",\"pid\":"), "{summary}");
+}
+
+/// What a terminal `cols` wide shows after `stream`: its rows, as a
+/// terminal draws them (wrapping at the last column, as xterm does, when
+/// the next character comes; `\r`, `\n`, backspace, and of the escape
+/// sequences `ESC[K`, clear to the end of the row; colours are skipped).
+fn screen(stream: &str, cols: usize) -> Vec<String> {
+    let mut rows: Vec<Vec<char>> = vec![Vec::new()];
+    let (mut row, mut col, mut wrap) = (0usize, 0usize, false);
+    let mut chars = stream.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\r' => (col, wrap) = (0, false),
+            '\n' => (row, col, wrap) = (row + 1, 0, false),
+            '\x08' => (col, wrap) = (col.saturating_sub(1), false),
+            '\x1b' => {
+                let mut sequence = String::new();
+                if chars.peek() == Some(&'[') {
+                    chars.next();
+                    for c in chars.by_ref() {
+                        sequence.push(c);
+                        if c.is_ascii_alphabetic() {
+                            break;
+                        }
+                    }
+                }
+                if sequence == "K" {
+                    rows[row].truncate(col);
+                }
+            }
+            c if c.is_control() => {}
+            c => {
+                if wrap {
+                    (row, col, wrap) = (row + 1, 0, false);
+                }
+                while rows.len() <= row {
+                    rows.push(Vec::new());
+                }
+                let line = &mut rows[row];
+                while line.len() < col {
+                    line.push(' ');
+                }
+                match line.get_mut(col) {
+                    Some(cell) => *cell = c,
+                    None => line.push(c),
+                }
+                if col + 1 == cols {
+                    wrap = true;
+                } else {
+                    col += 1;
+                }
+            }
+        }
+        while rows.len() <= row {
+            rows.push(Vec::new());
+        }
+    }
+    rows.into_iter().map(|r| r.into_iter().collect()).collect()
+}
+
+/// The status lines drawn in `stream`: what follows each `\r\x1b[K` that
+/// starts as the running ring's status line does, up to the next control.
+fn status_lines(stream: &str) -> Vec<&str> {
+    stream
+        .split("\r\x1b[K")
+        .filter(|piece| {
+            piece.strip_prefix("piper-launch: ").is_some_and(|rest| {
+                rest.starts_with(|c: char| c.is_ascii_digit())
+                    || rest.starts_with("started ")
+                    || rest.starts_with("waiting ")
+            })
+        })
+        .map(|piece| piece.split(['\r', '\n', '\x1b']).next().unwrap_or_default())
+        .collect()
+}
+
+#[test]
+fn the_screen_model_wraps_and_clears_as_a_terminal_does() {
+    assert_eq!(screen("abcdef", 4), ["abcd", "ef"]);
+    assert_eq!(screen("abcd\r\x1b[Kxy", 4), ["xy"]);
+    // A line wider than the terminal wraps; clearing its last row leaves
+    // the first: the fragment a status line must never leave.
+    assert_eq!(screen("abcdef\r\x1b[Kxy", 4), ["abcd", "xy"]);
+    assert_eq!(screen("\x1b[33mab\x1b[0m\r\nc", 10), ["ab", "c"]);
+}
+
+#[test]
+fn a_piped_stdout_gets_no_status_line_to_tear_its_lines() {
+    if !may_run(Needs::Tool("script")) {
+        return;
+    }
+    let dir = Dir::new("out-tty-pipe");
+    // stderr on the terminal, stdout through `cat` onto the same terminal.
+    let launch = format!(
+        "{} --dir {} --nodes ping,pong --interval 20 --count 60 | cat",
+        bin("piper-launch").display(),
+        dir.path().display()
+    );
+    let mut cmd = Command::new("script");
+    cmd.args(["-qfec", &launch, "/dev/null"]);
+    let mut run = Proc::spawn(&dir, "tty", cmd);
+    assert_eq!(run.code(PROMPT), Some(0));
+    let text = run.stdout();
+    assert!(!text.contains('\x1b'), "no status line, no escapes: {text:?}");
+    let lines: Vec<&str> = text.lines().map(|l| l.trim_end_matches('\r')).collect();
+    let messages: Vec<&&str> = lines.iter().filter(|l| l.contains(" received: '")).collect();
+    assert!(messages.len() >= 60, "{text:?}");
+    for line in messages {
+        assert!(
+            ["ping received: 'pong'", "pong received: 'ping'"].contains(line),
+            "a torn line: {line:?}"
+        );
+    }
+}
+
+#[test]
+fn a_narrow_terminal_keeps_one_status_row_and_follows_a_resize() {
+    if !may_run(Needs::Tool("script")) || !may_run(Needs::Tool("stty")) {
+        return;
+    }
+    let dir = Dir::new("out-tty-narrow");
+    let launch = format!(
+        "stty cols 40 rows 24; exec {} --dir {} --nodes ping,pong --interval 20 --count 100",
+        bin("piper-launch").display(),
+        dir.path().display()
+    );
+    let mut cmd = Command::new("script");
+    cmd.args(["-qfec", &launch, "/dev/null"]);
+    let mut run = Proc::spawn(&dir, "tty", cmd);
+    assert_eq!(run.code(PROMPT), Some(0));
+    let text = run.stdout();
+    let drawn = status_lines(&text);
+    assert!(!drawn.is_empty(), "{text:?}");
+    for status in &drawn {
+        assert!(
+            status.chars().count() < 40,
+            "a status line wider than the terminal: {status:?}"
+        );
+    }
+    // What stays on the screen: every line whole, and no piece of a status
+    // line (a wrapped one left its first row behind).
+    let rows = screen(&text, 40);
+    let leftovers: Vec<&String> = rows.iter().filter(|r| r.contains("alive")).collect();
+    assert!(leftovers.is_empty(), "{leftovers:?} in {rows:#?}");
+
+    // Wide, then narrowed while it runs: the next status line fits the
+    // new width at once (SIGWINCH), not at the next start.
+    let launch = format!(
+        "stty cols 120 rows 24; exec {} --dir {} --nodes ping,pong --interval 20",
+        bin("piper-launch").display(),
+        dir.path().display()
+    );
+    let mut cmd = Command::new("script");
+    cmd.args(["-qfec", &launch, "/dev/null"]);
+    let run = Proc::spawn(&dir, "tty-resize", cmd);
+    let wide = |run: &Proc| status_lines(&run.stdout()).iter().any(|s| s.chars().count() >= 40);
+    assert!(wait_until(PROMPT, || wide(&run)), "{:?}", run.stdout());
+    let launcher = run.children()[0];
+    let terminal = std::fs::read_link(format!("/proc/{launcher}/fd/2")).unwrap();
+    let resized = Command::new("stty")
+        .arg("-F")
+        .arg(&terminal)
+        .args(["cols", "30"])
+        .status()
+        .unwrap();
+    assert!(resized.success());
+    let narrow = |run: &Proc| {
+        status_lines(&run.stdout())
+            .last()
+            .is_some_and(|s| s.chars().count() == 29)
+    };
+    assert!(wait_until(PROMPT, || narrow(&run)), "{:?}", status_lines(&run.stdout()));
+    nix::sys::signal::kill(launcher, Signal::SIGTERM).unwrap();
+    let mut run = run;
+    assert_eq!(run.code(PROMPT), Some(0));
+}
+
+#[test]
+fn ctrl_z_on_a_terminal_leaves_no_status_line_and_no_echo_behind() {
+    if !may_run(Needs::Tool("script")) || !may_run(Needs::Tool("stty")) {
+        return;
+    }
+    let dir = Dir::new("out-tty-tstp");
+    let launch = format!(
+        "stty cols 100 rows 24 echo; exec {} --dir {} --nodes ping,pong --interval 50",
+        bin("piper-launch").display(),
+        dir.path().display()
+    );
+    let mut cmd = Command::new("script");
+    cmd.args(["-qfec", &launch, "/dev/null"]);
+    let mut run = Proc::spawn_with_input(&dir, "tty", cmd);
+    let running = |run: &Proc| status_lines(&run.stdout()).iter().any(|s| s.contains("alive"));
+    assert!(wait_until(PROMPT, || running(&run)), "{:?}", run.stdout());
+    let launcher = run.children()[0];
+    // Ctrl-Z, typed: the terminal echoes ^Z (script turns echo off when
+    // its stdin is no terminal; the command turned it on again) and stops
+    // the launcher's group.
+    run.input(b"\x1a");
+    assert!(wait_until(PROMPT, || state(launcher) == 'T'), "not stopped");
+    assert!(wait_until(PROMPT, || run.stdout().contains("^Z")), "{:?}", run.stdout());
+    let stopped = run.stdout();
+    let rows = screen(&stopped, 100);
+    let last = rows.iter().rev().find(|r| !r.is_empty());
+    assert!(
+        last.is_some_and(|r| r.contains(" received: '")),
+        "the screen at the stop ends with {last:?}: {rows:#?}"
+    );
+    assert!(
+        !rows.iter().any(|r| r.contains("^Z") || r.contains("alive")),
+        "{rows:#?}"
+    );
+    // fg: it goes on, status line and all. (`script` stopped with its
+    // child, as a shell would; continued, it continues the launcher.)
+    nix::sys::signal::kill(run.pid(), Signal::SIGCONT).unwrap();
+    let drawn = status_lines(&stopped).len();
+    assert!(wait_until(PROMPT, || status_lines(&run.stdout()).len() > drawn));
+    nix::sys::signal::kill(launcher, Signal::SIGTERM).unwrap();
+    assert_eq!(run.code(PROMPT), Some(0));
+}
+
+#[test]
+fn a_reader_that_goes_away_ends_the_run_normally_with_its_counts() {
+    use std::io::BufRead;
+    if !may_run(Needs::Tool("python3")) {
+        return;
+    }
+    // `piper-launch --nodes ping,pong --json | head -5`, with the lines
+    // written straight to the pipe, and relayed (--prefix).
+    for (label, extra) in [("direct", None), ("relay", Some("--prefix"))] {
+        let dir = Dir::new("out-head");
+        let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+        let args: Vec<&str> = ["--nodes", "ping,pong", "--json"].into_iter().chain(extra).collect();
+        let mut launcher = Proc::spawn_with_stdout(&dir, label, launch_cmd(&dir, &args), write.into());
+        let mut head = std::io::BufReader::new(std::fs::File::from(read));
+        for _ in 0..5 {
+            let mut line = String::new();
+            head.read_line(&mut line).unwrap();
+            assert!(line.contains(" received: '"), "{label}: {line:?}");
+        }
+        drop(head);
+        assert_eq!(launcher.code(PROMPT), Some(0), "{label}: {}", launcher.stderr());
+        let err = launcher.stderr();
+        for bad in [": warn: ", ": error: ", "Broken pipe", "exited with"] {
+            assert!(!err.contains(bad), "{label}: {bad}: {err}");
+        }
+        // The foreground's summary, then the ring's, both JSON, the last line last.
+        let objects: Vec<&str> = err.lines().filter(|l| l.starts_with('{')).collect();
+        assert_eq!(objects.len(), 2, "{label}: {err}");
+        assert_eq!(err.lines().last(), objects.last().copied(), "{label}: {err}");
+        assert!(objects[0].starts_with("{\"node\":\"pong\""), "{label}: {err}");
+        let ring = &python_json(objects[1])[0];
+        let received: u64 = ring
+            .split("'received': ")
+            .nth(1)
+            .and_then(|s| s.split(',').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("{ring}"));
+        assert!(
+            received >= 5,
+            "{label}: the counts of a run that printed 5 lines at least: {ring}"
+        );
+        assert_eq!(ring.matches("'exit': 0").count(), 2, "{label}: {ring}");
+    }
+    // A node run by hand: `piper-node pong | head -1`.
+    let dir = Dir::new("out-head-node");
+    let mut ready = Ready::new();
+    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+    let mut cmd = node_cmd(&dir, "pong", &[]);
+    cmd.env("NOTIFY_SOCKET", ready.address());
+    let mut pong = Proc::spawn_with_stdout(&dir, "pong", cmd, write.into());
+    assert!(ready.wait(pong.pid(), "READY=1", PROMPT));
+    let kicker = std::os::unix::net::UnixDatagram::unbound().unwrap();
+    kicker.send_to(b"first", dir.join("piper-pong")).unwrap();
+    let mut head = std::io::BufReader::new(std::fs::File::from(read));
+    let mut line = String::new();
+    head.read_line(&mut line).unwrap();
+    assert_eq!(line, "pong received: 'first'\n");
+    drop(head);
+    kicker.send_to(b"second", dir.join("piper-pong")).unwrap();
+    assert_eq!(pong.code(PROMPT), Some(0), "{}", pong.stderr());
+    assert!(!pong.stderr().contains("error"), "{}", pong.stderr());
+    assert_eq!(pong.summary().received, 2);
+}
+
+#[test]
+fn under_json_a_failed_run_says_why_in_the_summary_which_comes_last() {
+    if !may_run(Needs::Tool("python3")) {
+        return;
+    }
+    let dir = Dir::new("out-json-fail");
+    let mut cmd = launch_cmd(&dir, &["--nodes", "a,b", "--json", "--node-bin", "/bin/false"]);
+    cmd.env("RUST_LOG", "off");
+    let mut launcher = Proc::spawn(&dir, "launch", cmd);
+    assert_eq!(launcher.code(PROMPT), Some(1));
+    let err = launcher.stderr();
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 2, "{err}");
+    assert!(
+        lines[0].starts_with("piper-launch: error: node 'a' (pid ")
+            && lines[0].ends_with(") exited with status 1 before the ring was ready"),
+        "{err}"
+    );
+    let summary = &python_json(lines[1])[0];
+    let message = lines[0].strip_prefix("piper-launch: error: ").unwrap();
+    assert!(summary.ends_with(&format!("'error': \"{message}\"}}")), "{summary}");
 }

@@ -4,22 +4,15 @@ use std::process::Command;
 use std::sync::{Mutex, MutexGuard};
 
 use nix::sys::signal::Signal;
-use nix::unistd::Pid;
-use piper_tests::{bin, cpu_ticks, launch_cmd, node_cmd, node_pid, wait_until, Dir, Proc, Ready, PROMPT};
+use piper_tests::{
+    bin, cpu_ticks, launch_cmd, may_run, node_cmd, node_pid, wait_until, Dir, Needs, Proc, Ready, PROMPT,
+};
 
 /// One test of this file at a time: each reads or makes the CPUs' load,
 /// which another's ring or hog would disturb.
 fn serial() -> MutexGuard<'static, ()> {
     static CPUS: Mutex<()> = Mutex::new(());
     CPUS.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// The CPUs this process may run on.
-fn allowed() -> Vec<usize> {
-    let set = nix::sched::sched_getaffinity(Pid::from_raw(0)).unwrap();
-    (0..nix::sched::CpuSet::count())
-        .filter(|&c| set.is_set(c).unwrap())
-        .collect()
 }
 
 /// A busy loop on `cpu`, running (it has used CPU time) when this returns.
@@ -38,10 +31,19 @@ fn cpus_of(pid: nix::unistd::Pid) -> String {
     list.unwrap_or_default().trim().to_string()
 }
 
-/// Whether the test may place nodes apart: says SKIPPED on one CPU (and
-/// fails in CI, which must have two).
-fn two_cpus() -> bool {
-    piper_tests::may_run(piper_tests::Needs::Cpus(2, "to place nodes apart"))
+/// Whether this test may run: `n` CPUs, and with `idle` every CPU idle
+/// (auto decides by how busy the CPUs are, and rightly declines to pack
+/// a ring onto a busy machine).
+fn machine(n: usize, idle: bool) -> bool {
+    may_run(Needs::Cpus(n))
+        && (!idle || may_run(Needs::IdleCpus("for auto to judge the CPUs by this test's load alone")))
+}
+
+/// `launch_cmd` with placement's moves logged (they are debug lines).
+fn launch_logged(dir: &Dir, args: &[&str]) -> Command {
+    let mut cmd = launch_cmd(dir, args);
+    cmd.env("RUST_LOG", "info,piper_launch::placement=debug");
+    cmd
 }
 
 fn nodes_cpus(dir: &Dir, names: &[&str]) -> Vec<String> {
@@ -69,7 +71,7 @@ fn each_policy_places_the_nodes_before_they_run() {
         ("spread", Some(["0", "1", "0"])),
     ];
     for (policy, want) in cases {
-        if want.is_some_and(|w| w.contains(&"1")) && !two_cpus() {
+        if want.is_some_and(|w| w.contains(&"1")) && !machine(2, false) {
             continue;
         }
         let dir = Dir::new("place-policy");
@@ -88,6 +90,9 @@ fn each_policy_places_the_nodes_before_they_run() {
         assert_eq!(launcher.code(PROMPT), Some(0));
     }
     // The default packs every node onto one CPU.
+    if !machine(1, true) {
+        return;
+    }
     let dir = Dir::new("place-auto");
     let mut launcher = Proc::spawn(
         &dir,
@@ -107,11 +112,11 @@ fn each_policy_places_the_nodes_before_they_run() {
 #[test]
 fn auto_moves_a_packed_ring_off_a_cpu_that_turns_busy() {
     let _cpus = serial();
-    if !two_cpus() || !piper_tests::may_run(piper_tests::Needs::Tool("taskset")) {
+    if !machine(2, true) || !may_run(Needs::Tool("taskset")) {
         return;
     }
     let dir = Dir::new("place-move");
-    let mut launcher = Proc::spawn(&dir, "launch", launch_cmd(&dir, &["--nodes", "4", "--quiet"]));
+    let mut launcher = Proc::spawn(&dir, "launch", launch_logged(&dir, &["--nodes", "4", "--quiet"]));
     assert!(wait_until(PROMPT, || launcher.stderr().contains("nodes ready in")));
     let packed = cpus_of(node_pid(&dir, "node1", PROMPT).unwrap());
     let _hog = hog(&dir, &packed);
@@ -139,10 +144,10 @@ fn auto_moves_a_packed_ring_off_a_cpu_that_turns_busy() {
 #[test]
 fn auto_packs_the_ring_onto_the_least_busy_cpu() {
     let _cpus = serial();
-    if !two_cpus() || !piper_tests::may_run(piper_tests::Needs::Tool("taskset")) {
+    if !machine(2, true) || !may_run(Needs::Tool("taskset")) {
         return;
     }
-    let cpus = allowed();
+    let cpus = piper_tests::allowed_cpus();
     // The first CPU busy, then the last: the ring goes where the hog is not.
     for busy in [cpus[0], cpus[cpus.len() - 1]] {
         let dir = Dir::new("place-least");
@@ -164,9 +169,12 @@ fn auto_packs_the_ring_onto_the_least_busy_cpu() {
 #[test]
 fn auto_leaves_a_busy_ring_packed_while_nothing_else_wants_its_cpu() {
     let _cpus = serial();
+    if !machine(1, true) {
+        return;
+    }
     let dir = Dir::new("place-stay");
     // No --interval: the ring keeps its CPU busy by itself.
-    let mut launcher = Proc::spawn(&dir, "launch", launch_cmd(&dir, &["--nodes", "2", "--quiet"]));
+    let mut launcher = Proc::spawn(&dir, "launch", launch_logged(&dir, &["--nodes", "2", "--quiet"]));
     assert!(wait_until(PROMPT, || launcher.stderr().contains("nodes ready in")));
     let packed = nodes_cpus(&dir, &["node1", "node2"]);
     assert!(
@@ -190,7 +198,7 @@ fn auto_leaves_a_busy_ring_packed_while_nothing_else_wants_its_cpu() {
 #[test]
 fn auto_places_a_first_start_once_it_is_ready_and_a_restart_before_it_runs() {
     let _cpus = serial();
-    if !two_cpus() {
+    if !machine(2, true) {
         return;
     }
     let dir = Dir::new("place-when");
@@ -224,7 +232,11 @@ fn auto_places_a_first_start_once_it_is_ready_and_a_restart_before_it_runs() {
     let got = lines();
     // Launched: free to run anywhere until ready (a thousand starting on one
     // CPU start slower), then packed.
-    let everywhere = allowed().iter().map(usize::to_string).collect::<Vec<_>>().join(",");
+    let everywhere = piper_tests::allowed_cpus()
+        .iter()
+        .map(usize::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
     let mut first = got[..2].to_vec();
     first.sort();
     assert_eq!(first, [format!("a {everywhere}"), format!("b {everywhere}")]);

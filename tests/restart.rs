@@ -507,3 +507,41 @@ fn the_launcher_tells_its_manager_the_counts_of_an_idle_ring_too() {
     assert!(ready.wait(launcher.pid(), "STOPPING=1", PROMPT));
     assert_eq!(launcher.code(PROMPT), Some(0));
 }
+
+#[test]
+fn a_ring_with_a_node_given_up_is_not_started_again_into_its_queue() {
+    let dir = Dir::new("restart-given-up");
+    let args = [
+        "--nodes",
+        "a,b,c",
+        "--interval",
+        "20",
+        "--restart",
+        "on-failure",
+        "--restart-burst",
+        "1",
+        "--json",
+    ];
+    let mut launcher = launch(&dir, &args);
+    wait_ready(&launcher);
+    let first = node_pid(&dir, "b", PROMPT).expect("b runs");
+    kill(first, Signal::SIGKILL).unwrap();
+    let second = successor(&dir, "b", first, PROMPT).expect("b is back");
+    kill(second, Signal::SIGKILL).unwrap();
+    assert!(wait_until(PROMPT, || launcher.stderr().contains("giving it up")));
+    // The ring falls silent: the message is in b's queue, or died with b.
+    // Where it would start the chain again, the launcher says why not.
+    let declined = "and node 'b' was given up: not starting the chain again";
+    assert!(
+        wait_until(PROMPT, || launcher.stderr().contains(declined)),
+        "{}",
+        launcher.stderr()
+    );
+    launcher.signal(Signal::SIGTERM);
+    assert_eq!(launcher.code(PROMPT), Some(0));
+    let err = launcher.stderr();
+    assert!(!err.contains(": starting the chain again"), "{err}");
+    assert_eq!(err.matches(declined).count(), 1, "said once: {err}");
+    let summary = err.lines().last().unwrap();
+    assert!(summary.contains("\"restarts\":1,\"reinjected\":0,"), "{summary}");
+}

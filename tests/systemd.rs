@@ -332,7 +332,7 @@ fn a_wrong_socket_passed_as_listen_fds_is_a_clear_error() {
         let mut node = with_fd3(&dir, family, kind);
         assert_eq!(node.code(PROMPT), Some(4));
         let err = node.stderr();
-        assert!(err.starts_with("piper-node: error: socket activation: "), "{err}");
+        assert!(err.starts_with("piper-node[pong]: error: socket activation: "), "{err}");
         assert!(err.contains(what), "{err}");
         assert_eq!(dir.entries(), Vec::<String>::new());
     }

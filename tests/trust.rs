@@ -115,7 +115,7 @@ fn unsafe_socket_directories_are_refused() {
     assert_eq!(node.code(PROMPT), Some(4));
     let err = node.stderr();
     assert!(
-        err.starts_with("piper-node: error: refusing socket directory")
+        err.starts_with("piper-node[n]: error: refusing socket directory")
             && err.contains("is writable by group or others (mode 0777)"),
         "{err}"
     );
@@ -440,4 +440,88 @@ fn a_node_run_by_another_user_takes_its_own_uid_and_root() {
     assert_eq!(own.lines(), ["own received: 'stranger'", "own received: 'marker'"]);
     // Both replies are dropped: neither sender is a node any more.
     assert_eq!(own.summary(), counts(2, 0, 2, 0));
+}
+
+#[test]
+fn log_files_are_as_private_as_sockets_and_never_followed() {
+    use piper_tests::launch_cmd;
+    let dir = Dir::new("logs-private");
+    let launch = |label: &str, logs: &std::path::Path| {
+        let args = ["--nodes", "a,b", "--count", "3", "--log-dir", logs.to_str().unwrap()];
+        let mut launcher = Proc::spawn(&dir, label, launch_cmd(&dir, &args));
+        let code = launcher.code(PROMPT);
+        (code, launcher.stderr())
+    };
+    // A directory others may write to: refused as a socket directory is,
+    // before anything starts.
+    let open = dir.aux("open");
+    std::fs::create_dir_all(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let (code, err) = launch("open", &open);
+    assert_eq!(code, Some(4), "{err}");
+    assert_eq!(
+        err,
+        format!(
+            "piper-launch: error: refusing --log-dir {}: it is writable by group or others (mode 0777); \
+             use chmod go-w or a sticky directory\n",
+            open.display()
+        )
+    );
+    assert_eq!(dir.entries(), Vec::<String>::new());
+    // A symbolic link where a log goes (a is in the background: it logs)
+    // is never followed: the launch fails, and its target is untouched.
+    let logs = dir.aux("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let precious = dir.aux("precious");
+    std::fs::write(&precious, "keep").unwrap();
+    std::os::unix::fs::symlink(&precious, logs.join("a.log")).unwrap();
+    let (code, err) = launch("link", &logs);
+    assert_eq!(code, Some(1), "{err}");
+    let refused = format!(
+        "refusing log file {}: it is a symbolic link",
+        logs.join("a.log").display()
+    );
+    assert!(err.contains(&refused), "{err}");
+    assert_eq!(std::fs::read_to_string(&precious).unwrap(), "keep");
+    assert_eq!(dir.entries(), Vec::<String>::new());
+    // A log of ours that others could read is made private before use.
+    std::fs::remove_file(logs.join("a.log")).unwrap();
+    std::fs::write(logs.join("a.log"), "old").unwrap();
+    std::fs::set_permissions(logs.join("a.log"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, err) = launch("ours", &logs);
+    assert_eq!(code, Some(0), "{err}");
+    let meta = std::fs::metadata(logs.join("a.log")).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    let log = std::fs::read_to_string(logs.join("a.log")).unwrap();
+    assert!(!log.contains("old") && log.contains("a received: 'b'"), "{log}");
+    // In a sticky directory others may write to (as /tmp), what another
+    // user planted is refused, not written to: their own file, or a link.
+    if may_run(Needs::Root("to plant files as another uid")) {
+        let sticky = dir.aux("sticky");
+        std::fs::create_dir_all(&sticky).unwrap();
+        std::fs::set_permissions(&sticky, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let planted = sticky.join("a.log");
+        std::fs::write(&planted, "theirs").unwrap();
+        std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o666)).unwrap();
+        nix::unistd::chown(&planted, Some(NOBODY.into()), Some(NOBODY.into())).unwrap();
+        let (code, err) = launch("planted", &sticky);
+        assert_eq!(code, Some(1), "{err}");
+        let refused = format!("refusing log file {}: it is owned by uid {NOBODY}", planted.display());
+        assert!(err.contains(&refused), "{err}");
+        assert_eq!(std::fs::read_to_string(&planted).unwrap(), "theirs");
+        std::fs::remove_file(&planted).unwrap();
+        std::os::unix::fs::symlink(&precious, &planted).unwrap();
+        std::os::unix::fs::lchown(&planted, Some(NOBODY), Some(NOBODY)).unwrap();
+        let (code, err) = launch("planted-link", &sticky);
+        assert_eq!(code, Some(1), "{err}");
+        // Refused as a link, or by the kernel first (fs.protected_*).
+        let line = err.lines().find(|l| l.contains(": error: ")).unwrap_or_default();
+        assert!(line.contains(&planted.display().to_string()), "{err}");
+        assert!(
+            line.ends_with("it is a symbolic link") || line.ends_with("Permission denied (os error 13)"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read_to_string(&precious).unwrap(), "keep");
+    }
+    assert_eq!(dir.entries(), Vec::<String>::new());
 }

@@ -319,12 +319,22 @@ impl Proc {
 
     /// Spawns `cmd` with stdout connected to `stdout` (for example a pipe
     /// the test never reads); stderr is captured under `label`.
-    pub fn spawn_with_stdout(dir: &Dir, label: &str, mut cmd: Command, stdout: Stdio) -> Proc {
+    pub fn spawn_with_stdout(dir: &Dir, label: &str, cmd: Command, stdout: Stdio) -> Proc {
+        Proc::spawn_with(dir, label, cmd, Stdio::null(), stdout)
+    }
+
+    /// [`Proc::spawn`] with stdin a pipe, written with [`Proc::input`].
+    pub fn spawn_with_input(dir: &Dir, label: &str, cmd: Command) -> Proc {
+        let out = File::create(dir.log(&format!("{label}.out"))).expect("stdout file");
+        Proc::spawn_with(dir, label, cmd, Stdio::piped(), out.into())
+    }
+
+    fn spawn_with(dir: &Dir, label: &str, mut cmd: Command, stdin: Stdio, stdout: Stdio) -> Proc {
         let out = dir.log(&format!("{label}.out"));
         let err = dir.log(&format!("{label}.err"));
         let mut record = File::create(dir.log(&format!("{label}.cmd"))).expect("cmd file");
         let _ = writeln!(record, "{cmd:?}");
-        cmd.stdin(Stdio::null())
+        cmd.stdin(stdin)
             .stdout(stdout)
             .stderr(File::create(&err).expect("stderr file"));
         // SAFETY: prctl is async-signal-safe and touches no memory of ours.
@@ -340,6 +350,23 @@ impl Proc {
             err,
             status: None,
         }
+    }
+
+    /// Writes `bytes` to its stdin (see [`Proc::spawn_with_input`]).
+    pub fn input(&mut self, bytes: &[u8]) {
+        let stdin = self.child.stdin.as_mut().expect("spawned with input");
+        stdin.write_all(bytes).expect("write stdin");
+    }
+
+    /// Its children's pids (for a wrapper such as `script` that execs or
+    /// forks what it runs).
+    pub fn children(&self) -> Vec<Pid> {
+        let pid = self.pid();
+        let text = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        text.split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .map(Pid::from_raw)
+            .collect()
     }
 
     /// The process id.
@@ -615,16 +642,16 @@ pub fn may_run(needs: Needs) -> bool {
     let missing = match needs {
         Needs::Root(_) if !nix::unistd::geteuid().is_root() => Some("root".to_string()),
         Needs::Tool(tool) if !on_path(tool) => Some(format!("the command `{tool}`")),
-        Needs::Cpus(n, _) => {
-            let here = std::thread::available_parallelism().map_or(1, |n| n.get());
-            (here < n).then(|| format!("{n} CPUs (it may use {here})"))
+        Needs::Cpus(n) if allowed_cpus().len() < n => {
+            Some(format!("{n} CPUs (this process may use {:?})", allowed_cpus()))
         }
+        Needs::IdleCpus(_) => busy_cpus().map(|busy| format!("idle CPUs (the machine is busy: {busy})")),
         _ => None,
     };
     let Some(missing) = missing else { return true };
     let why = match needs {
-        Needs::Root(why) | Needs::Cpus(_, why) => why,
-        Needs::Tool(_) => "",
+        Needs::Root(why) | Needs::IdleCpus(why) => why,
+        Needs::Tool(_) | Needs::Cpus(_) => "",
     };
     let test = std::thread::current().name().unwrap_or("?").to_string();
     if std::env::var_os("PIPER_TESTS_REQUIRE_ALL").is_some() {
@@ -643,8 +670,58 @@ pub enum Needs {
     Root(&'static str),
     /// A command on `PATH`.
     Tool(&'static str),
-    /// At least this many CPUs to run on, and what for.
-    Cpus(usize, &'static str),
+    /// At least this many CPUs to run on.
+    Cpus(usize),
+    /// CPUs with nothing else to do (each at least 80% idle), and what
+    /// for: placement decides by how busy each CPU is, and on a busy
+    /// machine rightly decides otherwise. CI runs its tests alone, so
+    /// there a busy machine is a failure, as any missing need is.
+    IdleCpus(&'static str),
+}
+
+/// The CPUs this process may run on.
+pub fn allowed_cpus() -> Vec<usize> {
+    let set = nix::sched::sched_getaffinity(Pid::from_raw(0)).unwrap();
+    (0..nix::sched::CpuSet::count())
+        .filter(|&c| set.is_set(c).unwrap_or(false))
+        .collect()
+}
+
+/// Each allowed CPU's busy share over a quarter of a second, if any was
+/// busier than 20% ("CPU 0 63%, CPU 1 97%"), else None.
+fn busy_cpus() -> Option<String> {
+    // cpuN's (idle + iowait, total) jiffies from /proc/stat.
+    let sample = || -> Vec<(usize, u64, u64)> {
+        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        stat.lines()
+            .filter_map(|line| {
+                let mut fields = line.split_whitespace();
+                let cpu: usize = fields.next()?.strip_prefix("cpu")?.parse().ok()?;
+                let n: Vec<u64> = fields.filter_map(|f| f.parse().ok()).collect();
+                Some((cpu, n.get(3)? + n.get(4)?, n.iter().take(8).sum()))
+            })
+            .collect()
+    };
+    let before = sample();
+    std::thread::sleep(Duration::from_millis(250));
+    let after = sample();
+    let allowed = allowed_cpus();
+    let shares: Vec<(usize, f64)> = before
+        .iter()
+        .zip(&after)
+        .filter(|((cpu, ..), _)| allowed.contains(cpu))
+        .map(|(&(cpu, idle0, total0), &(_, idle1, total1))| {
+            let total = total1.saturating_sub(total0).max(1) as f64;
+            (cpu, 1.0 - idle1.saturating_sub(idle0) as f64 / total)
+        })
+        .collect();
+    shares.iter().any(|&(_, busy)| busy > 0.2).then(|| {
+        let each: Vec<String> = shares
+            .iter()
+            .map(|(c, b)| format!("CPU {c} {:.0}%", b * 100.0))
+            .collect();
+        each.join(", ")
+    })
 }
 
 fn on_path(tool: &str) -> bool {

@@ -22,13 +22,13 @@
 use std::path::PathBuf;
 
 use piper_core::trust::Policy;
-use piper_core::{Namespace, SocketDir};
+use piper_core::{Name, Namespace, SocketDir};
 
 /// The socket directory, its namespace, and the trust policy.
 #[derive(Clone, Debug, Default, PartialEq, Eq, clap::Args)]
 pub struct Sockets {
     /// Socket directory [env: PIPER_DIR] [default: $XDG_RUNTIME_DIR/piper, else /tmp/piper-$UID].
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", value_hint = clap::ValueHint::DirPath)]
     pub dir: Option<PathBuf>,
     /// Use Linux abstract addresses (@DIR/piper-NAME) instead of socket files.
     #[arg(long = "abstract")]
@@ -52,9 +52,11 @@ impl Sockets {
         self.dir.clone().unwrap_or_else(SocketDir::default_path)
     }
 
-    /// Opens the directory in its namespace, creating it if need be.
-    pub fn open(&self) -> piper_core::Result<SocketDir> {
-        SocketDir::open_in(self.path(), self.namespace())
+    /// Opens the directory in its namespace for the nodes `names`,
+    /// creating it if need be ([`SocketDir::open_for`]: a name that cannot
+    /// fit is said before anything is made).
+    pub fn open_for<'a>(&self, names: impl IntoIterator<Item = &'a Name>) -> piper_core::Result<SocketDir> {
+        SocketDir::open_for(self.path(), self.namespace(), names)
     }
 
     /// Opens the directory without creating anything: for commands that
@@ -63,7 +65,7 @@ impl Sockets {
     pub fn open_existing(&self) -> piper_core::Result<SocketDir> {
         match self.namespace() {
             Namespace::Filesystem => SocketDir::open_existing(self.path()),
-            Namespace::Abstract => self.open(),
+            Namespace::Abstract => SocketDir::open_abstract(self.path()),
         }
     }
 

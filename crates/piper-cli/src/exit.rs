@@ -166,6 +166,7 @@ mod tests {
                     name: name(),
                     address: "x".into(),
                     pid: Some(42),
+                    launcher: false,
                 },
                 NAME_IN_USE,
             ),

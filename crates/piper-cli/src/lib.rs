@@ -43,6 +43,12 @@ impl Failure {
     pub fn usage(message: impl Into<String>) -> Failure {
         Failure::new(exit::USAGE, message)
     }
+
+    /// A failure already reported (its message printed where it belongs,
+    /// such as before a JSON summary): [`finish`] prints nothing for it.
+    pub fn reported(code: u8) -> Failure {
+        Failure::new(code, String::new())
+    }
 }
 
 impl From<Error> for Failure {
@@ -73,7 +79,9 @@ pub fn finish(program: &str, outcome: Result<u8, Failure>) -> ExitCode {
     match outcome {
         Ok(code) => ExitCode::from(code),
         Err(Failure { code, message }) => {
-            stderr_line(Priority::Error, &format!("{program}: error: {message}"));
+            if !message.is_empty() {
+                stderr_line(Priority::Error, &format!("{program}: error: {message}"));
+            }
             ExitCode::from(code)
         }
     }

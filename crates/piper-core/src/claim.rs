@@ -68,11 +68,13 @@ impl Claim {
             let lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
                 Ok(lock) => lock,
                 Err((file, Errno::EWOULDBLOCK)) => {
+                    let pid = holder_pid(&file);
                     return Err(Error::NameInUse {
                         name: name.clone(),
                         address: dir.display_address(name),
-                        pid: holder_pid(&file),
-                    })
+                        pid,
+                        launcher: pid.is_some_and(is_launcher),
+                    });
                 }
                 Err((_, e)) => return Err(Error::io("lock", lock_path.display(), e)),
             };
@@ -180,6 +182,12 @@ fn probe_path(path: &Path) -> Result<Liveness> {
     }
 }
 
+/// Whether process `pid` runs piper-launch (its command name, as the kernel
+/// keeps it).
+fn is_launcher(pid: i32) -> bool {
+    std::fs::read(format!("/proc/{pid}/comm")).is_ok_and(|comm| comm == b"piper-launch\n")
+}
+
 /// Makes way for binding `name` while holding its claim: a stale socket file
 /// is removed; a live one, or one that another user owns in a sticky
 /// directory, means the name is in use. Returns whether a file was removed.
@@ -188,6 +196,7 @@ pub(crate) fn clear_stale(dir: &SocketDir, name: &Name, path: &Path) -> Result<b
         name: name.clone(),
         address: path.display().to_string(),
         pid: None,
+        launcher: false,
     };
     match probe_path(path)? {
         Liveness::Missing => Ok(false),

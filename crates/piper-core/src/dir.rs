@@ -73,13 +73,38 @@ impl SocketDir {
     /// refused, or too long for any socket address, is never left behind:
     /// what this call created it removes again.
     pub fn open(path: impl AsRef<Path>) -> Result<SocketDir> {
-        let path = path.as_ref();
+        SocketDir::open_checking(path.as_ref(), |_| Ok(()))
+    }
+
+    /// [`SocketDir::open_in`] for these nodes: each of `names` must fit in
+    /// the directory's addresses ([`SocketDir::check_fits`]). When one does
+    /// not, the error says which, and a directory this call created is
+    /// removed again: a name that was never going to work leaves nothing.
+    pub fn open_for<'a>(
+        path: impl AsRef<Path>,
+        namespace: Namespace,
+        names: impl IntoIterator<Item = &'a Name>,
+    ) -> Result<SocketDir> {
+        let check = |dir: &SocketDir| names.into_iter().try_for_each(|name| dir.check_fits(name));
+        match namespace {
+            Namespace::Filesystem => SocketDir::open_checking(path.as_ref(), check),
+            Namespace::Abstract => {
+                let dir = SocketDir::open_abstract(path)?;
+                check(&dir)?;
+                Ok(dir)
+            }
+        }
+    }
+
+    /// [`SocketDir::open`], with `check` run on the opened directory before
+    /// anything created for it is kept.
+    fn open_checking(path: &Path, check: impl FnOnce(&SocketDir) -> Result<()>) -> Result<SocketDir> {
         let absolute = std::path::absolute(path).map_err(|e| Error::dir(path, "resolve", e))?;
         if max_name_len(&absolute) == 0 {
             return Err(Error::DirTooLong { dir: absolute });
         }
         let created = create_missing(&absolute)?;
-        let opened = SocketDir::open_existing(&absolute);
+        let opened = SocketDir::open_existing(&absolute).and_then(|dir| check(&dir).map(|()| dir));
         if opened.is_err() {
             for dir in created.iter().rev() {
                 let _ = std::fs::remove_dir(dir);
@@ -92,32 +117,7 @@ impl SocketDir {
     /// commands that only look (`--list`) or only send (`--kick`). The same
     /// checks as [`SocketDir::open`] apply.
     pub fn open_existing(path: impl AsRef<Path>) -> Result<SocketDir> {
-        let path = path.as_ref();
-        let path = path.canonicalize().map_err(|e| Error::dir(path, "open", e))?;
-        let meta = std::fs::metadata(&path).map_err(|e| Error::dir(&path, "read", e))?;
-        if !meta.is_dir() {
-            let e = std::io::Error::from_raw_os_error(nix::libc::ENOTDIR);
-            return Err(Error::dir(&path, "open", e));
-        }
-        let sticky = meta.mode() & 0o1000 != 0;
-        let me = Uid::effective();
-        if !sticky {
-            if foreign(meta.uid(), me) {
-                return Err(Error::InsecureDir {
-                    dir: path,
-                    reason: format!("it is owned by uid {}, not by uid {me} or root", meta.uid()),
-                });
-            }
-            if meta.mode() & 0o022 != 0 {
-                return Err(Error::InsecureDir {
-                    dir: path,
-                    reason: format!(
-                        "it is writable by group or others (mode {:04o}); use chmod go-w or a sticky directory",
-                        meta.mode() & 0o7777
-                    ),
-                });
-            }
-        }
+        let (path, sticky) = check_private(path.as_ref())?;
         SocketDir::checked(path, Namespace::Filesystem, sticky)
     }
 
@@ -250,6 +250,56 @@ impl SocketDir {
 
 /// Whether a directory owned by `owner` is someone else's to user `me`: not
 /// ours, not root's, and we are not root (who trusts any owner).
+/// Creates `path` (and any missing parent) with mode 0700 if missing, and
+/// checks it as a socket directory is checked ([`SocketDir::open`]): owned
+/// by this user or root, and not writable by group or others unless it is
+/// sticky. For other files that must stay as private as the sockets, such
+/// as a launcher's logs. Returns the directory's canonical path; what this
+/// call created and then refused, it removes again.
+pub fn private_dir(path: impl AsRef<Path>) -> Result<PathBuf> {
+    let path = path.as_ref();
+    let absolute = std::path::absolute(path).map_err(|e| Error::dir(path, "resolve", e))?;
+    let created = create_missing(&absolute)?;
+    let checked = check_private(&absolute);
+    if checked.is_err() {
+        for dir in created.iter().rev() {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+    checked.map(|(path, _)| path)
+}
+
+/// The checks of [`SocketDir::open_existing`]: the canonical path, and
+/// whether the directory is sticky.
+fn check_private(path: &Path) -> Result<(PathBuf, bool)> {
+    let path = path.canonicalize().map_err(|e| Error::dir(path, "open", e))?;
+    let meta = std::fs::metadata(&path).map_err(|e| Error::dir(&path, "read", e))?;
+    if !meta.is_dir() {
+        let e = std::io::Error::from_raw_os_error(nix::libc::ENOTDIR);
+        return Err(Error::dir(&path, "open", e));
+    }
+    let sticky = meta.mode() & 0o1000 != 0;
+    let me = Uid::effective();
+    if !sticky {
+        if foreign(meta.uid(), me) {
+            return Err(Error::InsecureDir {
+                dir: path,
+                reason: format!("it is owned by uid {}, not by uid {me} or root", meta.uid()),
+            });
+        }
+        if meta.mode() & 0o022 != 0 {
+            return Err(Error::InsecureDir {
+                dir: path,
+                reason: format!(
+                    "it is writable by group or others (mode {:04o}); use chmod go-w or a sticky directory",
+                    meta.mode() & 0o7777
+                ),
+            });
+        }
+    }
+    Ok((path, sticky))
+}
+
 fn foreign(owner: u32, me: Uid) -> bool {
     owner != me.as_raw() && owner != 0 && !me.is_root()
 }

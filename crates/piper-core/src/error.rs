@@ -64,6 +64,9 @@ pub enum Error {
         address: String,
         /// The owner's pid, when known.
         pid: Option<i32>,
+        /// Whether the owner is a piper-launch, which holds the names of
+        /// the nodes it runs (so the pid is the launcher's, not a node's).
+        launcher: bool,
     },
     /// The name's path is taken by something that is not a piper node's
     /// socket: a regular file, say, or a lock file another user made.
@@ -192,7 +195,16 @@ impl fmt::Display for Error {
             Error::InsecureDir { dir, reason } => {
                 write!(f, "refusing socket directory {}: {reason}", dir.display())
             }
-            Error::NameInUse { name, address, pid } => match pid {
+            Error::NameInUse {
+                name,
+                address,
+                pid,
+                launcher,
+            } => match pid {
+                Some(pid) if *launcher => write!(
+                    f,
+                    "name in use: node '{name}' is held by a running piper-launch, pid {pid} ({address})"
+                ),
                 Some(pid) => write!(
                     f,
                     "name in use: node '{name}' is already running as pid {pid} ({address})"

@@ -174,6 +174,7 @@ impl Node {
             name: node.name.clone(),
             address: dir.display_address(&node.name),
             pid: None,
+            launcher: false,
         };
         match dir.namespace() {
             // The kernel makes an abstract bind atomic and frees the address

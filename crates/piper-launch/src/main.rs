@@ -29,6 +29,11 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> Result<u8, Failure> {
+    if args.restart_foreground && args.restart == piper_launch::cli::RestartPolicy::No {
+        return Err(Failure::usage(
+            "--restart-foreground restarts the foreground node as --restart says: give --restart on-failure or always",
+        ));
+    }
     let ring_next = args.ring_next.as_deref().map(Name::new).transpose()?;
     let names = parse_nodes(&args.nodes, ring_next.as_ref())?;
     let foreground = match &args.foreground {
@@ -46,17 +51,27 @@ fn run(args: Args) -> Result<u8, Failure> {
         }
         Ok(Duration::from_secs_f64(secs))
     };
-    let dir = args.sockets.open()?;
-    for name in names.iter().chain(&ring_next) {
-        dir.check_fits(name)?;
-    }
+    // Every name is checked before the directory is made: a name that
+    // cannot work leaves nothing behind.
+    let dir = args.sockets.open_for(names.iter().chain(&ring_next))?;
     let node_bin = spawn::find_node_binary(args.node_bin.as_deref()).map_err(|m| Failure::new(exit::NOT_FOUND, m))?;
-    if let Some(log_dir) = &args.log_dir {
-        // Logs carry every payload: as private as the sockets.
-        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
-            .create(log_dir)
-            .map_err(|e| Failure::usage(format!("cannot create --log-dir {}: {e}", log_dir.display())))?;
-    }
+    // Logs carry every payload: as private as the sockets, in a directory
+    // checked as theirs is.
+    let log_dir = args
+        .log_dir
+        .as_deref()
+        .map(|dir| {
+            piper_core::dir::private_dir(dir).map_err(|e| {
+                let code = exit::of(&e);
+                match e {
+                    piper_core::Error::InsecureDir { dir, reason } => {
+                        Failure::new(code, format!("refusing --log-dir {}: {reason}", dir.display()))
+                    }
+                    e => Failure::usage(format!("--log-dir: {e}")),
+                }
+            })
+        })
+        .transpose()?;
     raise_fd_limit(names.len());
     let stdout_tty = std::io::stdout().is_terminal();
     let prefix = (stdout_tty || args.prefix) && !args.no_prefix;
@@ -76,12 +91,13 @@ fn run(args: Args) -> Result<u8, Failure> {
         ring_next,
         start: !args.no_start,
         foreground,
-        log_dir: args.log_dir,
+        log_dir,
         interval: args.interval,
         quiet: args.quiet,
         count: args.count,
         allow_uids: args.sockets.allow_uids,
         all_output: args.output == Output::All,
+        json: args.json,
     };
     let options = ring::Options {
         ready_timeout: seconds("--ready-timeout", args.ready_timeout)?,

@@ -81,6 +81,8 @@ pub struct Display {
     /// The terminal's width in columns, when known: a status line is cut
     /// to fit one row, since `\r\x1b[K` clears only the row it is on.
     columns: Option<usize>,
+    /// Whether a write to stdout found its reader gone (`EPIPE`).
+    stdout_gone: bool,
 }
 
 /// The read end of one node's output pipe, and its unfinished line.
@@ -142,6 +144,7 @@ impl Display {
             status_line,
             drawn: None,
             columns: if status_line { terminal_columns() } else { None },
+            stdout_gone: false,
         }
     }
 
@@ -207,8 +210,10 @@ impl Display {
         self.clear_status();
         if !self.pending.is_empty() {
             let mut out = std::io::stdout().lock();
-            let _ = out.write_all(&self.pending);
-            let _ = out.flush();
+            let written = out.write_all(&self.pending).and_then(|()| out.flush());
+            if written.is_err_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) {
+                self.stdout_gone = true;
+            }
             self.pending.clear();
         }
         if !self.pending_err.is_empty() {
@@ -264,6 +269,11 @@ impl Display {
             let _ = std::io::stderr().write_all(b"\r\x1b[K");
             self.drawn = None;
         }
+    }
+
+    /// Whether stdout's reader went away: a write to it failed with `EPIPE`.
+    pub fn stdout_gone(&self) -> bool {
+        self.stdout_gone
     }
 
     /// Whether a status line is kept on stderr.

@@ -142,7 +142,7 @@ impl Placer {
         let set = match verdict(cpu, ring_share, &shares) {
             Verdict::Stay => return,
             Verdict::Move { others, to } => {
-                log::info!(
+                log::debug!(
                     "others took {:.0}% of CPU {cpu}: moving the ring to CPU {to}",
                     others * 100.0
                 );
@@ -150,7 +150,7 @@ impl Placer {
                 set_of(&[to])
             }
             Verdict::Unpack { others } => {
-                log::info!(
+                log::debug!(
                     "others took {:.0}% of CPU {cpu}, and no CPU is idle: leaving the ring to the scheduler",
                     others * 100.0
                 );

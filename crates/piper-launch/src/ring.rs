@@ -97,6 +97,9 @@ struct Ring<'a> {
     sup: Supervisor,
     /// Where nodes run.
     placer: Placer,
+    /// Whether stdout is a pipe whose reader is still there: watched, so
+    /// that the run ends when it goes, as `head`'s writers do.
+    stdout_pipe: bool,
 }
 
 /// Runs the plan: launch, wait for readiness, start the chain, watch, tear
@@ -157,6 +160,7 @@ pub fn run(plan: &Plan, options: &Options, display: Display) -> Outcome {
         spawner,
         sup: Supervisor::new(policy, Instant::now()),
         placer: Placer::new(&options.cpus, n),
+        stdout_pipe: stdout_is_pipe(),
     };
     let outcome = match ring.bind(started)? {
         ControlFlow::Break(sig) => Ok(stop_code(sig)),
@@ -166,8 +170,23 @@ pub fn run(plan: &Plan, options: &Options, display: Display) -> Outcome {
         },
     };
     ring.teardown(options.grace);
-    ring.summary(options.json);
-    outcome
+    // Under --json the summary is the last line, and says how the run
+    // failed, if it did; the failure's own line comes first.
+    let failure = match (&outcome, options.json) {
+        (Err(f), true) => {
+            piper_cli::stderr_line(
+                piper_cli::Priority::Error,
+                &format!("piper-launch: error: {}", f.message),
+            );
+            Some(f.message.as_str())
+        }
+        _ => None,
+    };
+    ring.summary(options.json, failure);
+    match outcome {
+        Err(f) if options.json => Err(Failure::reported(f.code)),
+        outcome => outcome,
+    }
 }
 
 impl Ring<'_> {
@@ -217,6 +236,7 @@ impl Ring<'_> {
         let relaying: Vec<(usize, usize)> = (0..self.members.len())
             .flat_map(|i| (0..self.members[i].relays.len()).map(move |k| (i, k)))
             .collect();
+        let mut stdout_gone = false;
         let readable: Vec<(usize, usize)> = {
             let mut fds = vec![
                 PollFd::new(self.signals.as_fd(), PollFlags::POLLIN),
@@ -224,8 +244,18 @@ impl Ring<'_> {
             ];
             let relays = relaying.iter().map(|&(i, k)| self.members[i].relays[k].as_fd());
             fds.extend(relays.map(|fd| PollFd::new(fd, PollFlags::POLLIN)));
+            // A pipe's write end polls as POLLERR once its reader is gone;
+            // nothing else is asked of it.
+            let stdout = std::io::stdout();
+            if self.stdout_pipe {
+                fds.push(PollFd::new(stdout.as_fd(), PollFlags::empty()));
+            }
             let _ = poll(&mut fds, timeout);
             let ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
+            if self.stdout_pipe && fds.last().is_some_and(ready) {
+                self.stdout_pipe = false;
+                stdout_gone = true;
+            }
             relaying
                 .iter()
                 .zip(&fds[2..])
@@ -242,6 +272,7 @@ impl Ring<'_> {
         }
         self.display.flush();
         let mut actions = Vec::new();
+        let stdout_gone = stdout_gone || self.display.stdout_gone();
         // Children are reaped only after a SIGCHLD: waitpid scans every
         // child, and calling it after each of a thousand starts cost the
         // launch 0.1 s.
@@ -258,6 +289,11 @@ impl Ring<'_> {
             } else if sig == Signal::SIGWINCH {
                 self.display.resized();
             }
+        }
+        // Before the deaths: a node that found stdout gone ended for the
+        // same reason, and is no failure.
+        if stdout_gone {
+            actions.extend(self.sup.handle(Event::OutputGone, Instant::now()));
         }
         self.read_notifications();
         if reap {
@@ -387,7 +423,7 @@ impl Ring<'_> {
         }
         self.display.clear_status();
         self.placer.launched(&self.alive_pids());
-        log::info!("{n} nodes ready in {:.3}s", started.elapsed().as_secs_f64());
+        log::info!("{} ready in {:.3}s", nodes(n), started.elapsed().as_secs_f64());
         // Under systemd (Type=notify) the launcher is ready when its ring is.
         notify_manager("READY=1");
         if !self.plan.start {
@@ -570,7 +606,7 @@ impl Ring<'_> {
 
     /// The ring summary at exit: the nodes' counts added up and how they
     /// ended, as one line, or one JSON object with each node's figures.
-    fn summary(&mut self, json: bool) {
+    fn summary(&mut self, json: bool, failure: Option<&str>) {
         // What the nodes printed last, before the launcher's last words.
         for i in 0..self.members.len() {
             let member = &mut self.members[i];
@@ -600,6 +636,7 @@ impl Ring<'_> {
                 .num("restarts", self.restarts())
                 .num("reinjected", self.sup.reinjections())
                 .raw("members", &format!("[{}]", members.join(",")))
+                .opt_str("error", failure)
                 .finish();
             piper_cli::stderr_line(piper_cli::Priority::Notice, &object);
             return;
@@ -699,7 +736,7 @@ impl Ring<'_> {
         let stubborn: Vec<(usize, Pid)> = self.alive().map(|(i, pid, _)| (i, pid)).collect();
         if !stubborn.is_empty() && (grace.is_zero() || again) {
             let why = if again { "a second stop signal" } else { "--grace 0" };
-            log::info!("{why}: sending SIGKILL to {} nodes", stubborn.len());
+            log::info!("{why}: sending SIGKILL to {}", nodes(stubborn.len()));
         }
         for &(i, pid) in &stubborn {
             if !grace.is_zero() && !again {
@@ -721,7 +758,11 @@ impl Ring<'_> {
         if let Ok(removal) = removal {
             let _ = removal.join();
         }
-        log::info!("tore down {targets} nodes in {:.3}s", started.elapsed().as_secs_f64());
+        log::info!(
+            "tore down {} in {:.3}s",
+            nodes(targets),
+            started.elapsed().as_secs_f64()
+        );
     }
 }
 
@@ -827,6 +868,21 @@ fn member_json(member: &Member, state: State, restarts: u32) -> String {
         .finish()
 }
 
+/// Whether stdout is a pipe.
+fn stdout_is_pipe() -> bool {
+    use nix::sys::stat::{fstat, SFlag};
+    fstat(std::io::stdout().as_fd())
+        .is_ok_and(|st| SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFIFO)
+}
+
+/// "1 node", "2 nodes".
+fn nodes(n: usize) -> String {
+    match n {
+        1 => "1 node".into(),
+        n => format!("{n} nodes"),
+    }
+}
+
 /// Tells the launcher's own service manager, if it has one, about `state`.
 fn notify_manager(state: &str) {
     match Notifier::from_env() {
@@ -841,5 +897,17 @@ fn or_fail<T>(step: Result<T, String>) -> ControlFlow<Outcome, T> {
     match step {
         Ok(value) => ControlFlow::Continue(value),
         Err(message) => ControlFlow::Break(Err(fail(message))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_node_is_one_node() {
+        assert_eq!(nodes(1), "1 node");
+        assert_eq!(nodes(0), "0 nodes");
+        assert_eq!(nodes(1000), "1000 nodes");
     }
 }

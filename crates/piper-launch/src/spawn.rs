@@ -41,6 +41,8 @@ pub struct Plan {
     pub allow_uids: Vec<u32>,
     /// Whether every node's lines are shown, or only the foreground's.
     pub all_output: bool,
+    /// `--json` for the foreground node, whose summary reaches stderr.
+    pub json: bool,
 }
 
 impl Plan {
@@ -250,12 +252,7 @@ impl Spawner {
             // thousand nodes' noise: the ring summary counts for them.
             (stdout.unwrap_or(1), null)
         } else if let Some(log_dir) = &plan.log_dir {
-            let path = log_dir.join(format!("{name}.log"));
-            // Logs carry every payload: as private as the sockets.
-            log =
-                std::os::unix::fs::OpenOptionsExt::mode(File::options().write(true).create(true).truncate(true), 0o600)
-                    .open(&path)
-                    .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+            log = open_log(&log_dir.join(format!("{name}.log")))?;
             (log.as_raw_fd(), log.as_raw_fd())
         } else {
             (null, null)
@@ -332,6 +329,50 @@ impl Spawner {
     }
 }
 
+/// Opens a node's log file for writing, empty: never through a symlink,
+/// never a FIFO or device, never a file another user owns (a directory
+/// others may write to, if sticky, is allowed, as for sockets: whatever
+/// they planted there is refused, not written to). Logs carry every
+/// payload: they are made as private as the sockets (0600).
+fn open_log(path: &Path) -> Result<File, String> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let refuse = |why: String| format!("refusing log file {}: {why}", path.display());
+    // Not truncated yet: it may not be ours. O_NONBLOCK: a planted FIFO
+    // with no reader fails at once instead of blocking the launch.
+    let file = File::options()
+        .write(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(nix::libc::ELOOP) => refuse("it is a symbolic link".into()),
+            Some(nix::libc::ENXIO) => refuse("it is not a regular file".into()),
+            _ => format!("cannot create {}: {e}", path.display()),
+        })?;
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let me = nix::unistd::Uid::effective().as_raw();
+    if !meta.file_type().is_file() {
+        return Err(refuse("it is not a regular file".into()));
+    }
+    if meta.uid() != me {
+        return Err(refuse(format!("it is owned by uid {}, not by uid {me}", meta.uid())));
+    }
+    if meta.mode() & 0o077 != 0 {
+        // Ours, but readable by others: made private before anything is written.
+        file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .map_err(|e| format!("cannot chmod {}: {e}", path.display()))?;
+    }
+    file.set_len(0)
+        .map_err(|e| format!("cannot empty {}: {e}", path.display()))?;
+    let flags = nix::fcntl::OFlag::O_WRONLY;
+    nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_SETFL(flags))
+        .map_err(|e| format!("cannot configure {}: {}", path.display(), e.desc()))?;
+    Ok(file)
+}
+
 /// piper-node's command line for node `i` of the plan: the one place the
 /// launcher speaks the node's CLI. Options come first, with their values
 /// attached (`--next=NAME`), and the name last after `--`, so that a name
@@ -360,6 +401,9 @@ pub fn node_args(plan: &Plan, i: usize) -> Vec<OsString> {
     }
     if let (true, Some(count)) = (i == plan.foreground, plan.count) {
         args.push(format!("--count={count}").into());
+    }
+    if i == plan.foreground && plan.json {
+        args.push("--json".into());
     }
     args.extend(["--".into(), plan.names[i].as_str().into()]);
     args
@@ -577,6 +621,7 @@ mod tests {
             count: Some(7),
             allow_uids: vec![65534],
             all_output: true,
+            json: false,
         }
     }
 

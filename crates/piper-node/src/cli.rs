@@ -82,7 +82,7 @@ pub struct Args {
     #[arg(long, value_name = "PEER", conflicts_with_all = ["send", "next", "count", "quiet", "list"])]
     pub kick: Option<String>,
     /// List the nodes in the socket directory: name, pid, live or stale.
-    #[arg(long, conflicts_with_all = ["send", "next", "count", "quiet"])]
+    #[arg(long, conflicts_with_all = ["name", "send", "next", "count", "quiet"])]
     pub list: bool,
     /// Run on CPU N only (see the README's performance section: a ring is
     /// fastest with all its nodes on one CPU).

@@ -25,9 +25,16 @@ const READY_PATIENCE: Duration = Duration::from_secs(60);
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let label = args.name.clone().unwrap_or_else(|| "list".into());
-    piper_cli::init_logging(format!("piper-node[{label}]"), "warn");
-    piper_cli::finish("piper-node", run(args))
+    // Every line names the node, so that a thousand nodes' lines in one
+    // stream say whose they are.
+    // (Only a valid name: an invalid one may hold anything, terminal
+    // controls included.)
+    let program = match args.name.as_deref().map(Name::new) {
+        Some(Ok(name)) => format!("piper-node[{name}]"),
+        _ => "piper-node".to_string(),
+    };
+    piper_cli::init_logging(program.clone(), "warn");
+    piper_cli::finish(&program, run(args))
 }
 
 fn run(args: Args) -> Result<u8, Failure> {
@@ -40,17 +47,34 @@ fn run(args: Args) -> Result<u8, Failure> {
         std::env::remove_var(var);
     }
     // Commands that only look or only send create nothing.
-    let dir = match args.list || args.kick.is_some() {
-        true => args.sockets.open_existing()?,
-        false => args.sockets.open()?,
-    };
+    let looks_only = args.list || args.kick.is_some();
     if args.list {
-        return list(&dir, args.json);
+        return list(&args.sockets.open_existing()?, args.json);
     }
+    // Every name is checked before the directory is made: one that cannot
+    // work leaves nothing behind.
     let name = Name::new(args.name.as_deref().unwrap_or_default())?;
-    dir.check_fits(&name)?;
+    let peers: Vec<Name> = [&args.kick, &args.send, &args.next]
+        .into_iter()
+        .flatten()
+        .map(|p| Name::new(p))
+        .collect::<Result<_, _>>()?;
+    let dir = if looks_only {
+        let dir = args.sockets.open_existing()?;
+        std::iter::once(&name)
+            .chain(&peers)
+            .try_for_each(|n| dir.check_fits(n))?;
+        dir
+    } else {
+        args.sockets.open_for(std::iter::once(&name).chain(&peers))?
+    };
     if let Some(peer) = &args.kick {
         let peer = Name::new(peer)?;
+        if peer == name {
+            return Err(Failure::usage(format!(
+                "--kick {peer} names this node itself: a node never answers itself"
+            )));
+        }
         piper_core::send_unbound(&dir, &peer, name.as_bytes())?;
         return Ok(exit::OK);
     }
@@ -212,12 +236,12 @@ fn summary(name: &Name, stats: &seed::Stats, elapsed: Duration, json: bool) {
     piper_cli::stderr_line(piper_cli::Priority::Notice, &line);
 }
 
-/// Messages per second over the active time; 0 when there was none (a
-/// single message, or none).
+/// Messages per second over the active time; 0 when it is under the
+/// millisecond the summary shows (a single message, or none, or a burst
+/// too short to make a rate of).
 fn rate(received: u64, active: Duration) -> f64 {
-    let active = active.as_secs_f64();
-    if active > 0.0 {
-        received as f64 / active
+    if active >= Duration::from_millis(1) {
+        received as f64 / active.as_secs_f64()
     } else {
         0.0
     }
@@ -263,5 +287,8 @@ mod tests {
         assert_eq!(rate(3, Duration::from_millis(250)), 12.0);
         assert_eq!(rate(1, Duration::ZERO), 0.0);
         assert_eq!(rate(0, Duration::ZERO), 0.0);
+        // Two messages 40 µs apart: "active 0.000s", so no rate either.
+        assert_eq!(rate(2, Duration::from_micros(40)), 0.0);
+        assert_eq!(rate(2, Duration::from_millis(1)), 2000.0);
     }
 }

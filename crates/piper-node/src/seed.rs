@@ -104,6 +104,7 @@ pub fn run(node: &Node, signals: &Signals, opts: &Options, out: &mut dyn Write) 
         next_status: Instant::now(),
         reported: None,
         stalled: HashMap::new(),
+        stdout_gone: false,
     };
     if let Some(peer) = &opts.send_first {
         seed.send_first(node, peer)?;
@@ -146,6 +147,9 @@ struct Seed<'a> {
     /// Peers whose queue stayed full, and until when they are sent to only
     /// without waiting.
     stalled: HashMap<Name, Instant>,
+    /// Whether stdout's reader went away (`| head` has its lines): a normal
+    /// end, as for any command-line tool.
+    stdout_gone: bool,
 }
 
 impl Handler for Seed<'_> {
@@ -176,7 +180,7 @@ impl Handler for Seed<'_> {
         if managed {
             self.status(now);
         }
-        let done = self.opts.count.is_some_and(|count| self.stats.received >= count);
+        let done = self.stdout_gone || self.opts.count.is_some_and(|count| self.stats.received >= count);
         Ok(if done { Flow::Stop } else { Flow::Continue })
     }
 
@@ -218,10 +222,12 @@ impl Seed<'_> {
         self.first.get_or_insert(now);
         self.last = Some(now);
         if !self.opts.quiet {
-            writeln!(self.out, "{} received: '{}'", node.name(), escape(payload)).map_err(stdout_error)?;
+            let written = writeln!(self.out, "{} received: '{}'", node.name(), escape(payload));
             self.dirty = true;
-            if self.opts.line_buffered {
-                self.flush()?;
+            if self.wrote(written)? || (self.opts.line_buffered && self.flush()?) {
+                // Nobody reads the line: nobody hears the answer either.
+                self.stats.dropped += 1;
+                return Ok(());
             }
         }
         let target = match &self.opts.next {
@@ -351,7 +357,7 @@ impl Seed<'_> {
     /// Waits the interval, waking early for a stop, and keeping up the
     /// watchdog pings meanwhile. Returns false on a stop.
     fn pause(&mut self) -> bool {
-        if self.dirty && self.flush().is_err() {
+        if self.dirty && !matches!(self.flush(), Ok(false)) {
             return false;
         }
         let deadline = Instant::now() + self.opts.interval;
@@ -397,9 +403,28 @@ impl Seed<'_> {
         }
     }
 
-    fn flush(&mut self) -> Result<()> {
+    /// Writes out buffered lines; true if stdout's reader has gone.
+    fn flush(&mut self) -> Result<bool> {
         self.dirty = false;
-        self.out.flush().map_err(stdout_error)
+        let flushed = self.out.flush();
+        self.wrote(flushed)
+    }
+
+    /// Takes in how a write to stdout went: true if its reader has gone
+    /// (`EPIPE`), which ends the loop as a normal end; any other failure
+    /// is an error.
+    fn wrote(&mut self, written: std::io::Result<()>) -> Result<bool> {
+        match written {
+            Ok(()) => Ok(self.stdout_gone),
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                if !self.stdout_gone {
+                    log::debug!("stdout's reader has gone: stopping");
+                }
+                self.stdout_gone = true;
+                Ok(true)
+            }
+            Err(e) => Err(stdout_error(e)),
+        }
     }
 }
 

@@ -94,6 +94,12 @@ impl Healing {
         self.reinjections += 1;
     }
 
+    /// The chain was not started again at `now`, though the rule said so:
+    /// not again for this silence.
+    pub fn declined(&mut self, now: Instant) {
+        self.reinjected = Some(now);
+    }
+
     /// Looks at the ring's total received at `now` (once a tick): whether
     /// to start the chain again, and why. Counts reach the launcher up to a
     /// second late, so a restart just after the last progress seen still

@@ -80,6 +80,8 @@ pub enum Event {
     Wake { received: u64 },
     /// The chain was sent again, as [`Action::Reinject`] asked.
     Reinjected,
+    /// Stdout's reader went away (`| head` has what it wanted).
+    OutputGone,
 }
 
 /// What to do.
@@ -215,6 +217,15 @@ impl Supervisor {
                 }
                 vec![]
             }
+            // A normal end, as for any command whose output was piped into
+            // `head`.
+            Event::OutputGone => match self.phase {
+                Phase::Stopping => vec![],
+                Phase::Launching | Phase::Watching => vec![
+                    Action::Log(log::Level::Debug, "stdout's reader has gone: ending the run".into()),
+                    Action::End(Ok(exit::OK)),
+                ],
+            },
         }
     }
 
@@ -299,10 +310,33 @@ impl Supervisor {
         if self.policy.ticking && self.ticker.due(now) {
             actions.push(Action::Report);
             if let Some(why) = self.healing.as_mut().and_then(|h| h.look(received, now)) {
-                actions.push(Action::Reinject(why));
+                actions.push(self.reinject(why, now));
             }
         }
         actions
+    }
+}
+
+impl Supervisor {
+    /// The silence rule says to send the chain again: unless a member was
+    /// given up, whose queue is where the chain would end; starting it
+    /// again would only feed a node that is not coming back. Said once per
+    /// silence, as a re-injection would be.
+    fn reinject(&mut self, why: Reinject, now: Instant) -> Action {
+        let given_up = self.members.iter().position(|m| matches!(m.state, State::GivenUp(_)));
+        let (Some(i), Some(healing)) = (given_up, &mut self.healing) else {
+            return Action::Reinject(why);
+        };
+        healing.declined(now);
+        let (Reinject::AfterRestart { silent } | Reinject::Lost { silent }) = why;
+        Action::Log(
+            log::Level::Warn,
+            format!(
+                "the ring has been silent for {:.1}s, and node '{}' was given up: not starting the chain again",
+                silent.as_secs_f64(),
+                self.policy.names[i]
+            ),
+        )
     }
 }
 

@@ -524,3 +524,64 @@ fn a_launcher_that_did_not_start_the_ring_never_sends_its_chain() {
     }
     assert_eq!(s.reinjections(), 0);
 }
+
+#[test]
+fn a_reader_gone_from_stdout_ends_the_run_normally() {
+    let mut s = watching(policy(RestartPolicy::Always));
+    let actions = s.handle(Event::OutputGone, t(2.0));
+    assert_eq!(actions.last(), Some(&Action::End(Ok(0))));
+    // The nodes that found it gone too end on their own: recorded only.
+    assert_eq!(
+        s.handle(
+            Event::Ended {
+                member: 0,
+                status: killed(11)
+            },
+            t(2.0)
+        ),
+        []
+    );
+    assert_eq!(s.handle(Event::OutputGone, t(2.1)), []);
+}
+
+#[test]
+fn a_ring_with_a_given_up_node_is_not_sent_its_chain_again() {
+    // A ring across hosts falls silent when b, given up at once (burst 0),
+    // holds the message: the chain would only end in b's queue again.
+    let mut s = watching(Policy {
+        ticking: true,
+        healing: Some((Duration::from_secs(2), true)),
+        restart: Restart {
+            burst: 0,
+            ..policy(RestartPolicy::Always).restart
+        },
+        ..policy(RestartPolicy::Always)
+    });
+    assert_eq!(s.handle(Event::Wake { received: 10 }, t(1.0)), [Action::Report]);
+    s.handle(
+        Event::Ended {
+            member: 1,
+            status: killed(12),
+        },
+        t(1.2),
+    );
+    for at in [2.0, 3.0, 4.0, 5.0] {
+        assert_eq!(s.handle(Event::Wake { received: 10 }, t(at)), [Action::Report]);
+    }
+    let said = s.handle(Event::Wake { received: 10 }, t(6.0));
+    assert!(
+        warned(
+            &said,
+            log::Level::Warn,
+            "and node 'b' was given up: not starting the chain again"
+        ),
+        "{said:?}"
+    );
+    assert!(!said.iter().any(|a| matches!(a, Action::Reinject(_))));
+    assert_eq!(
+        s.handle(Event::Wake { received: 10 }, t(7.0)),
+        [Action::Report],
+        "said once"
+    );
+    assert_eq!(s.reinjections(), 0);
+}
