@@ -395,11 +395,10 @@ impl Seed<'_> {
         let (Some(every), Some(notifier)) = (self.opts.watchdog, &self.opts.notifier) else {
             return;
         };
-        if now >= self.next_ping {
+        if ping_due(&mut self.next_ping, every, now) {
             if let Err(e) = notifier.notify("WATCHDOG=1") {
                 log::warn!("{e}");
             }
-            self.next_ping = (self.next_ping + every).max(now);
         }
     }
 
@@ -426,6 +425,18 @@ impl Seed<'_> {
             Err(e) => Err(stdout_error(e)),
         }
     }
+}
+
+/// Whether a `WATCHDOG=1` is due at `now`, the next being due at `next`
+/// and one due `every`; if so, `next` moves on by `every`, or to `now` if
+/// that is later: on schedule on average, and after a stall (a pause, a
+/// busy CPU) one ping, not a burst to catch up.
+fn ping_due(next: &mut Instant, every: Duration, now: Instant) -> bool {
+    if now < *next {
+        return false;
+    }
+    *next = (*next + every).max(now);
+    true
 }
 
 /// A failed write of message lines.
@@ -457,6 +468,38 @@ mod tests {
         fn drop(&mut self) {
             let _ = std::fs::remove_dir_all(&self.0);
         }
+    }
+
+    #[test]
+    fn watchdog_pings_keep_their_schedule_and_a_stall_brings_one_not_a_burst() {
+        // Every 100 ms (half a 200 ms WATCHDOG_USEC), woken every 50 ms at
+        // most (half of that, Seed::timeout).
+        let every = Duration::from_millis(100);
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut next = t0;
+        let mut pings = Vec::new();
+        for ms in (0..=1000).step_by(50) {
+            if ping_due(&mut next, every, at(ms)) {
+                pings.push(ms);
+            }
+        }
+        assert_eq!(pings, (0..=1000).step_by(100).collect::<Vec<_>>());
+        // Woken a little late each time: still ten a second, none early.
+        let mut next = t0;
+        let late: Vec<u64> = [0, 60, 110, 170, 215, 260, 330]
+            .into_iter()
+            .filter(|&ms| ping_due(&mut next, every, at(ms)))
+            .collect();
+        assert_eq!(late, [0, 110, 215, 330]);
+        // A stall of a second: a ping when it ends and one at the next
+        // wake-up, then on schedule; not the ten it missed.
+        let mut next = at(100);
+        let after: Vec<u64> = (1100..=1500)
+            .step_by(50)
+            .filter(|&ms| ping_due(&mut next, every, at(ms)))
+            .collect();
+        assert_eq!(after, [1100, 1150, 1200, 1300, 1400, 1500]);
     }
 
     /// The loop driven in-process: its node and its stop handle are plain
