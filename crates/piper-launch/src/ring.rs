@@ -132,6 +132,7 @@ pub fn run(plan: &Plan, options: &Options, display: Display) -> Outcome {
     let policy = Policy {
         names: plan.names.clone(),
         foreground: plan.foreground,
+        ready_timeout: options.ready_timeout,
         restart: options.restart,
         fail_fast: options.fail_fast,
         ticking: manager.is_some() || display.has_status_line() || healing.is_some(),
@@ -158,13 +159,13 @@ pub fn run(plan: &Plan, options: &Options, display: Display) -> Outcome {
         manager,
         reported: Reported::default(),
         spawner,
-        sup: Supervisor::new(policy, Instant::now()),
+        sup: Supervisor::new(policy, started),
         placer: Placer::new(&options.cpus, n),
         stdout_pipe: stdout_is_pipe(),
     };
     let outcome = match ring.bind(started)? {
         ControlFlow::Break(sig) => Ok(stop_code(sig)),
-        ControlFlow::Continue(()) => match ring.launch(started, options.ready_timeout) {
+        ControlFlow::Continue(()) => match ring.launch(started) {
             ControlFlow::Continue(()) => ring.watch(),
             ControlFlow::Break(outcome) => outcome,
         },
@@ -375,8 +376,7 @@ impl Ring<'_> {
 
     /// Starts every node and waits until all are ready, then starts the
     /// chain. Any death or stop before that ends the run.
-    fn launch(&mut self, started: Instant, timeout: Duration) -> ControlFlow<Outcome> {
-        let deadline = started + timeout;
+    fn launch(&mut self, started: Instant) -> ControlFlow<Outcome> {
         let n = self.members.len();
         let mut shown = Instant::now();
         for i in 0..n {
@@ -400,24 +400,12 @@ impl Ring<'_> {
             self.ready()
         );
         while self.ready() < n {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                let late: Vec<&Name> = (0..n)
-                    .filter(|&i| !matches!(self.sup.state(i), State::Ready { .. }))
-                    .map(|i| &self.members[i].name)
-                    .collect();
-                let more = match late.len() {
-                    1 => String::new(),
-                    k => format!(" and {} more", k - 1),
-                };
-                return ControlFlow::Break(Err(fail(format!(
-                    "node '{}'{more} not ready after --ready-timeout {:.1}s",
-                    late[0],
-                    timeout.as_secs_f64()
-                ))));
-            }
-            let events = self.wait_events(Some(left.min(PROGRESS_EVERY)));
-            self.check_launch(events)?;
+            let now = Instant::now();
+            let wake = self.sup.next_wake().map(|at| at.saturating_duration_since(now));
+            let mut actions = self.wait_events(Some(wake.map_or(PROGRESS_EVERY, |w| w.min(PROGRESS_EVERY))));
+            // The launch's patience is the supervisor's.
+            actions.extend(self.sup.handle(Event::Wake { received: 0 }, Instant::now()));
+            self.check_launch(actions)?;
             self.display
                 .status(format!("piper-launch: started {n}/{n}, ready {}/{n}", self.ready()));
         }
@@ -430,7 +418,7 @@ impl Ring<'_> {
             return ControlFlow::Continue(());
         }
         if let Some(next) = &self.plan.ring_next {
-            self.await_ring_next(next, deadline)?;
+            self.await_ring_next(next, self.sup.deadline())?;
         }
         or_fail(self.kick().map_err(|e| format!("cannot start the chain: {e}")))
     }

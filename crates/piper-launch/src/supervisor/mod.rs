@@ -39,6 +39,8 @@ pub struct Policy {
     pub names: Vec<Name>,
     /// The member whose end ends the run.
     pub foreground: usize,
+    /// How long from the run's start every member has to be ready.
+    pub ready_timeout: Duration,
     /// Which dead nodes are started again.
     pub restart: Restart,
     /// Whether any node's end (or giving one up) ends the run.
@@ -111,13 +113,17 @@ pub struct Supervisor {
     members: Vec<Member>,
     healing: Option<Healing>,
     ticker: Ticker,
+    /// When the launch must be over.
+    deadline: Instant,
 }
 
 impl Supervisor {
-    /// A supervisor for `policy`'s members, none started, launching.
+    /// A supervisor for `policy`'s members, none started, launching from
+    /// `now`.
     pub fn new(policy: Policy, now: Instant) -> Supervisor {
         Supervisor {
             members: policy.names.iter().map(|_| Member::new()).collect(),
+            deadline: now + policy.ready_timeout,
             policy,
             phase: Phase::Launching,
             healing: None,
@@ -163,20 +169,28 @@ impl Supervisor {
         self.members[i].restarts
     }
 
+    /// When the launch must be over (`--ready-timeout` after the start).
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
     /// How often the chain was sent again.
     pub fn reinjections(&self) -> u32 {
         self.healing.as_ref().map_or(0, |h| h.reinjections)
     }
 
-    /// When to wake up next at the latest, if anything is due: a restart,
-    /// or a tick while the ring runs.
+    /// When to wake up next at the latest, if anything is due: the end of
+    /// the launch's patience, a restart, or a tick while the ring runs.
     pub fn next_wake(&self) -> Option<Instant> {
         let due = self.members.iter().filter_map(|m| match m.state {
             State::Waiting { until, .. } => Some(until),
             _ => None,
         });
         let ticking = self.policy.ticking && self.phase == Phase::Watching;
-        due.chain(ticking.then(|| self.ticker.next())).min()
+        let launching = self.phase == Phase::Launching;
+        due.chain(ticking.then(|| self.ticker.next()))
+            .chain(launching.then_some(self.deadline))
+            .min()
     }
 
     /// Takes in `event`, which happened at `now`, and says what to do.
@@ -299,8 +313,10 @@ impl Supervisor {
     /// Time passed: restarts that are due, and the tick's reports and look
     /// at the silence.
     fn wake(&mut self, received: u64, now: Instant) -> Vec<Action> {
-        if self.phase != Phase::Watching {
-            return vec![];
+        match self.phase {
+            Phase::Launching => return self.late(now).into_iter().collect(),
+            Phase::Stopping => return vec![],
+            Phase::Watching => {}
         }
         let due = self.members.iter().enumerate().filter(|(_, m)| match m.state {
             State::Waiting { until, .. } => until <= now,
@@ -318,6 +334,25 @@ impl Supervisor {
 }
 
 impl Supervisor {
+    /// The end of a launch that ran out of patience at `now`: which
+    /// members are not ready, the first by name.
+    fn late(&self, now: Instant) -> Option<Action> {
+        if now < self.deadline {
+            return None;
+        }
+        let mut late = (0..self.members.len()).filter(|&i| !matches!(self.members[i].state, State::Ready { .. }));
+        let first = late.next()?;
+        let more = match late.count() {
+            0 => String::new(),
+            k => format!(" and {k} more"),
+        };
+        Some(Action::End(Err(format!(
+            "node '{}'{more} not ready after --ready-timeout {:.1}s",
+            self.policy.names[first],
+            self.policy.ready_timeout.as_secs_f64()
+        ))))
+    }
+
     /// The silence rule says to send the chain again: unless a member was
     /// given up, whose queue is where the chain would end; starting it
     /// again would only feed a node that is not coming back. Said once per

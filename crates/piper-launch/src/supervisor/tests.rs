@@ -21,6 +21,7 @@ fn policy(restart: RestartPolicy) -> Policy {
     Policy {
         names: ["a", "b", "c"].iter().map(|n| Name::new(n).unwrap()).collect(),
         foreground: 2,
+        ready_timeout: Duration::from_secs(10),
         restart: Restart {
             policy: restart,
             delay: Duration::from_millis(100),
@@ -389,7 +390,7 @@ fn reports_come_once_a_second_while_the_ring_runs() {
         },
         t(0.0),
     );
-    assert_eq!(s.next_wake(), None, "no ticks during the launch");
+    assert_eq!(s.next_wake(), Some(t(10.0)), "the launch's deadline, no ticks");
     assert_eq!(s.handle(Event::Wake { received: 0 }, t(0.5)), []);
     s.watch(t(1.0));
     assert_eq!(s.next_wake(), Some(t(1.0)));
@@ -584,4 +585,59 @@ fn a_ring_with_a_given_up_node_is_not_sent_its_chain_again() {
         "said once"
     );
     assert_eq!(s.reinjections(), 0);
+}
+
+#[test]
+fn a_launch_that_outlasts_the_ready_timeout_names_the_late_nodes() {
+    let mut s = Supervisor::new(policy(RestartPolicy::No), t(0.0));
+    assert_eq!(s.next_wake(), Some(t(10.0)), "the deadline");
+    for i in 0..3 {
+        s.handle(
+            Event::Started {
+                member: i,
+                pid: pid(11 + i as i32),
+                group: pid(10),
+            },
+            t(0.1),
+        );
+    }
+    s.handle(
+        Event::Ready {
+            member: 1,
+            pid: pid(12),
+        },
+        t(0.2),
+    );
+    assert_eq!(s.handle(Event::Wake { received: 0 }, t(9.9)), []);
+    assert_eq!(
+        s.handle(Event::Wake { received: 0 }, t(10.0)),
+        [Action::End(Err(
+            "node 'a' and 1 more not ready after --ready-timeout 10.0s".into()
+        ))]
+    );
+    let mut s = Supervisor::new(policy(RestartPolicy::No), t(0.0));
+    for i in 0..3 {
+        let p = pid(11 + i as i32);
+        s.handle(
+            Event::Started {
+                member: i,
+                pid: p,
+                group: pid(10),
+            },
+            t(0.1),
+        );
+        if i != 2 {
+            s.handle(Event::Ready { member: i, pid: p }, t(0.2));
+        }
+    }
+    assert_eq!(
+        s.handle(Event::Wake { received: 0 }, t(11.0)),
+        [Action::End(
+            Err("node 'c' not ready after --ready-timeout 10.0s".into())
+        )]
+    );
+    // All ready in time: no end, and no deadline once the ring runs.
+    let mut s = watching(policy(RestartPolicy::No));
+    assert_eq!(s.handle(Event::Wake { received: 0 }, t(20.0)), []);
+    assert_eq!(s.next_wake(), None);
 }
