@@ -28,7 +28,7 @@ use crate::signals::{self as blocked, SUSPENDING, TERMINATING};
 use crate::spawn::{NodeIo, Plan, Spawner};
 use crate::supervisor::healing::{self, Reinject};
 use crate::supervisor::member::State;
-use crate::supervisor::report::{self, Reported};
+use crate::supervisor::report::{self, nodes, Reported};
 use crate::supervisor::{fail, stop_code, Action, Event, Outcome, Policy, Supervisor};
 use piper_cli::signals::Blocked as Signals;
 use piper_launch::cli::RestartPolicy;
@@ -540,7 +540,7 @@ impl Ring<'_> {
                         self.draw_status();
                     }
                     Action::Reinject(why) => self.reinject(why),
-                    Action::Place { .. } | Action::KillNow => {}
+                    Action::Place { .. } | Action::Kill(_) => {}
                 }
             }
             if look.is_some_and(|at| now >= at) {
@@ -684,7 +684,7 @@ impl Ring<'_> {
     fn teardown(&mut self, grace: Duration) {
         let started = Instant::now();
         notify_manager("STOPPING=1");
-        self.sup.stop();
+        self.sup.stop(started, grace);
         let targets = self.alive().count();
         if (0..self.members.len()).all(|i| self.sup.state(i) == State::Planned) {
             return;
@@ -709,27 +709,25 @@ impl Ring<'_> {
             .name("remove".into())
             .spawn(move || drop(sockets))
             .map_err(|e| log::debug!("no thread to remove the sockets ({e}): removing them here"));
-        let deadline = started + grace;
-        let mut again = false;
-        while self.alive().next().is_some() && !again {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
+        // Nodes say STOPPING=1 on the way out; reading keeps room for it
+        // (they never wait for it). The supervisor says when the grace is
+        // over, or cut short by a second stop signal, and whom to kill.
+        let mut stubborn = Vec::new();
+        while self.alive().next().is_some() && stubborn.is_empty() {
+            let now = Instant::now();
+            let wake = self.sup.next_wake().map(|at| at.saturating_duration_since(now));
+            let mut actions = self.wait_events(wake);
+            actions.extend(self.sup.handle(Event::Wake { received: 0 }, Instant::now()));
+            for action in actions {
+                match action {
+                    Action::Log(level, message) => log::log!(level, "{message}"),
+                    Action::Kill(nodes) => stubborn = nodes,
+                    _ => {}
+                }
             }
-            // Nodes say STOPPING=1 on the way out; reading keeps room for it
-            // (they never wait for it). A second stop signal skips the grace.
-            again = self.wait_events(Some(left)).contains(&Action::KillNow);
         }
         log::debug!("reaped after {:?}", started.elapsed());
-        let stubborn: Vec<(usize, Pid)> = self.alive().map(|(i, pid, _)| (i, pid)).collect();
-        if !stubborn.is_empty() && (grace.is_zero() || again) {
-            let why = if again { "a second stop signal" } else { "--grace 0" };
-            log::info!("{why}: sending SIGKILL to {}", nodes(stubborn.len()));
-        }
-        for &(i, pid) in &stubborn {
-            if !grace.is_zero() && !again {
-                log::warn!("node '{}' ignored SIGTERM; sending SIGKILL", self.members[i].name);
-            }
+        for &(_, pid) in &stubborn {
             // Our own child, not yet reaped: the pid cannot have been reused.
             let _ = kill(pid, Signal::SIGKILL);
         }
@@ -863,14 +861,6 @@ fn stdout_is_pipe() -> bool {
         .is_ok_and(|st| SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFIFO)
 }
 
-/// "1 node", "2 nodes".
-fn nodes(n: usize) -> String {
-    match n {
-        1 => "1 node".into(),
-        n => format!("{n} nodes"),
-    }
-}
-
 /// Tells the launcher's own service manager, if it has one, about `state`.
 fn notify_manager(state: &str) {
     match Notifier::from_env() {
@@ -885,17 +875,5 @@ fn or_fail<T>(step: Result<T, String>) -> ControlFlow<Outcome, T> {
     match step {
         Ok(value) => ControlFlow::Continue(value),
         Err(message) => ControlFlow::Break(Err(fail(message))),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn one_node_is_one_node() {
-        assert_eq!(nodes(1), "1 node");
-        assert_eq!(nodes(0), "0 nodes");
-        assert_eq!(nodes(1000), "1000 nodes");
     }
 }

@@ -62,8 +62,9 @@ pub enum Phase {
     Launching,
     /// The ring runs: ends are restarted or end the run as the policy says.
     Watching,
-    /// The nodes were told to stop: ends are recorded, and a second stop
-    /// signal skips the grace period.
+    /// The run is ending: ends are recorded; once the nodes are told to
+    /// stop, those left after the grace period, or at a second stop
+    /// signal, are killed.
     Stopping,
 }
 
@@ -101,8 +102,9 @@ pub enum Action {
     Report,
     /// Send the chain again.
     Reinject(Reinject),
-    /// Kill what is left now, without waiting out the grace period.
-    KillNow,
+    /// Kill these members' processes (member, pid): the grace period is
+    /// over, or a second stop signal cut it short.
+    Kill(Vec<(usize, Pid)>),
 }
 
 /// The decisions of a run.
@@ -115,6 +117,11 @@ pub struct Supervisor {
     ticker: Ticker,
     /// When the launch must be over.
     deadline: Instant,
+    /// When the nodes told to stop are killed, unless they are gone by
+    /// then; whether without any grace; and whether they were.
+    kill_at: Option<Instant>,
+    graceless: bool,
+    killed: bool,
 }
 
 impl Supervisor {
@@ -124,6 +131,9 @@ impl Supervisor {
         Supervisor {
             members: policy.names.iter().map(|_| Member::new()).collect(),
             deadline: now + policy.ready_timeout,
+            kill_at: None,
+            graceless: false,
+            killed: false,
             policy,
             phase: Phase::Launching,
             healing: None,
@@ -142,9 +152,12 @@ impl Supervisor {
             .map(|(silence, crossing)| Healing::new(silence, crossing, now));
     }
 
-    /// The nodes are being told to stop.
-    pub fn stop(&mut self) {
+    /// The nodes were told to stop at `now`: those left after `grace` are
+    /// killed.
+    pub fn stop(&mut self, now: Instant, grace: Duration) {
         self.phase = Phase::Stopping;
+        self.kill_at = Some(now + grace);
+        self.graceless = grace.is_zero();
     }
 
     /// Member `i`'s state.
@@ -188,8 +201,10 @@ impl Supervisor {
         });
         let ticking = self.policy.ticking && self.phase == Phase::Watching;
         let launching = self.phase == Phase::Launching;
+        let killing = self.kill_at.filter(|_| !self.killed && self.alive().next().is_some());
         due.chain(ticking.then(|| self.ticker.next()))
             .chain(launching.then_some(self.deadline))
+            .chain(killing)
             .min()
     }
 
@@ -222,7 +237,7 @@ impl Supervisor {
             Event::Ended { member, status } => self.ended(member, status, now),
             Event::Stop(sig) => match self.phase {
                 Phase::Launching | Phase::Watching => vec![Action::End(Ok(stop_code(sig)))],
-                Phase::Stopping => vec![Action::KillNow],
+                Phase::Stopping => self.kill(true),
             },
             Event::Wake { received } => self.wake(received, now),
             Event::Reinjected => {
@@ -315,6 +330,7 @@ impl Supervisor {
     fn wake(&mut self, received: u64, now: Instant) -> Vec<Action> {
         match self.phase {
             Phase::Launching => return self.late(now).into_iter().collect(),
+            Phase::Stopping if self.kill_at.is_some_and(|at| now >= at) => return self.kill(false),
             Phase::Stopping => return vec![],
             Phase::Watching => {}
         }
@@ -334,6 +350,32 @@ impl Supervisor {
 }
 
 impl Supervisor {
+    /// Kills the members still alive, once: at the end of the grace
+    /// period, or at a second stop signal (`again`). A node that let the
+    /// whole grace period pass is named: it ignored SIGTERM.
+    fn kill(&mut self, again: bool) -> Vec<Action> {
+        let alive: Vec<(usize, Pid)> = self.alive().map(|(i, pid, _)| (i, pid)).collect();
+        // Not before the nodes were told to stop, and only once.
+        if self.kill_at.is_none() || self.killed || alive.is_empty() {
+            return vec![];
+        }
+        self.killed = true;
+        let mut actions: Vec<Action> = if again || self.graceless {
+            let why = if again { "a second stop signal" } else { "--grace 0" };
+            let message = format!("{why}: sending SIGKILL to {}", report::nodes(alive.len()));
+            vec![Action::Log(log::Level::Info, message)]
+        } else {
+            let name = |i: usize| &self.policy.names[i];
+            let ignored = alive.iter().map(|&(i, _)| {
+                let message = format!("node '{}' ignored SIGTERM; sending SIGKILL", name(i));
+                Action::Log(log::Level::Warn, message)
+            });
+            ignored.collect()
+        };
+        actions.push(Action::Kill(alive));
+        actions
+    }
+
     /// The end of a launch that ran out of patience at `now`: which
     /// members are not ready, the first by name.
     fn late(&self, now: Instant) -> Option<Action> {

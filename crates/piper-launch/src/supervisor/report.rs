@@ -65,9 +65,24 @@ pub fn rate(received: u64, before: u64, elapsed: Duration) -> f64 {
     received.saturating_sub(before) as f64 / elapsed.as_secs_f64().max(1e-3)
 }
 
+/// "1 node", "2 nodes".
+pub fn nodes(n: usize) -> String {
+    match n {
+        1 => "1 node".into(),
+        n => format!("{n} nodes"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_node_is_one_node() {
+        assert_eq!(nodes(1), "1 node");
+        assert_eq!(nodes(0), "0 nodes");
+        assert_eq!(nodes(1000), "1000 nodes");
+    }
 
     #[test]
     fn ticks_come_at_most_once_a_second() {

@@ -96,8 +96,9 @@ fn during_the_launch_any_end_or_stop_ends_the_run() {
     for (sig, code) in [(Signal::SIGINT, 130), (Signal::SIGTERM, 0), (Signal::SIGHUP, 0)] {
         let mut s = Supervisor::new(policy(RestartPolicy::Always), t(0.0));
         assert_eq!(s.handle(Event::Stop(sig), t(0.1)), [Action::End(Ok(code))]);
-        // The run is ending: a second stop skips the grace period.
-        assert_eq!(s.handle(Event::Stop(sig), t(0.2)), [Action::KillNow]);
+        // The run is ending; the nodes are not told to stop yet: nothing
+        // to kill.
+        assert_eq!(s.handle(Event::Stop(sig), t(0.2)), []);
     }
 }
 
@@ -398,8 +399,8 @@ fn reports_come_once_a_second_while_the_ring_runs() {
     assert_eq!(s.handle(Event::Wake { received: 0 }, t(1.5)), []);
     assert_eq!(s.next_wake(), Some(t(2.0)));
     assert_eq!(s.handle(Event::Wake { received: 0 }, t(2.0)), [Action::Report]);
-    s.stop();
-    assert_eq!(s.next_wake(), None, "no ticks in the teardown");
+    s.stop(t(2.5), Duration::from_secs(5));
+    assert_eq!(s.next_wake(), None, "no ticks in the teardown (and no one alive)");
 }
 
 #[test]
@@ -455,7 +456,8 @@ fn a_ring_silent_since_a_restart_gets_its_chain_again_once() {
 #[test]
 fn in_the_teardown_ends_are_recorded_and_a_second_stop_kills() {
     let mut s = watching(policy(RestartPolicy::Always));
-    s.stop();
+    s.stop(t(2.0), Duration::from_secs(5));
+    assert_eq!(s.next_wake(), Some(t(7.0)), "the end of the grace");
     assert_eq!(
         s.handle(
             Event::Ended {
@@ -478,9 +480,65 @@ fn in_the_teardown_ends_are_recorded_and_a_second_stop_kills() {
         [],
         "no restart"
     );
+    assert_eq!(s.handle(Event::Wake { received: 0 }, t(3.0)), []);
+    assert_eq!(
+        s.handle(Event::Stop(Signal::SIGINT), t(3.5)),
+        [
+            Action::Log(
+                log::Level::Info,
+                "a second stop signal: sending SIGKILL to 1 node".into()
+            ),
+            Action::Kill(vec![(1, pid(12))])
+        ]
+    );
+    assert_eq!(s.handle(Event::Stop(Signal::SIGINT), t(3.6)), [], "once");
     assert_eq!(s.handle(Event::Wake { received: 0 }, t(9.0)), []);
-    assert_eq!(s.handle(Event::Stop(Signal::SIGINT), t(2.5)), [Action::KillNow]);
-    assert_eq!(s.alive().map(|(i, ..)| i).collect::<Vec<_>>(), [1]);
+}
+
+#[test]
+fn a_stop_before_the_teardown_kills_no_one_and_the_grace_still_ends() {
+    let mut s = watching(policy(RestartPolicy::No));
+    assert_eq!(s.handle(Event::Stop(Signal::SIGINT), t(2.0)), [Action::End(Ok(130))]);
+    assert_eq!(s.handle(Event::Stop(Signal::SIGTERM), t(2.0)), [], "the same wake-up");
+    s.stop(t(2.0), Duration::from_secs(1));
+    let actions = s.handle(Event::Wake { received: 0 }, t(3.0));
+    assert_eq!(
+        actions.last(),
+        Some(&Action::Kill(vec![(0, pid(11)), (1, pid(12)), (2, pid(13))]))
+    );
+}
+
+#[test]
+fn the_grace_period_ends_with_sigkill_for_whoever_ignored_sigterm() {
+    let mut s = watching(policy(RestartPolicy::No));
+    s.stop(t(2.0), Duration::from_secs(5));
+    s.handle(
+        Event::Ended {
+            member: 0,
+            status: killed(11),
+        },
+        t(2.1),
+    );
+    assert_eq!(s.handle(Event::Wake { received: 0 }, t(6.9)), []);
+    assert_eq!(
+        s.handle(Event::Wake { received: 0 }, t(7.0)),
+        [
+            Action::Log(log::Level::Warn, "node 'b' ignored SIGTERM; sending SIGKILL".into()),
+            Action::Log(log::Level::Warn, "node 'c' ignored SIGTERM; sending SIGKILL".into()),
+            Action::Kill(vec![(1, pid(12)), (2, pid(13))])
+        ]
+    );
+    assert_eq!(s.next_wake(), None, "killed once");
+    // --grace 0: killed at once, said once for all.
+    let mut s = watching(policy(RestartPolicy::No));
+    s.stop(t(2.0), Duration::ZERO);
+    assert_eq!(
+        s.handle(Event::Wake { received: 0 }, t(2.0)),
+        [
+            Action::Log(log::Level::Info, "--grace 0: sending SIGKILL to 3 nodes".into()),
+            Action::Kill(vec![(0, pid(11)), (1, pid(12)), (2, pid(13))])
+        ]
+    );
 }
 
 #[test]
@@ -531,6 +589,7 @@ fn a_reader_gone_from_stdout_ends_the_run_normally() {
     let mut s = watching(policy(RestartPolicy::Always));
     let actions = s.handle(Event::OutputGone, t(2.0));
     assert_eq!(actions.last(), Some(&Action::End(Ok(0))));
+    s.stop(t(2.0), Duration::from_secs(5));
     // The nodes that found it gone too end on their own: recorded only.
     assert_eq!(
         s.handle(
