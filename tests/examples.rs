@@ -26,6 +26,9 @@ fn the_embedded_ping_pong_answers_piper_node() {
     );
     assert_eq!(ping.code(PROMPT), Some(0));
     assert_eq!(ping.lines(), vec!["ping received: 'pong'"; 20]);
+    // ping's last reply may still be on its way: pong is stopped once it
+    // has printed it, not before.
+    assert!(wait_until(PROMPT, || pong.lines().len() == 21), "{:?}", pong.lines());
     pong.signal(Signal::SIGTERM);
     assert_eq!(pong.code(PROMPT), Some(0));
     let lines = pong.lines();

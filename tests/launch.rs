@@ -397,6 +397,28 @@ fn readiness_survives_a_launcher_that_is_stopped_while_nodes_start() {
 }
 
 #[test]
+fn kill_9_of_a_stopped_launcher_leaves_no_node_and_no_file() {
+    // Ctrl-Z, then `kill -9 %1`: the stopped nodes get the parent-death
+    // SIGTERM and, their group orphaned, the kernel's SIGHUP (and
+    // SIGCONT). Two signals at once: the second's exit at once must still
+    // remove what the dead launcher held for them.
+    let dir = Dir::new("launch-tstp-kill");
+    let mut launcher = launch(&dir, &["--nodes", "ping,pong", "--interval", "5"]);
+    wait_ready(&launcher);
+    let nodes = ["ping", "pong"].map(|n| node_pid(&dir, n));
+    launcher.signal(Signal::SIGTSTP);
+    let everyone: Vec<Pid> = nodes.iter().copied().chain([launcher.pid()]).collect();
+    assert!(
+        wait_until(PROMPT, || everyone.iter().all(|&p| state(p) == 'T')),
+        "not all stopped"
+    );
+    launcher.signal(Signal::SIGKILL);
+    assert_eq!(launcher.code(PROMPT), Some(137));
+    assert!(wait_until(PROMPT, || nodes.iter().all(|&p| !running(p))), "nodes left");
+    assert!(wait_until(PROMPT, || dir.entries().is_empty()), "{:?}", dir.entries());
+}
+
+#[test]
 fn ctrl_z_pauses_the_whole_ring_and_fg_resumes_it() {
     let dir = Dir::new("launch-tstp");
     let mut launcher = launch(&dir, &["--nodes", "a,b,c", "--interval", "5"]);

@@ -246,6 +246,41 @@ fn a_datagram_larger_than_the_buffer_is_detected() {
 }
 
 #[test]
+fn the_largest_datagram_of_the_worst_bytes_costs_a_node_little_cpu() {
+    use nix::sys::socket::{setsockopt, sockopt};
+    // Into a file, as under the launcher or the journal: whole lines,
+    // buffered. Every byte \xff is printed as four.
+    let dir = Dir::new("worst");
+    let mut ready = Ready::new();
+    let mut cmd = node_cmd(&dir, "pong", &[]);
+    cmd.env("NOTIFY_SOCKET", ready.address());
+    let mut pong = Proc::spawn(&dir, "pong", cmd);
+    assert!(ready.wait(pong.pid(), "READY=1", PROMPT));
+    let before = piper_tests::cpu_ticks(pong.pid());
+    let sender = UnixDatagram::unbound().unwrap();
+    // Room for the largest datagram the node reads whole (up to wmem_max).
+    setsockopt(&sender, sockopt::SndBuf, &(1 << 20)).unwrap();
+    let len = [piper_core::MAX_DATAGRAM, 212_960]
+        .into_iter()
+        .find(|&len| sender.send_to(&vec![0xff; len], dir.join("piper-pong")).is_ok())
+        .expect("a large datagram sent");
+    let whole = |p: &Proc| p.stdout().len() == "pong received: ''\n".len() + 4 * len;
+    assert!(
+        wait_until(PROMPT, || whole(&pong)),
+        "{} bytes printed",
+        pong.stdout().len()
+    );
+    // Before, the line cost time quadratic in its length: minutes of CPU
+    // for this one; now milliseconds. One second of CPU is the bound.
+    let ticks = piper_tests::cpu_ticks(pong.pid()) - before;
+    let second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).unwrap().unwrap() as u64;
+    assert!(ticks < second, "{ticks} ticks of CPU for one datagram of {len} bytes");
+    pong.signal(Signal::SIGTERM);
+    assert_eq!(pong.code(PROMPT), Some(0));
+    assert_eq!(pong.summary().received, 1);
+}
+
+#[test]
 fn a_peer_that_vanishes_and_returns_resumes_the_chain() {
     let dir = Dir::new("vanish");
     let mut ready = Ready::new();
@@ -470,6 +505,56 @@ fn a_peer_that_never_reads_costs_only_itself() {
     assert!(s.dropped >= 30 - (qlen + 1), "{s:?}");
     drop(hostile);
     std::fs::remove_file(dir.join("piper-hostile")).unwrap();
+}
+
+#[test]
+fn twenty_peers_that_never_read_cost_a_node_little_time() {
+    let dir = Dir::new("stall-many");
+    let mut ready = Ready::new();
+    let mut pong = start_node(&dir, &mut ready, "pong", "pong", &["--quiet"]);
+    // Twenty bound sockets of our own uid that never read, their queues full.
+    let peers: Vec<UnixDatagram> = (0..20)
+        .map(|k| {
+            let peer = UnixDatagram::bind(dir.join(&format!("piper-mute{k}"))).unwrap();
+            let filler = UnixDatagram::unbound().unwrap();
+            filler.set_nonblocking(true).unwrap();
+            while filler.send_to(b"x", dir.join(&format!("piper-mute{k}"))).is_ok() {}
+            peer
+        })
+        .collect();
+    // Ten rounds of messages naming each of them: every answer is dropped.
+    let sender = UnixDatagram::unbound().unwrap();
+    sender.set_write_timeout(Some(PROMPT)).unwrap();
+    for round in 0..10 {
+        for k in 0..20 {
+            let name = format!("mute{k}");
+            sender
+                .send_to(name.as_bytes(), dir.join("piper-pong"))
+                .unwrap_or_else(|e| panic!("{round}: {e}"));
+        }
+    }
+    let tester = listener(&dir, "tester");
+    sender.send_to(b"tester", dir.join("piper-pong")).unwrap();
+    expect_reply(&tester, b"pong");
+    pong.signal(Signal::SIGTERM);
+    assert_eq!(pong.code(PROMPT), Some(0));
+    let err = pong.stderr();
+    let s = pong.summary();
+    assert_eq!((s.received, s.sent, s.dropped), (201, 1, 200), "{err}");
+    // From the first message to the last. Before, each of the twenty cost
+    // a full 250 ms send timeout before its penalty: 5 s at least. Now the
+    // first costs that, the others 10 ms each.
+    let active: f64 = err
+        .split("(active ")
+        .nth(1)
+        .and_then(|a| a.split('s').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(active < 2.5, "{active}s to answer 201 messages: {err}");
+    drop(peers);
+    for k in 0..20 {
+        std::fs::remove_file(dir.join(&format!("piper-mute{k}"))).unwrap();
+    }
+    std::fs::remove_file(dir.join("piper-tester")).unwrap();
 }
 
 #[test]

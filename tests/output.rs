@@ -498,6 +498,15 @@ fn status_lines(stream: &str) -> Vec<&str> {
         .collect()
 }
 
+/// `command` run on a terminal of its own (`script`), where `{launch}`
+/// stands for `piper-launch --dir DIR`.
+fn on_terminal(dir: &Dir, label: &str, command: &str) -> Proc {
+    let launch = format!("{} --dir {}", bin("piper-launch").display(), dir.path().display());
+    let mut cmd = Command::new("script");
+    cmd.args(["-qfec", &command.replace("{launch}", &launch), "/dev/null"]);
+    Proc::spawn(dir, label, cmd)
+}
+
 #[test]
 fn the_screen_model_wraps_and_clears_as_a_terminal_does() {
     assert_eq!(screen("abcdef", 4), ["abcd", "ef"]);
@@ -515,14 +524,8 @@ fn a_piped_stdout_gets_no_status_line_to_tear_its_lines() {
     }
     let dir = Dir::new("out-tty-pipe");
     // stderr on the terminal, stdout through `cat` onto the same terminal.
-    let launch = format!(
-        "{} --dir {} --nodes ping,pong --interval 20 --count 60 | cat",
-        bin("piper-launch").display(),
-        dir.path().display()
-    );
-    let mut cmd = Command::new("script");
-    cmd.args(["-qfec", &launch, "/dev/null"]);
-    let mut run = Proc::spawn(&dir, "tty", cmd);
+    let launch = "{launch} --nodes ping,pong --interval 20 --count 60 | cat";
+    let mut run = on_terminal(&dir, "tty", launch);
     assert_eq!(run.code(PROMPT), Some(0));
     let text = run.stdout();
     assert!(!text.contains('\x1b'), "no status line, no escapes: {text:?}");
@@ -543,14 +546,8 @@ fn a_narrow_terminal_keeps_one_status_row_and_follows_a_resize() {
         return;
     }
     let dir = Dir::new("out-tty-narrow");
-    let launch = format!(
-        "stty cols 40 rows 24; exec {} --dir {} --nodes ping,pong --interval 20 --count 100",
-        bin("piper-launch").display(),
-        dir.path().display()
-    );
-    let mut cmd = Command::new("script");
-    cmd.args(["-qfec", &launch, "/dev/null"]);
-    let mut run = Proc::spawn(&dir, "tty", cmd);
+    let launch = "stty cols 40 rows 24; exec {launch} --nodes ping,pong --interval 20 --count 100";
+    let mut run = on_terminal(&dir, "tty", launch);
     assert_eq!(run.code(PROMPT), Some(0));
     let text = run.stdout();
     let drawn = status_lines(&text);
@@ -569,14 +566,8 @@ fn a_narrow_terminal_keeps_one_status_row_and_follows_a_resize() {
 
     // Wide, then narrowed while it runs: the next status line fits the
     // new width at once (SIGWINCH), not at the next start.
-    let launch = format!(
-        "stty cols 120 rows 24; exec {} --dir {} --nodes ping,pong --interval 20",
-        bin("piper-launch").display(),
-        dir.path().display()
-    );
-    let mut cmd = Command::new("script");
-    cmd.args(["-qfec", &launch, "/dev/null"]);
-    let run = Proc::spawn(&dir, "tty-resize", cmd);
+    let launch = "stty cols 120 rows 24; exec {launch} --nodes ping,pong --interval 20";
+    let mut run = on_terminal(&dir, "tty-resize", launch);
     let wide = |run: &Proc| status_lines(&run.stdout()).iter().any(|s| s.chars().count() >= 40);
     assert!(wait_until(PROMPT, || wide(&run)), "{:?}", run.stdout());
     let launcher = run.children()[0];
@@ -595,30 +586,28 @@ fn a_narrow_terminal_keeps_one_status_row_and_follows_a_resize() {
     };
     assert!(wait_until(PROMPT, || narrow(&run)), "{:?}", status_lines(&run.stdout()));
     nix::sys::signal::kill(launcher, Signal::SIGTERM).unwrap();
-    let mut run = run;
     assert_eq!(run.code(PROMPT), Some(0));
 }
 
 #[test]
 fn ctrl_z_on_a_terminal_leaves_no_status_line_and_no_echo_behind() {
-    if !may_run(Needs::Tool("script")) || !may_run(Needs::Tool("stty")) {
+    if !may_run(Needs::Tool("python3")) {
         return;
     }
     let dir = Dir::new("out-tty-tstp");
-    let launch = format!(
-        "stty cols 100 rows 24 echo; exec {} --dir {} --nodes ping,pong --interval 50",
-        bin("piper-launch").display(),
-        dir.path().display()
-    );
-    let mut cmd = Command::new("script");
-    cmd.args(["-qfec", &launch, "/dev/null"]);
+    // Not script(1): it stops when its child does, and may not have copied
+    // what the child wrote last.
+    let mut cmd = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/fake/terminal.py"));
+    cmd.args(["100", "24"])
+        .arg(bin("piper-launch"))
+        .arg("--dir")
+        .arg(dir.path());
+    cmd.args(["--nodes", "ping,pong", "--interval", "50"]);
     let mut run = Proc::spawn_with_input(&dir, "tty", cmd);
     let running = |run: &Proc| status_lines(&run.stdout()).iter().any(|s| s.contains("alive"));
     assert!(wait_until(PROMPT, || running(&run)), "{:?}", run.stdout());
     let launcher = run.children()[0];
-    // Ctrl-Z, typed: the terminal echoes ^Z (script turns echo off when
-    // its stdin is no terminal; the command turned it on again) and stops
-    // the launcher's group.
+    // Ctrl-Z, typed: the terminal echoes ^Z and stops the launcher's group.
     run.input(b"\x1a");
     assert!(wait_until(PROMPT, || state(launcher) == 'T'), "not stopped");
     assert!(wait_until(PROMPT, || run.stdout().contains("^Z")), "{:?}", run.stdout());
@@ -633,9 +622,8 @@ fn ctrl_z_on_a_terminal_leaves_no_status_line_and_no_echo_behind() {
         !rows.iter().any(|r| r.contains("^Z") || r.contains("alive")),
         "{rows:#?}"
     );
-    // fg: it goes on, status line and all. (`script` stopped with its
-    // child, as a shell would; continued, it continues the launcher.)
-    nix::sys::signal::kill(run.pid(), Signal::SIGCONT).unwrap();
+    // fg: it goes on, status line and all.
+    nix::sys::signal::kill(launcher, Signal::SIGCONT).unwrap();
     let drawn = status_lines(&stopped).len();
     assert!(wait_until(PROMPT, || status_lines(&run.stdout()).len() > drawn));
     nix::sys::signal::kill(launcher, Signal::SIGTERM).unwrap();

@@ -80,8 +80,16 @@ pub fn dist_dir() -> &'static Path {
     })
 }
 
-/// The Debian package, built by scripts/package.sh from the test build.
+/// The Debian package of the local tools, built by scripts/package.sh
+/// from the test build.
 pub fn build_package() -> PathBuf {
+    let [local, _bridge] = build_packages();
+    local
+}
+
+/// The Debian packages scripts/package.sh builds from the test build: the
+/// local tools' (piper) and the bridge's (piper-bridge).
+pub fn build_packages() -> [PathBuf; 2] {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/package.sh");
     let out = Command::new(script)
         .env("PIPER_BIN_DIR", bin_dir())
@@ -93,8 +101,13 @@ pub fn build_package() -> PathBuf {
         "package.sh: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let path = String::from_utf8(out.stdout).expect("a path").trim().to_string();
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).join(path)
+    let paths = String::from_utf8(out.stdout).expect("paths");
+    let root = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+    let mut debs = paths.lines().map(|p| root.join(p));
+    let (Some(local), Some(bridge), None) = (debs.next(), debs.next(), debs.next()) else {
+        panic!("package.sh printed {paths:?}, not two paths");
+    };
+    [local, bridge]
 }
 
 /// The path of binary `name`.
@@ -615,14 +628,16 @@ pub struct Summary {
     pub refused: u64,
 }
 
-/// The counts on the first summary line in `stderr`.
+/// The counts on the first node summary in `stderr`: a line
+/// (`piper-node[x]: received 3, sent 3, dropped 0 (refused 0), ...`) or,
+/// under `--json`, an object (`{"node":"x","received":3,...}`).
 pub fn summary(stderr: &str) -> Summary {
     let line = stderr
         .lines()
-        .find(|l| l.contains(": received "))
+        .find(|l| l.contains(": received ") || l.starts_with("{\"node\":"))
         .unwrap_or_else(|| panic!("no summary line in:\n{stderr}"));
     let mut numbers = line
-        .split([' ', ','])
+        .split([' ', ',', ':'])
         .filter_map(|w| w.trim_end_matches(')').parse::<u64>().ok());
     let mut next = || numbers.next().expect("four counts");
     Summary {

@@ -202,6 +202,15 @@ impl SocketDir {
         }
     }
 
+    /// The files name `name` occupies here: its socket file and its lock
+    /// file; none in the abstract namespace.
+    pub fn name_paths(&self, name: &Name) -> Result<Vec<PathBuf>> {
+        match self.namespace {
+            Namespace::Abstract => Ok(Vec::new()),
+            Namespace::Filesystem => Ok(vec![self.socket_path(name)?, self.lock_path(name)]),
+        }
+    }
+
     /// The lock file that says which process owns `name`: `DIR/.piper-NAME.lock`.
     /// The leading dot keeps it out of the `piper-*` namespace of sockets.
     pub(crate) fn lock_path(&self, name: &Name) -> PathBuf {

@@ -287,6 +287,15 @@ impl Node {
         Peer::new(&self.dir, name)
     }
 
+    /// Refuses datagrams from now on (`shutdown(SHUT_RD)`): a sender gets
+    /// an error at once ([`Error::PeerGone`]) instead of queueing what
+    /// nobody will read. What is queued already can still be read, so a
+    /// node that stops can count exactly what it leaves unanswered.
+    pub fn stop_receiving(&self) -> Result<()> {
+        nix::sys::socket::shutdown(self.fd.as_raw_fd(), nix::sys::socket::Shutdown::Read)
+            .map_err(|e| Error::io("shut down", &self.name, e))
+    }
+
     /// Sets how long a send waits on a full peer queue (at least 1 ms).
     pub fn set_send_timeout(&self, timeout: Duration) -> Result<()> {
         set_send_timeout(&self.fd, timeout.max(Duration::from_millis(1)))

@@ -69,6 +69,9 @@ struct Shared {
     first: AtomicI32,
     /// Files to remove when a repeated terminating signal exits at once.
     emergency: OnceLock<Vec<CString>>,
+    /// Files to remove then too if, by then, the process's parent is no
+    /// longer this pid: what that parent held for us, and left.
+    orphaned: OnceLock<(i32, Vec<CString>)>,
     /// Sockets to make non-blocking on a stop request; -1 is a free slot.
     interrupt: [AtomicI32; SLOTS],
     /// How many stop requests are between reading a slot and being done
@@ -96,6 +99,13 @@ impl Shared {
             if let Some(paths) = self.emergency.get() {
                 for path in paths {
                     let _ = nix::unistd::unlink(path.as_c_str());
+                }
+                if let Some((parent, paths)) = self.orphaned.get() {
+                    if nix::unistd::getppid().as_raw() != *parent {
+                        for path in paths {
+                            let _ = nix::unistd::unlink(path.as_c_str());
+                        }
+                    }
                 }
                 signal_hook::low_level::exit(128 + signo);
             }
@@ -136,6 +146,7 @@ impl Signals {
                 stops: AtomicUsize::new(0),
                 first: AtomicI32::new(-1),
                 emergency: OnceLock::new(),
+                orphaned: OnceLock::new(),
                 interrupt: [const { AtomicI32::new(-1) }; SLOTS],
                 touching: AtomicUsize::new(0),
             }),
@@ -166,8 +177,9 @@ impl Signals {
             }
         };
         // SAFETY: the handler is async-signal-safe: it touches only atomics
-        // and a `OnceLock` that is already initialised when read (`get` is an
-        // atomic load), and calls only fcntl(2), write(2), unlink(2) and _exit(2).
+        // and `OnceLock`s that are already initialised when read (`get` is
+        // an atomic load), and calls only fcntl(2), write(2), getppid(2),
+        // unlink(2) and _exit(2).
         let id = unsafe { signal_hook::low_level::register(signo, handler) }
             .map_err(|e| Error::io("install a handler for", sig.as_str(), e))?;
         self.ids.push(id);
@@ -182,6 +194,20 @@ impl Signals {
             .filter_map(|p| CString::new(p.as_os_str().as_bytes()).ok())
             .collect();
         let _ = self.shared.emergency.set(paths);
+    }
+
+    /// With [`Signals::exit_on_repeat`]: the emergency exit also removes
+    /// `paths` if, by then, this process's parent is no longer `parent`.
+    /// For files a parent holds for this process, such as the socket a
+    /// launcher bound and passed: while the parent lives it removes them
+    /// (and may want them kept, for a restart); once it has died, nobody
+    /// else will.
+    pub fn exit_on_repeat_orphaned(&self, parent: nix::unistd::Pid, paths: &[PathBuf]) {
+        let paths = paths
+            .iter()
+            .filter_map(|p| CString::new(p.as_os_str().as_bytes()).ok())
+            .collect();
+        let _ = self.shared.orphaned.set((parent.as_raw(), paths));
     }
 
     /// Runs `f`, during which a stop request also sets `socket` non-blocking,
@@ -455,6 +481,46 @@ pub(crate) mod tests {
         );
         assert_eq!(status.code(), Some(128 + Signal::SIGUSR1 as i32));
         assert!(!file.exists(), "the file was removed");
+    }
+
+    #[test]
+    #[ignore = "run by an_orphan_removes_what_its_dead_parent_held, in a child"]
+    fn child_exits_on_the_second_signal_as_an_orphan() {
+        if std::env::var_os("PIPER_UNIT_CHILD").is_none() {
+            return;
+        }
+        let file = |var| PathBuf::from(std::env::var_os(var).unwrap());
+        let mut signals = Signals::new().unwrap();
+        signals.watch(Signal::SIGUSR1, true).unwrap();
+        signals.exit_on_repeat(&[]);
+        // Our parent is not pid 1: PIPER_UNIT_PARENT says whether to
+        // pretend it is someone else (gone) or itself (alive).
+        let parent = match std::env::var("PIPER_UNIT_PARENT").as_deref() {
+            Ok("alive") => nix::unistd::getppid(),
+            _ => nix::unistd::Pid::from_raw(1),
+        };
+        signals.exit_on_repeat_orphaned(parent, &[file("PIPER_UNIT_FILE")]);
+        signals.trigger().fire();
+        nix::sys::signal::raise(Signal::SIGUSR1).unwrap();
+        std::process::exit(3);
+    }
+
+    #[test]
+    fn an_orphan_removes_what_its_dead_parent_held() {
+        for (parent, removed) in [("gone", true), ("alive", false)] {
+            let file = std::env::temp_dir().join(format!("piper-signals-orphan-{}-{parent}", std::process::id()));
+            std::fs::write(&file, "").unwrap();
+            let status = in_child(
+                "signals::tests::child_exits_on_the_second_signal_as_an_orphan",
+                &[
+                    ("PIPER_UNIT_FILE", file.to_str().unwrap()),
+                    ("PIPER_UNIT_PARENT", parent),
+                ],
+            );
+            assert_eq!(status.code(), Some(128 + Signal::SIGUSR1 as i32));
+            assert_eq!(!file.exists(), removed, "parent {parent}");
+            let _ = std::fs::remove_file(&file);
+        }
     }
 
     #[test]

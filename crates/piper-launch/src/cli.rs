@@ -91,7 +91,7 @@ pub struct Args {
     pub timestamps: bool,
     /// Write the other nodes' output (lines, warnings, summaries) to
     /// DIR/NAME.log instead of the stream.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", value_hint = clap::ValueHint::DirPath)]
     pub log_dir: Option<PathBuf>,
     /// Where the sockets are, and whom the nodes trust: passed to every node.
     #[command(flatten)]
@@ -106,7 +106,7 @@ pub struct Args {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub count: Option<u64>,
     /// The piper-node binary [default: next to piper-launch, then on PATH].
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", value_hint = clap::ValueHint::ExecutablePath)]
     pub node_bin: Option<PathBuf>,
     /// Seconds to wait for every node to send READY=1.
     #[arg(long, value_name = "SECS", default_value_t = 10.0)]
@@ -137,7 +137,7 @@ pub struct Args {
     /// Where nodes run: auto (pack onto the least busy CPU, and unpack if
     /// it turns busy), pack, spread (round robin), none (the scheduler's
     /// choice), or a CPU list such as 0,2-3.
-    #[arg(long, value_name = "POLICY", default_value = "auto")]
+    #[arg(long, value_name = "POLICY", default_value = "auto", value_parser = CpusParser, hide_possible_values = true)]
     pub cpus: Cpus,
     /// The ring summary at exit as one JSON object on stderr: totals, and
     /// each node's counts and how it ended.
@@ -179,6 +179,30 @@ pub enum Cpus {
     Auto,
     /// Every node allowed on exactly these CPUs.
     List(Vec<usize>),
+}
+
+/// Parses `--cpus`, and offers its policies to shell completion (a CPU
+/// list, which it also takes, cannot be listed).
+#[derive(Clone, Copy, Debug)]
+pub struct CpusParser;
+
+impl clap::builder::TypedValueParser for CpusParser {
+    type Value = Cpus;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<Cpus, clap::Error> {
+        let parse = clap::builder::StringValueParser::new().try_map(|s| s.parse::<Cpus>());
+        parse.parse_ref(cmd, arg, value)
+    }
+
+    fn possible_values(&self) -> Option<Box<dyn Iterator<Item = clap::builder::PossibleValue> + '_>> {
+        let policies = ["auto", "pack", "spread", "none"];
+        Some(Box::new(policies.into_iter().map(clap::builder::PossibleValue::new)))
+    }
 }
 
 impl std::str::FromStr for Cpus {

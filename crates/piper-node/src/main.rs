@@ -115,6 +115,12 @@ fn run(args: Args) -> Result<u8, Failure> {
     let signals = Signals::terminating()?;
     let node = open_node(&dir, name, passed)?;
     signals.exit_on_repeat(&node.owned_paths());
+    if let (true, Some(launcher)) = (node.is_adopted(), launcher_pid()) {
+        // A launcher holds our socket; should it die (kill -9), a second
+        // signal's exit at once removes what it left, as the normal end
+        // does (below).
+        signals.exit_on_repeat_orphaned(launcher, &dir.name_paths(node.name())?);
+    }
     if let Some(n) = &notifier {
         // Readiness must not be lost to a busy (or stopped) manager whose
         // queue is full: the launcher waits for every node's.
@@ -178,10 +184,13 @@ fn pin_to(cpu: usize) -> Result<(), Failure> {
 /// that is no longer its parent: the launcher died, and its sockets are
 /// ours to clean up.
 fn launcher_gone() -> bool {
-    let launcher = std::env::var(piper_core::env::LAUNCHER)
-        .ok()
-        .and_then(|p| p.parse::<i32>().ok());
-    launcher.is_some_and(|pid| nix::unistd::getppid().as_raw() != pid)
+    launcher_pid().is_some_and(|pid| nix::unistd::getppid() != pid)
+}
+
+/// The piper-launch that started this node (`$PIPER_LAUNCHER`), if any.
+fn launcher_pid() -> Option<nix::unistd::Pid> {
+    let launcher = std::env::var(piper_core::env::LAUNCHER).ok()?.parse::<i32>().ok()?;
+    Some(nix::unistd::Pid::from_raw(launcher))
 }
 
 /// Binds the node, or adopts the socket systemd passed for it.

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use piper_cli::RateLimit;
+use piper_core::node::DEFAULT_SEND_TIMEOUT;
 use piper_core::notify::Notifier;
 use piper_core::serve::{serve_with, End, Event, Flow, Handler, IDLE_WAKE};
 use piper_core::trust::Policy;
@@ -105,6 +106,7 @@ pub fn run(node: &Node, signals: &Signals, opts: &Options, out: &mut dyn Write) 
         reported: None,
         stalled: HashMap::new(),
         stdout_gone: false,
+        budget: WaitBudget::new(Instant::now()),
     };
     if let Some(peer) = &opts.send_first {
         seed.send_first(node, peer)?;
@@ -113,6 +115,12 @@ pub fn run(node: &Node, signals: &Signals, opts: &Options, out: &mut dyn Write) 
     let end = serve_with(node, signals, &mut seed, &mut buf);
     seed.flush()?;
     if end.is_ok() && !node.is_adopted() {
+        // Nothing more comes in, then what came is counted: a datagram
+        // sent meanwhile is refused to its sender, who counts it, rather
+        // than lost between the count and the close.
+        if let Err(e) = node.stop_receiving() {
+            log::debug!("{e}");
+        }
         while let Ok(Some(_)) | Err(Error::Truncated { .. }) = node.try_recv(&mut buf) {
             seed.stats.dropped += 1;
         }
@@ -150,6 +158,8 @@ struct Seed<'a> {
     /// Whether stdout's reader went away (`| head` has its lines): a normal
     /// end, as for any command-line tool.
     stdout_gone: bool,
+    /// How long sends may still wait on full queues.
+    budget: WaitBudget,
 }
 
 impl Handler for Seed<'_> {
@@ -286,10 +296,9 @@ impl Seed<'_> {
             name.is_some_and(|name| self.stalled_now(&name))
         };
         let Some(peer) = &self.peer else { return };
-        let sent = if penalised {
-            node.send_nowait(peer, node.name().as_bytes())
-        } else {
-            node.send(peer, node.name().as_bytes())
+        let (sent, ran_out) = match penalised {
+            true => (node.send_nowait(peer, node.name().as_bytes()), false),
+            false => send_within(&mut self.budget, node, peer),
         };
         match sent {
             Ok(()) => {
@@ -300,7 +309,7 @@ impl Seed<'_> {
             }
             Err(e) => {
                 self.stats.dropped += 1;
-                if let (Error::WouldBlock { peer }, false) = (&e, penalised) {
+                if let (Error::WouldBlock { peer }, true) = (&e, ran_out) {
                     self.stalled.insert(peer.clone(), Instant::now() + STALL_PENALTY);
                 }
                 // A stopping node does not warn about the teardown it is part
@@ -448,6 +457,69 @@ fn stdout_error(source: std::io::Error) -> Error {
     }
 }
 
+/// How long a node waits in sends that come to nothing: a wait on a full
+/// queue that runs out says the peer stopped reading, and the peer then
+/// serves its [`STALL_PENALTY`]. Without a budget over all peers, each
+/// such peer cost a full [`DEFAULT_SEND_TIMEOUT`] (twenty of them, 20 ×
+/// 250 ms of every 5 s, and the node's other peers waited with it).
+/// Waits that run out may take a twentieth of the node's time, and at
+/// most [`DEFAULT_SEND_TIMEOUT`] at once; once that is spent, a send still
+/// waits [`WaitBudget::FLOOR`], time enough for a peer that reads, however
+/// slowly. A wait that ends in a send costs nothing: it is how a reading
+/// peer paces the node.
+#[derive(Clone, Copy, Debug)]
+struct WaitBudget {
+    left: Duration,
+    at: Instant,
+}
+
+impl WaitBudget {
+    /// What the budget earns per unit of time.
+    const SHARE: u32 = 20;
+    /// The shortest wait: a peer that reads makes room within it.
+    const FLOOR: Duration = Duration::from_millis(10);
+
+    fn new(now: Instant) -> WaitBudget {
+        WaitBudget {
+            left: DEFAULT_SEND_TIMEOUT,
+            at: now,
+        }
+    }
+
+    /// How long a send may wait now.
+    fn available(&mut self, now: Instant) -> Duration {
+        let earned = now.saturating_duration_since(self.at) / Self::SHARE;
+        self.left = (self.left + earned).min(DEFAULT_SEND_TIMEOUT);
+        self.at = now;
+        self.left.max(Self::FLOOR)
+    }
+
+    /// Takes away a wait that came to nothing.
+    fn spend(&mut self, waited: Duration) {
+        self.left = self.left.saturating_sub(waited);
+    }
+}
+
+/// Sends to `peer`, waiting on a full queue as long as `budget` allows.
+/// Returns how it went, and whether a wait ran out (the peer is not
+/// reading).
+fn send_within(budget: &mut WaitBudget, node: &Node, peer: &Peer) -> (Result<()>, bool) {
+    match node.send_nowait(peer, node.name().as_bytes()) {
+        Err(Error::WouldBlock { .. }) => {}
+        done => return (done, false),
+    }
+    let now = Instant::now();
+    let may = budget.available(now);
+    let sent = node
+        .set_send_timeout(may)
+        .and_then(|()| node.send(peer, node.name().as_bytes()));
+    let ran_out = matches!(sent, Err(Error::WouldBlock { .. }));
+    if ran_out {
+        budget.spend(now.elapsed());
+    }
+    (sent, ran_out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -537,6 +609,34 @@ mod tests {
             assert_eq!((stats.received, stats.sent, stats.dropped), (3, 3, 0));
             assert_eq!(out, b"pong received: 'ping'\n".repeat(3));
         });
+    }
+
+    #[test]
+    fn waits_that_come_to_nothing_take_a_twentieth_of_the_time_at_most() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut budget = WaitBudget::new(t0);
+        assert_eq!(budget.available(t0), DEFAULT_SEND_TIMEOUT, "a full budget at first");
+        budget.spend(DEFAULT_SEND_TIMEOUT);
+        // Spent: a send still waits the floor, for a peer that reads.
+        assert_eq!(budget.available(at(0)), WaitBudget::FLOOR);
+        // A second earns 50 ms; five earn a whole send timeout, no more.
+        assert_eq!(budget.available(at(1000)), Duration::from_millis(50));
+        assert_eq!(budget.available(at(5000)), DEFAULT_SEND_TIMEOUT);
+        assert_eq!(budget.available(at(60_000)), DEFAULT_SEND_TIMEOUT);
+        // A minute of sends to peers that never read, one every 10 ms,
+        // each a new peer (each stalled one then serves its penalty): at
+        // most 5% of the time in waits that run out, and the floors.
+        let mut budget = WaitBudget::new(t0);
+        let (mut waited, mut floors) = (Duration::ZERO, Duration::ZERO);
+        for ms in (0..60_000).step_by(10) {
+            let may = budget.available(at(ms));
+            budget.spend(may);
+            waited += may;
+            floors += WaitBudget::FLOOR;
+        }
+        assert!(waited <= Duration::from_millis(3000 + 250) + floors, "{waited:?}");
+        assert!(waited - floors <= Duration::from_millis(3000 + 250), "{waited:?}");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::process::{Command, ExitCode};
 
 use clap::CommandFactory;
 use clap_complete::Shell;
-use clap_mangen::roff::{bold, roman, Roff};
+use clap_mangen::roff::{bold, italic, roman, Inline, Roff};
 use clap_mangen::Man;
 
 fn main() -> ExitCode {
@@ -106,7 +106,7 @@ fn man_page(program: &Program) -> std::io::Result<Vec<u8>> {
     let mut out = Vec::new();
     man.render_title(&mut out)?;
     man.render_name_section(&mut out)?;
-    man.render_synopsis_section(&mut out)?;
+    synopsis(&program.command).to_writer(&mut out)?;
     man.render_description_section(&mut out)?;
     man.render_options_section(&mut out)?;
     let mut roff = Roff::new();
@@ -139,6 +139,55 @@ fn man_page(program: &Program) -> std::io::Result<Vec<u8>> {
     man.render_version_section(&mut out)?;
     out.flush()?;
     Ok(out)
+}
+
+/// The SYNOPSIS section: every option with its value's name (clap_mangen
+/// shows `[--dir]`, leaving out what the option takes), then the
+/// positional arguments.
+fn synopsis(command: &clap::Command) -> Roff {
+    // Built, so that --help and --version are there too.
+    let mut command = command.clone();
+    command.build();
+    let mut line: Vec<Inline> = vec![bold(command.get_name().to_string())];
+    let visible = command.get_arguments().filter(|a| !a.is_hide_set());
+    let (positional, options): (Vec<&clap::Arg>, Vec<&clap::Arg>) = visible.partition(|a| a.is_positional());
+    for arg in options {
+        let value = arg.get_action().takes_values().then(|| {
+            let names = arg.get_value_names().map(|n| n.join(" "));
+            names.unwrap_or_else(|| arg.get_id().as_str().to_uppercase())
+        });
+        let (open, close) = if arg.is_required_set() { ("", "") } else { ("[", "]") };
+        line.push(roman(format!(" {open}")));
+        let mut flags = Vec::new();
+        if let Some(short) = arg.get_short() {
+            flags.push(format!("-{short}"));
+        }
+        if let Some(long) = arg.get_long() {
+            flags.push(format!("--{long}"));
+        }
+        for (k, flag) in flags.into_iter().enumerate() {
+            if k > 0 {
+                line.push(roman("|"));
+            }
+            line.push(bold(flag));
+        }
+        if let Some(value) = value {
+            line.push(roman(" "));
+            line.push(italic(value));
+        }
+        line.push(roman(close));
+    }
+    for arg in positional {
+        let name = arg
+            .get_value_names()
+            .map_or(arg.get_id().as_str().to_uppercase(), |n| n.join(" "));
+        let (open, close) = if arg.is_required_set() { ("", "") } else { ("[", "]") };
+        line.extend([roman(format!(" {open}")), italic(name), roman(close)]);
+    }
+    let mut roff = Roff::new();
+    roff.control("SH", ["SYNOPSIS"]);
+    roff.text(line);
+    roff
 }
 
 /// Every locked package's `rust-version`, from `cargo metadata` (offline:
