@@ -712,19 +712,25 @@ impl Ring<'_> {
         // Nodes say STOPPING=1 on the way out; reading keeps room for it
         // (they never wait for it). The supervisor says when the grace is
         // over, or cut short by a second stop signal, and whom to kill.
+        // (Asked first, before any wait: with --grace 0 every node is
+        // killed as it was told to stop.)
         let mut stubborn = Vec::new();
-        while self.alive().next().is_some() && stubborn.is_empty() {
-            let now = Instant::now();
-            let wake = self.sup.next_wake().map(|at| at.saturating_duration_since(now));
-            let mut actions = self.wait_events(wake);
+        let mut actions = Vec::new();
+        loop {
             actions.extend(self.sup.handle(Event::Wake { received: 0 }, Instant::now()));
-            for action in actions {
+            for action in actions.drain(..) {
                 match action {
                     Action::Log(level, message) => log::log!(level, "{message}"),
                     Action::Kill(nodes) => stubborn = nodes,
                     _ => {}
                 }
             }
+            if !stubborn.is_empty() || self.alive().next().is_none() {
+                break;
+            }
+            let now = Instant::now();
+            let wake = self.sup.next_wake().map(|at| at.saturating_duration_since(now));
+            actions = self.wait_events(wake);
         }
         log::debug!("reaped after {:?}", started.elapsed());
         for &(_, pid) in &stubborn {
