@@ -218,7 +218,7 @@ impl Ring<'_> {
             if TERMINATING.contains(&sig) {
                 stop = stop.or(Some(sig));
             } else if SUSPENDING.contains(&sig) {
-                self.suspend(sig);
+                self.job_control(Event::Suspend(sig));
             }
         }
         stop
@@ -284,9 +284,9 @@ impl Ring<'_> {
             } else if TERMINATING.contains(&sig) {
                 actions.extend(self.sup.handle(Event::Stop(sig), Instant::now()));
             } else if SUSPENDING.contains(&sig) {
-                self.suspend(sig);
+                self.job_control(Event::Suspend(sig));
             } else if sig == Signal::SIGCONT {
-                self.signal_groups(Signal::SIGCONT);
+                self.job_control(Event::Resume);
             } else if sig == Signal::SIGWINCH {
                 self.display.resized();
             }
@@ -346,11 +346,23 @@ impl Ring<'_> {
         }
     }
 
-    /// Ctrl-Z (or a background read or write of the terminal): the whole
-    /// ring pauses with the launcher, as a shell user expects, and resumes
-    /// with it on SIGCONT (`fg`, `bg`).
-    fn suspend(&mut self, sig: Signal) {
-        log::debug!("{sig}: stopping the ring and the launcher");
+    /// Ctrl-Z (or a background read or write of the terminal), and `fg`
+    /// or `bg`: carries out at once what the supervisor says, since the
+    /// launcher itself may have to stop right here.
+    fn job_control(&mut self, event: Event) {
+        for action in self.sup.handle(event, Instant::now()) {
+            match action {
+                Action::Log(level, message) => log::log!(level, "{message}"),
+                Action::Suspend => self.suspend(),
+                Action::Resume => self.signal_groups(Signal::SIGCONT),
+                _ => {}
+            }
+        }
+    }
+
+    /// Stops the ring and the launcher until someone continues the
+    /// launcher, then continues the ring.
+    fn suspend(&mut self) {
         self.display.suspending();
         self.signal_groups(Signal::SIGSTOP);
         // Stops right here until someone continues us.
@@ -540,7 +552,7 @@ impl Ring<'_> {
                         self.draw_status();
                     }
                     Action::Reinject(why) => self.reinject(why),
-                    Action::Place { .. } | Action::Kill(_) => {}
+                    Action::Place { .. } | Action::Kill(_) | Action::Suspend | Action::Resume => {}
                 }
             }
             if look.is_some_and(|at| now >= at) {

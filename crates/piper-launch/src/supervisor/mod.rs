@@ -85,6 +85,11 @@ pub enum Event {
     Reinjected,
     /// Stdout's reader went away (`| head` has what it wanted).
     OutputGone,
+    /// A job-control stop came (Ctrl-Z, or the terminal read or written
+    /// from the background).
+    Suspend(Signal),
+    /// The launcher was continued (`fg`, `bg`, SIGCONT).
+    Resume,
 }
 
 /// What to do.
@@ -105,6 +110,12 @@ pub enum Action {
     /// Kill these members' processes (member, pid): the grace period is
     /// over, or a second stop signal cut it short.
     Kill(Vec<(usize, Pid)>),
+    /// Stop the ring and the launcher, as a shell user expects of Ctrl-Z,
+    /// and continue the ring when the launcher is continued.
+    Suspend,
+    /// Continue the ring's stopped nodes (a SIGSTOP may have reached some
+    /// alone, or the launcher with them).
+    Resume,
 }
 
 /// The decisions of a run.
@@ -248,6 +259,11 @@ impl Supervisor {
             }
             // A normal end, as for any command whose output was piped into
             // `head`.
+            Event::Suspend(sig) => vec![
+                Action::Log(log::Level::Debug, format!("{sig}: stopping the ring and the launcher")),
+                Action::Suspend,
+            ],
+            Event::Resume => vec![Action::Resume],
             Event::OutputGone => match self.phase {
                 Phase::Stopping => vec![],
                 Phase::Launching | Phase::Watching => vec![

@@ -700,3 +700,20 @@ fn a_launch_that_outlasts_the_ready_timeout_names_the_late_nodes() {
     assert_eq!(s.handle(Event::Wake { received: 0 }, t(20.0)), []);
     assert_eq!(s.next_wake(), None);
 }
+
+#[test]
+fn ctrl_z_stops_the_ring_with_the_launcher_and_sigcont_continues_it() {
+    for mut s in [
+        Supervisor::new(policy(RestartPolicy::No), t(0.0)),
+        watching(policy(RestartPolicy::No)),
+    ] {
+        let actions = s.handle(Event::Suspend(Signal::SIGTSTP), t(2.0));
+        assert_eq!(actions.last(), Some(&Action::Suspend));
+        assert_eq!(s.handle(Event::Resume, t(3.0)), [Action::Resume]);
+    }
+    // A stop changes no member's state, and no restart comes of it.
+    let mut s = watching(policy(RestartPolicy::Always));
+    s.handle(Event::Suspend(Signal::SIGTTOU), t(2.0));
+    assert_eq!(s.alive().count(), 3);
+    assert_eq!(s.handle(Event::Wake { received: 0 }, t(60.0)), []);
+}
