@@ -28,7 +28,7 @@ use crate::signals::{self as blocked, SUSPENDING, TERMINATING};
 use crate::spawn::{NodeIo, Plan, Spawner};
 use crate::supervisor::healing::{self, Reinject};
 use crate::supervisor::member::State;
-use crate::supervisor::report::{self, nodes, Reported};
+use crate::supervisor::report::{self, nodes, Meter, Reported};
 use crate::supervisor::{fail, stop_code, Action, Event, Outcome, Policy, Supervisor};
 use piper_cli::signals::Blocked as Signals;
 use piper_launch::cli::RestartPolicy;
@@ -85,8 +85,8 @@ struct Ring<'a> {
     /// Where nodes send READY=1 and their counts.
     notices: Notices,
     display: Display,
-    /// The total received at the last status line, and when.
-    last_tick: (u64, Instant),
+    /// The status line's rate.
+    meter: Meter,
     /// The launcher's own service manager, if it has one, and the last
     /// `STATUS=` it was sent.
     manager: Option<Notifier>,
@@ -155,7 +155,7 @@ pub fn run(plan: &Plan, options: &Options, display: Display) -> Outcome {
         signals,
         notices,
         display,
-        last_tick: (0, Instant::now()),
+        meter: Meter::new(Instant::now()),
         manager,
         reported: Reported::default(),
         spawner,
@@ -533,7 +533,7 @@ impl Ring<'_> {
     fn watch(&mut self) -> Outcome {
         let now = Instant::now();
         self.sup.watch(now);
-        self.last_tick = (0, now);
+        self.meter = Meter::new(now);
         loop {
             let now = Instant::now();
             let look = self.placer.next_look();
@@ -593,14 +593,9 @@ impl Ring<'_> {
         if !self.display.has_status_line() {
             return;
         }
-        let Counts { received, dropped, .. } = self.totals();
-        let (before, then) = std::mem::replace(&mut self.last_tick, (received, Instant::now()));
-        let rate = report::rate(received, before, then.elapsed());
-        let text = format!(
-            "piper-launch: {}/{} alive, {rate:.0} msg/s, received {received}, dropped {dropped}",
-            self.alive().count(),
-            self.members.len()
-        );
+        let totals = self.totals();
+        let rate = self.meter.look(totals.received, Instant::now());
+        let text = report::status_line(self.alive().count(), self.members.len(), rate, totals);
         self.display.status(text);
     }
 

@@ -65,6 +65,33 @@ pub fn rate(received: u64, before: u64, elapsed: Duration) -> f64 {
     received.saturating_sub(before) as f64 / elapsed.as_secs_f64().max(1e-3)
 }
 
+/// The status line's rate: what was received by the last look, and when.
+#[derive(Clone, Copy, Debug)]
+pub struct Meter {
+    received: u64,
+    at: Instant,
+}
+
+impl Meter {
+    /// A meter that starts counting at `now`, from nothing.
+    pub fn new(now: Instant) -> Meter {
+        Meter { received: 0, at: now }
+    }
+
+    /// Messages per second since the last look, `received` in all at `now`.
+    pub fn look(&mut self, received: u64, now: Instant) -> f64 {
+        let last = std::mem::replace(self, Meter { received, at: now });
+        rate(received, last.received, now.saturating_duration_since(last.at))
+    }
+}
+
+/// The status line on a terminal: nodes alive, messages per second over
+/// the last tick, and the totals.
+pub fn status_line(alive: usize, nodes: usize, rate: f64, totals: Counts) -> String {
+    let Counts { received, dropped, .. } = totals;
+    format!("piper-launch: {alive}/{nodes} alive, {rate:.0} msg/s, received {received}, dropped {dropped}")
+}
+
 /// "1 node", "2 nodes".
 pub fn nodes(n: usize) -> String {
     match n {
@@ -113,6 +140,24 @@ mod tests {
         reported.sent(status.clone());
         assert!(!reported.changed(&status));
         assert!(reported.changed(&manager_status(3, 3, counts)));
+    }
+
+    #[test]
+    fn the_status_line_shows_the_rate_since_the_last_look() {
+        let t0 = Instant::now();
+        let mut meter = Meter::new(t0);
+        assert_eq!(meter.look(50, t0 + Duration::from_secs(1)), 50.0);
+        assert_eq!(meter.look(50, t0 + Duration::from_secs(2)), 0.0, "idle");
+        assert_eq!(meter.look(250, t0 + Duration::from_secs(4)), 100.0);
+        let counts = Counts {
+            received: 250,
+            sent: 250,
+            dropped: 3,
+        };
+        assert_eq!(
+            status_line(29, 30, 99.6, counts),
+            "piper-launch: 29/30 alive, 100 msg/s, received 250, dropped 3"
+        );
     }
 
     #[test]
