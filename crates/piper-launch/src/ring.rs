@@ -636,30 +636,8 @@ impl Ring<'_> {
             piper_cli::stderr_line(piper_cli::Priority::Notice, &object);
             return;
         }
-        let mut tally: Vec<(String, usize)> = Vec::new();
-        for i in 0..self.members.len() {
-            let end = match self.sup.state(i) {
-                State::Ended(WaitStatus::Exited(_, code)) => format!("exited {code}"),
-                State::Ended(WaitStatus::Signaled(_, sig, _)) => format!("killed by {}", sig.as_str()),
-                State::GivenUp(_) => "given up".into(),
-                State::Planned | State::Waiting { .. } => "not running".into(),
-                _ => "unknown".into(),
-            };
-            match tally.iter_mut().find(|(e, _)| *e == end) {
-                Some((_, n)) => *n += 1,
-                None => tally.push((end, 1)),
-            }
-        }
-        let ends: Vec<String> = tally.into_iter().map(|(end, n)| format!("{n} {end}")).collect();
-        let restarts = match (self.restarts(), self.sup.reinjections()) {
-            (0, 0) => String::new(),
-            (r, k) => format!("; {r} restarts, {k} re-injected"),
-        };
-        let line = format!(
-            "piper-launch: ring of {}: received {received}, sent {sent}, dropped {dropped}; {}{restarts}",
-            self.members.len(),
-            ends.join(", ")
-        );
+        let states = (0..self.members.len()).map(|i| self.sup.state(i));
+        let line = report::summary_line(states, self.totals(), self.restarts(), self.sup.reinjections());
         piper_cli::stderr_line(piper_cli::Priority::Notice, &line);
     }
 

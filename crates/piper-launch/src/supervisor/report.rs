@@ -3,7 +3,10 @@
 
 use std::time::{Duration, Instant};
 
+use nix::sys::wait::WaitStatus;
 use piper_core::Counts;
+
+use super::member::State;
 
 /// How often, at most, the launcher reports the ring to its manager and
 /// redraws its status line.
@@ -92,6 +95,39 @@ pub fn status_line(alive: usize, nodes: usize, rate: f64, totals: Counts) -> Str
     format!("piper-launch: {alive}/{nodes} alive, {rate:.0} msg/s, received {received}, dropped {dropped}")
 }
 
+/// How a member ended, for the ring summary: "exited 0", "killed by
+/// SIGKILL", "given up", "not running".
+pub fn end(state: State) -> String {
+    match state {
+        State::Ended(WaitStatus::Exited(_, code)) => format!("exited {code}"),
+        State::Ended(WaitStatus::Signaled(_, sig, _)) => format!("killed by {}", sig.as_str()),
+        State::GivenUp(_) => "given up".into(),
+        State::Planned | State::Waiting { .. } => "not running".into(),
+        _ => "unknown".into(),
+    }
+}
+
+/// The ring summary's line: the counts added up, then how many ended each
+/// way (in the order first seen), then restarts and re-injections if any.
+pub fn summary_line(states: impl IntoIterator<Item = State>, totals: Counts, restarts: u64, reinjected: u32) -> String {
+    let mut tally: Vec<(String, usize)> = Vec::new();
+    let mut nodes = 0;
+    for state in states {
+        nodes += 1;
+        let end = end(state);
+        match tally.iter_mut().find(|(e, _)| *e == end) {
+            Some((_, n)) => *n += 1,
+            None => tally.push((end, 1)),
+        }
+    }
+    let ends: Vec<String> = tally.into_iter().map(|(end, n)| format!("{n} {end}")).collect();
+    let again = match (restarts, reinjected) {
+        (0, 0) => String::new(),
+        (r, k) => format!("; {r} restarts, {k} re-injected"),
+    };
+    format!("piper-launch: ring of {nodes}: {totals}; {}{again}", ends.join(", "))
+}
+
 /// "1 node", "2 nodes".
 pub fn nodes(n: usize) -> String {
     match n {
@@ -103,6 +139,34 @@ pub fn nodes(n: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_summary_counts_each_way_of_ending_in_the_order_seen() {
+        use nix::sys::signal::Signal;
+        use nix::unistd::Pid;
+        let p = Pid::from_raw(5);
+        let totals = Counts {
+            received: 7,
+            sent: 6,
+            dropped: 1,
+        };
+        let states = [
+            State::Ended(WaitStatus::Exited(p, 0)),
+            State::Ended(WaitStatus::Signaled(p, Signal::SIGKILL, false)),
+            State::Ended(WaitStatus::Exited(p, 0)),
+            State::GivenUp(WaitStatus::Exited(p, 1)),
+            State::Planned,
+        ];
+        assert_eq!(
+            summary_line(states, totals, 0, 0),
+            "piper-launch: ring of 5: received 7, sent 6, dropped 1; \
+             2 exited 0, 1 killed by SIGKILL, 1 given up, 1 not running"
+        );
+        assert_eq!(
+            summary_line([State::Ended(WaitStatus::Exited(p, 0))], totals, 3, 1),
+            "piper-launch: ring of 1: received 7, sent 6, dropped 1; 1 exited 0; 3 restarts, 1 re-injected"
+        );
+    }
 
     #[test]
     fn one_node_is_one_node() {
