@@ -171,23 +171,11 @@ pub fn run(plan: &Plan, options: &Options, display: Display) -> Outcome {
         },
     };
     ring.teardown(options.grace);
-    // Under --json the summary is the last line, and says how the run
-    // failed, if it did; the failure's own line comes first.
-    let failure = match (&outcome, options.json) {
-        (Err(f), true) => {
-            piper_cli::stderr_line(
-                piper_cli::Priority::Error,
-                &format!("piper-launch: error: {}", f.message),
-            );
-            Some(f.message.as_str())
-        }
-        _ => None,
-    };
+    // The summary is the last line, and under --json says how the run
+    // failed, if it did; the failure's own line comes just before it.
+    let failure = outcome.as_ref().err().map(|f| f.message.as_str());
     ring.summary(options.json, failure);
-    match outcome {
-        Err(f) if options.json => Err(Failure::reported(f.code)),
-        outcome => outcome,
-    }
+    outcome.map_err(|f| Failure::reported(f.code))
 }
 
 impl Ring<'_> {
@@ -611,6 +599,10 @@ impl Ring<'_> {
         }
         self.display.flush();
         self.display.clear_status();
+        if let Some(message) = failure {
+            let line = format!("piper-launch: error: {message}");
+            piper_cli::stderr_line(piper_cli::Priority::Error, &line);
+        }
         // A node's last counts may come after it was reaped, and after the
         // teardown's last look.
         self.read_notifications();
