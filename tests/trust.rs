@@ -468,6 +468,16 @@ fn log_files_are_as_private_as_sockets_and_never_followed() {
         )
     );
     assert_eq!(dir.entries(), Vec::<String>::new());
+    // One that cannot be a directory: the same exit code, as for sockets.
+    let file = dir.aux("file");
+    std::fs::write(&file, "").unwrap();
+    let (code, err) = launch("file", &file);
+    assert_eq!(code, Some(4), "{err}");
+    let cannot = format!(
+        "piper-launch: error: cannot open --log-dir {}: Not a directory",
+        file.display()
+    );
+    assert!(err.starts_with(&cannot), "{err}");
     // A symbolic link where a log goes (a is in the background: it logs)
     // is never followed: the launch fails, and its target is untouched.
     let logs = dir.aux("logs");

@@ -63,12 +63,16 @@ fn run(args: Args) -> Result<u8, Failure> {
         .map(|dir| {
             piper_core::dir::private_dir(dir).map_err(|e| {
                 let code = exit::of(&e);
-                match e {
+                let message = match e {
                     piper_core::Error::InsecureDir { dir, reason } => {
-                        Failure::new(code, format!("refusing --log-dir {}: {reason}", dir.display()))
+                        format!("refusing --log-dir {}: {reason}", dir.display())
                     }
-                    e => Failure::usage(format!("--log-dir: {e}")),
-                }
+                    piper_core::Error::Dir { dir, action, source } => {
+                        format!("cannot {action} --log-dir {}: {source}", dir.display())
+                    }
+                    e => format!("--log-dir: {e}"),
+                };
+                Failure::new(code, message)
             })
         })
         .transpose()?;
