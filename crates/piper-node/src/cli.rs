@@ -47,6 +47,12 @@ pub const ENVIRONMENT: &[(&str, &str)] = &[
     ),
 ];
 
+/// The three ways to run a node, for `--help` and usage errors (clap's own
+/// usage line would offer `--list [NAME]`, which `--list` refuses).
+pub const USAGE: &str = "piper-node [OPTIONS] <NAME>
+       piper-node [--dir <DIR>] [--abstract] <NAME> --kick <PEER>
+       piper-node [--dir <DIR>] --list [--json]";
+
 /// The long help's tail: examples, environment and exit status.
 pub fn after_long_help() -> String {
     piper_cli::help_sections(EXAMPLES, ENVIRONMENT, exit::NODE)
@@ -54,7 +60,13 @@ pub fn after_long_help() -> String {
 
 /// One piper node: prints every datagram it receives and answers with its own name.
 #[derive(Debug, Parser)]
-#[command(version, about, after_help = exit::help(exit::NODE), after_long_help = after_long_help())]
+#[command(
+    version,
+    about,
+    override_usage = USAGE,
+    after_help = exit::help(exit::NODE),
+    after_long_help = after_long_help()
+)]
 pub struct Args {
     /// The node's name: letters, digits, '.', '_' and '-'.
     #[arg(required_unless_present = "list")]
@@ -81,7 +93,8 @@ pub struct Args {
     /// starts a chain between running nodes, as the seed's main() does.
     #[arg(long, value_name = "PEER", conflicts_with_all = ["send", "next", "count", "quiet", "list"])]
     pub kick: Option<String>,
-    /// List the nodes in the socket directory: name, pid, live or stale.
+    /// List the nodes in the socket directory: name, pid, and live, stale,
+    /// or unknown (another user's, in a shared directory).
     #[arg(long, conflicts_with_all = ["name", "send", "next", "count", "quiet"])]
     pub list: bool,
     /// Run on CPU N only (see the README's performance section: a ring is
