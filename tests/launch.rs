@@ -307,7 +307,7 @@ fn moments(n: usize, lo: u64, hi: u64) -> Vec<Duration> {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            Duration::from_millis(lo + x % (hi - lo))
+            Duration::from_millis(lo + x % (hi - lo).max(1))
         })
         .collect()
 }
@@ -779,4 +779,159 @@ fn a_big_launch_raises_its_own_open_file_limit() {
         launcher.stderr()
     );
     assert_all_gone(&dir, Duration::from_secs(5));
+}
+
+#[test]
+fn nodes_start_with_every_signal_at_its_default_and_none_blocked() {
+    // A node in C or shell must get SIGPIPE (Rust ignores it in the
+    // launcher), and nothing the launcher's own caller ignored or blocked.
+    // The stand-in node execs `sleep 61` (node a) or `sleep 62` (node b),
+    // which keeps the signal state it was given; the test reads it.
+    let dir = Dir::new("launch-sigdfl");
+    let script = dir.aux("node.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\nfor name; do :; done\ncase $name in a) exec sleep 61;; *) exec sleep 62;; esac\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut cmd = launch_cmd(&dir, &["--nodes", "a,b", "--node-bin", script.to_str().unwrap()]);
+    // SAFETY: signal and sigprocmask are async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            use nix::sys::signal::{signal, SigHandler, SigSet, SigmaskHow};
+            signal(Signal::SIGUSR1, SigHandler::SigIgn)?;
+            let mut usr2 = SigSet::empty();
+            usr2.add(Signal::SIGUSR2);
+            nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&usr2), None)?;
+            Ok(())
+        });
+    }
+    let mut launcher = Proc::spawn(&dir, "launch", cmd);
+    let children = format!("/proc/{0}/task/{0}/children", launcher.pid());
+    let read = |path: String| std::fs::read(path).unwrap_or_default();
+    let mut state: Vec<(Vec<u8>, String)> = Vec::new();
+    assert!(wait_until(PROMPT, || {
+        let pids = String::from_utf8(read(children.clone())).unwrap_or_default();
+        state = pids
+            .split_whitespace()
+            .map(|pid| {
+                let status = String::from_utf8(read(format!("/proc/{pid}/status"))).unwrap_or_default();
+                let sig = status
+                    .lines()
+                    .filter(|l| l.starts_with("SigBlk") || l.starts_with("SigIgn"));
+                (read(format!("/proc/{pid}/cmdline")), sig.collect::<Vec<_>>().join(" "))
+            })
+            .filter(|(cmdline, _)| cmdline.starts_with(b"sleep\0"))
+            .collect();
+        state.sort();
+        state.len() == 2
+    }));
+    launcher.signal(Signal::SIGINT);
+    assert_eq!(launcher.code(PROMPT), Some(130), "{}", launcher.stderr());
+    assert_eq!(state[0].0, b"sleep\x0061\0");
+    assert_eq!(state[0].1, "SigBlk:\t0000000000000000 SigIgn:\t0000000000000000");
+    // The foreground node alone ignores SIGTTOU, to write to a terminal
+    // whose foreground group it is not in.
+    assert_eq!(state[1].1, "SigBlk:\t0000000000000000 SigIgn:\t0000000000200000");
+}
+
+/// Kills (SIGKILL) every process that mentions the test's directory when
+/// dropped: a node stopped before its exec ignores the teardown's SIGTERM.
+struct KillLeftovers<'a>(&'a Dir);
+
+impl Drop for KillLeftovers<'_> {
+    fn drop(&mut self) {
+        for pid in self.0.processes() {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+}
+
+#[test]
+fn ctrl_z_at_any_moment_of_a_big_launch_in_a_terminal_never_hangs_it() {
+    // A Ctrl-Z reaches the terminal's foreground group, which a node just
+    // cloned is still in until its setpgid: the stop must not stay pending
+    // in it, to stop it before its exec, with the launcher waiting on that
+    // exec for good (state D) and `fg` unable to reach it.
+    for (round, after) in moments(8, 0, 400).into_iter().enumerate() {
+        let dir = Dir::new("launch-ctrlz");
+        let _leftovers = KillLeftovers(&dir);
+        let pty = nix::pty::openpty(None, None).unwrap();
+        for fd in [&pty.master, &pty.slave] {
+            nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC)).unwrap();
+        }
+        let mut ready = piper_tests::Ready::new();
+        let mut cmd = launch_cmd(&dir, &["--nodes", "1000", "--quiet", "--ready-timeout", "60"]);
+        cmd.env("NOTIFY_SOCKET", ready.address());
+        let slave = pty.slave.as_raw_fd();
+        // SAFETY: setsid, dup2 and ioctl are async-signal-safe.
+        unsafe {
+            cmd.pre_exec(move || {
+                // A session of its own, on the terminal as its foreground
+                // group and its stdin, as a shell's job is.
+                nix::unistd::setsid()?;
+                if nix::libc::dup2(slave, 0) < 0 || nix::libc::ioctl(0, nix::libc::TIOCSCTTY, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut launcher = Proc::spawn(&dir, "launch", cmd);
+        // Into the phase that clones, once the sockets are bound.
+        let children = format!("/proc/{0}/task/{0}/children", launcher.pid());
+        assert!(wait_until(PROMPT, || std::fs::read(&children).is_ok_and(|c| !c.is_empty())));
+        std::thread::sleep(after);
+        // Ctrl-Z, typed.
+        nix::unistd::write(&pty.master, &[0x1a]).unwrap();
+        // The launcher stops the ring and itself (unless the launch was
+        // already over and its stop came first: it is then stopped too).
+        let stopped = wait_until(PROMPT, || state(launcher.pid()) == 'T');
+        let what = format!("round {round}, Ctrl-Z after {after:?}");
+        assert!(
+            stopped,
+            "{what}: the launcher never stopped (state {})",
+            state(launcher.pid())
+        );
+        // `fg`: SIGCONT to its group.
+        nix::sys::signal::killpg(launcher.pid(), Signal::SIGCONT).unwrap();
+        assert!(
+            ready.wait(launcher.pid(), "READY=1", Duration::from_secs(60)),
+            "{what}: the launch never ended: {}",
+            launcher.stderr()
+        );
+        launcher.signal(Signal::SIGINT);
+        assert_eq!(launcher.code(PROMPT), Some(130), "{what}");
+        assert_all_gone(&dir, PROMPT);
+    }
+}
+
+#[test]
+fn sigint_while_the_sockets_are_bound_stops_the_binding() {
+    // Binding a thousand names takes about a second; Ctrl-C must not wait
+    // for the last of them.
+    let dir = Dir::new("launch-bind-interrupt");
+    let mut cmd = launch_cmd(&dir, &["--nodes", "1000", "--quiet"]);
+    cmd.env("RUST_LOG", "piper_launch=debug");
+    let mut launcher = Proc::spawn(&dir, "launch", cmd);
+    assert!(wait_until(PROMPT, || dir.join("piper-node1").exists()));
+    launcher.signal(Signal::SIGINT);
+    assert_eq!(launcher.code(PROMPT), Some(130), "{}", launcher.stderr());
+    let err = launcher.stderr();
+    let bound: usize = err
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("piper-launch: debug: bound ")?
+                .split(' ')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no 'bound N sockets' line:\n{err}"));
+    assert!(bound < 1000, "all {bound} sockets were bound after the SIGINT");
+    assert!(
+        err.contains("piper-launch: ring of 1000: received 0, sent 0, dropped 0; 1000 not running"),
+        "{err}"
+    );
+    assert_all_gone(&dir, PROMPT);
 }

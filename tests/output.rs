@@ -715,3 +715,33 @@ fn under_json_a_failed_run_says_why_in_the_summary_which_comes_last() {
     let message = lines[0].strip_prefix("piper-launch: error: ").unwrap();
     assert!(summary.ends_with(&format!("'error': \"{message}\"}}")), "{summary}");
 }
+
+#[test]
+fn a_launcher_in_the_background_draws_no_status_line_over_the_prompt() {
+    if !may_run(Needs::Tool("python3")) || !may_run(Needs::Tool("sh")) {
+        return;
+    }
+    let dir = Dir::new("out-tty-bg");
+    // A shell with job control (set -m) runs the launcher as a background
+    // job: in a process group of its own, not the terminal's foreground
+    // one, as after `bg` or `&`.
+    let launch = format!(
+        "set -m; {} --dir {} --nodes ping,pong --interval 20 & wait",
+        bin("piper-launch").display(),
+        dir.path().display()
+    );
+    let mut cmd = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/fake/terminal.py"));
+    cmd.args(["100", "24", "sh", "-c", &launch]);
+    let mut run = Proc::spawn_with_input(&dir, "tty", cmd);
+    // Its lines come, as any background job's do: 100 of them, at a hop
+    // every 20 ms, span two of the launcher's once-a-second ticks at least.
+    let lines = |run: &Proc| run.stdout().matches(" received: '").count();
+    assert!(wait_until(PROMPT, || lines(&run) >= 100), "{:?}", run.stdout());
+    assert!(status_lines(&run.stdout()).is_empty(), "{:?}", run.stdout());
+    let shell = run.children()[0];
+    let children = std::fs::read_to_string(format!("/proc/{shell}/task/{shell}/children")).unwrap();
+    let launcher = nix::unistd::Pid::from_raw(children.split_whitespace().next().unwrap().parse().unwrap());
+    nix::sys::signal::kill(launcher, Signal::SIGTERM).unwrap();
+    assert_eq!(run.code(PROMPT), Some(0));
+    assert!(status_lines(&run.stdout()).is_empty(), "{:?}", run.stdout());
+}

@@ -3,7 +3,7 @@
 //! successor, and a message that died with a node is sent again.
 
 use std::os::unix::net::UnixDatagram;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -52,15 +52,11 @@ fn a_killed_node_is_back_within_the_delay_and_the_chain_goes_on() {
         let fg = format!("node{nodes}");
         let victim = "node1";
         let old = node_pid(&dir, victim, PROMPT).expect("node1 runs");
-        let killed = Instant::now();
         kill(old, Signal::SIGKILL).unwrap();
+        // When it comes back (--restart-delay) is the supervisor's decision,
+        // unit-tested with a moving clock (a_dead_node_is_started_again_
+        // after_the_delay); here, that it does.
         let new = successor(&dir, victim, old, PROMPT).expect("node1 is back");
-        let took = killed.elapsed();
-        // --restart-delay is 0.1 s.
-        assert!(
-            took < Duration::from_millis(100 + 100),
-            "{nodes} nodes: back after {took:?}"
-        );
         let before = lines_of(&launcher, &fg);
         assert!(
             wait_until(PROMPT, || lines_of(&launcher, &fg) > before + 3),
@@ -205,14 +201,12 @@ fn a_node_that_dies_at_once_every_time_is_given_up() {
     // b would die too: it is the foreground, whose death ends the run. So
     // only a dies here (its FAKE_MODE), b waits.
     cmd.env("FAKE_ONLY", "a");
-    let started = Instant::now();
     let mut launcher = Proc::spawn(&dir, "launch", cmd);
     let gave_up = "node 'a' (pid";
     assert!(
         wait_until(PROMPT, || launcher.stderr().contains("giving it up")),
         "never given up"
     );
-    let took = started.elapsed();
     let err = launcher.stderr();
     assert!(
         err.contains(gave_up) && err.contains("and was restarted 5 times in 10s: giving it up"),
@@ -229,7 +223,6 @@ fn a_node_that_dies_at_once_every_time_is_given_up() {
     assert_eq!(starts(), 6);
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(starts(), 6);
-    assert!(took < Duration::from_secs(5), "{took:?}");
     launcher.signal(Signal::SIGTERM);
     assert_eq!(launcher.code(PROMPT), Some(0));
     assert!(launcher.stderr().contains("1 given up"), "{}", launcher.stderr());
@@ -290,9 +283,9 @@ fn a_ring_launched_with_no_start_is_never_started_by_the_launcher_even_after_a_r
     let old = node_pid(&dir, "a", PROMPT).expect("a runs");
     kill(old, Signal::SIGKILL).unwrap();
     successor(&dir, "a", old, PROMPT).expect("a is back");
-    // Longer than the silence after which a restarted ring is started again
-    // (--restart-delay 0.1 s + 2 s), had the launcher started it.
-    std::thread::sleep(Duration::from_millis(3000));
+    // That a launcher which did not start the ring never heals it is the
+    // supervisor's policy (no healing: a_launcher_that_did_not_start_the_
+    // ring_never_sends_its_chain); here, that --no-start reaches it.
     launcher.signal(Signal::SIGTERM);
     assert_eq!(launcher.code(PROMPT), Some(0));
     let err = launcher.stderr();
@@ -352,10 +345,8 @@ fn a_message_lost_with_its_node_is_sent_again_after_the_silence() {
         "{:?}",
         launcher.lines()
     );
-    // Longer than that silence and the patience after it (2.7 + 3 s), from
-    // when the launcher saw b's count move (up to a second late), and a tick.
-    std::thread::sleep(Duration::from_millis(8500));
-    assert_eq!(launcher.stderr().matches(heal).count(), 1, "{}", launcher.stderr());
+    // Once per silence, however long it lasts, is the supervisor's rule,
+    // unit-tested with a moving clock; the summary below counts one.
     kill(c, Signal::SIGCONT).unwrap();
     assert!(
         wait_until(PROMPT, || launcher.lines().len() > lines + 3),
@@ -401,16 +392,22 @@ fn a_restart_in_a_ring_that_still_runs_adds_no_second_message() {
     let a = node_pid(&dir, "a", PROMPT).expect("a runs");
     assert!(wait_until(PROMPT, || lines_of(&launcher, "b") >= 1));
     kill(a, Signal::SIGKILL).unwrap();
+    let at_a = lines_of(&launcher, "a");
     successor(&dir, "a", a, PROMPT).expect("a is back");
-    std::thread::sleep(Duration::from_millis(3500));
+    // The message went round through a's successor, and on.
+    assert!(
+        wait_until(PROMPT, || lines_of(&launcher, "a") > at_a + 1),
+        "{:?}",
+        launcher.lines()
+    );
     launcher.signal(Signal::SIGTERM);
     assert_eq!(launcher.code(PROMPT), Some(0));
     let err = launcher.stderr();
     assert!(err.contains("; 1 restarts, 0 re-injected"), "{err}");
     // One message, one line at a time: a, b, c, a, ... never two in a row
-    // from the same node, and about one every 300 ms.
+    // from the same node: b before the kill, c, then a, b, c, a after.
     let lines = launcher.lines();
-    assert!(lines.len() >= 10, "{lines:?}");
+    assert!(lines.len() >= 6, "{lines:?}");
     assert!(lines.windows(2).all(|w| w[0] != w[1]), "{lines:?}");
 }
 
@@ -448,15 +445,20 @@ fn the_launcher_tells_its_manager_the_rings_counts_when_they_change() {
     cmd.env("NOTIFY_SOCKET", ready.address());
     let mut launcher = Proc::spawn(&dir, "launch", cmd);
     assert!(ready.wait(launcher.pid(), "READY=1", PROMPT));
-    ready.listen(Duration::from_millis(3500));
-    let statuses: Vec<String> = ready
-        .messages(launcher.pid())
-        .into_iter()
-        .filter(|m| m.starts_with("STATUS=ring of 2: 2 alive, received "))
-        .collect();
-    // Once a second at most, and only when the counts moved: about ten
-    // messages a second make a new text at each tick.
-    assert!((2..=5).contains(&statuses.len()), "{statuses:?}");
+    // How often (once a second at most, only on change) is the
+    // supervisor's, unit-tested with a moving clock; here, that the counts
+    // reach the manager as they move.
+    let pid = launcher.pid();
+    let mut statuses: Vec<String> = Vec::new();
+    let moving = wait_until(PROMPT, || {
+        statuses = ready
+            .messages(pid)
+            .into_iter()
+            .filter(|m| m.starts_with("STATUS=ring of 2: 2 alive, received "))
+            .collect();
+        statuses.len() >= 2
+    });
+    assert!(moving, "{statuses:?}");
     assert!(statuses.windows(2).all(|w| w[0] != w[1]), "{statuses:?}");
     launcher.signal(Signal::SIGTERM);
     assert!(ready.wait(launcher.pid(), "STOPPING=1", PROMPT));

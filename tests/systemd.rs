@@ -274,6 +274,44 @@ fn a_datagram_queued_without_credentials_is_refused_and_says_why() {
 }
 
 #[test]
+fn a_node_running_as_nobody_refuses_a_datagram_without_credentials_too() {
+    // The kernel reports a datagram without credentials as pid 0 with the
+    // overflow uid, 65534: to a node running as that uid, it looked like its
+    // own user's.
+    if !may_run(Needs::Tool("systemd-socket-activate"))
+        || !may_run(Needs::Root("to run a node as the overflow uid 65534"))
+    {
+        return;
+    }
+    const NOBODY: u32 = 65534;
+    let dir = Dir::new("activate-nocreds-nobody");
+    std::os::unix::fs::chown(dir.path(), Some(NOBODY), Some(NOBODY)).unwrap();
+    let ready = Ready::new();
+    let mut cmd = Command::new("systemd-socket-activate");
+    cmd.arg("--datagram")
+        .arg("-l")
+        .arg(dir.join("piper-pong"))
+        .args(["-E", &format!("NOTIFY_SOCKET={}", ready.address())])
+        .args(["-E", "RUST_LOG=info"])
+        .arg(bin("piper-node"))
+        .args(["pong", "--dir"])
+        .arg(dir.path());
+    std::os::unix::process::CommandExt::uid(&mut cmd, NOBODY);
+    std::os::unix::process::CommandExt::gid(&mut cmd, NOBODY);
+    let mut pong = Proc::spawn(&dir, "pong", cmd);
+    assert!(wait_until(PROMPT, || dir.join("piper-pong").exists()));
+    let tester = UnixDatagram::bind(dir.join("piper-tester")).unwrap();
+    tester.send_to(b"tester", dir.join("piper-pong")).unwrap();
+    let why = "refused a datagram without sender credentials";
+    assert!(wait_until(PROMPT, || pong.stderr().contains(why)), "{}", pong.stderr());
+    pong.signal(Signal::SIGTERM);
+    assert_eq!(pong.code(PROMPT), Some(0));
+    let summary = pong.summary();
+    assert_eq!((summary.received, summary.dropped, summary.refused), (0, 1, 1));
+    assert_eq!(pong.lines(), Vec::<String>::new(), "nothing printed, nothing answered");
+}
+
+#[test]
 fn a_wrong_socket_passed_as_listen_fds_is_a_clear_error() {
     if !may_run(Needs::Tool("python3")) {
         return;
@@ -395,12 +433,11 @@ fn watchdog_pings_arrive_at_half_the_interval() {
     let pings = ready.times(node.pid(), "WATCHDOG=1", Duration::from_secs(1));
     node.signal(Signal::SIGTERM);
     assert_eq!(node.code(PROMPT), Some(0));
-    // About ten in a second: never early (at most one more than the
-    // schedule allows), and never so late that the manager's 200 ms passes.
+    // The wiring: pings come, about ten in a second, never a burst. When
+    // each is due is piper-node's ping_due, unit-tested with a clock the
+    // test moves; the gaps seen here also hold this test's own scheduling
+    // (45 ms between two pings 100 ms apart, under a load of 8).
     assert!((5..=11).contains(&pings.len()), "{} pings in a second", pings.len());
-    let gaps: Vec<Duration> = pings.windows(2).map(|w| w[1] - w[0]).collect();
-    assert!(gaps.iter().all(|g| *g >= Duration::from_millis(50)), "early: {gaps:?}");
-    assert!(gaps.iter().all(|g| *g < Duration::from_millis(200)), "late: {gaps:?}");
 }
 
 #[test]

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use piper_core::Counts;
 use piper_tests::{bin_dir, may_run, wait_until, Dir, Needs, Proc};
 
 /// A booted systemd; powered off on drop.
@@ -187,9 +188,10 @@ fn text(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// The numbers in a node's `STATUS=` text: received, sent, dropped.
-fn counts(status: &str) -> Vec<u64> {
-    status.split([' ', ',']).filter_map(|w| w.parse().ok()).collect()
+/// A node's counts, as its `STATUS=` text (systemd's StatusText) says
+/// them: read the way piper-launch reads them.
+fn counts(status: &str) -> Option<Counts> {
+    status.trim().parse().ok()
 }
 
 /// Installs with scripts/install.sh into the namespace's root.
@@ -246,9 +248,10 @@ fn the_readme_systemd_walkthrough_works_under_a_real_systemd() {
     assert!(chatted, "no chatter in the journal");
     // Live counts in `systemctl status`, growing.
     let status = |unit| booted.property(unit, "StatusText");
-    let first = counts(&status("piper-node@pong.service"));
-    assert_eq!(first.len(), 3, "{first:?}");
-    assert!(wait_until(wait, || counts(&status("piper-node@pong.service"))[0] > first[0] + 1));
+    let said = status("piper-node@pong.service");
+    let first = counts(&said).unwrap_or_else(|| panic!("not counts: {said:?}"));
+    let grown = |c: Option<Counts>| c.is_some_and(|c| c.received > first.received + 1);
+    assert!(wait_until(wait, || grown(counts(&status("piper-node@pong.service")))));
     let shown = booted.ok(&["systemctl", "status", "--no-pager", "piper-node@pong.service"]);
     assert!(shown.contains("Status: \"received "), "{shown}");
     eprintln!("{shown}");
@@ -341,7 +344,8 @@ fn the_readme_systemd_walkthrough_works_under_a_real_systemd() {
     let answered = wait_until(wait, || {
         let ping = user(&["show", "-P", "StatusText", "piper-node@ping.service"]);
         let pong = user(&["show", "-P", "StatusText", "piper-node@pong.service"]);
-        counts(&ping).first().is_some_and(|&n| n >= 1) && counts(&pong).first().is_some_and(|&n| n >= 1)
+        let chatted = |text: &str| counts(text).is_some_and(|c| c.received >= 1);
+        chatted(&ping) && chatted(&pong)
     });
     assert!(answered, "the user units did not chat");
     let shown = user(&["status", "--no-pager", "piper-node@ping.service"]);
@@ -393,9 +397,7 @@ fn the_readme_systemd_walkthrough_works_under_a_real_systemd() {
     assert_eq!(booted.ok(&["which", "piper-node"]).trim(), "/usr/bin/piper-node");
     booted.ok(&["piper-node", "pong", "--dir", "/run/piper", "--kick", "ping"]);
     let answered = wait_until(wait, || {
-        counts(&status("piper-node@ping.service"))
-            .first()
-            .is_some_and(|&n| n >= 1)
+        counts(&status("piper-node@ping.service")).is_some_and(|c| c.received >= 1)
     });
     assert!(answered, "the packaged units did not chat");
     booted.ok(&["dpkg", "-r", "piper"]);

@@ -468,6 +468,16 @@ fn log_files_are_as_private_as_sockets_and_never_followed() {
         )
     );
     assert_eq!(dir.entries(), Vec::<String>::new());
+    // One that cannot be a directory: the same exit code, as for sockets.
+    let file = dir.aux("file");
+    std::fs::write(&file, "").unwrap();
+    let (code, err) = launch("file", &file);
+    assert_eq!(code, Some(4), "{err}");
+    let cannot = format!(
+        "piper-launch: error: cannot open --log-dir {}: Not a directory",
+        file.display()
+    );
+    assert!(err.starts_with(&cannot), "{err}");
     // A symbolic link where a log goes (a is in the background: it logs)
     // is never followed: the launch fails, and its target is untouched.
     let logs = dir.aux("logs");
@@ -481,7 +491,10 @@ fn log_files_are_as_private_as_sockets_and_never_followed() {
         "refusing log file {}: it is a symbolic link",
         logs.join("a.log").display()
     );
-    assert!(err.contains(&refused), "{err}");
+    // The error, then the ring summary, last.
+    let lines: Vec<&str> = err.lines().collect();
+    assert!(lines[lines.len() - 2].ends_with(&refused), "{err}");
+    assert!(lines[lines.len() - 1].starts_with("piper-launch: ring of 2: "), "{err}");
     assert_eq!(std::fs::read_to_string(&precious).unwrap(), "keep");
     assert_eq!(dir.entries(), Vec::<String>::new());
     // A log of ours that others could read is made private before use.

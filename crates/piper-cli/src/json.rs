@@ -13,7 +13,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 /// A JSON object under construction: `Object::new().str("a", "b").num("n", 1).finish()`.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Object {
     text: String,
 }
@@ -110,6 +110,13 @@ impl Object {
     }
 }
 
+/// An empty object, as [`Object::new`]: `{}` once finished.
+impl Default for Object {
+    fn default() -> Object {
+        Object::new()
+    }
+}
+
 /// Appends `value` as a JSON string: quotes, backslashes and control
 /// characters escaped; everything else as it is (JSON text is UTF-8).
 fn push_string(out: &mut String, value: &str) {
@@ -133,6 +140,12 @@ fn push_string(out: &mut String, value: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_default_object_is_an_empty_one() {
+        assert_eq!(Object::default().finish(), "{}");
+        assert_eq!(Object::default().num("n", 1).finish(), r#"{"n":1}"#);
+    }
 
     #[test]
     fn strings_escape_what_json_requires() {

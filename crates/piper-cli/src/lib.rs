@@ -1,11 +1,11 @@
 //! What piper's binaries share: their exit codes (one table each, from which
 //! `--help` and the README's tables are written), the [`Failure`] every
-//! error becomes, and logging to stderr, with the journal's priority
-//! prefixes when stderr is the journal.
+//! error becomes, the flags they take alike ([`args`]), and logging to
+//! stderr, with the journal's priority prefixes when stderr is the journal.
 //!
 //! Not a library for embedding piper: that is `piper-core`. This crate holds
-//! the command-line conventions, so that `piper-node` and `piper-launch`
-//! state them once.
+//! the command-line conventions, so that `piper-node`, `piper-launch` and
+//! `piper-bridge` state them once.
 #![deny(missing_docs)]
 
 use std::io::Write;
@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use piper_core::Error;
 
+pub mod args;
 pub mod exit;
 pub mod json;
 pub mod signals;

@@ -16,13 +16,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 
+use crate::env;
 use crate::error::{Error, Result};
 
 /// The first passed descriptor (`SD_LISTEN_FDS_START`).
 pub const LISTEN_FDS_START: RawFd = 3;
 
 /// The environment variables of the protocol.
-pub const VARIABLES: [&str; 3] = ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"];
+pub const VARIABLES: [&str; 3] = [env::LISTEN_PID, env::LISTEN_FDS, env::LISTEN_FDNAMES];
 
 /// One socket passed by the service manager.
 #[derive(Debug)]
@@ -41,8 +42,8 @@ pub fn listen_fds() -> Result<Vec<ListenFd>> {
     static TAKEN: AtomicBool = AtomicBool::new(false);
     let var = |name| std::env::var(name).ok();
     let passed = passed_count(
-        var("LISTEN_PID").as_deref(),
-        var("LISTEN_FDS").as_deref(),
+        var(env::LISTEN_PID).as_deref(),
+        var(env::LISTEN_FDS).as_deref(),
         std::process::id(),
     )?;
     let Some(count) = passed else {
@@ -51,7 +52,7 @@ pub fn listen_fds() -> Result<Vec<ListenFd>> {
     if TAKEN.swap(true, Ordering::SeqCst) {
         return Ok(Vec::new());
     }
-    let names = var("LISTEN_FDNAMES").unwrap_or_default();
+    let names = var(env::LISTEN_FDNAMES).unwrap_or_default();
     let mut names = names.split(':').map(str::to_string);
     (LISTEN_FDS_START..LISTEN_FDS_START + count)
         .map(|raw| {

@@ -276,7 +276,8 @@ impl SocketDir {
 
     /// Removes what a dead node left behind (its stale socket file and lock
     /// file), if the name is not owned by a live process. Returns whether a
-    /// socket file was removed. The launcher calls this after killing nodes.
+    /// socket file was removed. A node whose launcher died calls this for
+    /// its own name: the socket it adopted was the launcher's to remove.
     pub fn reclaim(&self, name: &Name) -> Result<bool> {
         if self.namespace() == Namespace::Abstract {
             return Ok(false);

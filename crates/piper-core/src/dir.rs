@@ -48,7 +48,7 @@ impl SocketDir {
     /// `$XDG_RUNTIME_DIR/piper`, else `/tmp/piper-$UID`.
     pub fn default_path() -> PathBuf {
         default_path_from(
-            std::env::var_os("PIPER_DIR"),
+            std::env::var_os(crate::env::DIR),
             std::env::var_os("XDG_RUNTIME_DIR"),
             Uid::effective(),
         )

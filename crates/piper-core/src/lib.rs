@@ -37,24 +37,31 @@
 //! - [`dir`]: the socket directory, the address rule, and inspecting a
 //!   directory (owners, stale sockets);
 //! - [`node`]: claiming a name, binding, sending and receiving;
+//! - [`trust`]: which senders' datagrams a node takes;
 //! - [`signals`]: the self-pipe that lets a blocked loop see signals;
 //! - [`serve`]: a receive loop generic over its handler;
-//! - [`notify`] and [`activation`]: the service manager's two protocols.
+//! - [`notify`] and [`activation`]: the service manager's two protocols,
+//!   and [`mod@env`]: the names of the variables they and piper share;
+//!   [`counts`]: the counts a node reports through the first.
 //!
 //! Linux only: abstract sockets and `SO_PASSCRED` are used.
 #![deny(missing_docs)]
 
 pub mod activation;
 mod claim;
+pub mod counts;
 pub mod dir;
+pub mod env;
 pub mod error;
 pub mod name;
 pub mod node;
 pub mod notify;
 pub mod serve;
 pub mod signals;
+pub mod trust;
 
 pub use claim::{Listing, Liveness};
+pub use counts::Counts;
 pub use dir::{Namespace, SocketDir};
 pub use error::{Error, Result};
 pub use name::{escape, Name};

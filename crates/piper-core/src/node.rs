@@ -110,7 +110,9 @@ pub struct Credentials {
 pub struct Datagram<'a> {
     /// The bytes.
     pub payload: &'a [u8],
-    /// The sender's credentials.
+    /// The sender's credentials; `None` when the datagram carries none
+    /// (it was queued before `SO_PASSCRED` was set), which the kernel
+    /// reports as pid 0. Whether to trust them is [`Datagram::trusted`]'s.
     pub creds: Option<Credentials>,
     sender: Option<UnixAddr>,
     dir: &'a SocketDir,
@@ -368,6 +370,8 @@ impl Node {
                     _ => None,
                 })
             });
+            // Pid 0 is the kernel's "no credentials", with the overflow uid.
+            let creds = creds.filter(Credentials::vouched);
             (msg.bytes, msg.address, creds)
         };
         if len > buf.data.len() {

@@ -19,6 +19,12 @@ use crate::error::{Error, Result};
 
 /// A connection to the service manager.
 ///
+/// Three ways to send, by how much a message matters: [`Notifier::try_notify`]
+/// never waits (a report the next one replaces, `STATUS=`);
+/// [`Notifier::notify`] waits up to a second for room (`WATCHDOG=1`, the
+/// last words); [`Notifier::notify_until`] keeps trying for as long as the
+/// caller can wait and no stop comes (`READY=1`, which a manager waits for).
+///
 /// ```
 /// use piper_core::{notify::Notifier, Name, Node, RecvBuf, SocketDir};
 ///
@@ -43,7 +49,7 @@ pub struct Notifier {
 impl Notifier {
     /// The notifier `$NOTIFY_SOCKET` names, or `None` when it is unset.
     pub fn from_env() -> Result<Option<Notifier>> {
-        Notifier::from_value(std::env::var("NOTIFY_SOCKET").ok().as_deref())
+        Notifier::from_value(std::env::var(crate::env::NOTIFY_SOCKET).ok().as_deref())
     }
 
     /// [`Notifier::from_env`]'s rule: unset or empty means no manager.
@@ -85,8 +91,7 @@ impl Notifier {
     /// Sends a state message that must not be lost, such as `READY=1`,
     /// waiting (a second at a time, woken the moment the manager reads) while
     /// the manager's queue is full, for up to `patience`; a stop reported by
-    /// `signals` ends the wait early. Returns whether it was delivered. For
-    /// one process's message; many at once use [`Notifier::notify_polling`].
+    /// `signals` ends the wait early. Returns whether it was delivered.
     pub fn notify_until(&self, state: &str, patience: Duration, signals: &crate::Signals) -> Result<bool> {
         let deadline = std::time::Instant::now() + patience;
         loop {
@@ -99,28 +104,6 @@ impl Notifier {
             if signals.stop().is_some() || std::time::Instant::now() >= deadline {
                 return Ok(false);
             }
-        }
-    }
-
-    /// Sends a state message that should not be lost, for up to `patience`,
-    /// without ever waiting in the kernel: while the manager's queue is full
-    /// it tries again after a pause of a few milliseconds. When a thousand
-    /// nodes stop at once against a ten-deep queue, senders blocked on it
-    /// would all be woken by every read, a thundering herd; polling is not.
-    /// Returns whether it was delivered.
-    pub fn notify_polling(&self, state: &str, patience: Duration) -> Result<bool> {
-        let deadline = std::time::Instant::now() + patience;
-        let mut pause = Duration::from_micros(500);
-        loop {
-            if self.try_notify(state)? {
-                return Ok(true);
-            }
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            if left.is_zero() {
-                return Ok(false);
-            }
-            std::thread::sleep(pause.min(left));
-            pause = (pause * 2).min(Duration::from_millis(5));
         }
     }
 
@@ -153,8 +136,8 @@ fn socket_fd() -> nix::Result<OwnedFd> {
 /// `$WATCHDOG_USEC` (and `$WATCHDOG_PID`, which must be this process when set).
 pub fn watchdog_interval() -> Option<Duration> {
     watchdog_from(
-        std::env::var("WATCHDOG_PID").ok().as_deref(),
-        std::env::var("WATCHDOG_USEC").ok().as_deref(),
+        std::env::var(crate::env::WATCHDOG_PID).ok().as_deref(),
+        std::env::var(crate::env::WATCHDOG_USEC).ok().as_deref(),
         std::process::id(),
     )
 }
@@ -313,7 +296,7 @@ mod tests {
         let listener = Listener::bind_abstract(&format!("piper-unit-full/{}", std::process::id())).unwrap();
         let n = Notifier::new(listener.address()).unwrap();
         // The queue holds net.unix.max_dgram_qlen datagrams; then try_notify
-        // says no at once, and notify_polling gives up after its patience.
+        // says no at once, and notify gives up after its send timeout.
         let mut sent = 0;
         while n.try_notify("STATUS=fill").unwrap() {
             sent += 1;
@@ -325,14 +308,13 @@ mod tests {
         let start = std::time::Instant::now();
         assert!(!n.try_notify("STATUS=more").unwrap());
         assert!(start.elapsed() < Duration::from_secs(30), "try_notify waited");
-        crate::node::set_send_timeout(&n.fd, Duration::from_secs(1)).unwrap();
+        // notify waits out its send timeout, then says why it failed.
+        crate::node::set_send_timeout(&n.fd, Duration::from_millis(100)).unwrap();
         let start = std::time::Instant::now();
-        assert!(!n.notify_polling("STOPPING=1", Duration::from_millis(30)).unwrap());
-        let waited = start.elapsed();
-        assert!(
-            waited >= Duration::from_millis(30) && waited < Duration::from_secs(5),
-            "{waited:?}"
-        );
+        let e = n.notify("STOPPING=1").unwrap_err();
+        assert!(e.to_string().contains("notify"), "{e}");
+        assert!(start.elapsed() >= Duration::from_millis(90), "{:?}", start.elapsed());
+        crate::node::set_send_timeout(&n.fd, Duration::from_secs(1)).unwrap();
         let signals = crate::Signals::new().unwrap();
         // Without a stop, notify_until keeps trying for its whole patience
         // (each try waits up to the 1 s send timeout).
@@ -352,7 +334,7 @@ mod tests {
         assert!(start.elapsed() < Duration::from_secs(30), "the stop was not seen");
         // Once the manager reads, a message goes through again.
         while listener.try_recv().unwrap().is_some() {}
-        assert!(n.notify_polling("STOPPING=1", Duration::from_secs(5)).unwrap());
+        n.notify("STOPPING=1").unwrap();
         assert!(n
             .notify_until("READY=1", Duration::from_secs(5), &crate::Signals::new().unwrap())
             .unwrap());

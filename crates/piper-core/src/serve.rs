@@ -86,8 +86,8 @@ pub enum End {
 /// Runs `handler` on every datagram `node` receives, until the handler says
 /// [`Flow::Stop`] or `signals` reports a stop request.
 ///
-/// Its receive buffer ([`RecvBuf`], 208 KiB) outlives the call: the next
-/// `serve` reuses it, and the process keeps it until it exits.
+/// It receives into a [`RecvBuf`] of its own, freed when it returns;
+/// [`serve_with`] receives into the caller's.
 ///
 /// An echo node in a few lines:
 ///
@@ -117,22 +117,12 @@ pub enum End {
 /// # Ok::<(), piper_core::Error>(())
 /// ```
 pub fn serve(node: &Node, signals: &Signals, handler: &mut impl Handler) -> Result<End> {
-    let mut buf = SPARE.lock().ok().and_then(|mut spare| spare.take()).unwrap_or_default();
-    let end = serve_with(node, signals, handler, &mut buf);
-    if let Ok(mut spare) = SPARE.lock() {
-        *spare = Some(buf);
-    }
-    end
+    serve_with(node, signals, handler, &mut RecvBuf::new())
 }
 
-/// The receive buffer of the last [`serve`] to return, for the next. It is
-/// never freed: a process that served once keeps its 208 KiB mapping until
-/// it exits, and then the kernel takes it with the rest. Unmapping it on the
-/// way out cost a TLB flush on every CPU the node had run on, an eighth of
-/// a node's exit when a thousand exit together.
-static SPARE: std::sync::Mutex<Option<RecvBuf>> = std::sync::Mutex::new(None);
-
-fn serve_with(node: &Node, signals: &Signals, handler: &mut impl Handler, buf: &mut RecvBuf) -> Result<End> {
+/// [`serve`], receiving into `buf`: a program that serves more than once,
+/// or decides when its buffer is freed, owns it.
+pub fn serve_with(node: &Node, signals: &Signals, handler: &mut impl Handler, buf: &mut RecvBuf) -> Result<End> {
     signals.interrupting(node.as_fd(), || {
         let mut timeout = None;
         loop {

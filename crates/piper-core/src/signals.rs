@@ -72,9 +72,17 @@ struct Shared {
     /// Files to remove then too if, by then, the process's parent is no
     /// longer this pid: what that parent held for us, and left.
     orphaned: OnceLock<(i32, Vec<CString>)>,
-    /// A socket to make non-blocking on a stop request, or -1.
-    interrupt: AtomicI32,
+    /// Sockets to make non-blocking on a stop request; -1 is a free slot.
+    interrupt: [AtomicI32; SLOTS],
+    /// How many stop requests are between reading a slot and being done
+    /// with its descriptor: a slot's owner waits for none before it lets
+    /// its descriptor go.
+    touching: AtomicUsize,
 }
+
+/// How many sockets may be registered at once by [`Signals::interrupting`]
+/// calls, nested or on other threads.
+pub const SLOTS: usize = 8;
 
 impl Shared {
     fn wake(&self) {
@@ -102,19 +110,27 @@ impl Shared {
                 signal_hook::low_level::exit(128 + signo);
             }
         }
-        let fd = self.interrupt.load(Ordering::SeqCst);
-        if fd >= 0 {
-            // SAFETY: `interrupt` is set only inside `Signals::interrupting`,
-            // which holds a borrow of the descriptor for that whole time and
-            // clears it before returning or unwinding.
-            let fd = unsafe { BorrowedFd::borrow_raw(fd) };
-            if let Ok(flags) = fcntl(fd, FcntlArg::F_GETFL) {
-                let _ = fcntl(
-                    fd,
-                    FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK),
-                );
+        // Counted before any slot is read: a slot's owner, having cleared
+        // it, waits until this is done (see `interrupting`).
+        self.touching.fetch_add(1, Ordering::SeqCst);
+        for slot in &self.interrupt {
+            let fd = slot.load(Ordering::SeqCst);
+            if fd >= 0 {
+                // SAFETY: a slot is set only inside `Signals::interrupting`,
+                // which borrows the descriptor for that whole time, and
+                // before it returns or unwinds clears the slot and then
+                // waits until `touching` is zero: a descriptor read here
+                // stays open until this fcntl is done.
+                let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+                if let Ok(flags) = fcntl(fd, FcntlArg::F_GETFL) {
+                    let _ = fcntl(
+                        fd,
+                        FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK),
+                    );
+                }
             }
         }
+        self.touching.fetch_sub(1, Ordering::SeqCst);
         self.wake();
     }
 }
@@ -131,7 +147,8 @@ impl Signals {
                 first: AtomicI32::new(-1),
                 emergency: OnceLock::new(),
                 orphaned: OnceLock::new(),
-                interrupt: AtomicI32::new(-1),
+                interrupt: [const { AtomicI32::new(-1) }; SLOTS],
+                touching: AtomicUsize::new(0),
             }),
             read,
             ids: Vec::new(),
@@ -199,19 +216,36 @@ impl Signals {
     /// miss a stop that lands between its check and its receive.
     ///
     /// The socket is registered only for the duration of the call, which
-    /// borrows it throughout, and is cleared however `f` ends, by return or
-    /// by panic: the handler never touches a closed descriptor. One socket
-    /// at a time: a nested call replaces the outer one until it returns.
+    /// borrows it throughout; however `f` ends, by return or by panic, the
+    /// registration is cleared, and the call returns only once no stop
+    /// request (a signal handler, or [`Trigger::fire`] on another thread)
+    /// is still using it: nothing ever touches the descriptor after the
+    /// borrow ends, when its number may be reused. Calls may nest, and run
+    /// on several threads at once with one `Signals`, up to [`SLOTS`]
+    /// sockets at a time; beyond that a socket is not registered, and a
+    /// stop is seen at the loop's next wake-up (its receive timeout).
     pub fn interrupting<R>(&self, socket: BorrowedFd<'_>, f: impl FnOnce() -> R) -> R {
-        struct Clear<'a>(&'a AtomicI32, i32);
+        struct Clear<'a>(&'a Shared, &'a AtomicI32);
         impl Drop for Clear<'_> {
             fn drop(&mut self) {
-                self.0.store(self.1, Ordering::SeqCst);
+                self.1.store(-1, Ordering::SeqCst);
+                // A stop request that read the slot before it was cleared
+                // may still be using the descriptor: a few fcntl calls away
+                // from done.
+                while self.0.touching.load(Ordering::SeqCst) != 0 {
+                    std::thread::yield_now();
+                }
             }
         }
         let raw = std::os::fd::AsRawFd::as_raw_fd(&socket);
-        let outer = self.shared.interrupt.swap(raw, Ordering::SeqCst);
-        let _clear = Clear(&self.shared.interrupt, outer);
+        let free = self.shared.interrupt.iter().find(|slot| {
+            slot.compare_exchange(-1, raw, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+        });
+        if free.is_none() {
+            log::debug!("no free slot for fd {raw}: a stop reaches its loop at its next wake-up");
+        }
+        let _clear = free.map(|slot| Clear(&self.shared, slot));
         f()
     }
 
@@ -303,11 +337,86 @@ pub(crate) mod tests {
             OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL).unwrap()).contains(OFlag::O_NONBLOCK)
         };
         signals.interrupting(a.as_fd(), || {
-            assert_eq!(signals.shared.interrupt.load(Ordering::SeqCst), a.as_raw_fd());
+            assert_eq!(signals.shared.interrupt[0].load(Ordering::SeqCst), a.as_raw_fd());
             signals.trigger().fire();
         });
         assert!(nonblocking(a.as_fd()));
-        assert_eq!(signals.shared.interrupt.load(Ordering::SeqCst), -1);
+        assert!(free(&signals));
+    }
+
+    /// Whether no socket is registered.
+    fn free(signals: &Signals) -> bool {
+        signals.shared.interrupt.iter().all(|s| s.load(Ordering::SeqCst) == -1)
+    }
+
+    #[test]
+    fn two_threads_interrupting_with_one_set_never_touch_a_reused_descriptor() {
+        // Thread A registers socket a, thread B socket b; A returns first,
+        // then B. Socket a is closed and its number reused by an unrelated
+        // descriptor c: a stop must not make c non-blocking.
+        let signals = Signals::new().unwrap();
+        let (a, _a) = std::os::unix::net::UnixDatagram::pair().unwrap();
+        let (b, _b) = std::os::unix::net::UnixDatagram::pair().unwrap();
+        let (in_a, a_in) = std::sync::mpsc::channel();
+        let (in_b, b_in) = std::sync::mpsc::channel();
+        let (out_a, a_out) = std::sync::mpsc::channel::<()>();
+        let (out_b, b_out) = std::sync::mpsc::channel::<()>();
+        std::thread::scope(|s| {
+            let (set, a, b) = (&signals, &a, &b);
+            let first = s.spawn(move || {
+                set.interrupting(a.as_fd(), || {
+                    in_a.send(()).unwrap();
+                    a_out.recv().unwrap();
+                })
+            });
+            a_in.recv().unwrap();
+            let second = s.spawn(move || {
+                set.interrupting(b.as_fd(), || {
+                    in_b.send(()).unwrap();
+                    b_out.recv().unwrap();
+                })
+            });
+            b_in.recv().unwrap();
+            out_a.send(()).unwrap();
+            first.join().unwrap();
+            out_b.send(()).unwrap();
+            second.join().unwrap();
+        });
+        assert!(free(&signals));
+        // dup2 closes a's number and makes it c's, at once.
+        let mut reused = OwnedFd::from(a);
+        let (c, _c) = std::os::unix::net::UnixDatagram::pair().unwrap();
+        nix::unistd::dup2(c.as_fd(), &mut reused).unwrap();
+        signals.trigger().fire();
+        let flags = OFlag::from_bits_truncate(fcntl(reused.as_fd(), FcntlArg::F_GETFL).unwrap());
+        assert!(
+            !flags.contains(OFlag::O_NONBLOCK),
+            "a stop touched a descriptor nobody registered"
+        );
+        assert!(!OFlag::from_bits_truncate(fcntl(b.as_fd(), FcntlArg::F_GETFL).unwrap()).contains(OFlag::O_NONBLOCK));
+    }
+
+    #[test]
+    fn nested_and_concurrent_sockets_all_get_the_stop_and_extra_ones_run_unregistered() {
+        let signals = Signals::new().unwrap();
+        let pairs: Vec<_> = (0..SLOTS + 1)
+            .map(|_| std::os::unix::net::UnixDatagram::pair().unwrap())
+            .collect();
+        fn nest(signals: &Signals, socks: &[(std::os::unix::net::UnixDatagram, std::os::unix::net::UnixDatagram)]) {
+            match socks.split_first() {
+                Some(((s, _), rest)) => signals.interrupting(s.as_fd(), || nest(signals, rest)),
+                None => signals.trigger().fire(),
+            }
+        }
+        nest(&signals, &pairs);
+        let nonblocking = |s: &std::os::unix::net::UnixDatagram| {
+            OFlag::from_bits_truncate(fcntl(s.as_fd(), FcntlArg::F_GETFL).unwrap()).contains(OFlag::O_NONBLOCK)
+        };
+        let got: Vec<bool> = pairs.iter().map(|(s, _)| nonblocking(s)).collect();
+        let mut want = vec![true; SLOTS];
+        want.push(false);
+        assert_eq!(got, want);
+        assert!(free(&signals));
     }
 
     #[test]
@@ -422,7 +531,7 @@ pub(crate) mod tests {
             signals.interrupting(a.as_fd(), || panic!("inside"));
         }));
         assert!(caught.is_err());
-        assert_eq!(signals.shared.interrupt.load(Ordering::SeqCst), -1);
+        assert!(free(&signals));
     }
 
     #[test]

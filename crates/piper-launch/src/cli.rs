@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use clap::Parser;
+use piper_cli::args::Sockets;
 use piper_cli::exit;
 
 /// The highest CPU number a CPU list may name (the kernel's `CPU_SETSIZE`).
@@ -92,9 +93,9 @@ pub struct Args {
     /// DIR/NAME.log instead of the stream.
     #[arg(long, value_name = "DIR", value_hint = clap::ValueHint::DirPath)]
     pub log_dir: Option<PathBuf>,
-    /// Socket directory, passed to every node [env: PIPER_DIR] [default: $XDG_RUNTIME_DIR/piper, else /tmp/piper-$UID].
-    #[arg(long, value_name = "DIR", value_hint = clap::ValueHint::DirPath)]
-    pub dir: Option<PathBuf>,
+    /// Where the sockets are, and whom the nodes trust: passed to every node.
+    #[command(flatten)]
+    pub sockets: Sockets,
     /// Milliseconds each node waits before replying.
     #[arg(long, value_name = "MS")]
     pub interval: Option<u64>,
@@ -104,12 +105,6 @@ pub struct Args {
     /// End the run after the foreground node has received N messages (at least 1).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub count: Option<u64>,
-    /// Use abstract socket addresses instead of files.
-    #[arg(long = "abstract")]
-    pub abstract_ns: bool,
-    /// Also let nodes accept datagrams from this uid (repeatable).
-    #[arg(long = "allow-uid", value_name = "UID")]
-    pub allow_uids: Vec<u32>,
     /// The piper-node binary [default: next to piper-launch, then on PATH].
     #[arg(long, value_name = "PATH", value_hint = clap::ValueHint::ExecutablePath)]
     pub node_bin: Option<PathBuf>,

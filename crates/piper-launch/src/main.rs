@@ -1,4 +1,4 @@
-//! piper-launch: forks and execs one `piper-node` per name, wired in a ring,
+//! piper-launch: clones and execs one `piper-node` per name, wired in a ring,
 //! shows one of them, and tears the rest down via signals when it dies.
 //!
 //! Thin like piper-node: `spawn` finds and starts the nodes (and is the one
@@ -12,6 +12,7 @@ mod placement;
 mod ring;
 mod signals;
 mod spawn;
+mod supervisor;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -19,7 +20,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use piper_cli::{exit, Failure};
-use piper_core::{Name, Namespace, SocketDir};
+use piper_core::Name;
 use piper_launch::cli::{Args, Cpus, Output};
 
 fn main() -> ExitCode {
@@ -50,18 +51,9 @@ fn run(args: Args) -> Result<u8, Failure> {
         }
         Ok(Duration::from_secs_f64(secs))
     };
-    let namespace = if args.abstract_ns {
-        Namespace::Abstract
-    } else {
-        Namespace::Filesystem
-    };
     // Every name is checked before the directory is made: a name that
     // cannot work leaves nothing behind.
-    let dir = SocketDir::open_for(
-        args.dir.unwrap_or_else(SocketDir::default_path),
-        namespace,
-        names.iter().chain(&ring_next),
-    )?;
+    let dir = args.sockets.open_for(names.iter().chain(&ring_next))?;
     let node_bin = spawn::find_node_binary(args.node_bin.as_deref()).map_err(|m| Failure::new(exit::NOT_FOUND, m))?;
     // Logs carry every payload: as private as the sockets, in a directory
     // checked as theirs is.
@@ -71,12 +63,16 @@ fn run(args: Args) -> Result<u8, Failure> {
         .map(|dir| {
             piper_core::dir::private_dir(dir).map_err(|e| {
                 let code = exit::of(&e);
-                match e {
+                let message = match e {
                     piper_core::Error::InsecureDir { dir, reason } => {
-                        Failure::new(code, format!("refusing --log-dir {}: {reason}", dir.display()))
+                        format!("refusing --log-dir {}: {reason}", dir.display())
                     }
-                    e => Failure::usage(format!("--log-dir: {e}")),
-                }
+                    piper_core::Error::Dir { dir, action, source } => {
+                        format!("cannot {action} --log-dir {}: {source}", dir.display())
+                    }
+                    e => format!("--log-dir: {e}"),
+                };
+                Failure::new(code, message)
             })
         })
         .transpose()?;
@@ -103,7 +99,7 @@ fn run(args: Args) -> Result<u8, Failure> {
         interval: args.interval,
         quiet: args.quiet,
         count: args.count,
-        allow_uids: args.allow_uids,
+        allow_uids: args.sockets.allow_uids,
         all_output: args.output == Output::All,
         json: args.json,
     };

@@ -230,7 +230,7 @@ impl Display {
     pub fn status(&mut self, text: String) {
         let text = fit(text, self.columns);
         let drawn = DRAWN.load(Ordering::SeqCst) && self.drawn.as_ref() == Some(&text);
-        if !self.status_line || drawn {
+        if !self.status_line || drawn || !in_the_foreground() {
             return;
         }
         let _ = std::io::stderr().write_all(format!("\r\x1b[K{text}").as_bytes());
@@ -289,6 +289,14 @@ fn fit(text: String, columns: Option<usize>) -> String {
         Some(columns) if text.chars().count() >= columns => text.chars().take(columns.saturating_sub(1)).collect(),
         _ => text,
     }
+}
+
+/// Whether the launcher is in its terminal's foreground process group. A
+/// job sent to the background (`bg`) still runs, and its lines still come,
+/// as any job's do; but a status line drawn there would erase the shell's
+/// prompt and what the user is typing, again every second.
+fn in_the_foreground() -> bool {
+    nix::unistd::tcgetpgrp(std::io::stderr()).is_ok_and(|group| group == nix::unistd::getpgrp())
 }
 
 /// stderr's terminal width in columns, if it has one.

@@ -1,11 +1,11 @@
 //! Running a ring: launch, watch, teardown, as one event loop over a table
-//! of members.
+//! of members, which carries out what the [`Supervisor`] decides.
 //!
 //! Every phase repeats one step, [`Ring::wait_events`]: wait (in `poll`) on
-//! the signalfd and the notify socket, where nodes say `READY=1`; record
-//! what came; reap every child that ended. The phases differ only in what
-//! they make of the [`Events`], and every decision is made here, never in a
-//! signal handler.
+//! the signalfd, the notify sockets, where nodes say `READY=1`, and the
+//! relay pipes; read what came; reap every child that ended; and hand the
+//! supervisor what happened. The phases differ only in what they do with
+//! its [`Action`]s; no decision is made in a signal handler.
 
 use std::collections::HashMap;
 use std::ops::ControlFlow;
@@ -20,14 +20,20 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use piper_cli::{exit, Failure};
 use piper_core::notify::{Listener, Notifier};
-use piper_core::{send_unbound, Liveness, Name, Node};
+use piper_core::{send_unbound, Counts, Liveness, Name, Node};
 
 use crate::output::{Display, Relay, Route};
 use crate::placement::Placer;
 use crate::signals::{self as blocked, SUSPENDING, TERMINATING};
 use crate::spawn::{NodeIo, Plan, Spawner};
+use crate::supervisor::healing::{self, Reinject};
+use crate::supervisor::member::State;
+use crate::supervisor::report::{self, nodes, Meter, Reported};
+use crate::supervisor::{fail, stop_code, Action, Event, Outcome, Policy, Supervisor};
 use piper_cli::signals::Blocked as Signals;
 use piper_launch::cli::RestartPolicy;
+
+pub use crate::supervisor::restart::Restart;
 
 /// Timing and failure policy.
 #[derive(Debug)]
@@ -46,42 +52,6 @@ pub struct Options {
     pub cpus: piper_launch::cli::Cpus,
 }
 
-/// The restart policy and its limits.
-#[derive(Clone, Copy, Debug)]
-pub struct Restart {
-    pub policy: RestartPolicy,
-    /// How long after a death the node starts again.
-    pub delay: Duration,
-    /// At most this many restarts of one node within `interval`; then it
-    /// is given up (systemd's `StartLimitBurst=`, `StartLimitIntervalSec=`).
-    pub burst: u32,
-    pub interval: Duration,
-    /// Whether the foreground node is restarted too (else its death ends
-    /// the run, as always).
-    pub foreground: bool,
-}
-
-impl Restart {
-    /// Whether a node that ended with `status` is to be started again.
-    fn wants(&self, status: WaitStatus) -> bool {
-        let clean = match status {
-            WaitStatus::Exited(_, code) => code == 0,
-            WaitStatus::Signaled(_, sig, _) => {
-                matches!(sig, Signal::SIGTERM | Signal::SIGINT | Signal::SIGHUP | Signal::SIGPIPE)
-            }
-            _ => true,
-        };
-        match self.policy {
-            RestartPolicy::No => false,
-            RestartPolicy::OnFailure => !clean,
-            RestartPolicy::Always => true,
-        }
-    }
-}
-
-/// How a run ends: the launcher's exit code, or a failure to report.
-type Outcome = Result<u8, Failure>;
-
 /// One node of the ring, as the launcher knows it.
 #[derive(Debug)]
 struct Member {
@@ -91,61 +61,20 @@ struct Member {
     /// the queue for its successor. Dropping it removes the socket file;
     /// the teardown does that as soon as the nodes are told to stop.
     socket: Option<Node>,
-    state: State,
-    /// When it was (re)started lately, for the burst limit.
-    starts: Vec<Instant>,
-    restarts: u32,
     /// Its counts as its running process's last `STATUS=` said, and those
-    /// of its earlier lives: received, sent, dropped.
-    counts: [u64; 3],
-    earlier: [u64; 3],
-    /// The pid of its current (or last) process: only its reports count.
-    pid: Option<Pid>,
+    /// of its earlier lives.
+    counts: Counts,
+    earlier: Counts,
     /// Its output pipes, while the relay reads them: stdout, and (for the
     /// foreground under a status line) stderr.
     relays: Vec<Relay>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum State {
-    /// Not forked yet.
-    Planned,
-    /// Forked, not ready yet.
-    Starting { pid: Pid, group: Pid },
-    /// Said `READY=1`.
-    Ready { pid: Pid, group: Pid },
-    /// Reaped.
-    Ended(WaitStatus),
-    /// Dead, to be started again at this moment.
-    Waiting(Instant),
-    /// Dead too often in too short a time: left dead.
-    GivenUp(WaitStatus),
-}
-
 impl Member {
-    /// Its counts over all its lives: received, sent, dropped.
-    fn all_counts(&self) -> [u64; 3] {
-        [0, 1, 2].map(|k| self.counts[k] + self.earlier[k])
+    /// Its counts over all its lives.
+    fn all_counts(&self) -> Counts {
+        self.counts + self.earlier
     }
-
-    /// The process and its group, while it lives.
-    fn live(&self) -> Option<(Pid, Pid)> {
-        match self.state {
-            State::Starting { pid, group } | State::Ready { pid, group } => Some((pid, group)),
-            State::Planned | State::Ended(_) | State::Waiting(_) | State::GivenUp(_) => None,
-        }
-    }
-}
-
-/// What one [`Ring::wait_events`] saw.
-#[derive(Debug, Default)]
-struct Events {
-    /// Terminating signals that arrived.
-    stops: Vec<Signal>,
-    /// Members that ended, with how.
-    ended: Vec<(usize, WaitStatus)>,
-    /// Whether stdout's reader has gone away (`| head` has what it wanted).
-    stdout_gone: bool,
 }
 
 struct Ring<'a> {
@@ -156,21 +85,16 @@ struct Ring<'a> {
     /// Where nodes send READY=1 and their counts.
     notices: Notices,
     display: Display,
-    /// The total received at the last status line, and when.
-    last_tick: (u64, Instant),
+    /// The status line's rate.
+    meter: Meter,
     /// The launcher's own service manager, if it has one, and the last
     /// `STATUS=` it was sent.
     manager: Option<Notifier>,
-    reported: String,
+    reported: Reported,
     /// Starts nodes.
     spawner: Spawner,
-    /// The total received when the ring last made progress, and when;
-    /// when a node was last restarted, and when the ring's message was last
-    /// sent again.
-    progress: (u64, Instant),
-    restarted: Option<Instant>,
-    reinjected: Option<Instant>,
-    reinjections: u32,
+    /// The decisions.
+    sup: Supervisor,
     /// Where nodes run.
     placer: Placer,
     /// Whether stdout is a pipe whose reader is still there: watched, so
@@ -193,30 +117,37 @@ pub fn run(plan: &Plan, options: &Options, display: Display) -> Outcome {
         &format!("piper-launch/{}/{nonce}", std::process::id()),
         plan.names.len(),
     )?;
-    // Every name is claimed and bound before any node starts: a name in use
-    // is known at once, and no node ever binds its own.
-    let sockets: Vec<Node> = plan
-        .names
-        .iter()
-        .map(|name| Node::bind(&plan.dir, name.clone()))
-        .collect::<Result<_, _>>()?;
-    log::debug!("bound {} sockets in {:?}", sockets.len(), started.elapsed());
     let n = plan.names.len();
+    let manager = Notifier::from_env().unwrap_or_else(|e| {
+        log::warn!("{e}");
+        None
+    });
+    let healing = healing::rule(
+        plan.start,
+        options.restart.policy != RestartPolicy::No,
+        plan.ring_next.is_some(),
+        options.restart.delay,
+        Duration::from_millis(plan.interval.unwrap_or(0)),
+    );
+    let policy = Policy {
+        names: plan.names.clone(),
+        foreground: plan.foreground,
+        ready_timeout: options.ready_timeout,
+        restart: options.restart,
+        fail_fast: options.fail_fast,
+        ticking: manager.is_some() || display.has_status_line() || healing.is_some(),
+        healing,
+    };
     let mut ring = Ring {
         plan,
         members: plan
             .names
             .iter()
-            .zip(sockets)
-            .map(|(name, socket)| Member {
+            .map(|name| Member {
                 name: name.clone(),
-                socket: Some(socket),
-                state: State::Planned,
-                starts: Vec::new(),
-                restarts: 0,
-                counts: [0; 3],
-                earlier: [0; 3],
-                pid: None,
+                socket: None,
+                counts: Counts::default(),
+                earlier: Counts::default(),
                 relays: Vec::new(),
             })
             .collect(),
@@ -224,49 +155,69 @@ pub fn run(plan: &Plan, options: &Options, display: Display) -> Outcome {
         signals,
         notices,
         display,
-        last_tick: (0, Instant::now()),
-        manager: Notifier::from_env().unwrap_or_else(|e| {
-            log::warn!("{e}");
-            None
-        }),
-        reported: String::new(),
+        meter: Meter::new(Instant::now()),
+        manager,
+        reported: Reported::default(),
         spawner,
-        progress: (0, Instant::now()),
-        restarted: None,
-        reinjected: None,
-        reinjections: 0,
+        sup: Supervisor::new(policy, started),
         placer: Placer::new(&options.cpus, n),
         stdout_pipe: stdout_is_pipe(),
     };
-    let outcome = match ring.launch(started, options.ready_timeout) {
-        ControlFlow::Continue(()) => ring.watch(options),
-        ControlFlow::Break(outcome) => outcome,
+    let outcome = match ring.bind(started)? {
+        ControlFlow::Break(sig) => Ok(stop_code(sig)),
+        ControlFlow::Continue(()) => match ring.launch(started) {
+            ControlFlow::Continue(()) => ring.watch(),
+            ControlFlow::Break(outcome) => outcome,
+        },
     };
     ring.teardown(options.grace);
-    // Under --json the summary is the last line, and says how the run
-    // failed, if it did; the failure's own line comes first.
-    let failure = match (&outcome, options.json) {
-        (Err(f), true) => {
-            piper_cli::stderr_line(
-                piper_cli::Priority::Error,
-                &format!("piper-launch: error: {}", f.message),
-            );
-            Some(f.message.as_str())
-        }
-        _ => None,
-    };
+    // The summary is the last line, and under --json says how the run
+    // failed, if it did; the failure's own line comes just before it.
+    let failure = outcome.as_ref().err().map(|f| f.message.as_str());
     ring.summary(options.json, failure);
-    match outcome {
-        Err(f) if options.json => Err(Failure::reported(f.code)),
-        outcome => outcome,
-    }
+    outcome.map_err(|f| Failure::reported(f.code))
 }
 
 impl Ring<'_> {
+    /// Claims and binds every name before any node starts: a name in use
+    /// is known at once (and ends the run with nothing started), and no
+    /// node ever binds its own. A stop signal is looked for before each
+    /// bind, since a thousand of them take a second on a busy machine:
+    /// Ctrl-C acts at once.
+    fn bind(&mut self, started: Instant) -> Result<ControlFlow<Signal>, Failure> {
+        let n = self.members.len();
+        for i in 0..n {
+            if let Some(sig) = self.stop_before_launch() {
+                log::debug!("bound {i} sockets in {:?}; {sig} came", started.elapsed());
+                return Ok(ControlFlow::Break(sig));
+            }
+            let member = &mut self.members[i];
+            member.socket = Some(Node::bind(&self.plan.dir, member.name.clone())?);
+        }
+        log::debug!("bound {n} sockets in {:?}", started.elapsed());
+        Ok(ControlFlow::Continue(()))
+    }
+
+    /// The first stop signal pending, while no node runs yet; a suspending
+    /// signal stops the launcher right here (there is no ring to stop).
+    fn stop_before_launch(&mut self) -> Option<Signal> {
+        let mut stop = None;
+        for sig in self.signals.read() {
+            if TERMINATING.contains(&sig) {
+                stop = stop.or(Some(sig));
+            } else if SUSPENDING.contains(&sig) {
+                self.job_control(Event::Suspend(sig));
+            }
+        }
+        stop
+    }
+
     /// The one step of every phase: waits up to `timeout` (forever if
-    /// `None`) for a signal or a notification, then takes in everything
-    /// that is there: stop signals, `READY=1`, and ended children.
-    fn wait_events(&mut self, timeout: Option<Duration>) -> Events {
+    /// `None`) for a signal, a notification or output, then takes in
+    /// everything that is there (stop signals, `READY=1`, counts, ended
+    /// children) and returns what the supervisor makes of it. Stops come
+    /// first: once the run ends, later news is only recorded.
+    fn wait_events(&mut self, timeout: Option<Duration>) -> Vec<Action> {
         let timeout = timeout.map_or(PollTimeout::NONE, |t| {
             PollTimeout::try_from(t.as_millis()).unwrap_or(PollTimeout::MAX)
         });
@@ -309,26 +260,29 @@ impl Ring<'_> {
             }
         }
         self.display.flush();
-        let mut events = Events {
-            stdout_gone: stdout_gone || self.display.stdout_gone(),
-            ..Events::default()
-        };
+        let mut actions = Vec::new();
+        let stdout_gone = stdout_gone || self.display.stdout_gone();
         // Children are reaped only after a SIGCHLD: waitpid scans every
-        // child, and calling it after each of a thousand forks cost the
+        // child, and calling it after each of a thousand starts cost the
         // launch 0.1 s.
         let mut reap = false;
         for sig in self.signals.read() {
             if sig == Signal::SIGCHLD {
                 reap = true;
             } else if TERMINATING.contains(&sig) {
-                events.stops.push(sig);
+                actions.extend(self.sup.handle(Event::Stop(sig), Instant::now()));
             } else if SUSPENDING.contains(&sig) {
-                self.suspend(sig);
+                self.job_control(Event::Suspend(sig));
             } else if sig == Signal::SIGCONT {
-                self.signal_groups(Signal::SIGCONT);
+                self.job_control(Event::Resume);
             } else if sig == Signal::SIGWINCH {
                 self.display.resized();
             }
+        }
+        // Before the deaths: a node that found stdout gone ended for the
+        // same reason, and is no failure.
+        if stdout_gone {
+            actions.extend(self.sup.handle(Event::OutputGone, Instant::now()));
         }
         self.read_notifications();
         if reap {
@@ -347,13 +301,12 @@ impl Ring<'_> {
                 }
                 // The pid stays known: a node's last words (its final counts)
                 // may be read after it was reaped.
-                if let Some(&i) = status.pid().and_then(|pid| self.by_pid.get(&pid)) {
-                    self.members[i].state = State::Ended(status);
-                    events.ended.push((i, status));
+                if let Some(&member) = status.pid().and_then(|pid| self.by_pid.get(&pid)) {
+                    actions.extend(self.sup.handle(Event::Ended { member, status }, Instant::now()));
                 }
             }
         }
-        events
+        actions
     }
 
     /// Takes in every queued notification: `READY=1`, and `STATUS=` counts
@@ -363,26 +316,41 @@ impl Ring<'_> {
             let Some(&i) = self.by_pid.get(&Pid::from_raw(pid)) else {
                 continue;
             };
-            let member = &mut self.members[i];
-            if member.pid != Some(Pid::from_raw(pid)) {
+            let pid = Pid::from_raw(pid);
+            if self.sup.state(i).pid() != Some(pid) {
                 continue; // a life before this one
             }
             for line in state.lines() {
-                if let (State::Starting { pid, group }, "READY=1") = (member.state, line) {
-                    member.state = State::Ready { pid, group };
-                    self.placer.ready(i, pid);
-                } else if let Some(counts) = line.strip_prefix("STATUS=").and_then(parse_counts) {
-                    member.counts = counts;
+                if line == "READY=1" {
+                    for action in self.sup.handle(Event::Ready { member: i, pid }, Instant::now()) {
+                        if let Action::Place { member, pid } = action {
+                            self.placer.ready(member, pid);
+                        }
+                    }
+                } else if let Some(counts) = Counts::from_status(line) {
+                    self.members[i].counts = counts;
                 }
             }
         }
     }
 
-    /// Ctrl-Z (or a background read or write of the terminal): the whole
-    /// ring pauses with the launcher, as a shell user expects, and resumes
-    /// with it on SIGCONT (`fg`, `bg`).
-    fn suspend(&mut self, sig: Signal) {
-        log::debug!("{sig}: stopping the ring and the launcher");
+    /// Ctrl-Z (or a background read or write of the terminal), and `fg`
+    /// or `bg`: carries out at once what the supervisor says, since the
+    /// launcher itself may have to stop right here.
+    fn job_control(&mut self, event: Event) {
+        for action in self.sup.handle(event, Instant::now()) {
+            match action {
+                Action::Log(level, message) => log::log!(level, "{message}"),
+                Action::Suspend => self.suspend(),
+                Action::Resume => self.signal_groups(Signal::SIGCONT),
+                _ => {}
+            }
+        }
+    }
+
+    /// Stops the ring and the launcher until someone continues the
+    /// launcher, then continues the ring.
+    fn suspend(&mut self) {
         self.display.suspending();
         self.signal_groups(Signal::SIGSTOP);
         // Stops right here until someone continues us.
@@ -403,16 +371,12 @@ impl Ring<'_> {
     }
 
     fn ready(&self) -> usize {
-        self.members
-            .iter()
-            .filter(|m| matches!(m.state, State::Ready { .. }))
-            .count()
+        self.sup.ready()
     }
 
     /// Starts every node and waits until all are ready, then starts the
     /// chain. Any death or stop before that ends the run.
-    fn launch(&mut self, started: Instant, timeout: Duration) -> ControlFlow<Outcome> {
-        let deadline = started + timeout;
+    fn launch(&mut self, started: Instant) -> ControlFlow<Outcome> {
         let n = self.members.len();
         let mut shown = Instant::now();
         for i in 0..n {
@@ -436,26 +400,12 @@ impl Ring<'_> {
             self.ready()
         );
         while self.ready() < n {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                let late: Vec<&Name> = self
-                    .members
-                    .iter()
-                    .filter(|m| !matches!(m.state, State::Ready { .. }))
-                    .map(|m| &m.name)
-                    .collect();
-                let more = match late.len() {
-                    1 => String::new(),
-                    k => format!(" and {} more", k - 1),
-                };
-                return ControlFlow::Break(Err(fail(format!(
-                    "node '{}'{more} not ready after --ready-timeout {:.1}s",
-                    late[0],
-                    timeout.as_secs_f64()
-                ))));
-            }
-            let events = self.wait_events(Some(left.min(PROGRESS_EVERY)));
-            self.check_launch(events)?;
+            let now = Instant::now();
+            let wake = self.sup.next_wake().map(|at| at.saturating_duration_since(now));
+            let mut actions = self.wait_events(Some(wake.map_or(PROGRESS_EVERY, |w| w.min(PROGRESS_EVERY))));
+            // The launch's patience is the supervisor's.
+            actions.extend(self.sup.handle(Event::Wake { received: 0 }, Instant::now()));
+            self.check_launch(actions)?;
             self.display
                 .status(format!("piper-launch: started {n}/{n}, ready {}/{n}", self.ready()));
         }
@@ -468,7 +418,7 @@ impl Ring<'_> {
             return ControlFlow::Continue(());
         }
         if let Some(next) = &self.plan.ring_next {
-            self.await_ring_next(next, deadline)?;
+            self.await_ring_next(next, self.sup.deadline())?;
         }
         or_fail(self.kick().map_err(|e| format!("cannot start the chain: {e}")))
     }
@@ -514,7 +464,7 @@ impl Ring<'_> {
     /// Starts node `i` on its held socket, with relay pipes if its lines
     /// are relayed.
     fn start(&mut self, i: usize) -> Result<(), String> {
-        // The node's ends of its relay pipes live until the fork is done.
+        // The node's ends of its relay pipes live until the start is done.
         let pipe = |stderr| Relay::pipe(stderr).map_err(|e| format!("cannot make a pipe: {}", e.desc()));
         let out = match self.display.route == Route::Relay && self.plan.shows(i) {
             true => Some(pipe(false)?),
@@ -543,103 +493,54 @@ impl Ring<'_> {
             self.display.read(relay, i, &member.name);
         }
         member.relays = out.into_iter().chain(err).map(|(relay, _)| relay).collect();
-        member.state = State::Starting { pid, group };
         // A new life counts from zero; the last one's counts are kept.
-        (0..3).for_each(|k| member.earlier[k] += member.counts[k]);
-        member.counts = [0; 3];
-        member.pid = Some(pid);
-        member.starts.push(Instant::now());
+        member.earlier += std::mem::take(&mut member.counts);
+        self.sup
+            .handle(Event::Started { member: i, pid, group }, Instant::now());
         self.by_pid.insert(pid, i);
         Ok(())
     }
 
-    /// During launch, a stop signal or any death ends the run.
-    fn check_launch(&self, events: Events) -> ControlFlow<Outcome> {
-        if let Some(&sig) = events.stops.first() {
-            return ControlFlow::Break(Ok(stop_code(sig)));
-        }
-        if events.stdout_gone {
-            return ControlFlow::Break(Ok(stdout_gone()));
-        }
-        if let Some(&(i, status)) = events.ended.first() {
-            let name = &self.members[i].name;
-            return ControlFlow::Break(Err(fail(format!(
-                "node '{name}' {} before the ring was ready",
-                describe(status)
-            ))));
+    /// During launch, the supervisor ends the run at a stop signal or any
+    /// death.
+    fn check_launch(&self, actions: Vec<Action>) -> ControlFlow<Outcome> {
+        for action in actions {
+            match action {
+                Action::End(end) => return ControlFlow::Break(end.map_err(fail)),
+                Action::Log(level, message) => log::log!(level, "{message}"),
+                _ => {}
+            }
         }
         ControlFlow::Continue(())
     }
 
     /// Runs until the foreground node dies or the launcher is told to stop,
-    /// restarting dead nodes as the policy says. It wakes once a second
-    /// when anything is ticking: a manager to report to, a status line, or
-    /// restarts (to notice a ring gone silent).
-    fn watch(&mut self, options: &Options) -> Outcome {
-        let restart = options.restart;
-        let restarting = restart.policy != RestartPolicy::No;
-        // Whether a silent ring is started again: the launcher that started it.
-        let healing = self.plan.start && (restarting || self.plan.ring_next.is_some());
-        let ticking = self.manager.is_some() || self.display.has_status_line() || healing;
-        self.last_tick = (0, Instant::now());
-        self.progress = (0, Instant::now());
-        let mut next_tick = Instant::now();
-        // A ring is silent when no node has received anything for this long;
-        // a message in a dead node's queue is answered by its successor well
-        // within it.
-        let interval = Duration::from_millis(self.plan.interval.unwrap_or(0));
-        let silence = restart.delay + 2 * interval + Duration::from_secs(2);
+    /// carrying out what the supervisor decides: restarts, reports (once a
+    /// second when anything is ticking: a manager to report to, a status
+    /// line, or a ring to heal), and the chain sent again after a silence.
+    fn watch(&mut self) -> Outcome {
+        let now = Instant::now();
+        self.sup.watch(now);
+        self.meter = Meter::new(now);
         loop {
             let now = Instant::now();
-            let due = self.members.iter().filter_map(|m| match m.state {
-                State::Waiting(at) => Some(at),
-                _ => None,
-            });
             let look = self.placer.next_look();
-            let wake = due.chain(ticking.then_some(next_tick)).chain(look).min();
-            let events = self.wait_events(wake.map(|at| at.saturating_duration_since(now)));
-            if let Some(&sig) = events.stops.first() {
-                return Ok(stop_code(sig));
-            }
-            // Before the deaths: a node that found stdout gone ended for
-            // the same reason, and is no failure.
-            if events.stdout_gone {
-                return Ok(stdout_gone());
-            }
-            for (i, status) in events.ended {
-                let name = self.members[i].name.clone();
-                let foreground = i == self.plan.foreground;
-                if foreground && !restart.foreground {
-                    return Ok(status_code(status));
-                }
-                if restart.wants(status) {
-                    if let Some(outcome) = self.schedule_restart(i, status, &restart, options.fail_fast) {
-                        return outcome;
-                    }
-                    continue;
-                }
-                log::warn!("node '{name}' {}", describe(status));
-                if foreground {
-                    return Ok(status_code(status));
-                }
-                if options.fail_fast {
-                    return Err(fail(format!("node '{name}' {} (--fail-fast)", describe(status))));
-                }
-            }
+            let wake = self.sup.next_wake().into_iter().chain(look).min();
+            let mut actions = self.wait_events(wake.map(|at| at.saturating_duration_since(now)));
             let now = Instant::now();
-            for i in 0..self.members.len() {
-                if matches!(self.members[i].state, State::Waiting(at) if at <= now) {
-                    if let Err(e) = self.start(i) {
-                        return Err(fail(e));
+            let received = self.totals().received;
+            actions.extend(self.sup.handle(Event::Wake { received }, now));
+            for action in actions {
+                match action {
+                    Action::End(end) => return end.map_err(fail),
+                    Action::Log(level, message) => log::log!(level, "{message}"),
+                    Action::Start(i) => self.start(i).map_err(fail)?,
+                    Action::Report => {
+                        self.report_status();
+                        self.draw_status();
                     }
-                }
-            }
-            if now >= next_tick {
-                next_tick = now + STATUS_EVERY;
-                self.report_status();
-                self.draw_status();
-                if healing {
-                    self.check_silence(silence);
+                    Action::Reinject(why) => self.reinject(why),
+                    Action::Place { .. } | Action::Kill(_) | Action::Suspend | Action::Resume => {}
                 }
             }
             if look.is_some_and(|at| now >= at) {
@@ -649,118 +550,29 @@ impl Ring<'_> {
         }
     }
 
-    /// A node died and the policy wants it back: after the delay, unless it
-    /// has died too often lately. Returns the run's end if giving it up ends
-    /// the run (`--fail-fast`).
-    fn schedule_restart(
-        &mut self,
-        i: usize,
-        status: WaitStatus,
-        restart: &Restart,
-        fail_fast: bool,
-    ) -> Option<Outcome> {
-        let now = Instant::now();
-        let member = &mut self.members[i];
-        member.starts.retain(|&t| now.duration_since(t) < restart.interval);
-        if member.starts.len() > restart.burst as usize {
-            member.state = State::GivenUp(status);
-            let message = format!(
-                "node '{}' {}, and was restarted {} times in {:.0}s: giving it up",
-                member.name,
-                describe(status),
-                restart.burst,
-                restart.interval.as_secs_f64()
-            );
-            if fail_fast {
-                return Some(Err(fail(format!("{message} (--fail-fast)"))));
-            }
-            log::error!("{message}");
-            return None;
-        }
-        member.restarts += 1;
-        member.state = State::Waiting(now + restart.delay);
-        log::warn!(
-            "node '{}' {}; restarting it (restart {})",
-            member.name,
-            describe(status),
-            member.restarts
-        );
-        self.restarted = Some(now);
-        None
-    }
-
-    /// The ring's one message dies with a node that had received it and not
-    /// yet answered. When the ring has received nothing for `silence`, and a
-    /// node was restarted about when it went quiet, the launcher sends the
-    /// first node's name to the second again, as at the start: once, until
-    /// the ring moves again, so that a second message is never added to one
-    /// still alive. (Counts reach the launcher up to a second late, so a
-    /// restart just after the last progress seen still counts.)
-    fn check_silence(&mut self, silence: Duration) {
-        /// How much longer a ring that crosses hosts must be silent.
-        const CROSSING_PATIENCE: Duration = Duration::from_secs(3);
-        let [received, ..] = self.totals();
-        if received > self.progress.0 {
-            self.progress = (received, Instant::now());
-            return;
-        }
-        let quiet_since = self.progress.1;
-        let lag = 2 * STATUS_EVERY;
-        let restarted = self.restarted.is_some_and(|r| r + lag >= quiet_since);
-        let already = self.reinjected.is_some_and(|t| t >= quiet_since);
-        // A ring that leaves the host can lose its message on the way (a
-        // broker restart): silence alone is enough there, but a longer one,
-        // since the way round through other hosts is slower and less even,
-        // and a second message must never join a live one.
-        let crossing = self.plan.ring_next.is_some();
-        let enough = if restarted {
-            silence
-        } else {
-            silence + CROSSING_PATIENCE
-        };
-        if !(restarted || crossing) || already || quiet_since.elapsed() < enough {
-            return;
-        }
-        // A given-up node's queue is where the chain would end: starting it
-        // again would only feed a node that is not coming back. Said once.
-        if let Some(gone) = self.members.iter().find(|m| matches!(m.state, State::GivenUp(_))) {
-            log::warn!(
-                "the ring has been silent for {:.1}s, and node '{}' was given up: not starting the chain again",
-                quiet_since.elapsed().as_secs_f64(),
-                gone.name
-            );
-            self.reinjected = Some(Instant::now());
-            return;
-        }
-        let why = if restarted {
-            "since a node was restarted"
-        } else {
-            "(its message was lost on the way round)"
+    /// Sends the chain again, as the silence rule says.
+    fn reinject(&mut self, why: Reinject) {
+        let (silent, why) = match why {
+            Reinject::AfterRestart { silent } => (silent, "since a node was restarted"),
+            Reinject::Lost { silent } => (silent, "(its message was lost on the way round)"),
         };
         log::warn!(
             "the ring has been silent for {:.1}s {why}: starting the chain again",
-            self.progress.1.elapsed().as_secs_f64()
+            silent.as_secs_f64()
         );
         match self.kick() {
-            Ok(()) => {
-                self.reinjected = Some(Instant::now());
-                self.reinjections += 1;
-            }
+            Ok(()) => drop(self.sup.handle(Event::Reinjected, Instant::now())),
             Err(e) => log::warn!("cannot restart the chain: {e}"),
         }
     }
 
     fn restarts(&self) -> u64 {
-        self.members.iter().map(|m| u64::from(m.restarts)).sum()
+        (0..self.members.len()).map(|i| u64::from(self.sup.restarts(i))).sum()
     }
 
-    /// The counts of every node added up: received, sent, dropped.
-    fn totals(&self) -> [u64; 3] {
-        self.members.iter().fold([0; 3], |mut t, m| {
-            let counts = m.all_counts();
-            (0..3).for_each(|k| t[k] += counts[k]);
-            t
-        })
+    /// The counts of every node added up.
+    fn totals(&self) -> Counts {
+        self.members.iter().map(Member::all_counts).sum()
     }
 
     /// The status line on a terminal: nodes alive, messages per second
@@ -769,14 +581,9 @@ impl Ring<'_> {
         if !self.display.has_status_line() {
             return;
         }
-        let [received, _, dropped] = self.totals();
-        let (before, then) = std::mem::replace(&mut self.last_tick, (received, Instant::now()));
-        let rate = received.saturating_sub(before) as f64 / then.elapsed().as_secs_f64().max(1e-3);
-        let text = format!(
-            "piper-launch: {}/{} alive, {rate:.0} msg/s, received {received}, dropped {dropped}",
-            self.alive().count(),
-            self.members.len()
-        );
+        let totals = self.totals();
+        let rate = self.meter.look(totals.received, Instant::now());
+        let text = report::status_line(self.alive().count(), self.members.len(), rate, totals);
         self.display.status(text);
     }
 
@@ -792,49 +599,37 @@ impl Ring<'_> {
         }
         self.display.flush();
         self.display.clear_status();
+        if let Some(message) = failure {
+            let line = format!("piper-launch: error: {message}");
+            piper_cli::stderr_line(piper_cli::Priority::Error, &line);
+        }
         // A node's last counts may come after it was reaped, and after the
         // teardown's last look.
         self.read_notifications();
-        let [received, sent, dropped] = self.totals();
+        let Counts {
+            received,
+            sent,
+            dropped,
+        } = self.totals();
         if json {
-            let members: Vec<String> = self.members.iter().map(member_json).collect();
+            let members: Vec<String> = (0..self.members.len())
+                .map(|i| member_json(&self.members[i], self.sup.state(i), self.sup.restarts(i)))
+                .collect();
             let object = piper_cli::json::Object::new()
                 .num("nodes", self.members.len() as u64)
                 .num("received", received)
                 .num("sent", sent)
                 .num("dropped", dropped)
                 .num("restarts", self.restarts())
-                .num("reinjected", self.reinjections)
+                .num("reinjected", self.sup.reinjections())
                 .raw("members", &format!("[{}]", members.join(",")))
                 .opt_str("error", failure)
                 .finish();
             piper_cli::stderr_line(piper_cli::Priority::Notice, &object);
             return;
         }
-        let mut tally: Vec<(String, usize)> = Vec::new();
-        for member in &self.members {
-            let end = match member.state {
-                State::Ended(WaitStatus::Exited(_, code)) => format!("exited {code}"),
-                State::Ended(WaitStatus::Signaled(_, sig, _)) => format!("killed by {}", sig.as_str()),
-                State::GivenUp(_) => "given up".into(),
-                State::Planned | State::Waiting(_) => "not running".into(),
-                _ => "unknown".into(),
-            };
-            match tally.iter_mut().find(|(e, _)| *e == end) {
-                Some((_, n)) => *n += 1,
-                None => tally.push((end, 1)),
-            }
-        }
-        let ends: Vec<String> = tally.into_iter().map(|(end, n)| format!("{n} {end}")).collect();
-        let restarts = match (self.restarts(), self.reinjections) {
-            (0, 0) => String::new(),
-            (r, k) => format!("; {r} restarts, {k} re-injected"),
-        };
-        let line = format!(
-            "piper-launch: ring of {}: received {received}, sent {sent}, dropped {dropped}; {}{restarts}",
-            self.members.len(),
-            ends.join(", ")
-        );
+        let states = (0..self.members.len()).map(|i| self.sup.state(i));
+        let line = report::summary_line(states, self.totals(), self.restarts(), self.sup.reinjections());
         piper_cli::stderr_line(piper_cli::Priority::Notice, &line);
     }
 
@@ -843,25 +638,17 @@ impl Ring<'_> {
     /// Sent only when it changed.
     fn report_status(&mut self) {
         let Some(manager) = &self.manager else { return };
-        let alive = self.alive().count();
-        let total = self.totals();
-        let status = format!(
-            "STATUS=ring of {}: {alive} alive, received {}, sent {}, dropped {}",
-            self.members.len(),
-            total[0],
-            total[1],
-            total[2]
-        );
-        if status != self.reported {
+        let status = report::manager_status(self.members.len(), self.alive().count(), self.totals());
+        // Unchanged, or the manager's queue full: the next tick tries again.
+        if self.reported.changed(&status) {
             if let Ok(true) = manager.try_notify(&status) {
-                self.reported = status;
+                self.reported.sent(status);
             }
         }
     }
 
     fn alive(&self) -> impl Iterator<Item = (usize, Pid, Pid)> + '_ {
-        let live = self.members.iter().enumerate();
-        live.filter_map(|(i, m)| m.live().map(|(pid, group)| (i, pid, group)))
+        self.sup.alive()
     }
 
     /// The live nodes' pids, for the placer.
@@ -874,8 +661,9 @@ impl Ring<'_> {
     fn teardown(&mut self, grace: Duration) {
         let started = Instant::now();
         notify_manager("STOPPING=1");
+        self.sup.stop(started, grace);
         let targets = self.alive().count();
-        if self.members.iter().all(|m| m.state == State::Planned) {
+        if (0..self.members.len()).all(|i| self.sup.state(i) == State::Planned) {
             return;
         }
         // SIGCONT too, and first: a stopped node cannot act on SIGTERM, and
@@ -898,27 +686,31 @@ impl Ring<'_> {
             .name("remove".into())
             .spawn(move || drop(sockets))
             .map_err(|e| log::debug!("no thread to remove the sockets ({e}): removing them here"));
-        let deadline = started + grace;
-        let mut again = false;
-        while self.alive().next().is_some() && !again {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
+        // Nodes say STOPPING=1 on the way out; reading keeps room for it
+        // (they never wait for it). The supervisor says when the grace is
+        // over, or cut short by a second stop signal, and whom to kill.
+        // (Asked first, before any wait: with --grace 0 every node is
+        // killed as it was told to stop.)
+        let mut stubborn = Vec::new();
+        let mut actions = Vec::new();
+        loop {
+            actions.extend(self.sup.handle(Event::Wake { received: 0 }, Instant::now()));
+            for action in actions.drain(..) {
+                match action {
+                    Action::Log(level, message) => log::log!(level, "{message}"),
+                    Action::Kill(nodes) => stubborn = nodes,
+                    _ => {}
+                }
+            }
+            if !stubborn.is_empty() || self.alive().next().is_none() {
                 break;
             }
-            // Nodes say STOPPING=1 on the way out; reading keeps room for it
-            // (they never wait for it). A second stop signal skips the grace.
-            again = !self.wait_events(Some(left)).stops.is_empty();
+            let now = Instant::now();
+            let wake = self.sup.next_wake().map(|at| at.saturating_duration_since(now));
+            actions = self.wait_events(wake);
         }
         log::debug!("reaped after {:?}", started.elapsed());
-        let stubborn: Vec<(usize, Pid)> = self.alive().map(|(i, pid, _)| (i, pid)).collect();
-        if !stubborn.is_empty() && (grace.is_zero() || again) {
-            let why = if again { "a second stop signal" } else { "--grace 0" };
-            log::info!("{why}: sending SIGKILL to {}", nodes(stubborn.len()));
-        }
-        for &(i, pid) in &stubborn {
-            if !grace.is_zero() && !again {
-                log::warn!("node '{}' ignored SIGTERM; sending SIGKILL", self.members[i].name);
-            }
+        for &(_, pid) in &stubborn {
             // Our own child, not yet reaped: the pid cannot have been reused.
             let _ = kill(pid, Signal::SIGKILL);
         }
@@ -926,7 +718,7 @@ impl Ring<'_> {
             loop {
                 match waitpid(pid, None) {
                     Err(Errno::EINTR) => continue,
-                    Ok(status) => self.members[i].state = State::Ended(status),
+                    Ok(status) => drop(self.sup.handle(Event::Ended { member: i, status }, Instant::now())),
                     Err(_) => {}
                 }
                 break;
@@ -945,15 +737,14 @@ impl Ring<'_> {
 
 /// Where nodes report: a few notify sockets, each shared by a few nodes.
 ///
-/// A datagram socket's queue holds `net.unix.max_dgram_qlen` messages (10
-/// here), and a node whose manager's queue is full polls until there is
-/// room (see [`Notifier::notify_polling`]). With one socket for a thousand
-/// nodes, a teardown had them all polling at once, and a launcher that had
-/// just had its share of the CPU could not get back on it to read them
-/// until they gave up, a second later. Sharing a socket between at most
-/// half a queue's worth of nodes, each node's READY=1 and last counts
-/// always find room: nobody waits on the launcher, which reads the sockets
-/// that have something (one epoll set) when it gets to it.
+/// A datagram socket's queue holds `net.unix.max_dgram_qlen` messages
+/// (often 10), and a node whose manager's queue is full waits for room.
+/// With one socket for a thousand nodes, a teardown had them all waiting at
+/// once, and a launcher that had just had its share of the CPU could not
+/// get back on it to read them until they gave up. Sharing a socket between
+/// at most half a queue's worth of nodes, each node's READY=1 and last
+/// counts always find room: nobody waits on the launcher, which reads the
+/// sockets that have something (one epoll set) when it gets to it.
 struct Notices {
     sockets: Vec<Listener>,
     /// Nodes per socket: node i reports to socket i / per.
@@ -1013,16 +804,12 @@ impl AsFd for Notices {
     }
 }
 
-/// How often, at most, the launcher reports the ring to its manager and
-/// redraws its status line.
-const STATUS_EVERY: Duration = Duration::from_secs(1);
-
 /// How often the progress line moves while nodes start.
 const PROGRESS_EVERY: Duration = Duration::from_millis(100);
 
 /// One node's line in the JSON ring summary.
-fn member_json(member: &Member) -> String {
-    let (pid, exit, signal) = match member.state {
+fn member_json(member: &Member, state: State, restarts: u32) -> String {
+    let (pid, exit, signal) = match state {
         State::Ended(WaitStatus::Exited(pid, code)) | State::GivenUp(WaitStatus::Exited(pid, code)) => {
             (Some(pid.as_raw()), Some(code), None)
         }
@@ -1033,44 +820,21 @@ fn member_json(member: &Member) -> String {
         // node is running.)
         _ => (None, None, None),
     };
-    let [received, sent, dropped] = member.all_counts();
+    let Counts {
+        received,
+        sent,
+        dropped,
+    } = member.all_counts();
     piper_cli::json::Object::new()
         .str("name", member.name.as_str())
         .opt_num("pid", pid)
         .opt_num("exit", exit)
         .opt_str("signal", signal)
-        .num("restarts", member.restarts)
+        .num("restarts", restarts)
         .num("received", received)
         .num("sent", sent)
         .num("dropped", dropped)
         .finish()
-}
-
-/// `received N, sent N, dropped N`, as a node's `STATUS=` says it.
-fn parse_counts(status: &str) -> Option<[u64; 3]> {
-    let mut counts = [0; 3];
-    let mut fields = status.split(", ");
-    for (count, word) in counts.iter_mut().zip(["received ", "sent ", "dropped "]) {
-        *count = fields.next()?.strip_prefix(word)?.parse().ok()?;
-    }
-    Some(counts)
-}
-
-/// The launcher's exit code when a signal stops it, as for a node: SIGINT
-/// is an interruption (130); SIGTERM and SIGHUP are a normal stop (0), so
-/// that `systemctl stop` ends in success.
-fn stop_code(sig: Signal) -> u8 {
-    match sig {
-        Signal::SIGINT => exit::INTERRUPTED,
-        _ => exit::OK,
-    }
-}
-
-/// The run's end when stdout's reader goes away: a normal end, as for any
-/// command whose output was piped into `head`.
-fn stdout_gone() -> u8 {
-    log::debug!("stdout's reader has gone: ending the run");
-    exit::OK
 }
 
 /// Whether stdout is a pipe.
@@ -1089,66 +853,10 @@ fn notify_manager(state: &str) {
     }
 }
 
-/// "1 node", "2 nodes".
-fn nodes(n: usize) -> String {
-    match n {
-        1 => "1 node".into(),
-        n => format!("{n} nodes"),
-    }
-}
-
-fn fail(message: String) -> Failure {
-    Failure::new(exit::FAILURE, message)
-}
-
 /// A step of the launch that may fail: its failure ends the run with exit 1.
 fn or_fail<T>(step: Result<T, String>) -> ControlFlow<Outcome, T> {
     match step {
         Ok(value) => ControlFlow::Continue(value),
         Err(message) => ControlFlow::Break(Err(fail(message))),
-    }
-}
-
-/// The foreground's exit code, or 128 + the signal that killed it.
-fn status_code(status: WaitStatus) -> u8 {
-    match status {
-        WaitStatus::Exited(_, code) => code as u8,
-        WaitStatus::Signaled(_, sig, _) => 128 + sig as u8,
-        _ => exit::FAILURE,
-    }
-}
-
-fn describe(status: WaitStatus) -> String {
-    match status {
-        WaitStatus::Exited(pid, code) => format!("(pid {pid}) exited with status {code}"),
-        WaitStatus::Signaled(pid, sig, _) => format!("(pid {pid}) was killed by {}", sig.as_str()),
-        other => format!("changed state: {other:?}"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_nodes_status_line_gives_its_counts() {
-        assert_eq!(parse_counts("received 5, sent 4, dropped 1"), Some([5, 4, 1]));
-        assert_eq!(parse_counts("received 5, sent 4"), None);
-        assert_eq!(parse_counts("sent 4, received 5, dropped 1"), None);
-        assert_eq!(parse_counts("received x, sent 4, dropped 1"), None);
-    }
-
-    #[test]
-    fn one_node_is_one_node() {
-        assert_eq!(nodes(1), "1 node");
-        assert_eq!(nodes(0), "0 nodes");
-        assert_eq!(nodes(1000), "1000 nodes");
-    }
-
-    #[test]
-    fn sigterm_and_sighup_are_a_normal_stop_and_sigint_an_interruption() {
-        assert_eq!(stop_code(Signal::SIGTERM), 0);
-        assert_eq!(stop_code(Signal::SIGHUP), 0);
-        assert_eq!(stop_code(Signal::SIGINT), 130);
     }
 }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
-use piper_core::{Name, Namespace, SocketDir};
+use piper_core::{env, Name, Namespace, SocketDir};
 
 /// Everything needed to start the ring.
 #[derive(Debug)]
@@ -108,7 +108,7 @@ pub struct Spawner {
     /// One past the highest descriptor a child needs.
     table_end: RawFd,
     /// The child's stack until it execs (it shares the launcher's memory).
-    stack: Vec<u8>,
+    stack: Stack,
     launcher: Pid,
     /// The process group the nodes share, once the first one made it.
     group: Option<Pid>,
@@ -142,16 +142,8 @@ impl Spawner {
     pub fn new(plan: &Plan) -> Result<Spawner, String> {
         let path = CString::new(plan.node_bin.as_os_str().as_bytes()).map_err(|_| "node binary path has a NUL")?;
         // Our own manager's variables are ours: children report to us.
-        let skip = [
-            "NOTIFY_SOCKET",
-            "WATCHDOG_USEC",
-            "WATCHDOG_PID",
-            "LISTEN_FDS",
-            "LISTEN_PID",
-            "LISTEN_FDNAMES",
-            "PIPER_LAUNCHER",
-        ];
-        let mut env: Vec<CString> = std::env::vars_os()
+        let skip: Vec<&str> = env::MANAGER.into_iter().chain([env::LAUNCHER]).collect();
+        let mut vars: Vec<CString> = std::env::vars_os()
             .filter(|(k, _)| !skip.iter().any(|s| k == s))
             .filter_map(|(k, v)| {
                 let mut kv = k.into_vec();
@@ -161,7 +153,9 @@ impl Spawner {
             })
             .collect();
         // Who holds the nodes' sockets: should it die, the nodes remove them.
-        env.push(CString::new(format!("PIPER_LAUNCHER={}", std::process::id())).map_err(|_| "bad pid")?);
+        // Each node gets one socket (LISTEN_FDS), its own name and pid.
+        vars.push(CString::new(format!("{}={}", env::LAUNCHER, std::process::id())).map_err(|_| "bad pid")?);
+        vars.push(CString::new(format!("{}=1", env::LISTEN_FDS)).map_err(|_| "bad variable")?);
         let null = File::options()
             .read(true)
             .write(true)
@@ -182,11 +176,11 @@ impl Spawner {
             .unwrap_or(0);
         Ok(Spawner {
             path,
-            env,
+            env: vars,
             null,
             slots,
             table_end,
-            stack: vec![0; CHILD_STACK],
+            stack: Stack::new(CHILD_STACK)?,
             launcher: nix::unistd::getpid(),
             group: None,
         })
@@ -263,27 +257,28 @@ impl Spawner {
         } else {
             (null, null)
         };
-        // Everything the child touches is built before fork: it allocates
+        // Everything the child touches is built before the clone: it allocates
         // nothing. LISTEN_PID must be the child's own pid, known only after
-        // the fork: the child writes its digits into room made here.
+        // the clone: the child writes its digits into room made here.
         let argv: Vec<*const nix::libc::c_char> = args.iter().map(|a| a.as_ptr()).chain([std::ptr::null()]).collect();
-        let names = CString::new(format!("LISTEN_FDNAMES={name}")).map_err(|_| "a name has a NUL")?;
-        let notify = CString::new(format!("NOTIFY_SOCKET={notify_socket}")).map_err(|_| "bad notify socket")?;
-        const LISTEN_PID: &[u8] = b"LISTEN_PID=";
-        let mut listen_pid = LISTEN_PID.to_vec();
-        listen_pid.resize(LISTEN_PID.len() + 24, 0);
+        let names = CString::new(format!("{}={name}", env::LISTEN_FDNAMES)).map_err(|_| "a name has a NUL")?;
+        let notify =
+            CString::new(format!("{}={notify_socket}", env::NOTIFY_SOCKET)).map_err(|_| "bad notify socket")?;
+        let mut listen_pid = format!("{}=", env::LISTEN_PID).into_bytes();
+        let digits_at = listen_pid.len();
+        listen_pid.resize(digits_at + 24, 0);
         // One pointer for both uses: the variable, and the room for its digits.
         let listen_pid = listen_pid.as_mut_ptr();
         let envp: Vec<*const nix::libc::c_char> = self
             .env
             .iter()
             .map(|e| e.as_ptr())
-            .chain([notify.as_ptr(), c"LISTEN_FDS=1".as_ptr(), names.as_ptr()])
+            .chain([notify.as_ptr(), names.as_ptr()])
             .chain([listen_pid.cast_const().cast()])
             .chain([std::ptr::null()])
             .collect();
-        // SAFETY: within the buffer just made: 11 bytes of name, 24 of room.
-        let pid_digits = unsafe { listen_pid.add(LISTEN_PID.len()) };
+        // SAFETY: within the buffer just made: the name and '=', then 24 bytes of room.
+        let pid_digits = unsafe { listen_pid.add(digits_at) };
         self.fill_slots([Some(socket), Some(out), Some(err)])?;
         let [socket, out, err] = self.slots.each_ref().map(|s| s.as_raw_fd());
         let exec = ChildExec {
@@ -308,7 +303,7 @@ impl Spawner {
         // for LISTEN_PID's digits, errno) is read before the next start
         // rewrites it. The child calls only async-signal-safe functions
         // (close_range, unshare, setpgid, prctl, getppid, getpid,
-        // sched_setaffinity, sigaction, sigprocmask, dup2, fcntl, execve,
+        // sched_setaffinity, sigaction, rt_sigaction, sigprocmask, dup2, fcntl, execve,
         // _exit) on data prepared before the clone, allocates nothing, and
         // never returns. No signal handler is installed in the launcher (its
         // signals are blocked and read from a signalfd), so none can run in
@@ -414,6 +409,68 @@ pub fn node_args(plan: &Plan, i: usize) -> Vec<OsString> {
     args
 }
 
+/// The child's stack: an anonymous mapping with an inaccessible guard page
+/// below it, as glibc's `posix_spawn` makes. The child runs in the
+/// launcher's memory (`CLONE_VM`): overflowing a stack without a guard
+/// would write over whatever the launcher keeps below it; with one, it
+/// faults (SIGSEGV), and the launcher reports a node that died.
+#[derive(Debug)]
+struct Stack {
+    /// The whole mapping, guard page first.
+    map: std::ptr::NonNull<std::ffi::c_void>,
+    len: usize,
+    /// The guard page's size.
+    guard: usize,
+}
+
+impl Stack {
+    /// A stack of `size` bytes (rounded up to whole pages), zeroed.
+    fn new(size: usize) -> Result<Stack, String> {
+        use nix::sys::mman::{mmap_anonymous, mprotect, MapFlags, ProtFlags};
+        let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+            .ok()
+            .flatten()
+            .map_or(4096, |p| p as usize);
+        let len = page + size.div_ceil(page) * page;
+        let fail = |e: nix::errno::Errno| format!("cannot map a stack for the nodes: {}", e.desc());
+        let rw = ProtFlags::PROT_READ | ProtFlags::PROT_WRITE;
+        let flags = MapFlags::MAP_PRIVATE | MapFlags::MAP_STACK;
+        let length = std::num::NonZeroUsize::new(len).ok_or("an empty stack")?;
+        // SAFETY: a fresh private mapping at an address of the kernel's
+        // choosing: nothing else is there.
+        let map = unsafe { mmap_anonymous(None, length, rw, flags) }.map_err(fail)?;
+        let stack = Stack { map, len, guard: page };
+        // SAFETY: the first page of the mapping just made, used by nothing.
+        unsafe { mprotect(map, page, ProtFlags::PROT_NONE) }.map_err(fail)?;
+        Ok(stack)
+    }
+}
+
+impl std::ops::Deref for Stack {
+    type Target = [u8];
+
+    /// The usable part, above the guard page.
+    fn deref(&self) -> &[u8] {
+        // SAFETY: the mapping is readable from `guard` to `len`, and lives
+        // as long as self.
+        unsafe { std::slice::from_raw_parts(self.map.as_ptr().cast::<u8>().add(self.guard), self.len - self.guard) }
+    }
+}
+
+impl std::ops::DerefMut for Stack {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as for deref, and writable; borrowed mutably through self.
+        unsafe { std::slice::from_raw_parts_mut(self.map.as_ptr().cast::<u8>().add(self.guard), self.len - self.guard) }
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        // SAFETY: our own mapping, which no slice outlives (they borrow self).
+        let _ = unsafe { nix::sys::mman::munmap(self.map, self.len) };
+    }
+}
+
 /// What the child needs between clone and exec, all prepared before the clone.
 struct ChildExec<'a> {
     launcher: Pid,
@@ -482,17 +539,11 @@ impl ChildExec<'_> {
         if let Some(cpus) = &self.cpus {
             let _ = nix::sched::sched_setaffinity(Pid::from_raw(0), cpus);
         }
-        // The launcher's blocked signals stay blocked across exec unless
-        // unblocked here; a teardown's SIGTERM that came since the fork
-        // takes effect now.
-        crate::signals::unblock_in_child();
-        // The foreground node writes to the terminal from a group that is not
-        // the terminal's foreground group; with `stty tostop` SIGTTOU would
-        // stop it. An ignored signal stays ignored across exec.
-        if self.foreground {
-            // SAFETY: sigaction is async-signal-safe, and SIG_IGN runs no code.
-            let _ = unsafe { nix::sys::signal::signal(Signal::SIGTTOU, nix::sys::signal::SigHandler::SigIgn) };
-        }
+        // Out of the terminal's group by now: a stop from the terminal
+        // that came before is dropped, every disposition is the default,
+        // and the launcher's blocked signals are unblocked (a teardown's
+        // SIGTERM that came since the clone takes effect now).
+        crate::signals::reset_in_child(self.foreground);
         // SAFETY: pid_digits points at 24 writable bytes of this start's own
         // environment block, which a pid's digits and a NUL fit.
         unsafe { write_decimal(self.pid_digits, nix::unistd::getpid().as_raw()) };
@@ -639,11 +690,34 @@ mod tests {
             let _ = waitpid(child, None);
         }
         assert_eq!(status, WaitStatus::Exited(child, 1), "/bin/false ran");
-        let used = CHILD_STACK - spawner.stack.iter().position(|&b| b != 0).unwrap();
+        let used = spawner.stack.len() - spawner.stack.iter().position(|&b| b != 0).unwrap();
         assert!(
             used > 0 && 4 * used <= CHILD_STACK,
             "the child used {used} of {CHILD_STACK} bytes"
         );
+    }
+
+    #[test]
+    fn the_childs_stack_has_an_inaccessible_guard_page_below_it() {
+        let plan = plan(b"/run/p", &["a"]);
+        let spawner = Spawner::new(&plan).unwrap();
+        let bottom = spawner.stack.as_ptr() as usize;
+        assert!(spawner.stack.len() >= CHILD_STACK);
+        // /proc/self/maps: "start-end perms ...", in hexadecimal.
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        let perms = |addr: usize| {
+            maps.lines().find_map(|line| {
+                let (range, rest) = line.split_once(' ')?;
+                let (start, end) = range.split_once('-')?;
+                let (start, end) = (
+                    usize::from_str_radix(start, 16).ok()?,
+                    usize::from_str_radix(end, 16).ok()?,
+                );
+                (start <= addr && addr < end).then(|| rest[..4].to_string())
+            })
+        };
+        assert_eq!(perms(bottom).as_deref(), Some("rw-p"), "the stack itself");
+        assert_eq!(perms(bottom - 1).as_deref(), Some("---p"), "the page below it:\n{maps}");
     }
 
     #[test]

@@ -1,9 +1,8 @@
 //! piper-node's command line: the one definition that `--help`, the man
 //! page and the shell completions are all made from (`cargo xtask dist`).
 
-use std::path::PathBuf;
-
 use clap::Parser;
+use piper_cli::args::Sockets;
 use piper_cli::exit;
 
 /// Examples, for the long help and the man page.
@@ -48,6 +47,12 @@ pub const ENVIRONMENT: &[(&str, &str)] = &[
     ),
 ];
 
+/// The three ways to run a node, for `--help` and usage errors (clap's own
+/// usage line would offer `--list [NAME]`, which `--list` refuses).
+pub const USAGE: &str = "piper-node [OPTIONS] <NAME>
+       piper-node [--dir <DIR>] [--abstract] <NAME> --kick <PEER>
+       piper-node [--dir <DIR>] --list [--json]";
+
 /// The long help's tail: examples, environment and exit status.
 pub fn after_long_help() -> String {
     piper_cli::help_sections(EXAMPLES, ENVIRONMENT, exit::NODE)
@@ -55,14 +60,20 @@ pub fn after_long_help() -> String {
 
 /// One piper node: prints every datagram it receives and answers with its own name.
 #[derive(Debug, Parser)]
-#[command(version, about, after_help = exit::help(exit::NODE), after_long_help = after_long_help())]
+#[command(
+    version,
+    about,
+    override_usage = USAGE,
+    after_help = exit::help(exit::NODE),
+    after_long_help = after_long_help()
+)]
 pub struct Args {
     /// The node's name: letters, digits, '.', '_' and '-'.
     #[arg(required_unless_present = "list")]
     pub name: Option<String>,
-    /// Socket directory [env: PIPER_DIR] [default: $XDG_RUNTIME_DIR/piper, else /tmp/piper-$UID].
-    #[arg(long, value_name = "DIR", value_hint = clap::ValueHint::DirPath)]
-    pub dir: Option<PathBuf>,
+    /// Where the sockets are, and whom the node trusts.
+    #[command(flatten)]
+    pub sockets: Sockets,
     /// Send our name to PEER once after binding: starts the chain.
     #[arg(long, value_name = "PEER")]
     pub send: Option<String>,
@@ -78,17 +89,12 @@ pub struct Args {
     /// Print no per-message lines.
     #[arg(long)]
     pub quiet: bool,
-    /// Also accept datagrams from this uid (repeatable); our own uid and root always are.
-    #[arg(long = "allow-uid", value_name = "UID")]
-    pub allow_uids: Vec<u32>,
-    /// Use Linux abstract addresses (@DIR/piper-NAME) instead of socket files.
-    #[arg(long = "abstract")]
-    pub abstract_ns: bool,
     /// Send NAME to PEER once from an unbound socket and exit, without binding:
     /// starts a chain between running nodes, as the seed's main() does.
     #[arg(long, value_name = "PEER", conflicts_with_all = ["send", "next", "count", "quiet", "list"])]
     pub kick: Option<String>,
-    /// List the nodes in the socket directory: name, pid, live or stale.
+    /// List the nodes in the socket directory: name, pid, and live, stale,
+    /// or unknown (another user's, in a shared directory).
     #[arg(long, conflicts_with_all = ["name", "send", "next", "count", "quiet"])]
     pub list: bool,
     /// Run on CPU N only (see the README's performance section: a ring is

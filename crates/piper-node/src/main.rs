@@ -23,9 +23,6 @@ use piper_node::cli::Args;
 /// How long READY=1 is retried while the manager's queue is full.
 const READY_PATIENCE: Duration = Duration::from_secs(60);
 
-/// How long the final counts and STOPPING=1 are retried.
-const FINAL_PATIENCE: Duration = Duration::from_secs(1);
-
 fn main() -> ExitCode {
     let args = Args::parse();
     // Every line names the node, so that a thousand nodes' lines in one
@@ -49,20 +46,10 @@ fn run(args: Args) -> Result<u8, Failure> {
     for var in activation::VARIABLES {
         std::env::remove_var(var);
     }
-    let namespace = if args.abstract_ns {
-        Namespace::Abstract
-    } else {
-        Namespace::Filesystem
-    };
-    let path = args.dir.clone().unwrap_or_else(SocketDir::default_path);
     // Commands that only look or only send create nothing.
     let looks_only = args.list || args.kick.is_some();
     if args.list {
-        let dir = match namespace {
-            Namespace::Filesystem => SocketDir::open_existing(&path)?,
-            Namespace::Abstract => SocketDir::open_abstract(&path)?,
-        };
-        return list(&dir, args.json);
+        return list(&args.sockets.open_existing()?, args.json);
     }
     // Every name is checked before the directory is made: one that cannot
     // work leaves nothing behind.
@@ -72,15 +59,14 @@ fn run(args: Args) -> Result<u8, Failure> {
         .flatten()
         .map(|p| Name::new(p))
         .collect::<Result<_, _>>()?;
-    let dir = match namespace {
-        Namespace::Filesystem if looks_only => {
-            let dir = SocketDir::open_existing(&path)?;
-            std::iter::once(&name)
-                .chain(&peers)
-                .try_for_each(|n| dir.check_fits(n))?;
-            dir
-        }
-        _ => SocketDir::open_for(&path, namespace, std::iter::once(&name).chain(&peers))?,
+    let dir = if looks_only {
+        let dir = args.sockets.open_existing()?;
+        std::iter::once(&name)
+            .chain(&peers)
+            .try_for_each(|n| dir.check_fits(n))?;
+        dir
+    } else {
+        args.sockets.open_for(std::iter::once(&name).chain(&peers))?
     };
     if let Some(peer) = &args.kick {
         let peer = Name::new(peer)?;
@@ -119,7 +105,7 @@ fn run(args: Args) -> Result<u8, Failure> {
         interval: Duration::from_millis(args.interval),
         quiet: args.quiet,
         line_buffered: std::io::stdout().is_terminal(),
-        allow_uids: args.allow_uids,
+        trust: args.sockets.policy(),
         watchdog: notify::watchdog_interval().map(|every| every / 2),
         notifier: notifier.clone(),
     };
@@ -157,19 +143,13 @@ fn run(args: Args) -> Result<u8, Failure> {
         // The final counts with the goodbye, so that a manager adding up
         // its nodes' counts (piper-launch) has them exactly.
         let last = match &result {
-            Ok((s, _)) => format!(
-                "STATUS=received {}, sent {}, dropped {}\n",
-                s.received, s.sent, s.dropped
-            ),
+            Ok((s, _)) => format!("{}\n", s.counts().status()),
             Err(_) => String::new(),
         };
-        // A thousand nodes stopping at once overflow a ten-deep queue: retry
-        // briefly (with growing pauses, never a busy loop) rather than lose
-        // the counts.
-        match n.notify_polling(&format!("{last}STOPPING=1"), FINAL_PATIENCE) {
-            Ok(true) => {}
-            Ok(false) => log::debug!("the service manager's queue stayed full; STOPPING=1 not sent"),
-            Err(e) => log::debug!("{e}"),
+        // Waits up to a second for room: a manager that stopped reading
+        // costs a stopping node no more.
+        if let Err(e) = n.notify(&format!("{last}STOPPING=1")) {
+            log::debug!("{e}; STOPPING=1 not sent");
         }
     }
     let name = node.name().clone();
@@ -209,7 +189,7 @@ fn launcher_gone() -> bool {
 
 /// The piper-launch that started this node (`$PIPER_LAUNCHER`), if any.
 fn launcher_pid() -> Option<nix::unistd::Pid> {
-    let launcher = std::env::var("PIPER_LAUNCHER").ok()?.parse::<i32>().ok()?;
+    let launcher = std::env::var(piper_core::env::LAUNCHER).ok()?.parse::<i32>().ok()?;
     Some(nix::unistd::Pid::from_raw(launcher))
 }
 
