@@ -23,7 +23,7 @@ use nix::sys::epoll::EpollEvent;
 use nix::sys::signal::Signal;
 use piper_cli::RateLimit;
 use piper_core::notify::Notifier;
-use piper_core::{send_unbound_nowait, Credentials, Error, Liveness, Name, Peer, RecvBuf, SocketDir};
+use piper_core::{send_unbound_nowait, Error, Liveness, Name, Peer, RecvBuf, SocketDir};
 use rumqttc::v5::mqttbytes::v5::{
     ConnectReturnCode, DisconnectReasonCode, Filter, Packet, PubAckReason, SubscribeReasonCode,
 };
@@ -77,8 +77,8 @@ pub struct Config {
     pub epoch: Epoch,
     /// The local nodes to offer, or `None` to follow the directory.
     pub export: Option<BTreeSet<Name>>,
-    /// Uids besides ours and root's whose datagrams are forwarded.
-    pub allow_uids: Vec<u32>,
+    /// Whose datagrams are forwarded: ours, root's and `--allow-uid`.
+    pub trust: piper_core::trust::Policy,
     /// The most remote names stood in for.
     pub max_remote: usize,
     /// The largest packet this bridge takes (the broker must respect it).
@@ -252,7 +252,6 @@ enum Control {
 struct Bridge {
     cfg: Config,
     client: AsyncClient,
-    me: u32,
     link: link::State,
     /// The largest packet the broker takes from us (its CONNACK says).
     broker_max: usize,
@@ -316,7 +315,6 @@ impl Bridge {
             broker_max: cfg.max_packet,
             cfg,
             client,
-            me: nix::unistd::getuid().as_raw(),
             link: link::State::new(),
             outbox: VecDeque::new(),
             in_window: 0,
@@ -787,7 +785,7 @@ impl Bridge {
                 return;
             }
         };
-        if !allowed(creds, self.me, &self.cfg.allow_uids) {
+        if !self.cfg.trust.trusts(creds) {
             self.counts.took(Out::Refused);
             let who = creds.map_or("an unknown sender".into(), |c| format!("uid {} (pid {})", c.uid, c.pid));
             self.warnings.warn(format_args!(
@@ -1161,10 +1159,6 @@ fn describe(e: &ConnectionError) -> String {
         },
         e => e.to_string(),
     }
-}
-
-fn allowed(creds: Option<Credentials>, me: u32, extra: &[u32]) -> bool {
-    creds.is_some_and(|c| c.uid == me || c.uid == 0 || extra.contains(&c.uid))
 }
 
 fn join<'a>(names: impl IntoIterator<Item = &'a Name>) -> String {

@@ -144,7 +144,7 @@ fn run(args: Args) -> Result<u8, Failure> {
         id: id.clone(),
         epoch: new_epoch(),
         export,
-        allow_uids: args.allow_uids.clone(),
+        trust: piper_core::trust::Policy::new(args.allow_uids.iter().copied()),
         max_remote,
         max_packet: MAX_PACKET,
         broker_port: broker.port,

@@ -2,10 +2,8 @@
 //! thread starts (the runtime's helper threads inherit the mask), and read
 //! from a signalfd in the event loop. No handler ever runs.
 
-use nix::sys::signal::Signal;
-
-/// The signals that stop the bridge.
-pub const TERMINATING: [Signal; 3] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP];
+/// The signals that stop the bridge, as they stop a node and a launcher.
+pub use piper_core::signals::TERMINATING;
 
 /// Blocks [`TERMINATING`] for the bridge's signalfd.
 pub fn block() -> nix::Result<piper_cli::signals::Blocked> {
