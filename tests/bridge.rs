@@ -1015,13 +1015,21 @@ fn the_bridge_tells_its_manager_ready_its_counts_on_a_change_and_the_watchdog() 
                 from the broker 0, delivered 0, dropped 0; 0 local, 0 remote, 0 reconnects";
     assert!(a.manager.wait(pid, idle, PROMPT), "{:?}", a.manager.messages(pid));
     a.mark();
-    let watchdog = a.manager.times(pid, "WATCHDOG=1", Duration::from_secs(3));
+    // Its pacing (twice per interval) is pace.rs's, unit-tested with a
+    // moved clock; here, the wiring: it keeps coming.
+    let seen = a.seen;
+    let pings = |a: &mut Host| {
+        a.manager.messages(pid)[seen..]
+            .iter()
+            .filter(|m| *m == "WATCHDOG=1")
+            .count()
+    };
+    assert!(
+        wait_until(PROMPT, || pings(&mut a) >= 10),
+        "{:?}",
+        a.manager.messages(pid)
+    );
     let said = a.manager.messages(pid)[a.seen..].to_vec();
-    let gaps: Vec<u128> = watchdog.windows(2).map(|w| (w[1] - w[0]).as_millis()).collect();
-    // Here 200 to 300 ms apart; the bounds leave room for a loaded machine
-    // (every 800 ms, at twice the half interval, would be 3 or 4).
-    assert!((6..=16).contains(&watchdog.len()), "{gaps:?}");
-    assert!(gaps.iter().all(|&g| g < 1000), "{gaps:?}");
     // Nothing changes: no STATUS= (it goes on a change only), and READY=1
     // never again.
     assert!(said.iter().all(|m| m == "WATCHDOG=1"), "{said:?}");
