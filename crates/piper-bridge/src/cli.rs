@@ -70,21 +70,16 @@ pub struct Args {
     /// a hash of the machine id and the socket directory, e.g. host-1a2b3c4d].
     #[arg(long, value_name = "ID")]
     pub id: Option<String>,
-    /// Socket directory [env: PIPER_DIR] [default: $XDG_RUNTIME_DIR/piper, else /tmp/piper-$UID].
-    #[arg(long, value_name = "DIR")]
-    pub dir: Option<PathBuf>,
-    /// Use abstract socket addresses instead of files (needs --export).
-    #[arg(long = "abstract")]
-    pub abstract_ns: bool,
+    /// The socket directory, its namespace and whom to trust, as for
+    /// piper-node and piper-launch (abstract sockets need --export: they
+    /// cannot be listed).
+    #[command(flatten)]
+    pub sockets: piper_cli::args::Sockets,
     /// The local nodes other hosts may reach, comma-separated (repeatable)
     /// [default: every live node in the directory, followed as they come
     /// and go].
     #[arg(long, value_name = "LIST")]
     pub export: Vec<String>,
-    /// Also forward datagrams from this uid (repeatable); our own uid and
-    /// root's are always forwarded.
-    #[arg(long = "allow-uid", value_name = "UID")]
-    pub allow_uids: Vec<u32>,
     /// A file whose first line is USER:PASSWORD for the broker (never on
     /// the command line).
     #[arg(long, value_name = "FILE")]

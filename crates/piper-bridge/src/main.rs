@@ -49,7 +49,7 @@ const MAX_ID: usize = 100;
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let dir = args.dir.clone().unwrap_or_else(SocketDir::default_path);
+    let dir = args.sockets.path();
     let label = (args.id.clone()).or_else(|| default_id(&dir).map(|n| n.to_string()));
     piper_cli::init_logging(format!("piper-bridge[{}]", label.unwrap_or_default()), "warn");
     piper_cli::finish("piper-bridge", run(args))
@@ -80,7 +80,7 @@ fn run(args: Args) -> Result<u8, Failure> {
                 .map(|n| Name::new(n).map_err(|e| Failure::usage(format!("--export: {e}"))))
                 .collect::<Result<BTreeSet<Name>, Failure>>()?,
         )
-    } else if args.abstract_ns {
+    } else if args.sockets.abstract_ns {
         return Err(Failure::usage(
             "abstract sockets cannot be listed: --abstract needs --export",
         ));
@@ -89,12 +89,8 @@ fn run(args: Args) -> Result<u8, Failure> {
     };
     let login = cli::login(args.credentials.as_deref()).map_err(Failure::usage)?;
     let transport = if broker.tls { Some(tls(&args)?) } else { None };
-    let namespace = if args.abstract_ns {
-        Namespace::Abstract
-    } else {
-        Namespace::Filesystem
-    };
-    let path = args.dir.clone().unwrap_or_else(SocketDir::default_path);
+    let namespace = args.sockets.namespace();
+    let path = args.sockets.path();
     let id = match &args.id {
         Some(id) => Name::new(id).map_err(|e| Failure::usage(format!("--id: {e}")))?,
         None => {
@@ -144,7 +140,7 @@ fn run(args: Args) -> Result<u8, Failure> {
         id: id.clone(),
         epoch: new_epoch(),
         export,
-        trust: piper_core::trust::Policy::new(args.allow_uids.iter().copied()),
+        trust: args.sockets.policy(),
         max_remote,
         max_packet: MAX_PACKET,
         broker_port: broker.port,
