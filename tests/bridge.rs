@@ -864,10 +864,11 @@ fn tls_and_a_login_are_used_when_asked_and_a_wrong_login_ends_the_bridge_with_1(
     assert_eq!(counts(&err), Counts::default());
     assert!(!d.sockets.exists(), "the refused bridge left its directory");
 
-    // With both, ping and pong talk over TLS, as the login's user.
+    // With both, ping and pong talk over TLS, as the login's user. (One
+    // bridge says all it can, so that a password in any line would show.)
     let (mut a, mut b) = (Host::new(&dir, "a"), Host::new(&dir, "b"));
     let args = ["--ca", ca_arg, "--credentials", login.to_str().unwrap()];
-    a.start_bridge_with(&dir, &url, &args, "bridge-a");
+    a.start_bridge_env(&dir, &url, &args, &[("RUST_LOG", "trace")], "bridge-a");
     b.start_bridge_with(&dir, &url, &args, "bridge-b");
     let mut pong = b.node(&dir, "pong", "pong", &[]);
     a.await_has("pong");
@@ -883,10 +884,20 @@ fn tls_and_a_login_are_used_when_asked_and_a_wrong_login_ends_the_bridge_with_1(
     ca_counts.assert_balanced("a");
     cb_counts.assert_balanced("b");
     assert_eq!((ca_counts.published, cb_counts.delivered), (101, 101));
-    assert!(
-        !broker.proc.stderr().contains("piper:"),
-        "no password in the broker's log"
-    );
+    // No password in anything a bridge said, wrong or right, nor in the
+    // broker's log.
+    let said = [
+        a.bridge().stderr(),
+        b.bridge().stderr(),
+        c.bridge().stderr(),
+        d.bridge().stderr(),
+    ];
+    assert!(said[0].contains(": info: connected to the broker"), "{}", said[0]);
+    for (err, who) in said.iter().zip(["a", "b", "c", "d"]) {
+        assert!(!err.contains("s3cret") && !err.contains("guess"), "bridge {who}: {err}");
+    }
+    let log = broker.proc.stderr();
+    assert!(!log.contains("s3cret") && !log.contains("guess"), "{log}");
 }
 
 #[test]
