@@ -134,6 +134,11 @@ fn user_units_have_no_user_switch_and_use_the_runtime_dir() {
 
 /// `systemd-socket-activate` binding DIR/piper-NAME and running piper-node on it.
 fn activated(dir: &Dir, ready: &Ready, name: &str, extra: &[&str]) -> Proc {
+    activated_as(dir, ready, name, extra, None)
+}
+
+/// [`activated`], the node running as `uid` (its group too) if given.
+fn activated_as(dir: &Dir, ready: &Ready, name: &str, extra: &[&str], uid: Option<u32>) -> Proc {
     let mut cmd = Command::new("systemd-socket-activate");
     cmd.arg("--datagram")
         .arg("-l")
@@ -145,6 +150,10 @@ fn activated(dir: &Dir, ready: &Ready, name: &str, extra: &[&str]) -> Proc {
         .arg("--dir")
         .arg(dir.path())
         .args(extra);
+    if let Some(uid) = uid {
+        std::os::unix::process::CommandExt::uid(&mut cmd, uid);
+        std::os::unix::process::CommandExt::gid(&mut cmd, uid);
+    }
     let proc = Proc::spawn(dir, name, cmd);
     let socket = dir.join(&format!("piper-{name}"));
     assert!(wait_until(PROMPT, || socket.exists()));
@@ -259,9 +268,15 @@ fn a_datagram_queued_without_credentials_is_refused_and_says_why() {
     }
     let dir = Dir::new("activate-nocreds");
     let ready = Ready::new();
-    let mut pong = activated(&dir, &ready, "pong", &[]);
-    // Sent before anyone set SO_PASSCRED on the socket, by a sender that
-    // did not ask either: the kernel attached no credentials.
+    let pong = activated(&dir, &ready, "pong", &[]);
+    refuses_a_datagram_without_credentials(&dir, pong);
+}
+
+/// Sends `pong`, started by socket activation, a datagram queued before
+/// anyone set SO_PASSCRED on the socket, by a sender that did not ask
+/// either (the kernel attached no credentials): it is refused and said
+/// to be, never printed or answered.
+fn refuses_a_datagram_without_credentials(dir: &Dir, mut pong: Proc) {
     let tester = UnixDatagram::bind(dir.join("piper-tester")).unwrap();
     tester.send_to(b"tester", dir.join("piper-pong")).unwrap();
     let why = "refused a datagram without sender credentials";
@@ -287,28 +302,8 @@ fn a_node_running_as_nobody_refuses_a_datagram_without_credentials_too() {
     let dir = Dir::new("activate-nocreds-nobody");
     std::os::unix::fs::chown(dir.path(), Some(NOBODY), Some(NOBODY)).unwrap();
     let ready = Ready::new();
-    let mut cmd = Command::new("systemd-socket-activate");
-    cmd.arg("--datagram")
-        .arg("-l")
-        .arg(dir.join("piper-pong"))
-        .args(["-E", &format!("NOTIFY_SOCKET={}", ready.address())])
-        .args(["-E", "RUST_LOG=info"])
-        .arg(bin("piper-node"))
-        .args(["pong", "--dir"])
-        .arg(dir.path());
-    std::os::unix::process::CommandExt::uid(&mut cmd, NOBODY);
-    std::os::unix::process::CommandExt::gid(&mut cmd, NOBODY);
-    let mut pong = Proc::spawn(&dir, "pong", cmd);
-    assert!(wait_until(PROMPT, || dir.join("piper-pong").exists()));
-    let tester = UnixDatagram::bind(dir.join("piper-tester")).unwrap();
-    tester.send_to(b"tester", dir.join("piper-pong")).unwrap();
-    let why = "refused a datagram without sender credentials";
-    assert!(wait_until(PROMPT, || pong.stderr().contains(why)), "{}", pong.stderr());
-    pong.signal(Signal::SIGTERM);
-    assert_eq!(pong.code(PROMPT), Some(0));
-    let summary = pong.summary();
-    assert_eq!((summary.received, summary.dropped, summary.refused), (0, 1, 1));
-    assert_eq!(pong.lines(), Vec::<String>::new(), "nothing printed, nothing answered");
+    let pong = activated_as(&dir, &ready, "pong", &[], Some(NOBODY));
+    refuses_a_datagram_without_credentials(&dir, pong);
 }
 
 #[test]
