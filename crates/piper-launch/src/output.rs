@@ -220,8 +220,11 @@ impl Display {
             let _ = std::io::stderr().write_all(&self.pending_err);
             self.pending_err.clear();
         }
+        // The same line again: it was cut to the width and found in the
+        // foreground when it was drawn, which this path (once per batch of
+        // lines) need not ask again.
         if let Some(text) = drawn {
-            self.status(text);
+            self.draw(text);
         }
     }
 
@@ -230,9 +233,19 @@ impl Display {
     pub fn status(&mut self, text: String) {
         let text = fit(text, self.columns);
         let drawn = DRAWN.load(Ordering::SeqCst) && self.drawn.as_ref() == Some(&text);
-        if !self.status_line || drawn || !in_the_foreground() {
+        if !self.status_line || drawn {
             return;
         }
+        if !in_the_foreground() {
+            // Forgotten, not erased: erasing would erase the prompt too.
+            self.drawn = None;
+            return;
+        }
+        self.draw(text);
+    }
+
+    /// Writes `text` as the status line.
+    fn draw(&mut self, text: String) {
         let _ = std::io::stderr().write_all(format!("\r\x1b[K{text}").as_bytes());
         DRAWN.store(true, Ordering::SeqCst);
         self.drawn = Some(text);
