@@ -126,7 +126,7 @@ fn a_second_sigint_skips_the_grace_period() {
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(launcher.code(Duration::ZERO), None, "still in its grace period");
     // The names are free as soon as the nodes are told to stop, while they
-    // still run: the sockets and lock files went with the SIGTERM.
+    // still run: the sockets went with the SIGTERM.
     assert!(running(a) && running(b));
     assert_eq!(dir.entries(), Vec::<String>::new());
     launcher.signal(Signal::SIGINT);
@@ -228,7 +228,8 @@ fn a_name_in_use_is_refused_before_anything_starts() {
     assert_eq!(
         launcher.stderr(),
         format!(
-            "piper-launch: error: name in use: node 'pong' is already bound by another process ({})\n",
+            "piper-launch: error: name in use: node 'pong' is already running as pid {} ({})\n",
+            std::process::id(),
             dir.join("piper-pong").display()
         )
     );
@@ -691,8 +692,8 @@ fn each_node_holds_its_four_descriptors_and_the_launcher_no_node_s_pipe_end() {
         assert_eq!(ignored & ttou != 0, k == 40, "node{k}: SigIgn {ignored:x}");
         let fds = descriptors(pid);
         // 0 to 3 from the launcher; then the node's own: its notifier's
-        // socket and its signal pipe. Nothing else of the launcher's (its
-        // lock files, the other nodes' sockets) came along.
+        // socket and its signal pipe. Nothing else of the launcher's (the
+        // other nodes' sockets) came along.
         let numbers: Vec<i32> = fds.iter().map(|f| f.0).collect();
         assert_eq!(numbers, [0, 1, 2, 3, 4, 5, 6], "node{k}: {fds:?}");
         assert!(fds[3].1.starts_with("socket:"), "node{k}: {fds:?}");
@@ -724,7 +725,7 @@ fn each_node_holds_its_four_descriptors_and_the_launcher_no_node_s_pipe_end() {
         launcher_fds.iter().any(|f| f.0 == 9),
         "the launcher has the stray: {launcher_fds:?}"
     );
-    // Its own: one socket and one lock file per node, and a few more.
+    // Its own: one socket per node, and a few more.
     let sockets = launcher_fds.iter().filter(|f| f.1.starts_with("socket:")).count();
     assert!((40..60).contains(&sockets), "{sockets} sockets: {launcher_fds:?}");
     launcher.signal(Signal::SIGINT);

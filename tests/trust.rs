@@ -204,7 +204,8 @@ fn abstract_names_are_exclusive_and_leave_no_files() {
     assert_eq!(second.code(PROMPT), Some(3));
     assert!(
         second.stderr().contains(&format!(
-            "name in use: node 'a' is already bound by another process (@{}/piper-a)",
+            "name in use: node 'a' is already running as pid {} (@{}/piper-a)",
+            first.pid(),
             dir.path().display()
         )),
         "{}",
@@ -369,11 +370,13 @@ fn directory_and_lock_file_failures_have_their_documented_codes() {
     let mut node = as_nobody(&dir, "readonly", &["n", "--dir", readonly.to_str().unwrap()]);
     assert_eq!(node.code(PROMPT), Some(4), "{}", node.stderr());
     assert!(node.stderr().contains("Permission denied"), "{}", node.stderr());
-    // A lock file another user made in a sticky directory: the name is
-    // taken, 3.
+    // A lock file another user made in a sticky directory, where the
+    // node's own stale socket is to be reclaimed: the name is taken, 3.
     let sticky = dir.aux("sticky");
     std::fs::create_dir(&sticky).unwrap();
     std::fs::set_permissions(&sticky, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    drop(std::os::unix::net::UnixDatagram::bind(sticky.join("piper-n")).unwrap());
+    std::os::unix::fs::chown(sticky.join("piper-n"), Some(NOBODY), Some(NOBODY)).unwrap();
     std::fs::write(sticky.join(".piper-n.lock"), b"").unwrap();
     let mut node = as_nobody(&dir, "squatted", &["n", "--dir", sticky.to_str().unwrap()]);
     assert_eq!(node.code(PROMPT), Some(3), "{}", node.stderr());
@@ -382,11 +385,11 @@ fn directory_and_lock_file_failures_have_their_documented_codes() {
         "{}",
         node.stderr()
     );
-    // A full filesystem: room for the lock file, none for the socket: 4.
+    // A full filesystem: no room for the socket file: 4.
     let full = dir.aux("full");
     std::fs::create_dir(&full).unwrap();
     let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=64k,nr_inodes=2,mode=0700", "tmpfs"])
+        .args(["-t", "tmpfs", "-o", "size=64k,nr_inodes=1,mode=0700", "tmpfs"])
         .arg(&full)
         .status()
         .unwrap();

@@ -921,7 +921,7 @@ impl Bridge {
             Some(names) => names.clone(),
             // The names, each probed unless it is a stand-in of ours (not
             // a full listing: the owners' pids are not needed, and finding
-            // each costs a read of every lock the kernel holds).
+            // each costs a walk of every process's open files).
             None => match self.cfg.dir.socket_names() {
                 Ok(names) => (names.into_iter())
                     .filter(|name| {

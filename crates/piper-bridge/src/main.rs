@@ -207,7 +207,7 @@ fn tls(args: &Args) -> Result<Transport, Failure> {
 }
 
 /// Raises the soft open-file limit to what `max_remote` stand-ins need (a
-/// socket and a lock file each), as far as the hard limit allows, and
+/// socket each, and a lock file while a stale one is reclaimed), as far as the hard limit allows, and
 /// returns how many stand-ins fit.
 fn fit_files(max_remote: usize) -> usize {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};

@@ -1,15 +1,21 @@
 //! Owning a name: the one home of the stale-socket rule.
 //!
-//! A node owns NAME for as long as it holds an exclusive `flock` on
-//! `DIR/.piper-NAME.lock`. The lock is what makes binding race-free (two
-//! processes binding one name at the same instant: exactly one gets the lock)
-//! and what tells a live owner from a dead one: the kernel drops the lock when
-//! its holder dies, even by `kill -9`.
+//! A node owns NAME while its socket is bound at `DIR/piper-NAME`: `bind`
+//! is atomic, so of two processes binding one name at the same instant
+//! exactly one succeeds, and a free name costs nothing but its socket file.
 //!
-//! A socket file whose lock is free is stale only if nothing answers on it:
-//! the seed's Python nodes hold no lock, so a file is probed with `connect`
-//! before it is removed (`ECONNREFUSED` means nobody reads it).
+//! A socket file left by a dead process (kill -9) makes `bind` fail. It is
+//! stale only if nothing answers on it: the seed's Python nodes hold no
+//! lock, so a file is probed with `connect` before it is removed
+//! (`ECONNREFUSED` means nobody reads it). Removing and binding again is
+//! done under a claim, an exclusive `flock` on `DIR/.piper-NAME.lock`, so
+//! that two processes reclaiming one name at once cannot both remove and
+//! bind: the kernel drops the lock when its holder dies, and the holder
+//! removes the lock file once it has bound. A lock file costs an inode,
+//! which on a disk filesystem costs as much again as the socket's: it is
+//! made only where there is something to reclaim.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
@@ -24,8 +30,8 @@ use crate::dir::{Namespace, SocketDir};
 use crate::error::{Error, Result};
 use crate::name::Name;
 
-/// A held claim on a name: the locked lock file. Dropping it removes the lock
-/// file and releases the name.
+/// A held claim on a name, for the time it takes to reclaim it: the locked
+/// lock file. Dropping it removes the lock file and releases the claim.
 #[derive(Debug)]
 pub(crate) struct Claim {
     /// Held, never read: the lock lasts as long as this open file.
@@ -67,8 +73,9 @@ impl Claim {
             };
             let lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
                 Ok(lock) => lock,
-                Err((file, Errno::EWOULDBLOCK)) => {
-                    let pid = holder_pid(&file);
+                Err((_, Errno::EWOULDBLOCK)) => {
+                    // Someone is reclaiming the name, and will own it.
+                    let pid = dir.owner_pid(name);
                     return Err(Error::NameInUse {
                         name: name.clone(),
                         address: dir.display_address(name),
@@ -131,31 +138,47 @@ impl Drop for Claim {
     }
 }
 
-/// Who holds the `flock` on `file`, from the kernel's own table
-/// (`/proc/locks`). Lock files stay empty: writing a pid into them would
-/// cost a data block per node, and on a filesystem mounted with `discard`
-/// freeing that block again costs milliseconds at every exit.
-fn holder_pid(file: &File) -> Option<i32> {
-    let meta = file.metadata().ok()?;
-    let (major, minor) = (nix::sys::stat::major(meta.dev()), nix::sys::stat::minor(meta.dev()));
-    let locks = std::fs::read_to_string("/proc/locks").ok()?;
-    flock_holder(&locks, &format!("{major:02x}:{minor:02x}:{}", meta.ino()))
+/// The inodes of the sockets bound at one of `addresses` (a path, or
+/// `@name` for an abstract one), from the text of `/proc/net/unix`, each
+/// with the index of its address.
+fn socket_inodes(unix: &str, addresses: &[String]) -> HashMap<u64, usize> {
+    let index: HashMap<&str, usize> = addresses.iter().enumerate().map(|(i, a)| (a.as_str(), i)).collect();
+    // "0000000000000000: 00000002 00000000 00000000 0002 01 123456 /run/x"
+    unix.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let mut rest = line.trim_start();
+            let mut inode = "";
+            for _ in 0..7 {
+                let end = rest.find(' ')?;
+                inode = &rest[..end];
+                rest = rest[end..].trim_start();
+            }
+            Some((inode.parse().ok()?, *index.get(rest)?))
+        })
+        .collect()
 }
 
-/// The pid holding a `flock` on the inode `id` (`MAJ:MIN:INODE`, as
-/// `/proc/locks` writes it) in the text of `/proc/locks`. A holder in
-/// another pid namespace shows as pid 0 (or, on some kernels, -1): that is
-/// no pid of ours, and anything that is not a positive number is none.
-fn flock_holder(locks: &str, id: &str) -> Option<i32> {
-    // "1: FLOCK  ADVISORY  WRITE 4242 fd:01:123456 0 EOF"
-    locks.lines().find_map(|line| {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        let (kind, pid, dev) = (fields.get(1)?, fields.get(4)?, fields.get(5)?);
-        if *kind != "FLOCK" || *dev != id {
-            return None;
-        }
-        pid.parse::<i32>().ok().filter(|&pid| pid > 0)
+/// Every open socket of every process we may look at: (pid, inode).
+fn socket_fds() -> Vec<(i32, u64)> {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let pids = procs.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok());
+    pids.flat_map(|pid| {
+        let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).into_iter().flatten();
+        fds.filter_map(move |fd| {
+            let link = std::fs::read_link(fd.ok()?.path()).ok()?;
+            let inode = link
+                .to_str()?
+                .strip_prefix("socket:[")?
+                .strip_suffix(']')?
+                .parse()
+                .ok()?;
+            Some((pid, inode))
+        })
     })
+    .collect()
 }
 
 /// Probes the socket at `path`: live if a `connect` succeeds, stale if it is
@@ -184,7 +207,7 @@ fn probe_path(path: &Path) -> Result<Liveness> {
 
 /// Whether process `pid` runs piper-launch (its command name, as the kernel
 /// keeps it).
-fn is_launcher(pid: i32) -> bool {
+pub(crate) fn is_launcher(pid: i32) -> bool {
     std::fs::read(format!("/proc/{pid}/comm")).is_ok_and(|comm| comm == b"piper-launch\n")
 }
 
@@ -239,12 +262,38 @@ pub struct Listing {
 
 /// Inspecting a directory: who owns which name, and what is left over.
 impl SocketDir {
-    /// The pid of the live piper node that holds `name`'s lock, if any.
-    /// Reads only: an unheld or missing lock file yields `None` and stays as
-    /// it is. A process that binds without piper's lock (a seed node) has
-    /// no pid here.
+    /// The pid of a process that holds `name`'s bound socket, if one can be
+    /// seen: a launcher, if one holds it (its nodes share the socket it
+    /// holds for them), else the lowest pid. Found in the kernel's own
+    /// tables (`/proc/net/unix`, and each process's open files), so another
+    /// user's process shows only to root; reads only.
     pub fn owner_pid(&self, name: &Name) -> Option<i32> {
-        holder_pid(&File::open(self.lock_path(name)).ok()?)
+        self.owners(&[self.display_address(name)]).pop().flatten()
+    }
+
+    /// [`SocketDir::owner_pid`] for each of `addresses`, in one pass over
+    /// the process table.
+    fn owners(&self, addresses: &[String]) -> Vec<Option<i32>> {
+        let unix = std::fs::read_to_string("/proc/net/unix").unwrap_or_default();
+        let inodes = socket_inodes(&unix, addresses);
+        let mut holders = vec![Vec::new(); addresses.len()];
+        if !inodes.is_empty() {
+            for (pid, inode) in socket_fds() {
+                if let Some(&i) = inodes.get(&inode) {
+                    holders[i].push(pid);
+                }
+            }
+        }
+        holders
+            .into_iter()
+            .map(|mut pids| {
+                pids.sort_unstable();
+                pids.iter()
+                    .copied()
+                    .find(|&pid| is_launcher(pid))
+                    .or(pids.first().copied())
+            })
+            .collect()
     }
 
     /// Probes `name`'s socket file: [`Liveness::Live`] if something reads it,
@@ -261,17 +310,17 @@ impl SocketDir {
     /// that cannot be probed (another user's, in a shared directory) is
     /// listed as [`Liveness::Unknown`]; it never hides the others.
     pub fn list(&self) -> Result<Vec<Listing>> {
-        self.socket_names()?
-            .into_iter()
-            .map(|name| {
-                let liveness = self.probe(&name).unwrap_or_else(|e| {
-                    log::debug!("{e}");
-                    Liveness::Unknown
-                });
-                let pid = self.owner_pid(&name);
-                Ok(Listing { name, pid, liveness })
-            })
-            .collect()
+        let names = self.socket_names()?;
+        let addresses: Vec<String> = names.iter().map(|n| self.display_address(n)).collect();
+        let owners = self.owners(&addresses);
+        let listing = names.into_iter().zip(owners).map(|(name, pid)| {
+            let liveness = self.probe(&name).unwrap_or_else(|e| {
+                log::debug!("{e}");
+                Liveness::Unknown
+            });
+            Listing { name, pid, liveness }
+        });
+        Ok(listing.collect())
     }
 
     /// Removes what a dead node left behind (its stale socket file and lock
@@ -474,41 +523,40 @@ mod tests {
         );
         assert_eq!(meta.len(), 0, "lock files stay empty");
         assert!(matches!(Claim::acquire(&dir, &name), Err(Error::NameInUse { .. })));
-        assert_eq!(dir.owner_pid(&name), Some(std::process::id() as i32));
         assert_eq!(dir.probe(&name).unwrap(), Liveness::Missing);
         drop(claim);
         assert!(!dir.lock_path(&name).exists());
-        assert_eq!(dir.owner_pid(&name), None);
         // Free again.
         drop(Claim::acquire(&dir, &name).unwrap());
         std::fs::remove_dir_all(&path).unwrap();
     }
 
-    const LOCKS: &str = "\
-1: POSIX  ADVISORY  WRITE 812 00:1a:77 0 EOF
-2: FLOCK  ADVISORY  WRITE 4242 fd:01:123456 0 EOF
-3: FLOCK  ADVISORY  WRITE 0 fd:01:999 0 EOF
-4: FLOCK  ADVISORY  WRITE -1 fd:01:1000 0 EOF
-5: OFDLCK ADVISORY  READ  -1 fd:01:1001 0 EOF
+    const UNIX: &str = "\
+Num       RefCount Protocol Flags    Type St Inode Path
+0000000000000000: 00000002 00000000 00000000 0002 01 4242 /run/p/piper-a
+0000000000000000: 00000002 00000000 00000000 0002 01 4243 /run/p/piper-a b
+0000000000000000: 00000003 00000000 00000000 0001 03 17
+0000000000000000: 00000002 00000000 00010000 0002 01 99 @/run/p/piper-c
+0000000000000000: 00000002 00000000 00000000 0002 01 98 /run/p/piper-ab
 ";
 
     #[test]
-    fn the_holder_of_a_flock_is_found_by_inode() {
-        assert_eq!(flock_holder(LOCKS, "fd:01:123456"), Some(4242));
+    fn the_sockets_bound_at_an_address_are_found_by_their_whole_path() {
+        let addresses = ["/run/p/piper-a".to_string(), "@/run/p/piper-c".to_string()];
+        let found = socket_inodes(UNIX, &addresses);
+        assert_eq!(found, HashMap::from([(4242, 0), (99, 1)]));
+        let spaced = socket_inodes(UNIX, &["/run/p/piper-a b".to_string()]);
+        assert_eq!(spaced, HashMap::from([(4243, 0)]));
+        assert!(socket_inodes("", &addresses).is_empty());
     }
 
     #[test]
-    fn posix_locks_and_other_inodes_are_not_flocks_of_ours() {
-        assert_eq!(flock_holder(LOCKS, "00:1a:77"), None);
-        assert_eq!(flock_holder(LOCKS, "fd:01:12345"), None);
-        assert_eq!(flock_holder(LOCKS, "fd:01:1001"), None);
-        assert_eq!(flock_holder("", "fd:01:123456"), None);
-    }
-
-    #[test]
-    fn a_holder_in_another_pid_namespace_is_no_pid() {
-        // Shown as 0 or -1: signalling either would hit a process group.
-        assert_eq!(flock_holder(LOCKS, "fd:01:999"), None);
-        assert_eq!(flock_holder(LOCKS, "fd:01:1000"), None);
+    fn the_owner_of_a_bound_name_is_the_process_holding_its_socket() {
+        let t = Temp::new("owner");
+        let a = crate::Node::bind(&t.1, name("a")).unwrap();
+        assert_eq!(t.1.owner_pid(a.name()), Some(std::process::id() as i32));
+        assert_eq!(t.1.owner_pid(&name("none")), None);
+        drop(a);
+        assert_eq!(t.1.owner_pid(&name("a")), None);
     }
 }

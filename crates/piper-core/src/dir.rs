@@ -202,16 +202,18 @@ impl SocketDir {
         }
     }
 
-    /// The files name `name` occupies here: its socket file and its lock
-    /// file; none in the abstract namespace.
+    /// The files name `name` occupies here: its socket file; none in the
+    /// abstract namespace. (A lock file exists only while a stale socket
+    /// file is being reclaimed, and goes with its claim.)
     pub fn name_paths(&self, name: &Name) -> Result<Vec<PathBuf>> {
         match self.namespace {
             Namespace::Abstract => Ok(Vec::new()),
-            Namespace::Filesystem => Ok(vec![self.socket_path(name)?, self.lock_path(name)]),
+            Namespace::Filesystem => Ok(vec![self.socket_path(name)?]),
         }
     }
 
-    /// The lock file that says which process owns `name`: `DIR/.piper-NAME.lock`.
+    /// The lock file of a claim on `name`, held while a stale socket file is
+    /// reclaimed: `DIR/.piper-NAME.lock`.
     /// The leading dot keeps it out of the `piper-*` namespace of sockets.
     pub(crate) fn lock_path(&self, name: &Name) -> PathBuf {
         self.path.join(format!(".{PREFIX}{name}.lock"))

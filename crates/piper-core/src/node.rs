@@ -1,7 +1,7 @@
 //! A node: one bound `AF_UNIX SOCK_DGRAM` socket under a name.
 //!
-//! [`Node::bind`] claims the name (an `flock` on `DIR/.piper-NAME.lock`), binds
-//! `DIR/piper-NAME` and removes it again on drop. [`Node::adopt`] takes a
+//! [`Node::bind`] binds `DIR/piper-NAME` (reclaiming a stale socket file
+//! there, under a claim on the name) and removes it again on drop. [`Node::adopt`] takes a
 //! socket that systemd bound instead, and leaves its file to systemd.
 //! Sends go out from the node's own socket, so a piper receiver learns who
 //! sent; every datagram received carries its sender's credentials
@@ -66,7 +66,6 @@ pub struct Node {
     /// The socket file this node created and must remove, with its identity,
     /// so that a file someone else has since bound is never removed.
     file: Option<(PathBuf, (u64, u64))>,
-    claim: Option<Claim>,
     /// Bound by someone else (socket activation): its queue outlives us.
     adopted: bool,
 }
@@ -164,50 +163,71 @@ impl Node {
             dir: dir.clone(),
             fd,
             file: None,
-            claim: None,
             adopted: false,
-        };
-        // Bound by a process that holds no piper lock (a seed node, or an
-        // abstract address): its pid is not known. A locked name is reported
-        // with its owner's pid by `Claim::acquire`.
-        let in_use = |node: &Node| Error::NameInUse {
-            name: node.name.clone(),
-            address: dir.display_address(&node.name),
-            pid: None,
-            launcher: false,
         };
         match dir.namespace() {
             // The kernel makes an abstract bind atomic and frees the address
             // when the socket closes: there is nothing to lock or clean up.
             Namespace::Abstract => match bind(node.fd.as_raw_fd(), &addr) {
-                Err(Errno::EADDRINUSE) => return Err(in_use(&node)),
+                Err(Errno::EADDRINUSE) => return Err(node.in_use()),
                 r => r.map_err(|e| bind_error(dir, &dir.display_address(&node.name), e))?,
             },
             Namespace::Filesystem => {
                 let path = dir.socket_path(&node.name)?;
-                let claim = Claim::acquire(dir, &node.name)?;
-                let bound = claim::clear_stale(dir, &node.name, &path)
-                    .and_then(|_| match bind(node.fd.as_raw_fd(), &addr) {
-                        // Someone without a lock (a seed node) got there first.
-                        Err(Errno::EADDRINUSE) => Err(in_use(&node)),
-                        r => r.map_err(|e| bind_error(dir, &path.display(), e)),
-                    })
-                    .and_then(|()| {
-                        let meta = std::fs::symlink_metadata(&path);
-                        let id = meta.map(|m| (m.dev(), m.ino()));
-                        let id = id.map_err(|e| Error::io("inspect", path.display(), e))?;
-                        node.file = Some((path.clone(), id));
-                        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
-                            .map_err(|e| Error::io("chmod", path.display(), e))
-                    });
-                // On failure the claim goes with the node's drop, which also
-                // removes a file it bound.
-                node.claim = Some(claim);
+                let bound = match bind(node.fd.as_raw_fd(), &addr) {
+                    // Nothing was there: the bind itself is the claim.
+                    Ok(()) => Ok(()),
+                    Err(Errno::EADDRINUSE) => node.bind_over_stale(&path, &addr),
+                    Err(e) => Err(bind_error(dir, &path.display(), e)),
+                };
                 bound?;
+                let id = match std::fs::symlink_metadata(&path) {
+                    Ok(meta) => (meta.dev(), meta.ino()),
+                    Err(e) => {
+                        // Just bound, so ours: not left behind.
+                        let _ = std::fs::remove_file(&path);
+                        return Err(Error::io("inspect", path.display(), e));
+                    }
+                };
+                // From here on the node's drop removes the file it bound.
+                node.file = Some((path.clone(), id));
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                    .map_err(|e| Error::io("chmod", path.display(), e))?;
             }
         }
         log::debug!("bound {}", dir.display_address(&node.name));
         Ok(node)
+    }
+
+    /// Binds over a socket file already at `path`, if it is stale: under a
+    /// claim on the name (see [`claim`]), so that two processes reclaiming
+    /// one name at once cannot both remove and bind. The claim ends once the
+    /// bind has succeeded or failed: from then on the bound socket answers
+    /// probes, and a live socket is never reclaimed.
+    fn bind_over_stale(&self, path: &std::path::Path, addr: &UnixAddr) -> Result<()> {
+        let dir = &self.dir;
+        let _claim = Claim::acquire(dir, &self.name)?;
+        claim::clear_stale(dir, &self.name, path).map_err(|e| match e {
+            Error::NameInUse { .. } => self.in_use(),
+            e => e,
+        })?;
+        match bind(self.fd.as_raw_fd(), addr) {
+            // Someone bound it since the file was cleared: it is theirs.
+            Err(Errno::EADDRINUSE) => Err(self.in_use()),
+            r => r.map_err(|e| bind_error(dir, &path.display(), e)),
+        }
+    }
+
+    /// The name is in use, by whoever holds its socket (see
+    /// [`SocketDir::owner_pid`]).
+    fn in_use(&self) -> Error {
+        let pid = self.dir.owner_pid(&self.name);
+        Error::NameInUse {
+            name: self.name.clone(),
+            address: self.dir.display_address(&self.name),
+            pid,
+            launcher: pid.is_some_and(claim::is_launcher),
+        }
     }
 
     /// Adopts a socket bound by someone else, such as systemd's
@@ -255,7 +275,6 @@ impl Node {
             dir: dir.clone(),
             fd,
             file: None,
-            claim: None,
             adopted: true,
         })
     }
@@ -275,11 +294,10 @@ impl Node {
         self.adopted
     }
 
-    /// The files this node owns and removes on exit: its socket file and lock
-    /// file. Empty for adopted and abstract nodes.
+    /// The files this node owns and removes on exit: its socket file. Empty
+    /// for adopted and abstract nodes.
     pub fn owned_paths(&self) -> Vec<PathBuf> {
-        let lock = self.claim.as_ref().map(|_| self.dir.lock_path(&self.name));
-        self.file.iter().map(|(path, _)| path.clone()).chain(lock).collect()
+        self.file.iter().map(|(path, _)| path.clone()).collect()
     }
 
     /// Resolves `name` to a destination, checking that its address fits.
@@ -406,8 +424,6 @@ impl Drop for Node {
                 }
             }
         }
-        // Then the claim, which removes the lock file: the name is free.
-        self.claim = None;
     }
 }
 
@@ -572,8 +588,9 @@ mod tests {
         assert_eq!(a.name(), &name("a"));
         assert_eq!(a.dir().path(), dir.path());
         let sock = dir.socket_path(&name("a")).unwrap();
-        let lock = dir.lock_path(&name("a"));
-        assert_eq!(a.owned_paths(), vec![sock.clone(), lock.clone()]);
+        assert_eq!(a.owned_paths(), vec![sock.clone()]);
+        // A free name costs its socket file and nothing else.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
         let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         assert!(cloexec(a.as_fd()));
@@ -582,7 +599,6 @@ mod tests {
         std::fs::write(&sock, "not ours").unwrap();
         drop(a);
         assert_eq!(std::fs::read_to_string(&sock).unwrap(), "not ours");
-        assert!(!lock.exists(), "the lock file goes with the claim");
         std::fs::remove_file(&sock).unwrap();
         let b = Node::bind(&dir, name("b")).unwrap();
         let sock_b = dir.socket_path(&name("b")).unwrap();
@@ -745,12 +761,15 @@ mod tests {
         let s = Node::bind(&dir, name("s")).unwrap();
         drop(s);
         assert!(!stale.exists());
-        // Bound by a process without piper's lock (a seed node): in use.
+        // Bound by a process that is no piper node (a seed node): in use,
+        // by the process that holds the socket.
         let seed = std::os::unix::net::UnixDatagram::bind(dir.socket_path(&name("seed")).unwrap()).unwrap();
+        let me = Some(std::process::id() as i32);
         assert!(matches!(
             Node::bind(&dir, name("seed")),
-            Err(Error::NameInUse { pid: None, .. })
+            Err(Error::NameInUse { pid, launcher: false, .. }) if pid == me
         ));
+        assert!(!dir.lock_path(&name("seed")).exists(), "no claim is left");
         drop(seed);
         let abs = SocketDir::open_abstract(dir.path()).unwrap();
         let x = Node::bind(&abs, name("x")).unwrap();
@@ -761,7 +780,7 @@ mod tests {
         assert!(x.owned_paths().is_empty());
         assert!(matches!(
             Node::bind(&abs, name("x")),
-            Err(Error::NameInUse { pid: None, .. })
+            Err(Error::NameInUse { pid, .. }) if pid == me
         ));
     }
 
@@ -771,6 +790,10 @@ mod tests {
         let target = t.0.with_extension("target");
         let _ = std::fs::remove_file(&target);
         std::os::unix::fs::symlink(&target, dir.lock_path(&name("a"))).unwrap();
+        // A free name needs no claim: the symlink is not even looked at.
+        drop(Node::bind(&dir, name("a")).unwrap());
+        // A stale socket to reclaim needs one.
+        drop(std::os::unix::net::UnixDatagram::bind(dir.socket_path(&name("a")).unwrap()).unwrap());
         let e = Node::bind(&dir, name("a")).unwrap_err();
         assert!(matches!(e, Error::NameTaken { .. }), "{e}");
         assert!(e.to_string().contains("symlink"), "{e}");

@@ -134,9 +134,9 @@ fn check_cpus(policy: Cpus) -> Result<Cpus, Failure> {
 }
 
 /// Makes room for what the launcher holds per node (the soft limit is often
-/// 1024): its socket and lock file, a relay pipe, and a share of a notify
-/// socket (one per five nodes); up to the hard limit, which only root could
-/// raise.
+/// 1024): its socket (and a lock file while it reclaims a stale one), a
+/// relay pipe, and a share of a notify socket (one per five nodes); up to
+/// the hard limit, which only root could raise.
 fn raise_fd_limit(nodes: usize) {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
     let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
