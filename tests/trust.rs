@@ -103,6 +103,56 @@ fn socket_files_are_0600_so_a_foreign_uid_cannot_even_send() {
 }
 
 #[test]
+fn a_socket_file_opened_to_others_while_the_node_runs_brings_credentials_back() {
+    if !may_run(Needs::Root("to send as another uid")) {
+        return;
+    }
+    // A socket file only its owner may write needs no credentials: only
+    // the owner and root can send to it. Opened to everyone while the node
+    // runs, it needs them again, and a stranger is refused as anywhere.
+    let dir = Dir::new("reopened");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let mut ready = Ready::new();
+    let mut cmd = node_cmd(&dir, "n", &[]);
+    cmd.env("RUST_LOG", "warn,piper_core=debug");
+    cmd.env("NOTIFY_SOCKET", ready.address());
+    let mut node = Proc::spawn(&dir, "n", cmd);
+    assert!(ready.wait(node.pid(), "READY=1", PROMPT));
+    assert!(
+        node.stderr()
+            .contains("only uid 0 and root may write its socket file: no credentials needed"),
+        "{}",
+        node.stderr()
+    );
+    // Ours, before: taken without credentials.
+    let mut kick = Proc::spawn(&dir, "before", node_cmd(&dir, "before", &["--kick", "n"]));
+    assert_eq!(kick.code(PROMPT), Some(0));
+    std::fs::set_permissions(dir.join("piper-n"), std::fs::Permissions::from_mode(0o666)).unwrap();
+    let noticed = "its socket file now admits others: checking every sender's credentials";
+    assert!(
+        piper_tests::wait_until(PROMPT, || node.stderr().contains(noticed)),
+        "{}",
+        node.stderr()
+    );
+    let mut kick = kick_as_nobody(&dir, "stranger", "n", &[]);
+    assert_eq!(kick.code(PROMPT), Some(0), "the file lets nobody send now");
+    let mut kick = Proc::spawn(&dir, "after", node_cmd(&dir, "after", &["--kick", "n"]));
+    assert_eq!(kick.code(PROMPT), Some(0));
+    let marked = |node: &Proc| node.lines().last().is_some_and(|l| l.ends_with("'after'"));
+    assert!(piper_tests::wait_until(PROMPT, || marked(&node)), "{:?}", node.lines());
+    node.signal(Signal::SIGTERM);
+    assert_eq!(node.code(PROMPT), Some(0));
+    assert_eq!(node.lines(), ["n received: 'before'", "n received: 'after'"]);
+    // Each reply dropped (neither kicker is a node), and the stranger refused.
+    assert_eq!(node.summary(), counts(2, 0, 3, 1));
+    assert!(
+        node.stderr().contains("refused a datagram from uid 65534 (pid "),
+        "{}",
+        node.stderr()
+    );
+}
+
+#[test]
 fn unsafe_socket_directories_are_refused() {
     let dir = Dir::new("dirs");
     let mut ready = Ready::new();

@@ -5,7 +5,8 @@
 //! socket that systemd bound instead, and leaves its file to systemd.
 //! Sends go out from the node's own socket, so a piper receiver learns who
 //! sent; every datagram received carries its sender's credentials
-//! (`SO_PASSCRED`).
+//! (`SO_PASSCRED`), unless the node relies on its socket file's permissions
+//! instead ([`Node::trust_file_permissions`]).
 
 use std::io::IoSliceMut;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -25,6 +26,7 @@ use crate::claim::{self, Claim};
 use crate::dir::{Namespace, SocketDir};
 use crate::error::{Error, Result};
 use crate::name::Name;
+use crate::trust::Policy;
 
 /// The largest datagram the kernel takes by default: `net.core.wmem_default`
 /// (212992 bytes) is the sender's `SO_SNDBUF`, which bounds one datagram.
@@ -68,6 +70,27 @@ pub struct Node {
     file: Option<(PathBuf, (u64, u64))>,
     /// Bound by someone else (socket activation): its queue outlives us.
     adopted: bool,
+    /// Set while the socket's file lets only one user and root send to it,
+    /// and the node relies on that instead of asking the kernel for every
+    /// sender's credentials (see [`Node::trust_file_permissions`]).
+    owner_only: OwnerOnly,
+}
+
+/// `Some(uid)` or `None`, changed through a shared reference: a node's
+/// receive loop holds it as `&Node`, and rechecks the file from there.
+#[derive(Debug, Default)]
+struct OwnerOnly(std::sync::atomic::AtomicU64);
+
+impl OwnerOnly {
+    fn get(&self) -> Option<u32> {
+        let v = self.0.load(std::sync::atomic::Ordering::Relaxed);
+        v.checked_sub(1).map(|uid| uid as u32)
+    }
+
+    fn set(&self, uid: Option<u32>) {
+        let v = uid.map_or(0, |uid| u64::from(uid) + 1);
+        self.0.store(v, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// A resolved destination: a name and its socket address, computed once.
@@ -113,13 +136,17 @@ pub struct Datagram<'a> {
     /// (it was queued before `SO_PASSCRED` was set), which the kernel
     /// reports as pid 0. Whether to trust them is [`Datagram::trusted`]'s.
     pub creds: Option<Credentials>,
+    /// `Some(uid)` if the socket's file admits only `uid` and root, and the
+    /// node took no credentials for that reason.
+    pub(crate) owner_only: Option<u32>,
     sender: Option<UnixAddr>,
     dir: &'a SocketDir,
 }
 
 impl Datagram<'_> {
     /// The sender's node name, if it sent from a piper node socket of this
-    /// directory; `None` for unbound senders such as the seed's Python nodes.
+    /// directory; `None` for unbound senders such as the seed's Python nodes,
+    /// and for a datagram received into a [`RecvBuf::without_sender`].
     /// Worked out on demand: the hot path never needs it.
     pub fn from(&self) -> Option<Name> {
         self.sender.as_ref().and_then(|addr| self.dir.name_of(addr))
@@ -132,6 +159,8 @@ impl Datagram<'_> {
 pub struct RecvBuf {
     data: Vec<u8>,
     cmsg: Vec<u8>,
+    /// Whether receives ask for the sender's address.
+    sender: bool,
 }
 
 impl RecvBuf {
@@ -140,6 +169,18 @@ impl RecvBuf {
         RecvBuf {
             data: vec![0; MAX_DATAGRAM],
             cmsg: nix::cmsg_space!(UnixCredentials),
+            sender: true,
+        }
+    }
+
+    /// A buffer whose datagrams do not say which socket sent them
+    /// ([`Datagram::from`] is `None`), for a receiver that never asks: the
+    /// kernel then copies no address, which in a ring of many cache-cold
+    /// processes is a measurable part of a hop.
+    pub fn without_sender() -> RecvBuf {
+        RecvBuf {
+            sender: false,
+            ..RecvBuf::new()
         }
     }
 }
@@ -164,6 +205,7 @@ impl Node {
             fd,
             file: None,
             adopted: false,
+            owner_only: OwnerOnly::default(),
         };
         match dir.namespace() {
             // The kernel makes an abstract bind atomic and frees the address
@@ -276,6 +318,7 @@ impl Node {
             fd,
             file: None,
             adopted: true,
+            owner_only: OwnerOnly::default(),
         })
     }
 
@@ -298,6 +341,87 @@ impl Node {
     /// for adopted and abstract nodes.
     pub fn owned_paths(&self) -> Vec<PathBuf> {
         self.file.iter().map(|(path, _)| path.clone()).collect()
+    }
+
+    /// Relies on the socket file's permissions instead of the kernel's
+    /// credentials, where the two say the same: if `policy` trusts no one
+    /// but its own user and root, and the socket is a file of that user's
+    /// with no permission for anyone else (mode 0600, as a node binds it),
+    /// then only that user and root can send to it: the kernel checks the
+    /// file's permission on every `sendto` by path and every `connect`
+    /// (unix(7)). The node then stops asking for credentials
+    /// (`SO_PASSCRED` off), which spares every receive the copy of the
+    /// sender's pid, uid and gid. Datagrams it takes without credentials
+    /// are trusted as its own user's ([`Datagram::trusted`]).
+    ///
+    /// Returns whether it did. Anything else (an abstract address, a socket
+    /// file of another user's or one that others may write, allowed users)
+    /// keeps the credentials. The file can change while the node runs:
+    /// call [`Node::recheck_file_permissions`] now and then.
+    ///
+    /// One difference remains: a process of another user that holds
+    /// `CAP_DAC_OVERRIDE` may write any file of this user's, the socket
+    /// included; credentials would refuse it, the file does not.
+    pub fn trust_file_permissions(&self, policy: &Policy) -> Result<bool> {
+        let owner = match policy.allow.is_empty() {
+            true => self.file_owner_only()?,
+            false => None,
+        };
+        let Some(uid) = owner.filter(|&uid| uid == policy.me) else {
+            return Ok(false);
+        };
+        setsockopt(&self.fd, sockopt::PassCred, &false).map_err(|e| Error::io("configure", &self.name, e))?;
+        self.owner_only.set(Some(uid));
+        log::debug!(
+            "{}: only uid {uid} and root may write its socket file: no credentials needed",
+            self.name
+        );
+        Ok(true)
+    }
+
+    /// Checks again what [`Node::trust_file_permissions`] relied on: if the
+    /// socket file now admits anyone else (its mode or owner changed, or it
+    /// was replaced), the node asks for credentials again before its next
+    /// receive, and takes nothing without them from then on. Returns
+    /// whether the node still relies on the file.
+    pub fn recheck_file_permissions(&self) -> Result<bool> {
+        let Some(uid) = self.owner_only.get() else {
+            return Ok(false);
+        };
+        if self.file_owner_only()? == Some(uid) {
+            return Ok(true);
+        }
+        setsockopt(&self.fd, sockopt::PassCred, &true).map_err(|e| Error::io("configure", &self.name, e))?;
+        self.owner_only.set(None);
+        log::info!(
+            "{}: its socket file now admits others: checking every sender's credentials",
+            self.name
+        );
+        Ok(false)
+    }
+
+    /// `Some(uid)` if this node's socket is a file that only `uid` (and
+    /// root) may write: owned by `uid`, no permission for group or others,
+    /// and the very file the socket is bound to.
+    fn file_owner_only(&self) -> Result<Option<u32>> {
+        if self.dir.namespace() == Namespace::Abstract {
+            return Ok(None);
+        }
+        let local = getsockname::<UnixAddr>(self.fd.as_raw_fd()).map_err(|e| Error::io("inspect", &self.name, e))?;
+        let Some(path) = local.path() else {
+            return Ok(None);
+        };
+        let meta = match std::fs::symlink_metadata(path) {
+            Ok(meta) => meta,
+            // Gone: nobody can send by path any more.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io("inspect", path.display(), e)),
+        };
+        let socket = std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type());
+        // A socket file replaced since this node bound it is not this socket.
+        let ours = self.file.as_ref().is_none_or(|(_, id)| *id == (meta.dev(), meta.ino()));
+        let private = meta.mode() & 0o077 == 0;
+        Ok((socket && ours && private).then_some(meta.uid()))
     }
 
     /// Resolves `name` to a destination, checking that its address fits.
@@ -369,28 +493,27 @@ impl Node {
     }
 
     fn receive<'a>(&'a self, buf: &'a mut RecvBuf, flags: MsgFlags) -> Result<Option<Datagram<'a>>> {
-        let (len, sender, creds) = {
-            let mut iov = [IoSliceMut::new(&mut buf.data)];
-            // MSG_TRUNC makes the kernel return the datagram's real length.
-            let flags = flags | MsgFlags::MSG_TRUNC;
-            let msg = match recvmsg::<UnixAddr>(self.fd.as_raw_fd(), &mut iov, Some(&mut buf.cmsg), flags) {
-                Ok(msg) => msg,
-                Err(Errno::EAGAIN | Errno::EINTR) => return Ok(None),
-                Err(e) => return Err(Error::io("receive on", &self.name, e)),
-            };
-            let creds = msg.cmsgs().ok().and_then(|mut cmsgs| {
-                cmsgs.find_map(|c| match c {
-                    ControlMessageOwned::ScmCredentials(c) => Some(Credentials {
-                        pid: c.pid(),
-                        uid: c.uid(),
-                        gid: c.gid(),
-                    }),
-                    _ => None,
-                })
-            });
-            // Pid 0 is the kernel's "no credentials", with the overflow uid.
-            let creds = creds.filter(Credentials::vouched);
-            (msg.bytes, msg.address, creds)
+        // MSG_TRUNC makes the kernel return the datagram's real length.
+        let flags = flags | MsgFlags::MSG_TRUNC;
+        let fd = self.fd.as_raw_fd();
+        let owner_only = self.owner_only.get();
+        let want_creds = owner_only.is_none();
+        let received = match (buf.sender, want_creds) {
+            // Nothing but the payload: the plainest receive there is.
+            (false, false) => nix::sys::socket::recv(fd, &mut buf.data, flags).map(|len| (len, None, None)),
+            _ => {
+                let mut iov = [IoSliceMut::new(&mut buf.data)];
+                let cmsg = want_creds.then_some(buf.cmsg.as_mut_slice());
+                match buf.sender {
+                    true => recvmsg::<UnixAddr>(fd, &mut iov, cmsg, flags).map(|m| (m.bytes, m.address, creds_of(&m))),
+                    false => recvmsg::<()>(fd, &mut iov, cmsg, flags).map(|m| (m.bytes, None, creds_of(&m))),
+                }
+            }
+        };
+        let (len, sender, creds) = match received {
+            Ok(got) => got,
+            Err(Errno::EAGAIN | Errno::EINTR) => return Ok(None),
+            Err(e) => return Err(Error::io("receive on", &self.name, e)),
         };
         if len > buf.data.len() {
             return Err(Error::Truncated {
@@ -401,10 +524,26 @@ impl Node {
         Ok(Some(Datagram {
             payload: &buf.data[..len],
             creds,
+            owner_only,
             sender,
             dir: &self.dir,
         }))
     }
+}
+
+/// The sender's credentials in a received message, if it carries any that
+/// name a process: pid 0 is the kernel's "no credentials", with the
+/// overflow uid.
+fn creds_of<S>(msg: &nix::sys::socket::RecvMsg<'_, '_, S>) -> Option<Credentials> {
+    let creds = msg.cmsgs().ok()?.find_map(|c| match c {
+        ControlMessageOwned::ScmCredentials(c) => Some(Credentials {
+            pid: c.pid(),
+            uid: c.uid(),
+            gid: c.gid(),
+        }),
+        _ => None,
+    });
+    creds.filter(Credentials::vouched)
 }
 
 impl AsFd for Node {
@@ -430,6 +569,11 @@ impl Drop for Node {
 fn new_socket() -> Result<OwnedFd> {
     let fd = socket(AddressFamily::Unix, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None)
         .map_err(|e| Error::io("create", "a socket", e))?;
+    // The file `bind` creates takes the socket's own mode (Linux), not
+    // 0777 less the umask: so it is 0600 from the instant it exists, and
+    // no other user can connect to it in between.
+    nix::sys::stat::fchmod(&fd, nix::sys::stat::Mode::from_bits_truncate(0o600))
+        .map_err(|e| Error::io("chmod", "a socket", e))?;
     configure(&fd)?;
     Ok(fd)
 }
@@ -782,6 +926,46 @@ mod tests {
             Node::bind(&abs, name("x")),
             Err(Error::NameInUse { pid, .. }) if pid == me
         ));
+    }
+
+    #[test]
+    fn credentials_give_way_to_file_permissions_only_where_they_say_the_same() {
+        let (_t, dir) = TempDir::new("perms");
+        let me = Policy::new([]);
+        let a = Node::bind(&dir, name("a")).unwrap();
+        let b = Node::bind(&dir, name("b")).unwrap();
+        // Allowed users, or a policy for another user: credentials stay.
+        assert!(!b.trust_file_permissions(&Policy::new([4242])).unwrap());
+        let other = Policy {
+            me: me.me + 1,
+            allow: vec![],
+        };
+        assert!(!b.trust_file_permissions(&other).unwrap());
+        assert!(b.recheck_file_permissions().is_ok_and(|relied| !relied));
+        // Our own file, mode 0600: only we and root may send.
+        assert!(b.trust_file_permissions(&me).unwrap());
+        assert!(b.recheck_file_permissions().unwrap());
+        let mut buf = RecvBuf::without_sender();
+        a.send_to(b.name(), b"one").unwrap();
+        let got = b.recv(&mut buf).unwrap().unwrap();
+        assert_eq!((got.payload, got.creds, got.from()), (&b"one"[..], None, None));
+        assert!(got.trusted(&me));
+        // The file's owner, judged by the policy (root is trusted by all).
+        assert_eq!(got.trusted(&other), me.me == 0);
+        // Opened to others: credentials again, from the next datagram on.
+        let path = dir.socket_path(b.name()).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o622)).unwrap();
+        assert!(!b.recheck_file_permissions().unwrap());
+        a.send_to(b.name(), b"two").unwrap();
+        let mut buf = RecvBuf::new();
+        let got = b.recv(&mut buf).unwrap().unwrap();
+        assert_eq!(got.creds.map(|c| c.pid), Some(std::process::id() as i32));
+        assert_eq!(got.from().as_ref(), Some(a.name()));
+        assert!(got.trusted(&me));
+        // Never in the abstract namespace, which has no files.
+        let abs = SocketDir::open_abstract(dir.path()).unwrap();
+        let x = Node::bind(&abs, name("x")).unwrap();
+        assert!(!x.trust_file_permissions(&me).unwrap());
     }
 
     #[test]

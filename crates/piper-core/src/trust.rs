@@ -1,10 +1,12 @@
 //! Whom a node takes datagrams from: the README's trust rule, in one place.
 //!
 //! A datagram is trusted when the kernel vouches for its sender (its
-//! `SCM_CREDENTIALS` name a real process) and the sender runs as the node's
-//! own user, as root, or as a user the node allows besides (`--allow-uid`).
-//! A datagram without credentials is never trusted: it was queued before
-//! `SO_PASSCRED` was set, and nobody vouches for where it came from.
+//! `SCM_CREDENTIALS` name a real process, or the node's socket file admits
+//! no one else: see [`Node::trust_file_permissions`](crate::Node::trust_file_permissions))
+//! and the sender runs as the node's own user, as root, or as a user the
+//! node allows besides (`--allow-uid`). Otherwise a datagram without
+//! credentials is never trusted: it was queued before `SO_PASSCRED` was
+//! set, and nobody vouches for where it came from.
 //!
 //! ```
 //! use piper_core::trust::Policy;
@@ -48,6 +50,12 @@ impl Policy {
     pub fn trusts(&self, creds: Option<Credentials>) -> bool {
         creds.is_some_and(|c| c.trusted(self))
     }
+
+    /// Whether a sender of user `uid` is trusted: our own user, root, or an
+    /// allowed user.
+    pub fn trusts_uid(&self, uid: u32) -> bool {
+        uid == self.me || uid == 0 || self.allow.contains(&uid)
+    }
 }
 
 /// This process's user and root, no one else.
@@ -68,15 +76,21 @@ impl Credentials {
     /// Whether `policy` trusts this sender: credentials that name a
     /// process, of our own user, root, or an allowed user.
     pub fn trusted(&self, policy: &Policy) -> bool {
-        self.vouched() && (self.uid == policy.me || self.uid == 0 || policy.allow.contains(&self.uid))
+        self.vouched() && policy.trusts_uid(self.uid)
     }
 }
 
 impl Datagram<'_> {
-    /// Whether `policy` trusts this datagram's sender; never for a datagram
-    /// without credentials.
+    /// Whether `policy` trusts this datagram's sender. A datagram without
+    /// credentials is trusted only where the node relies on its socket
+    /// file's permissions ([`Node::trust_file_permissions`](crate::Node::trust_file_permissions)):
+    /// then its sender is the file's owner or root, and trusted as such.
     pub fn trusted(&self, policy: &Policy) -> bool {
-        policy.trusts(self.creds)
+        match (self.creds, self.owner_only) {
+            (Some(_), _) => policy.trusts(self.creds),
+            (None, Some(uid)) => policy.trusts_uid(uid),
+            (None, None) => false,
+        }
     }
 }
 

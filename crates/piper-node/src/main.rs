@@ -114,6 +114,7 @@ fn run(args: Args) -> Result<u8, Failure> {
     // returns at once and removes what bind made.
     let signals = Signals::terminating()?;
     let node = open_node(&dir, name, passed)?;
+    node.trust_file_permissions(&opts.trust)?;
     signals.exit_on_repeat(&node.owned_paths());
     if let (true, Some(launcher)) = (node.is_adopted(), launcher_pid()) {
         // A launcher holds our socket; should it die (kill -9), a second

@@ -26,6 +26,10 @@ pub const FLUSH_AFTER: Duration = Duration::from_millis(20);
 /// (`STATUS=`), and only when they changed.
 pub const STATUS_EVERY: Duration = Duration::from_secs(1);
 
+/// How often a node that relies on its socket file's permissions instead
+/// of credentials checks the file again ([`Node::recheck_file_permissions`]).
+pub const RECHECK_EVERY: Duration = Duration::from_secs(1);
+
 /// How long the first `--send` keeps trying a peer that is not there yet
 /// (or not reading yet) before the node gives up and exits 1.
 pub const FIRST_SEND_PATIENCE: Duration = Duration::from_secs(5);
@@ -98,6 +102,7 @@ pub fn run(node: &Node, signals: &Signals, opts: &Options, out: &mut dyn Write) 
         warnings: RateLimit::new(),
         next_ping: Instant::now(),
         next_status: Instant::now(),
+        next_recheck: Instant::now() + RECHECK_EVERY,
         reported: None,
         stalled: HashSet::new(),
         stdout_gone: false,
@@ -106,7 +111,8 @@ pub fn run(node: &Node, signals: &Signals, opts: &Options, out: &mut dyn Write) 
     if let Some(peer) = &opts.send_first {
         seed.send_first(node, peer)?;
     }
-    let mut buf = RecvBuf::new();
+    // The seed answers the node a payload names, never its sender.
+    let mut buf = RecvBuf::without_sender();
     let end = serve_with(node, signals, &mut seed, &mut buf);
     seed.flush()?;
     if end.is_ok() && !node.is_adopted() {
@@ -146,6 +152,8 @@ struct Seed<'a> {
     next_ping: Instant,
     /// When the next `STATUS=` may go, and the counts it last reported.
     next_status: Instant,
+    /// When the socket file's permissions are next checked.
+    next_recheck: Instant,
     reported: Option<Counts>,
     /// Peers that let a wait run out: sent to only without waiting, until
     /// a send finds room again. A peer that never reads then costs the
@@ -185,6 +193,12 @@ impl Handler for Seed<'_> {
         }
         if managed {
             self.status(now);
+        }
+        if now >= self.next_recheck {
+            self.next_recheck = now + RECHECK_EVERY;
+            if let Err(e) = node.recheck_file_permissions() {
+                log::warn!("{e}");
+            }
         }
         let done = self.stdout_gone || self.opts.count.is_some_and(|count| self.stats.received >= count);
         Ok(if done { Flow::Stop } else { Flow::Continue })
