@@ -287,15 +287,21 @@ impl Seed<'_> {
             self.stats.dropped += 1;
             return;
         }
-        if let Some(name) = to.or(self.opts.next.as_ref()) {
-            if self.peer.as_ref().map(Peer::name) != Some(name) {
-                match node.peer(name) {
-                    Ok(peer) => self.peer = Some(peer),
-                    Err(e) => {
-                        self.stats.dropped += 1;
-                        self.warnings.warn(format_args!("{e}; dropping the reply"));
-                        return;
-                    }
+        // The peer changes only when a payload names another node: a ring's
+        // `next` is resolved once, and then nothing is compared per message.
+        let wanted = match (to, &self.peer) {
+            (Some(name), Some(peer)) if peer.name() == name => None,
+            (Some(name), _) => Some(name),
+            (None, None) => self.opts.next.as_ref(),
+            (None, Some(_)) => None,
+        };
+        if let Some(name) = wanted {
+            match node.peer(name) {
+                Ok(peer) => self.peer = Some(peer),
+                Err(e) => {
+                    self.stats.dropped += 1;
+                    self.warnings.warn(format_args!("{e}; dropping the reply"));
+                    return;
                 }
             }
         }
@@ -351,7 +357,11 @@ impl Seed<'_> {
             match node.send(&peer, node.name().as_bytes()) {
                 Ok(()) => {
                     self.stats.sent += 1;
-                    self.peer = Some(peer);
+                    // Kept for the replies only if they go there too: a
+                    // ring's replies go to `next`, which `reply` resolves.
+                    if self.opts.next.as_ref().is_none_or(|next| next == to) {
+                        self.peer = Some(peer);
+                    }
                     return Ok(());
                 }
                 Err(e @ (Error::PeerNotFound { .. } | Error::PeerGone { .. } | Error::WouldBlock { .. })) => {
@@ -704,5 +714,36 @@ mod tests {
         assert_eq!(end, End::Stop(Stop::Requested));
         assert_eq!((stats.received, stats.sent, stats.dropped), (1, 0, 1));
         assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    }
+
+    #[test]
+    fn the_first_send_goes_to_its_peer_and_every_reply_to_next() {
+        let tmp = TempDir::new("send-next");
+        let dir = SocketDir::open(&tmp.0).unwrap();
+        let node = Node::bind(&dir, Name::new("n").unwrap()).unwrap();
+        let first = Node::bind(&dir, Name::new("first").unwrap()).unwrap();
+        let next = Node::bind(&dir, Name::new("next").unwrap()).unwrap();
+        for _ in 0..3 {
+            first.send_to(node.name(), b"first").unwrap();
+        }
+        let opts = Options {
+            send_first: Some(Name::new("first").unwrap()),
+            next: Some(Name::new("next").unwrap()),
+            count: Some(3),
+            quiet: true,
+            ..Default::default()
+        };
+        let signals = Signals::new().unwrap();
+        let (stats, _) = run(&node, &signals, &opts, &mut Vec::new()).unwrap();
+        assert_eq!((stats.received, stats.sent, stats.dropped), (3, 4, 0));
+        let mut buf = RecvBuf::new();
+        let got = first.try_recv(&mut buf).unwrap().map(|d| d.payload.to_vec());
+        assert_eq!(got.as_deref(), Some(&b"n"[..]), "the first send");
+        assert!(first.try_recv(&mut buf).unwrap().is_none(), "and only that");
+        for _ in 0..3 {
+            let got = next.try_recv(&mut buf).unwrap().map(|d| d.payload.to_vec());
+            assert_eq!(got.as_deref(), Some(&b"n"[..]), "a reply");
+        }
+        assert!(next.try_recv(&mut buf).unwrap().is_none());
     }
 }
