@@ -8,13 +8,16 @@
 #   scripts/bench.sh --reps 9 --count 500000 --out FILE ...   # piper-bench flags
 #
 # The binaries are built the way scripts/install.sh ships them: release,
-# statically linked (see the README's performance section for why).
+# statically linked (see the README's performance section for why); the
+# launch figures are also measured with the quick start's dynamic build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 host="$(rustc -vV | sed -n 's/^host: //p')"
 RUSTFLAGS="-C target-feature=+crt-static" \
   cargo build --release --quiet --target "$host" -p piper-node -p piper-launch -p piper-bench
+# The quick start's build (dynamic), for the launch figures of that build.
+cargo build --release --quiet -p piper-node -p piper-launch -p piper-bench
 # The bridge and its benchmark (its own dependencies, an MQTT client).
 cargo build --release --quiet -p piper-bridge -p piper-bridge-bench
 bridge_bin="target/release"
@@ -38,16 +41,16 @@ bridge() {
 case "${1:-}" in
   --smoke)
     shift
-    "$bin/piper-bench" --bin "$bin" --reps 1 --count 2000 --ring 20 --ring-count 5 --launch 10,20 \
+    "$bin/piper-bench" --bin "$bin" --dyn-bin target/release --reps 1 --count 2000 --ring 20 --ring-count 5 --launch 10,20 \
       --placement-count 2000 --placement-laps 5 "$@"
     out=""
     bridge --reps 1 --count 200 ;;
   --update)
     shift
     out=BENCHMARKS.md
-    "$bin/piper-bench" --bin "$bin" --out BENCHMARKS.md "$@"
+    "$bin/piper-bench" --bin "$bin" --dyn-bin target/release --out BENCHMARKS.md "$@"
     bridge ;;
   *)
-    "$bin/piper-bench" --bin "$bin" "$@"
+    "$bin/piper-bench" --bin "$bin" --dyn-bin target/release "$@"
     bridge ;;
 esac

@@ -48,6 +48,15 @@ pub struct Settings {
     /// Where sockets live during the run [default: $XDG_RUNTIME_DIR, else /dev/shm].
     #[arg(long)]
     tmp: Option<PathBuf>,
+    /// A directory on a disk filesystem where the launch figures are also
+    /// measured (skipped if it is missing or not on a disk).
+    #[arg(long, default_value = "/var/tmp")]
+    disk_tmp: PathBuf,
+    /// piper-node, piper-launch and piper-bench built dynamically (as the
+    /// README's quick start builds them): the launch figures are also
+    /// measured with these, against a raw launch of that piper-bench.
+    #[arg(long)]
+    dyn_bin: Option<PathBuf>,
     /// Round trips per 2-node figure of the placement table (0: no table).
     #[arg(long, default_value_t = 50_000)]
     placement_count: u64,
@@ -127,14 +136,18 @@ fn main() {
 
 /// Every figure, `reps` times, then the report.
 fn run(s: &Settings) {
-    let mut m = report::Measurements::new(s.launch_sizes.len());
+    let mut m = report::Measurements::new(&launches(s));
     let reps = s.reps.max(1);
+    let cpu = placement::limit_cpu();
     for rep in 0..reps {
         eprintln!("piper-bench: repetition {}/{reps}", rep + 1);
         let (rate, p50, p99) = raw::pingpong(s.count);
         m.raw_rate.push(rate);
         m.raw_p50.push(p50);
         m.raw_p99.push(p99);
+        let quiet = placement::Load::Quiet;
+        m.raw_one_cpu
+            .push(placement::raw_pair(s.count, Some(cpu), Some(cpu), quiet));
         m.quiet.push(piper::pingpong(s, true));
         let (p50, p99) = piper::round_trips(s);
         m.p50.push(p50);
@@ -142,14 +155,20 @@ fn run(s: &Settings) {
         m.loud.push(piper::pingpong(s, false));
         m.ring.push(piper::ring(s));
         m.raw_ring.push(raw::ring(s.ring, s.ring_count));
-        for (i, &n) in s.launch_sizes.iter().enumerate() {
-            let (ready, down) = raw::launch(n, false);
-            m.raw_ready[i].push(ready);
-            m.raw_down[i].push(down);
-            m.raw_tidy_down[i].push(raw::launch(n, true).1);
-            let (ready, down) = piper::launch_and_teardown(s, n);
-            m.ready[i].push(ready);
-            m.down[i].push(down);
+        m.raw_ring_one_cpu
+            .push(placement::raw_ring(s.ring, s.ring_count, Some(cpu), quiet));
+        for l in &mut m.launches {
+            let raw_exe = match l.build {
+                report::Build::Static => std::env::current_exe().unwrap(),
+                report::Build::Dynamic => l.bin.join("piper-bench"),
+            };
+            let (ready, down) = raw::launch(&raw_exe, &l.root, l.n, false);
+            l.raw_ready.push(ready);
+            l.raw_down.push(down);
+            l.raw_tidy_down.push(raw::launch(&raw_exe, &l.root, l.n, true).1);
+            let (ready, down) = piper::launch_and_teardown(&l.bin, &l.root, l.n);
+            l.ready.push(ready);
+            l.down.push(down);
         }
         m.rss.push(piper::idle_rss_kib(s));
     }
@@ -162,4 +181,31 @@ fn run(s: &Settings) {
     if let Some(out) = &s.out {
         std::fs::write(out, text).unwrap_or_else(|e| panic!("write {}: {e}", out.display()));
     }
+}
+
+/// Each launch measured: every size, in the run's directory and on a
+/// disk, with the static build and the dynamic one if given.
+fn launches(s: &Settings) -> Vec<report::Launch> {
+    let mut roots = vec![scratch::root().to_path_buf()];
+    if scratch::on_disk(&s.disk_tmp) {
+        roots.push(s.disk_tmp.clone());
+    } else {
+        eprintln!(
+            "piper-bench: {} is not a directory on a disk filesystem: no launch figures there",
+            s.disk_tmp.display()
+        );
+    }
+    let mut builds = vec![(report::Build::Static, s.bin.clone())];
+    if let Some(dyn_bin) = &s.dyn_bin {
+        builds.push((report::Build::Dynamic, dyn_bin.clone()));
+    }
+    let mut launches = Vec::new();
+    for &n in &s.launch_sizes {
+        for (build, bin) in &builds {
+            for root in &roots {
+                launches.push(report::Launch::new(n, *build, bin.clone(), root.clone()));
+            }
+        }
+    }
+    launches
 }

@@ -41,11 +41,22 @@ fn launch(s: &Settings, dir: &Path, args: &[&str], stdout: Stdio) -> String {
     err
 }
 
-/// The foreground node's message rate, from its summary line.
-fn foreground_rate(stderr: &str) -> f64 {
+/// The foreground node's message rate, from its summary line: the
+/// messages after its first over the time from the first to the last
+/// (the line's rounded `rate` is too coarse for a slow ring).
+pub fn foreground_rate(stderr: &str) -> f64 {
     let line = stderr.lines().find(|l| l.contains("msg/s")).expect("a summary line");
-    let rate = line.rsplit("rate ").next().unwrap().split_whitespace().next().unwrap();
-    rate.parse().expect("a rate")
+    let after = |key: &str| -> f64 {
+        let rest = line
+            .split(key)
+            .nth(1)
+            .unwrap_or_else(|| panic!("no '{key}' in {line:?}"));
+        let number: String = rest.chars().take_while(|c| c.is_ascii_digit() || *c == '.').collect();
+        number
+            .parse()
+            .unwrap_or_else(|_| panic!("no number after '{key}' in {line:?}"))
+    };
+    (after("received ") - 1.0) / after("(active ")
 }
 
 /// The seed's ping-pong through the launcher, quiet or with both nodes
@@ -80,13 +91,14 @@ pub fn ring(s: &Settings) -> f64 {
     s.ring as f64 * foreground_rate(&err)
 }
 
-/// Seconds to ready, and to tear down after the foreground is killed.
-pub fn launch_and_teardown(s: &Settings, n: usize) -> (f64, f64) {
-    let dir = Scratch::new(&format!("launch{n}"));
+/// Seconds to ready, and to tear down after the foreground is killed: the
+/// binaries in `bin`, the sockets in a directory under `root`.
+pub fn launch_and_teardown(bin: &Path, root: &Path, n: usize) -> (f64, f64) {
+    let dir = Scratch::new_in(root, &format!("launch{n}"));
     let sockets = dir.0.join("s");
     let err_path = dir.0.join("err");
     let mut launcher = Guard(
-        Command::new(s.bin.join("piper-launch"))
+        Command::new(bin.join("piper-launch"))
             .arg("--dir")
             .arg(&sockets)
             .args(["--nodes", &n.to_string(), "--quiet"])

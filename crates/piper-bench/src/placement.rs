@@ -31,7 +31,7 @@ pub fn hog() -> ! {
 
 /// Background load while a figure is measured.
 #[derive(Clone, Copy, Debug, PartialEq)]
-enum Load {
+pub enum Load {
     Quiet,
     /// Unpinned busy loops.
     Hogs(usize),
@@ -69,7 +69,7 @@ fn hog_process(cpu: Option<usize>) -> Guard {
 
 /// Raw ping-pong with the echo on `echo_cpu` and this thread on
 /// `client_cpu` (each None: unpinned): hops per second.
-fn raw_pair(count: u64, echo_cpu: Option<usize>, client_cpu: Option<usize>, load: Load) -> f64 {
+pub fn raw_pair(count: u64, echo_cpu: Option<usize>, client_cpu: Option<usize>, load: Load) -> f64 {
     let _load = load.start();
     let dir = Scratch::new("place-raw");
     let server = dir.0.join("echo");
@@ -94,7 +94,7 @@ fn raw_pair(count: u64, echo_cpu: Option<usize>, client_cpu: Option<usize>, load
 }
 
 /// A raw ring of `n` processes, all on `cpu` (or unpinned): hops per second.
-fn raw_ring(n: usize, laps: u64, cpu: Option<usize>, load: Load) -> f64 {
+pub fn raw_ring(n: usize, laps: u64, cpu: Option<usize>, load: Load) -> f64 {
     let _load = load.start();
     let exe = std::env::current_exe().unwrap();
     let mut cmd = Command::new(exe);
@@ -171,17 +171,7 @@ fn piper_ring(s: &Settings, n: usize, laps: u64, policy: &str, load: Load) -> (f
     drop(hog);
     let err = std::fs::read_to_string(&err_path).unwrap_or_default();
     assert!(status.success(), "piper-launch --cpus {policy} failed:\n{err}");
-    let line = err.lines().find(|l| l.contains("msg/s")).expect("a summary line");
-    let rate: f64 = line
-        .rsplit("rate ")
-        .next()
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    (n as f64 * rate, auto_did(&err))
+    (n as f64 * crate::piper::foreground_rate(&err), auto_did(&err))
 }
 
 /// The CPU the launcher's first child may run on (its first, if several).
@@ -210,6 +200,7 @@ pub fn table(s: &Settings) -> String {
     let count = s.placement_count;
     let laps = s.placement_laps;
     let mut auto_choices = Vec::new();
+    let mut ring_ratios = Vec::new();
     let mut text = format!(
         "\n### Placement\n\nHops per second, medians of {reps}; 2-node: {count} round trips, {}-node ring: {laps} laps. \
          Each row's ratios are against the best raw figure of its own load, in the same run.\n\n",
@@ -277,8 +268,16 @@ pub fn table(s: &Settings) -> String {
             }
             let (auto, none) = (piper[3], piper[0]);
             text.push_str(&format!(" {:.2}× | {:.2}× |\n", auto / best_raw, auto / none));
+            if n == s.ring {
+                ring_ratios.push(format!("{} {:.2}×", load.label(), auto / best_raw));
+            }
         }
     }
+    text.push_str(&format!(
+        "\nThe {}-node ring under the default `auto` against the best raw placement of its load (target ≥ 0.90× quiet, ≥ 0.85× loaded): {}.\n",
+        s.ring,
+        ring_ratios.join(", ")
+    ));
     text.push_str(&format!("\nWhat `auto` did: {}.\n", auto_choices.join("; ")));
     text
 }
@@ -303,4 +302,12 @@ fn allowed() -> Vec<usize> {
     (0..CpuSet::count())
         .filter(|&c| set.is_set(c).unwrap_or(false))
         .collect()
+}
+
+/// The CPU the limits are measured on: the second allowed one (the first
+/// takes more of the machine's interrupts), as the placement table's "one
+/// CPU" columns are.
+pub fn limit_cpu() -> usize {
+    let cpus = allowed();
+    *cpus.get(1).unwrap_or(&cpus[0])
 }

@@ -136,20 +136,21 @@ pub fn member(path: &Path, notify: &Path, tidy: bool) -> ! {
     std::process::exit(0)
 }
 
-/// The raw launch and teardown of `n` processes, no piper code: the way one
-/// would write it with the standard library. Each is this binary (static,
-/// like piper-node) binding its socket and saying READY=1 to ours, started
+/// The raw launch and teardown of `n` processes in a directory under
+/// `root`, no piper code: the way one would write it with the standard
+/// library. Each is `exe` (this benchmark, built the way the piper binaries
+/// it is compared with are: static, or dynamic) binding its socket and
+/// saying READY=1 to ours, started
 /// one after the other by `Command::spawn` (glibc's `posix_spawn`) into one
 /// process group, readiness read as it comes; then one SIGTERM to the
 /// group, whose default action ends them (or, `tidy`, which each catches
 /// and cleans up after: see [`member`]), and every one reaped. Seconds to
 /// all ready, and to all reaped.
-pub fn launch(n: usize, tidy: bool) -> (f64, f64) {
-    let dir = Scratch::new("rawlaunch");
+pub fn launch(exe: &Path, root: &Path, n: usize, tidy: bool) -> (f64, f64) {
+    let dir = Scratch::new_in(root, "rawlaunch");
     let notify_path = dir.0.join("notify");
     let notify = UnixDatagram::bind(&notify_path).expect("bind notify");
     notify.set_nonblocking(true).unwrap();
-    let exe = std::env::current_exe().unwrap();
     let mut buf = [0u8; 64];
     let mut ready = 0;
     let mut drain = |ready: &mut usize| {
@@ -161,7 +162,7 @@ pub fn launch(n: usize, tidy: bool) -> (f64, f64) {
     let mut group = 0;
     let mut members: Vec<Guard> = Vec::with_capacity(n);
     for i in 0..n {
-        let child: Child = Command::new(&exe)
+        let child: Child = Command::new(exe)
             .arg("member")
             .arg(dir.0.join(format!("m{i}")))
             .arg(&notify_path)

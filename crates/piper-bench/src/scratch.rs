@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 static ROOT: OnceLock<PathBuf> = OnceLock::new();
 
 /// Where sockets live during the run: a tmpfs, as `$XDG_RUNTIME_DIR` is on
-/// a systemd machine. On a disk filesystem, creating and removing thousands
-/// of socket and lock files measures the filesystem instead.
+/// a systemd machine. The launch figures are also measured in a directory
+/// on a disk filesystem (`--disk-tmp`), where creating an inode costs
+/// about as much as starting a process.
 pub fn default_root() -> PathBuf {
     let runtime = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from);
     runtime
@@ -34,7 +35,12 @@ pub struct Scratch(pub PathBuf);
 
 impl Scratch {
     pub fn new(tag: &str) -> Scratch {
-        let path = root().join(format!("piper-bench-{}-{tag}", std::process::id()));
+        Scratch::new_in(root(), tag)
+    }
+
+    /// A temp directory under `root` instead of the run's root.
+    pub fn new_in(root: &Path, tag: &str) -> Scratch {
+        let path = root.join(format!("piper-bench-{}-{tag}", std::process::id()));
         let _ = std::fs::remove_dir_all(&path);
         std::fs::create_dir(&path).expect("scratch dir");
         std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
@@ -67,4 +73,11 @@ pub fn wait_for(path: &Path) {
         assert!(Instant::now() < deadline, "{} never appeared", path.display());
         std::thread::sleep(Duration::from_millis(1));
     }
+}
+
+/// Whether `path` is a directory on a disk filesystem (not tmpfs or ramfs).
+pub fn on_disk(path: &Path) -> bool {
+    use nix::sys::statfs::{statfs, FsType, TMPFS_MAGIC};
+    const RAMFS_MAGIC: FsType = FsType(0x8584_58f6);
+    statfs(path).is_ok_and(|fs| path.is_dir() && ![TMPFS_MAGIC, RAMFS_MAGIC].contains(&fs.filesystem_type()))
 }
