@@ -27,7 +27,7 @@ use piper_core::{Name, Namespace, SocketDir};
 /// The socket directory, its namespace, and the trust policy.
 #[derive(Clone, Debug, Default, PartialEq, Eq, clap::Args)]
 pub struct Sockets {
-    /// Socket directory [env: PIPER_DIR] [default: $XDG_RUNTIME_DIR/piper, else /tmp/piper-$UID].
+    /// Socket directory [env: PIPER_DIR] [default: $XDG_RUNTIME_DIR/piper, else /dev/shm/piper-$UID, else /tmp/piper-$UID].
     #[arg(long, value_name = "DIR", value_hint = clap::ValueHint::DirPath)]
     pub dir: Option<PathBuf>,
     /// Use Linux abstract addresses (@DIR/piper-NAME) instead of socket files.

@@ -1,9 +1,10 @@
 //! The seed's ping-pong as an embedded node: `ping_pong NAME [PEER]`.
 //!
 //! Binds NAME in the default socket directory (`$PIPER_DIR`, else
-//! `$XDG_RUNTIME_DIR/piper`, else `/tmp/piper-$UID`), sends its name to PEER
-//! if given, then prints every datagram from a trusted sender (our own user
-//! or root) and answers the node it names.
+//! `$XDG_RUNTIME_DIR/piper`, else `/dev/shm/piper-$UID`, else
+//! `/tmp/piper-$UID`), sends its name to PEER if given, then prints every
+//! datagram from a trusted sender (our own user or root) and answers the
+//! node it names.
 //! Ctrl-C ends it and removes its socket. Try it beside `piper-node`:
 //! `cargo run --example ping_pong -- pong` and `piper-node ping --send pong`.
 use piper_core::serve::{serve, Event, Flow};

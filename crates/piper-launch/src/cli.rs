@@ -39,7 +39,7 @@ pub const ENVIRONMENT: &[(&str, &str)] = &[
     ("PIPER_DIR", "the socket directory when --dir is not given"),
     (
         "XDG_RUNTIME_DIR",
-        "else the socket directory is $XDG_RUNTIME_DIR/piper (else /tmp/piper-$UID)",
+        "else the socket directory is $XDG_RUNTIME_DIR/piper (else /dev/shm/piper-$UID, else /tmp/piper-$UID)",
     ),
     (
         "RUST_LOG",
