@@ -5,6 +5,7 @@
 //! and maps the outcome to an exit code (`piper_cli::exit`, whose table the
 //! README and `--help` both show).
 
+mod clock;
 mod out;
 mod seed;
 

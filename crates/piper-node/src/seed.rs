@@ -19,6 +19,8 @@ use piper_core::serve::{serve_with, End, Event, Flow, Handler, IDLE_WAKE};
 use piper_core::trust::Policy;
 use piper_core::{escape, Counts, Datagram, Error, Name, Node, Peer, RecvBuf, Result, Signals};
 
+use crate::clock::Clock;
+
 /// How long buffered output may wait while the node is idle.
 pub const FLUSH_AFTER: Duration = Duration::from_millis(20);
 
@@ -107,6 +109,7 @@ pub fn run(node: &Node, signals: &Signals, opts: &Options, out: &mut dyn Write) 
         stalled: HashSet::new(),
         stdout_gone: false,
         budget: WaitBudget::new(Instant::now()),
+        clock: Clock::new(),
     };
     if let Some(peer) = &opts.send_first {
         seed.send_first(node, peer)?;
@@ -164,13 +167,15 @@ struct Seed<'a> {
     stdout_gone: bool,
     /// How long sends may still wait on full queues.
     budget: WaitBudget,
+    /// The time of each event.
+    clock: Clock,
 }
 
 impl Handler for Seed<'_> {
     fn handle(&mut self, node: &Node, event: Event<'_>) -> Result<Flow> {
-        // One clock read per event (vDSO, no system call): the message's
-        // time for the active span, and the watchdog's and STATUS='s clock.
-        let now = Instant::now();
+        // The time of the event: the message's for the active span, and
+        // the watchdog's, STATUS='s and the recheck's clock.
+        let now = self.clock.now();
         let managed = self.opts.notifier.is_some();
         if managed {
             self.watchdog(now);
