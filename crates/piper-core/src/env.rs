@@ -5,6 +5,12 @@
 /// The socket directory when none is given (`--dir`).
 pub const DIR: &str = "PIPER_DIR";
 
+/// A launched program's own name: it owns `$PIPER_DIR/piper-$PIPER_NAME`.
+pub const NAME: &str = "PIPER_NAME";
+
+/// The node a launched program answers (piper-node's `--next`).
+pub const NEXT: &str = "PIPER_NEXT";
+
 /// The pid of the piper-launch that holds a node's socket: a node whose
 /// parent is no longer that launcher removes the socket file itself.
 pub const LAUNCHER: &str = "PIPER_LAUNCHER";
