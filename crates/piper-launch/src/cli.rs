@@ -32,6 +32,14 @@ pub const EXAMPLES: &[(&str, &str)] = &[
         "piper-launch --nodes ping,pong --count 1000 --json",
         "a measured run, its summary as JSON",
     ),
+    (
+        "piper-launch --file examples/polyglot.toml",
+        "a ring of programs in Python, C, Rust and piper-node",
+    ),
+    (
+        "piper-launch --file ring.toml --check",
+        "check a topology file and print its plan",
+    ),
 ];
 
 /// The environment piper-launch reads, for the long help and the man page.
@@ -61,14 +69,28 @@ pub fn after_long_help() -> String {
 #[derive(Debug, Parser)]
 #[command(version, about, after_help = exit::help(exit::LAUNCHER), after_long_help = after_long_help())]
 pub struct Args {
-    /// Comma-separated node names, or a number N for node1..nodeN.
-    #[arg(long, value_name = "LIST|N")]
-    pub nodes: String,
+    /// Comma-separated node names, or a number N for node1..nodeN: a ring
+    /// of piper-nodes.
+    #[arg(
+        long,
+        value_name = "LIST|N",
+        required_unless_present = "file",
+        conflicts_with = "file"
+    )]
+    pub nodes: Option<String>,
+    /// Run the topology file FILE (TOML): any program as a node, each with
+    /// its own socket mode, readiness and restart policy.
+    #[arg(long, value_name = "FILE", value_hint = clap::ValueHint::FilePath)]
+    pub file: Option<PathBuf>,
+    /// With --file: check the file, print the plan it would run, and exit
+    /// (2 and FILE:LINE:COL for a mistake). Nothing is started.
+    #[arg(long, requires = "file")]
+    pub check: bool,
     /// Close the ring through NAME, a node this launcher does not start
     /// (one on another host, reached through piper-bridge): the last node
     /// answers NAME instead of the first. The chain starts once NAME is
     /// reachable, and is sent again if the ring falls silent.
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", conflicts_with = "file")]
     pub ring_next: Option<String>,
     /// Do not start the chain: another launcher of the ring does.
     #[arg(long)]

@@ -1,18 +1,23 @@
-//! piper-launch: clones and execs one `piper-node` per name, wired in a ring,
-//! shows one of them, and tears the rest down via signals when it dies.
+//! piper-launch: clones and execs one process per member (`piper-node`, or
+//! any program a topology file names), wired in a ring, shows their lines,
+//! and tears them down via signals when the run ends.
 //!
-//! Thin like piper-node: `spawn` finds and starts the nodes (and is the one
-//! place that speaks piper-node's command line), `ring` runs the one event
-//! loop that launches, watches and tears them down, `signals` blocks the
-//! launcher's signals and reads them from a signalfd, and this file parses
-//! arguments and maps outcomes to exit codes.
+//! Thin like piper-node: this file parses arguments into a `plan` (from
+//! `--nodes`, or from a `topology` file) and maps outcomes to exit codes;
+//! `plan` is the one place that speaks piper-node's command line; `spawn`
+//! finds and starts the members, `ring` runs the one event loop that
+//! launches, watches and tears them down, carrying out what the
+//! `supervisor` decides, and `signals` blocks the launcher's signals and
+//! reads them from a signalfd.
 
 mod output;
 mod placement;
+mod plan;
 mod ring;
 mod signals;
 mod spawn;
 mod supervisor;
+mod topology;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -34,15 +39,6 @@ fn run(args: Args) -> Result<u8, Failure> {
             "--restart-foreground restarts the foreground node as --restart says: give --restart on-failure or always",
         ));
     }
-    let ring_next = args.ring_next.as_deref().map(Name::new).transpose()?;
-    let names = parse_nodes(&args.nodes, ring_next.as_ref())?;
-    let foreground = match &args.foreground {
-        None => names.len() - 1,
-        Some(f) => names
-            .iter()
-            .position(|n| n.as_str() == f)
-            .ok_or_else(|| Failure::usage(format!("--foreground '{f}' is not one of the --nodes")))?,
-    };
     let seconds = |flag: &str, secs: f64| {
         if !(0.0..=MAX_SECONDS).contains(&secs) {
             return Err(Failure::usage(format!(
@@ -51,10 +47,59 @@ fn run(args: Args) -> Result<u8, Failure> {
         }
         Ok(Duration::from_secs_f64(secs))
     };
+    let restart = ring::Restart {
+        policy: args.restart,
+        delay: seconds("--restart-delay", args.restart_delay)?,
+        burst: args.restart_burst,
+        interval: seconds("--restart-interval", args.restart_interval)?,
+        foreground: args.restart_foreground,
+    };
+    // Both ways of naming a ring become the same members: --nodes is the
+    // simplest topology, generated.
+    let shape = match &args.file {
+        Some(file) => from_file(file, restart)?,
+        None => from_nodes(args.nodes.as_deref().unwrap_or_default(), &args, restart)?,
+    };
+    let names: Vec<Name> = shape.members.iter().map(|m| m.name.clone()).collect();
+    let foreground = match &args.foreground {
+        None => shape.foreground.unwrap_or(names.len() - 1),
+        Some(f) => names
+            .iter()
+            .position(|n| n.as_str() == f)
+            .ok_or_else(|| match &args.file {
+                Some(file) => Failure::usage(format!("--foreground '{f}' is not a node of {}", file.display())),
+                None => Failure::usage(format!("--foreground '{f}' is not one of the --nodes")),
+            })?,
+    };
+    // piper-node is looked for only if a member runs it.
+    let runs_node = shape
+        .members
+        .iter()
+        .any(|m| matches!(m.program, plan::Program::Node(_)));
+    let node_bin = match runs_node {
+        true => spawn::find_node_binary(args.node_bin.as_deref()).map_err(|m| Failure::new(exit::NOT_FOUND, m))?,
+        false => args.node_bin.clone().unwrap_or_default(),
+    };
+    let mut sockets = args.sockets.clone();
+    sockets.dir = sockets.dir.or(shape.dir);
+    if args.check {
+        let kick = shape.kick.as_ref().filter(|_| !args.no_start);
+        print!(
+            "{}",
+            plan::describe(
+                &sockets.path(),
+                &shape.members,
+                &shape.remote,
+                kick,
+                foreground,
+                &node_bin
+            )
+        );
+        return Ok(exit::OK);
+    }
     // Every name is checked before the directory is made: a name that
     // cannot work leaves nothing behind.
-    let dir = args.sockets.open_for(names.iter().chain(&ring_next))?;
-    let node_bin = spawn::find_node_binary(args.node_bin.as_deref()).map_err(|m| Failure::new(exit::NOT_FOUND, m))?;
+    let dir = sockets.open_for(names.iter().chain(&shape.remote))?;
     // Logs carry every payload: as private as the sockets, in a directory
     // checked as theirs is.
     let log_dir = args
@@ -88,36 +133,66 @@ fn run(args: Args) -> Result<u8, Failure> {
     let colour = prefix && stdout_tty && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let status_line = output::status_line_fits();
     let display = output::Display::new(route, prefix, colour, args.timestamps, &names, status_line);
-    let plan = spawn::Plan {
+    let options = plan::RingOptions {
         node_bin,
-        dir,
-        names,
-        ring_next,
-        start: !args.no_start,
-        foreground,
         log_dir,
         interval: args.interval,
         quiet: args.quiet,
         count: args.count,
-        allow_uids: args.sockets.allow_uids,
+        allow_uids: args.sockets.allow_uids.clone(),
         all_output: args.output == Output::All,
         json: args.json,
     };
+    let kick = shape.kick.filter(|_| !args.no_start);
+    let mut plan = plan::Plan::with(dir, shape.members, shape.remote, kick, foreground, options);
+    plan.file = args.file.clone();
     let options = ring::Options {
         ready_timeout: seconds("--ready-timeout", args.ready_timeout)?,
         grace: seconds("--grace", args.grace)?,
         fail_fast: args.fail_fast,
         json: args.json,
         cpus: check_cpus(args.cpus)?,
-        restart: ring::Restart {
-            policy: args.restart,
-            delay: seconds("--restart-delay", args.restart_delay)?,
-            burst: args.restart_burst,
-            interval: seconds("--restart-interval", args.restart_interval)?,
-            foreground: args.restart_foreground,
-        },
     };
     ring::run(&plan, &options, display)
+}
+
+/// What a run's members are, before the directory is opened.
+struct Shape {
+    members: Vec<plan::Member>,
+    remote: Vec<Name>,
+    kick: Option<(Name, Name)>,
+    /// The foreground the topology names, if it does.
+    foreground: Option<usize>,
+    /// The topology's socket directory, if it names one.
+    dir: Option<std::path::PathBuf>,
+}
+
+/// The ring `--nodes` names (and `--ring-next` closes), as a generated
+/// topology.
+fn from_nodes(spec: &str, args: &Args, restart: ring::Restart) -> Result<Shape, Failure> {
+    let ring_next = args.ring_next.as_deref().map(Name::new).transpose()?;
+    let names = parse_nodes(spec, ring_next.as_ref())?;
+    let (members, remote, kick) = plan::generated(names, ring_next, true, restart);
+    Ok(Shape {
+        members,
+        remote,
+        kick,
+        foreground: None,
+        dir: None,
+    })
+}
+
+/// The topology file's members; a mistake in it is a usage error that
+/// names the file, the line and the column.
+fn from_file(file: &std::path::Path, restart: ring::Restart) -> Result<Shape, Failure> {
+    let topology = topology::read(file, restart).map_err(|m| Failure::usage(m.to_string()))?;
+    Ok(Shape {
+        kick: topology.kick(),
+        members: topology.members,
+        remote: topology.remote,
+        foreground: topology.foreground,
+        dir: topology.dir,
+    })
 }
 
 /// A CPU list must name CPUs this process may use.

@@ -24,8 +24,9 @@ use piper_core::{send_unbound, Counts, Liveness, Name, Node};
 
 use crate::output::{Display, Relay, Route};
 use crate::placement::Placer;
+use crate::plan::{Plan, Program, Ready, Socket};
 use crate::signals::{self as blocked, SUSPENDING, TERMINATING};
-use crate::spawn::{NodeIo, Plan, Spawner};
+use crate::spawn::{NodeIo, Spawner};
 use crate::supervisor::healing::{self, Reinject};
 use crate::supervisor::member::State;
 use crate::supervisor::report::{self, nodes, Meter, Reported};
@@ -46,8 +47,6 @@ pub struct Options {
     pub fail_fast: bool,
     /// Whether the ring summary at exit is one JSON object.
     pub json: bool,
-    /// Which dead nodes are started again, and how often.
-    pub restart: Restart,
     /// Where the nodes run.
     pub cpus: piper_launch::cli::Cpus,
 }
@@ -62,9 +61,11 @@ struct Member {
     /// the teardown does that as soon as the nodes are told to stop.
     socket: Option<Node>,
     /// Its counts as its running process's last `STATUS=` said, and those
-    /// of its earlier lives.
+    /// of its earlier lives; and whether any life has reported counts at
+    /// all (a program that never does is shown as such, not as zero).
     counts: Counts,
     earlier: Counts,
+    counted: bool,
     /// Its output pipes, while the relay reads them: stdout, and (for the
     /// foreground under a status line) stderr.
     relays: Vec<Relay>,
@@ -100,6 +101,9 @@ struct Ring<'a> {
     /// Whether stdout is a pipe whose reader is still there: watched, so
     /// that the run ends when it goes, as `head`'s writers do.
     stdout_pipe: bool,
+    /// The members whose readiness is a bound socket: looked at while
+    /// they start.
+    bound: Vec<usize>,
 }
 
 /// Runs the plan: launch, wait for readiness, start the chain, watch, tear
@@ -115,39 +119,45 @@ pub fn run(plan: &Plan, options: &Options, display: Display) -> Outcome {
     let spawner = Spawner::new(plan).map_err(fail)?;
     let notices = Notices::bind(
         &format!("piper-launch/{}/{nonce}", std::process::id()),
-        plan.names.len(),
+        plan.members.len(),
     )?;
-    let n = plan.names.len();
+    let n = plan.members.len();
     let manager = Notifier::from_env().unwrap_or_else(|e| {
         log::warn!("{e}");
         None
     });
+    let restarting = plan.members.iter().any(|m| m.restart.policy != RestartPolicy::No);
+    let delay = plan.members.iter().map(|m| m.restart.delay).max().unwrap_or_default();
     let healing = healing::rule(
-        plan.start,
-        options.restart.policy != RestartPolicy::No,
-        plan.ring_next.is_some(),
-        options.restart.delay,
+        plan.kick.is_some(),
+        restarting,
+        !plan.remote.is_empty(),
+        delay,
         Duration::from_millis(plan.interval.unwrap_or(0)),
     );
     let policy = Policy {
-        names: plan.names.clone(),
+        names: plan.names(),
         foreground: plan.foreground,
         ready_timeout: options.ready_timeout,
-        restart: options.restart,
+        restart: plan.members.iter().map(|m| m.restart).collect(),
         fail_fast: options.fail_fast,
         ticking: manager.is_some() || display.has_status_line() || healing.is_some(),
         healing,
+        waiting_for: (0..n).map(|i| waiting_for(plan, i)).collect(),
     };
     let mut ring = Ring {
         plan,
         members: plan
-            .names
+            .members
             .iter()
-            .map(|name| Member {
-                name: name.clone(),
+            .map(|m| Member {
+                name: m.name.clone(),
                 socket: None,
                 counts: Counts::default(),
                 earlier: Counts::default(),
+                // piper-node reports counts, whether it has yet or not; any
+                // other program counts once it has.
+                counted: matches!(m.program, Program::Node(_)),
                 relays: Vec::new(),
             })
             .collect(),
@@ -162,6 +172,7 @@ pub fn run(plan: &Plan, options: &Options, display: Display) -> Outcome {
         sup: Supervisor::new(policy, started),
         placer: Placer::new(&options.cpus, n),
         stdout_pipe: stdout_is_pipe(),
+        bound: (0..n).filter(|&i| plan.members[i].ready == Ready::Bound).collect(),
     };
     let outcome = match ring.bind(started)? {
         ControlFlow::Break(sig) => Ok(stop_code(sig)),
@@ -181,9 +192,11 @@ pub fn run(plan: &Plan, options: &Options, display: Display) -> Outcome {
 impl Ring<'_> {
     /// Claims and binds every name before any node starts: a name in use
     /// is known at once (and ends the run with nothing started), and no
-    /// node ever binds its own. A stop signal is looked for before each
-    /// bind, since a thousand of them take a second on a busy machine:
-    /// Ctrl-C acts at once.
+    /// node on a held socket ever binds its own. A member that binds its
+    /// own (`socket = "own"`) cannot have its name held for it: its name
+    /// is checked free (what a dead program left is removed) instead. A
+    /// stop signal is looked for before each bind, since a thousand of
+    /// them take a second on a busy machine: Ctrl-C acts at once.
     fn bind(&mut self, started: Instant) -> Result<ControlFlow<Signal>, Failure> {
         let n = self.members.len();
         for i in 0..n {
@@ -192,7 +205,10 @@ impl Ring<'_> {
                 return Ok(ControlFlow::Break(sig));
             }
             let member = &mut self.members[i];
-            member.socket = Some(Node::bind(&self.plan.dir, member.name.clone())?);
+            match self.plan.members[i].socket {
+                Socket::Held => member.socket = Some(Node::bind(&self.plan.dir, member.name.clone())?),
+                Socket::Own => clear_own(&self.plan.dir, &member.name)?,
+            }
         }
         log::debug!("bound {n} sockets in {:?}", started.elapsed());
         Ok(ControlFlow::Continue(()))
@@ -218,6 +234,16 @@ impl Ring<'_> {
     /// children) and returns what the supervisor makes of it. Stops come
     /// first: once the run ends, later news is only recorded.
     fn wait_events(&mut self, timeout: Option<Duration>) -> Vec<Action> {
+        // A socket's binding sends no notice: looked for every 20 ms while
+        // a member waits for it.
+        let binding = self
+            .bound
+            .iter()
+            .any(|&i| matches!(self.sup.state(i), State::Starting { .. }));
+        let timeout = match binding {
+            true => Some(timeout.map_or(BOUND_EVERY, |t| t.min(BOUND_EVERY))),
+            false => timeout,
+        };
         let timeout = timeout.map_or(PollTimeout::NONE, |t| {
             PollTimeout::try_from(t.as_millis()).unwrap_or(PollTimeout::MAX)
         });
@@ -285,6 +311,9 @@ impl Ring<'_> {
             actions.extend(self.sup.handle(Event::OutputGone, Instant::now()));
         }
         self.read_notifications();
+        if binding {
+            self.look_bound();
+        }
         if reap {
             loop {
                 let status = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
@@ -322,14 +351,42 @@ impl Ring<'_> {
             }
             for line in state.lines() {
                 if line == "READY=1" {
-                    for action in self.sup.handle(Event::Ready { member: i, pid }, Instant::now()) {
-                        if let Action::Place { member, pid } = action {
-                            self.placer.ready(member, pid);
-                        }
-                    }
+                    self.became_ready(i, pid);
                 } else if let Some(counts) = Counts::from_status(line) {
                     self.members[i].counts = counts;
+                    self.members[i].counted = true;
                 }
+            }
+        }
+    }
+
+    /// Member `i`'s process `pid` is ready, as its readiness says: its
+    /// `READY=1`, its exec, or its bound socket.
+    fn became_ready(&mut self, i: usize, pid: Pid) {
+        for action in self.sup.handle(Event::Ready { member: i, pid }, Instant::now()) {
+            if let Action::Place { member, pid } = action {
+                if self.plan.members[member].cpu.is_none() {
+                    self.placer.ready(member, pid);
+                }
+            }
+        }
+    }
+
+    /// The members waiting for their own socket to be bound: ready once it
+    /// answers a probe.
+    fn look_bound(&mut self) {
+        for k in 0..self.bound.len() {
+            let i = self.bound[k];
+            let State::Starting { pid, .. } = self.sup.state(i) else {
+                continue;
+            };
+            if self
+                .plan
+                .dir
+                .probe(&self.members[i].name)
+                .is_ok_and(|l| l == Liveness::Live)
+            {
+                self.became_ready(i, pid);
             }
         }
     }
@@ -404,20 +461,20 @@ impl Ring<'_> {
             let wake = self.sup.next_wake().map(|at| at.saturating_duration_since(now));
             let mut actions = self.wait_events(Some(wake.map_or(PROGRESS_EVERY, |w| w.min(PROGRESS_EVERY))));
             // The launch's patience is the supervisor's.
-            actions.extend(self.sup.handle(Event::Wake { received: 0 }, Instant::now()));
+            actions.extend(self.sup.handle(Event::Wake { received: None }, Instant::now()));
             self.check_launch(actions)?;
             self.display
                 .status(format!("piper-launch: started {n}/{n}, ready {}/{n}", self.ready()));
         }
         self.display.clear_status();
-        self.placer.launched(&self.alive_pids());
+        self.placer.launched(&self.placed_pids());
         log::info!("{} ready in {:.3}s", nodes(n), started.elapsed().as_secs_f64());
         // Under systemd (Type=notify) the launcher is ready when its ring is.
         notify_manager("READY=1");
-        if !self.plan.start {
+        if self.plan.kick.is_none() {
             return ControlFlow::Continue(());
         }
-        if let Some(next) = &self.plan.ring_next {
+        for next in &self.plan.remote {
             self.await_ring_next(next, self.sup.deadline())?;
         }
         or_fail(self.kick().map_err(|e| format!("cannot start the chain: {e}")))
@@ -450,13 +507,13 @@ impl Ring<'_> {
         ControlFlow::Continue(())
     }
 
-    /// Starts the chain: the first node's name to the second, as the seed's
-    /// ping does; a lone node gets the name of the node it answers.
+    /// Starts the chain as the plan says: for `--nodes`, the first node's
+    /// name to the second, as the seed's ping does (a lone node gets the
+    /// name of the node it answers); for a topology file, the `start`
+    /// node's name to its `next`.
     fn kick(&self) -> piper_core::Result<()> {
-        let (from, to) = match (&self.plan.names[..], &self.plan.ring_next) {
-            ([first, second, ..], _) => (first, second),
-            ([only], Some(next)) => (next, only),
-            _ => unreachable!("a ring has two nodes"),
+        let Some((from, to)) = &self.plan.kick else {
+            return Ok(());
         };
         send_unbound(&self.plan.dir, to, from.as_bytes())
     }
@@ -475,11 +532,19 @@ impl Ring<'_> {
             false => None,
         };
         let fd = |p: &Option<(Relay, std::os::fd::OwnedFd)>| p.as_ref().map(|(_, write)| write.as_raw_fd());
-        let socket = match &self.members[i].socket {
-            Some(socket) => socket.as_fd().as_raw_fd(),
-            None => return Err("its socket is gone: the ring is being torn down".into()),
+        let socket = match (&self.members[i].socket, self.plan.members[i].socket) {
+            (Some(socket), _) => Some(socket.as_fd().as_raw_fd()),
+            (None, Socket::Held) => return Err("its socket is gone: the ring is being torn down".into()),
+            // What its last life left would make its bind fail.
+            (None, Socket::Own) => {
+                clear_own(&self.plan.dir, &self.members[i].name).map_err(|e| e.to_string())?;
+                None
+            }
         };
-        let cpus = self.placer.before_exec(i);
+        let cpus = match self.plan.members[i].cpu {
+            Some(cpu) => Some(crate::placement::set_of(&[cpu])),
+            None => self.placer.before_exec(i),
+        };
         let io = NodeIo {
             notify_socket: self.notices.address(i),
             socket,
@@ -498,6 +563,9 @@ impl Ring<'_> {
         self.sup
             .handle(Event::Started { member: i, pid, group }, Instant::now());
         self.by_pid.insert(pid, i);
+        if self.plan.members[i].ready == Ready::Exec {
+            self.became_ready(i, pid);
+        }
         Ok(())
     }
 
@@ -528,7 +596,7 @@ impl Ring<'_> {
             let wake = self.sup.next_wake().into_iter().chain(look).min();
             let mut actions = self.wait_events(wake.map(|at| at.saturating_duration_since(now)));
             let now = Instant::now();
-            let received = self.totals().received;
+            let received = self.members.iter().all(|m| m.counted).then(|| self.totals().received);
             actions.extend(self.sup.handle(Event::Wake { received }, now));
             for action in actions {
                 match action {
@@ -544,7 +612,7 @@ impl Ring<'_> {
                 }
             }
             if look.is_some_and(|at| now >= at) {
-                let alive = self.alive_pids();
+                let alive = self.placed_pids();
                 self.placer.look(&alive);
             }
         }
@@ -583,7 +651,8 @@ impl Ring<'_> {
         }
         let totals = self.totals();
         let rate = self.meter.look(totals.received, Instant::now());
-        let text = report::status_line(self.alive().count(), self.members.len(), rate, totals);
+        let uncounted = self.members.iter().filter(|m| !m.counted).count();
+        let text = report::status_line(self.alive().count(), self.members.len(), rate, totals, uncounted);
         self.display.status(text);
     }
 
@@ -629,7 +698,19 @@ impl Ring<'_> {
             return;
         }
         let states = (0..self.members.len()).map(|i| self.sup.state(i));
-        let line = report::summary_line(states, self.totals(), self.restarts(), self.sup.reinjections());
+        let uncounted: Vec<&str> = self
+            .members
+            .iter()
+            .filter(|m| !m.counted)
+            .map(|m| m.name.as_str())
+            .collect();
+        let line = report::summary_line(
+            states,
+            self.totals(),
+            self.restarts(),
+            self.sup.reinjections(),
+            &uncounted,
+        );
         piper_cli::stderr_line(piper_cli::Priority::Notice, &line);
     }
 
@@ -651,9 +732,11 @@ impl Ring<'_> {
         self.sup.alive()
     }
 
-    /// The live nodes' pids, for the placer.
-    fn alive_pids(&self) -> Vec<Pid> {
-        self.alive().map(|(_, pid, _)| pid).collect()
+    /// The live nodes' pids that the placer moves: all but those pinned
+    /// to a CPU of their own.
+    fn placed_pids(&self) -> Vec<Pid> {
+        let placed = self.alive().filter(|&(i, _, _)| self.plan.members[i].cpu.is_none());
+        placed.map(|(_, pid, _)| pid).collect()
     }
 
     /// SIGTERM (and SIGCONT) to every node at once, SIGKILL after `grace` or
@@ -670,7 +753,7 @@ impl Ring<'_> {
         // it wakes no node that is not stopped. After SIGTERM a thousand
         // nodes wake at once, and the launcher may not run again until most
         // have exited (a second signal sent then came a second late).
-        let alive = self.alive_pids();
+        let alive = self.placed_pids();
         self.placer.release(&alive);
         self.signal_groups(Signal::SIGCONT);
         self.signal_groups(Signal::SIGTERM);
@@ -694,7 +777,7 @@ impl Ring<'_> {
         let mut stubborn = Vec::new();
         let mut actions = Vec::new();
         loop {
-            actions.extend(self.sup.handle(Event::Wake { received: 0 }, Instant::now()));
+            actions.extend(self.sup.handle(Event::Wake { received: None }, Instant::now()));
             for action in actions.drain(..) {
                 match action {
                     Action::Log(level, message) => log::log!(level, "{message}"),
@@ -726,6 +809,15 @@ impl Ring<'_> {
         }
         if let Ok(removal) = removal {
             let _ = removal.join();
+        }
+        // What members that bind their own socket left: all are reaped, so
+        // nothing lives there any more.
+        for i in 0..self.members.len() {
+            if self.plan.members[i].socket == Socket::Own {
+                if let Err(e) = clear_own(&self.plan.dir, &self.members[i].name) {
+                    log::warn!("{e}");
+                }
+            }
         }
         log::info!(
             "tore down {} in {:.3}s",
@@ -804,6 +896,43 @@ impl AsFd for Notices {
     }
 }
 
+/// How often a member whose readiness is its bound socket is looked at.
+const BOUND_EVERY: Duration = Duration::from_millis(20);
+
+/// Makes `name` free for a member that binds its own socket: a live
+/// socket there is a name in use (exit 3, as for a held one); what a dead
+/// program left is removed (in a sticky directory, only our own).
+fn clear_own(dir: &piper_core::SocketDir, name: &Name) -> piper_core::Result<()> {
+    if dir.probe(name)? == Liveness::Live {
+        return Err(piper_core::Error::NameInUse {
+            name: name.clone(),
+            address: dir.display_address(name),
+            pid: dir.owner_pid(name),
+            launcher: false,
+        });
+    }
+    dir.reclaim(name).map(drop)
+}
+
+/// What member `i`'s readiness waits for, for the error when it is late:
+/// nothing to add for a ring of piper-nodes from `--nodes`.
+fn waiting_for(plan: &Plan, i: usize) -> String {
+    let m = &plan.members[i];
+    let Some(file) = &plan.file else {
+        return String::new();
+    };
+    let what = match m.ready {
+        Ready::Notify => "READY=1 on $NOTIFY_SOCKET".to_string(),
+        Ready::Exec => "its exec".to_string(),
+        Ready::Bound => format!("{} to be bound", plan.dir.display_address(&m.name)),
+    };
+    format!(
+        " ({}: ready = \"{}\" waited for {what})",
+        file.display(),
+        m.ready.as_str()
+    )
+}
+
 /// How often the progress line moves while nodes start.
 const PROGRESS_EVERY: Duration = Duration::from_millis(100);
 
@@ -820,20 +949,17 @@ fn member_json(member: &Member, state: State, restarts: u32) -> String {
         // node is running.)
         _ => (None, None, None),
     };
-    let Counts {
-        received,
-        sent,
-        dropped,
-    } = member.all_counts();
+    // A program that never reported counts has none: null, not zero.
+    let counts = Some(member.all_counts()).filter(|_| member.counted);
     piper_cli::json::Object::new()
         .str("name", member.name.as_str())
         .opt_num("pid", pid)
         .opt_num("exit", exit)
         .opt_str("signal", signal)
         .num("restarts", restarts)
-        .num("received", received)
-        .num("sent", sent)
-        .num("dropped", dropped)
+        .opt_num("received", counts.map(|c| c.received))
+        .opt_num("sent", counts.map(|c| c.sent))
+        .opt_num("dropped", counts.map(|c| c.dropped))
         .finish()
 }
 

@@ -1,57 +1,19 @@
-//! Finding `piper-node` and starting one process per node: a vfork-style
-//! clone and exec, no shell, each child in its own process group and tied
-//! to the launcher's life by `PR_SET_PDEATHSIG`.
+//! Finding `piper-node` and starting one process per member, whatever
+//! program it runs: a vfork-style clone and exec, no shell, each child in
+//! the members' process group and tied to the launcher's life by
+//! `PR_SET_PDEATHSIG`.
 
 use std::ffi::{CString, OsString};
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
-use piper_core::{env, Name, Namespace, SocketDir};
+use piper_core::env;
 
-/// Everything needed to start the ring.
-#[derive(Debug)]
-pub struct Plan {
-    /// The node binary.
-    pub node_bin: PathBuf,
-    /// The socket directory.
-    pub dir: SocketDir,
-    /// The nodes, in ring order: node i answers node i+1.
-    pub names: Vec<Name>,
-    /// The node the last one answers, when it is not the first: a node
-    /// started elsewhere (`--ring-next`).
-    pub ring_next: Option<Name>,
-    /// Whether this launcher starts the chain (and starts it again after a
-    /// silence).
-    pub start: bool,
-    /// Index of the node whose output is shown.
-    pub foreground: usize,
-    /// Where background nodes' output goes, if kept.
-    pub log_dir: Option<PathBuf>,
-    /// `--interval` for every node.
-    pub interval: Option<u64>,
-    /// `--quiet` for every node.
-    pub quiet: bool,
-    /// `--count` for the foreground node.
-    pub count: Option<u64>,
-    /// `--allow-uid` for every node.
-    pub allow_uids: Vec<u32>,
-    /// Whether every node's lines are shown, or only the foreground's.
-    pub all_output: bool,
-    /// `--json` for the foreground node, whose summary reaches stderr.
-    pub json: bool,
-}
-
-impl Plan {
-    /// Whether node `i`'s message lines go to the launcher's stream (rather
-    /// than to a log file, or nowhere).
-    pub fn shows(&self, i: usize) -> bool {
-        i == self.foreground || (self.all_output && self.log_dir.is_none())
-    }
-}
+use crate::plan::{Plan, Socket};
 
 /// Finds piper-node: `flag`, else next to this executable, else on PATH.
 pub fn find_node_binary(flag: Option<&Path>) -> Result<PathBuf, String> {
@@ -98,7 +60,8 @@ fn is_executable(path: &Path) -> bool {
 /// node the launcher holds (see [`Spawner::start`]).
 #[derive(Debug)]
 pub struct Spawner {
-    path: CString,
+    /// What every child inherits from the launcher (less what is a
+    /// manager's, or set per member).
     env: Vec<CString>,
     null: File,
     /// What becomes the node's fd 3, 1 and 2 is put here just before each
@@ -121,8 +84,9 @@ pub struct NodeIo<'a> {
     pub notify_socket: &'a str,
     /// Its socket, bound (and its name claimed) by the launcher, which the
     /// node adopts as fd 3, as under systemd's socket activation
-    /// (`LISTEN_FDS`, `LISTEN_PID`, `LISTEN_FDNAMES`).
-    pub socket: RawFd,
+    /// (`LISTEN_FDS`, `LISTEN_PID`, `LISTEN_FDNAMES`); `None` for a member
+    /// that binds its own.
+    pub socket: Option<RawFd>,
     /// Where a node whose lines are shown writes them: a relay pipe, or
     /// (`None`) the launcher's own stdout.
     pub stdout: Option<RawFd>,
@@ -138,13 +102,17 @@ const FIRST_SLOT: RawFd = 4;
 const CHILD_STACK: usize = 64 * 1024;
 
 impl Spawner {
-    /// Prepares to start the plan's nodes.
+    /// Prepares to start the plan's members.
     pub fn new(plan: &Plan) -> Result<Spawner, String> {
-        let path = CString::new(plan.node_bin.as_os_str().as_bytes()).map_err(|_| "node binary path has a NUL")?;
-        // Our own manager's variables are ours: children report to us.
+        // Our own manager's variables are ours: children report to us. What
+        // the plan sets for a member is its alone.
         let skip: Vec<&str> = env::MANAGER.into_iter().chain([env::LAUNCHER]).collect();
+        let set: std::collections::HashSet<OsString> = (0..plan.members.len())
+            .flat_map(|i| plan.env(i))
+            .map(|(k, _)| k)
+            .collect();
         let mut vars: Vec<CString> = std::env::vars_os()
-            .filter(|(k, _)| !skip.iter().any(|s| k == s))
+            .filter(|(k, _)| !skip.iter().any(|s| k == s) && !set.contains(k))
             .filter_map(|(k, v)| {
                 let mut kv = k.into_vec();
                 kv.push(b'=');
@@ -153,9 +121,7 @@ impl Spawner {
             })
             .collect();
         // Who holds the nodes' sockets: should it die, the nodes remove them.
-        // Each node gets one socket (LISTEN_FDS), its own name and pid.
         vars.push(CString::new(format!("{}={}", env::LAUNCHER, std::process::id())).map_err(|_| "bad pid")?);
-        vars.push(CString::new(format!("{}=1", env::LISTEN_FDS)).map_err(|_| "bad variable")?);
         let null = File::options()
             .read(true)
             .write(true)
@@ -175,7 +141,6 @@ impl Spawner {
             .max()
             .unwrap_or(0);
         Ok(Spawner {
-            path,
             env: vars,
             null,
             slots,
@@ -238,15 +203,30 @@ impl Spawner {
             stdout,
             stderr,
         } = io;
-        let name = &plan.names[i];
-        let args: Vec<CString> = node_args(plan, i)
+        let name = &plan.members[i].name;
+        let (path, args) = plan.command(i);
+        let nul = |what: &str| format!("{what} for node '{name}' has a NUL byte");
+        let path = CString::new(path.into_os_string().into_vec()).map_err(|_| nul("the program's path"))?;
+        let args: Vec<CString> = args
             .into_iter()
-            .map(|a| CString::new(a.into_vec()).map_err(|_| format!("an argument for node '{name}' has a NUL byte")))
+            .map(|a| CString::new(a.into_vec()).map_err(|_| nul("an argument")))
             .collect::<Result<_, _>>()?;
+        let own: Vec<CString> = plan
+            .env(i)
+            .into_iter()
+            .map(|(k, v)| {
+                let mut kv = k.into_vec();
+                kv.push(b'=');
+                kv.extend(v.into_vec());
+                CString::new(kv).map_err(|_| nul("a variable"))
+            })
+            .collect::<Result<_, _>>()?;
+        let held = plan.members[i].socket == Socket::Held && socket.is_some();
         let log;
         let null = self.null.as_raw_fd();
         let (out, err) = if i == plan.foreground {
-            (stdout.unwrap_or(1), stderr.unwrap_or(2))
+            let out = if plan.shows(i) { stdout.unwrap_or(1) } else { null };
+            (out, stderr.unwrap_or(2))
         } else if plan.shows(i) {
             // Its lines in the stream; its warnings and summary would be a
             // thousand nodes' noise: the ring summary counts for them.
@@ -262,6 +242,7 @@ impl Spawner {
         // the clone: the child writes its digits into room made here.
         let argv: Vec<*const nix::libc::c_char> = args.iter().map(|a| a.as_ptr()).chain([std::ptr::null()]).collect();
         let names = CString::new(format!("{}={name}", env::LISTEN_FDNAMES)).map_err(|_| "a name has a NUL")?;
+        let fds = CString::new(format!("{}=1", env::LISTEN_FDS)).map_err(|_| "bad variable")?;
         let notify =
             CString::new(format!("{}={notify_socket}", env::NOTIFY_SOCKET)).map_err(|_| "bad notify socket")?;
         let mut listen_pid = format!("{}=", env::LISTEN_PID).into_bytes();
@@ -269,18 +250,23 @@ impl Spawner {
         listen_pid.resize(digits_at + 24, 0);
         // One pointer for both uses: the variable, and the room for its digits.
         let listen_pid = listen_pid.as_mut_ptr();
+        // A held socket comes with systemd's three variables; a member that
+        // binds its own gets none of them.
+        let activation = [fds.as_ptr(), names.as_ptr(), listen_pid.cast_const().cast()];
         let envp: Vec<*const nix::libc::c_char> = self
             .env
             .iter()
+            .chain(&own)
             .map(|e| e.as_ptr())
-            .chain([notify.as_ptr(), names.as_ptr()])
-            .chain([listen_pid.cast_const().cast()])
+            .chain([notify.as_ptr()])
+            .chain(activation.into_iter().filter(|_| held))
             .chain([std::ptr::null()])
             .collect();
         // SAFETY: within the buffer just made: the name and '=', then 24 bytes of room.
         let pid_digits = unsafe { listen_pid.add(digits_at) };
-        self.fill_slots([Some(socket), Some(out), Some(err)])?;
-        let [socket, out, err] = self.slots.each_ref().map(|s| s.as_raw_fd());
+        self.fill_slots([socket, Some(out), Some(err)])?;
+        let [slot, out, err] = self.slots.each_ref().map(|s| s.as_raw_fd());
+        let socket = socket.map(|_| slot);
         let exec = ChildExec {
             launcher: self.launcher,
             group: self.group.unwrap_or(Pid::from_raw(0)),
@@ -292,7 +278,7 @@ impl Spawner {
             foreground: i == plan.foreground,
             argv: &argv,
             envp: &envp,
-            path: &self.path,
+            path: &path,
         };
         use nix::sched::CloneFlags;
         let flags = CloneFlags::CLONE_VM | CloneFlags::CLONE_VFORK | CloneFlags::CLONE_FILES;
@@ -373,42 +359,6 @@ fn open_log(path: &Path) -> Result<File, String> {
     Ok(file)
 }
 
-/// piper-node's command line for node `i` of the plan: the one place the
-/// launcher speaks the node's CLI. Options come first, with their values
-/// attached (`--next=NAME`), and the name last after `--`, so that a name
-/// beginning with `-` is never read as an option. The directory is passed
-/// as the bytes it is, UTF-8 or not.
-pub fn node_args(plan: &Plan, i: usize) -> Vec<OsString> {
-    let next = match (&plan.ring_next, plan.names.get(i + 1)) {
-        (_, Some(next)) => next,
-        (Some(next), None) => next,
-        (None, None) => &plan.names[0],
-    };
-    let mut dir = OsString::from("--dir=");
-    dir.push(plan.dir.path());
-    let mut args: Vec<OsString> = vec!["piper-node".into(), dir, format!("--next={next}").into()];
-    if plan.dir.namespace() == Namespace::Abstract {
-        args.push("--abstract".into());
-    }
-    if let Some(ms) = plan.interval {
-        args.push(format!("--interval={ms}").into());
-    }
-    if plan.quiet {
-        args.push("--quiet".into());
-    }
-    for uid in &plan.allow_uids {
-        args.push(format!("--allow-uid={uid}").into());
-    }
-    if let (true, Some(count)) = (i == plan.foreground, plan.count) {
-        args.push(format!("--count={count}").into());
-    }
-    if i == plan.foreground && plan.json {
-        args.push("--json".into());
-    }
-    args.extend(["--".into(), plan.names[i].as_str().into()]);
-    args
-}
-
 /// The child's stack: an anonymous mapping with an inaccessible guard page
 /// below it, as glibc's `posix_spawn` makes. The child runs in the
 /// launcher's memory (`CLONE_VM`): overflowing a stack without a guard
@@ -480,8 +430,8 @@ struct ChildExec<'a> {
     table_end: RawFd,
     /// What becomes fds 0, 1 and 2.
     stdio: [RawFd; 3],
-    /// What becomes fd 3: the node's socket.
-    socket: RawFd,
+    /// What becomes fd 3: the node's socket, if the launcher holds it.
+    socket: Option<RawFd>,
     /// Room (24 bytes) for LISTEN_PID's digits and their NUL.
     pid_digits: *mut u8,
     /// The CPUs the node may run on, if placed.
@@ -555,10 +505,13 @@ impl ChildExec<'_> {
             }
             // The socket becomes fd 3 (SD_LISTEN_FDS_START); a dup has no
             // close-on-exec flag. The slots are above 3: nothing is
-            // overwritten before it is read.
-            if libc::dup2(self.socket, 3) < 0 {
-                libc::_exit(127);
-            }
+            // overwritten before it is read. A member without a held socket
+            // gets no fd 3 at all.
+            let first_closed: libc::c_uint = match self.socket {
+                Some(socket) if libc::dup2(socket, 3) < 0 => libc::_exit(127),
+                Some(_) => 4,
+                None => 3,
+            };
             // Nothing else: not the slots, and not what the launcher itself
             // inherited without close-on-exec (a make jobserver's pipe, a
             // caller's stray descriptor), which would otherwise reach every
@@ -567,7 +520,7 @@ impl ChildExec<'_> {
             // is close-on-exec.)
             libc::syscall(
                 libc::SYS_close_range,
-                4 as libc::c_uint,
+                first_closed,
                 libc::c_uint::MAX,
                 0 as libc::c_uint,
             );
@@ -607,56 +560,28 @@ mod tests {
     use std::os::unix::ffi::OsStrExt;
 
     fn plan(dir: &[u8], names: &[&str]) -> Plan {
+        use piper_core::{Name, SocketDir};
         let dir = std::path::Path::new(std::ffi::OsStr::from_bytes(dir));
-        Plan {
+        let restart = crate::supervisor::restart::Restart {
+            policy: piper_launch::cli::RestartPolicy::No,
+            delay: std::time::Duration::ZERO,
+            burst: 5,
+            interval: std::time::Duration::from_secs(10),
+            foreground: false,
+        };
+        let options = crate::plan::RingOptions {
             node_bin: PathBuf::from("/bin/false"),
-            dir: SocketDir::open_abstract(dir).unwrap(),
-            names: names.iter().map(|n| Name::new(n).unwrap()).collect(),
-            ring_next: None,
-            start: true,
-            foreground: names.len() - 1,
             log_dir: None,
-            interval: Some(5),
+            interval: None,
             quiet: true,
-            count: Some(7),
-            allow_uids: vec![65534],
+            count: None,
+            allow_uids: Vec::new(),
             all_output: true,
             json: false,
-        }
-    }
-
-    fn args(plan: &Plan, i: usize) -> Vec<Vec<u8>> {
-        node_args(plan, i).into_iter().map(|a| a.into_vec()).collect()
-    }
-
-    #[test]
-    fn each_node_answers_the_next_and_only_the_foreground_counts() {
-        let plan = plan(b"/run/p", &["ping", "pong"]);
-        let want = |next: &str, name: &str, count: bool| {
-            let mut v: Vec<Vec<u8>> = ["piper-node", "--dir=/run/p", &format!("--next={next}"), "--abstract"]
-                .iter()
-                .chain(&["--interval=5", "--quiet", "--allow-uid=65534"])
-                .map(|s| s.as_bytes().to_vec())
-                .collect();
-            if count {
-                v.push(b"--count=7".to_vec());
-            }
-            v.extend([b"--".to_vec(), name.as_bytes().to_vec()]);
-            v
         };
-        assert_eq!(args(&plan, 0), want("pong", "ping", false));
-        assert_eq!(args(&plan, 1), want("ping", "pong", true));
-    }
-
-    #[test]
-    fn a_ring_closed_elsewhere_ends_at_its_ring_next() {
-        let mut plan = plan(b"/run/p", &["a1", "a2"]);
-        plan.ring_next = Some(Name::new("b1").unwrap());
-        assert_eq!(args(&plan, 0)[2], b"--next=a2");
-        assert_eq!(args(&plan, 1)[2], b"--next=b1");
-        let mut one = self::plan(b"/run/p", &["a1"]);
-        one.ring_next = Some(Name::new("b1").unwrap());
-        assert_eq!(args(&one, 0)[2], b"--next=b1");
+        let names: Vec<Name> = names.iter().map(|n| Name::new(n).unwrap()).collect();
+        let dir = SocketDir::open_abstract(dir).unwrap();
+        Plan::ring(dir, names, None, true, 0, restart, options)
     }
 
     #[test]
@@ -670,7 +595,7 @@ mod tests {
         let socket = File::open("/dev/null").unwrap();
         let io = NodeIo {
             notify_socket: "@piper-test-stack",
-            socket: socket.as_raw_fd(),
+            socket: Some(socket.as_raw_fd()),
             stdout: None,
             stderr: None,
         };
@@ -729,14 +654,5 @@ mod tests {
             let end = room.iter().position(|&b| b == 0).unwrap();
             assert_eq!(&room[..end], want.as_bytes());
         }
-    }
-
-    #[test]
-    fn names_that_look_like_options_and_non_utf8_dirs_pass_unharmed() {
-        let plan = plan(b"/run/bad\xffdir", &["-x", "--version"]);
-        let a = args(&plan, 0);
-        assert_eq!(a[1], b"--dir=/run/bad\xffdir");
-        assert_eq!(a[2], b"--next=--version");
-        assert_eq!(a[a.len() - 2..], [b"--".to_vec(), b"-x".to_vec()]);
     }
 }

@@ -41,8 +41,8 @@ pub struct Policy {
     pub foreground: usize,
     /// How long from the run's start every member has to be ready.
     pub ready_timeout: Duration,
-    /// Which dead nodes are started again.
-    pub restart: Restart,
+    /// Which dead members are started again, and how often: each its own.
+    pub restart: Vec<Restart>,
     /// Whether any node's end (or giving one up) ends the run.
     pub fail_fast: bool,
     /// The silence after which a silent ring is started again, and whether
@@ -52,6 +52,9 @@ pub struct Policy {
     /// Whether anything is reported once a second (a manager, a status
     /// line) or looked at (healing).
     pub ticking: bool,
+    /// What each member's readiness waits for, said when it is late (empty
+    /// for a ring of piper-nodes, whose readiness needs no explaining).
+    pub waiting_for: Vec<String>,
 }
 
 /// The run's phases, as the decisions differ.
@@ -79,8 +82,10 @@ pub enum Event {
     Ended { member: usize, status: WaitStatus },
     /// A stop signal came.
     Stop(Signal),
-    /// Time passed; the ring has received `received` messages in all.
-    Wake { received: u64 },
+    /// Time passed; the ring has received `received` messages in all, or
+    /// `None` if some member does not report its counts (its progress
+    /// cannot be seen, so the silence rule does not judge it).
+    Wake { received: Option<u64> },
     /// The chain was sent again, as [`Action::Reinject`] asked.
     Reinjected,
     /// Stdout's reader went away (`| head` has what it wanted).
@@ -290,11 +295,11 @@ impl Supervisor {
                 "node '{name}' {} before the ring was ready",
                 describe(status)
             )))],
-            Phase::Watching if foreground && !self.policy.restart.foreground => {
+            Phase::Watching if foreground && !self.policy.restart[i].foreground => {
                 vec![Action::End(Ok(status_code(status)))]
             }
-            Phase::Watching if self.policy.restart.wants(status) => {
-                match self.policy.restart.after_death(&mut m.starts, now) {
+            Phase::Watching if self.policy.restart[i].wants(status) => {
+                match self.policy.restart[i].after_death(&mut m.starts, now) {
                     Verdict::RestartAt(until) => {
                         m.restarts += 1;
                         m.state = State::Waiting { until, after: status };
@@ -310,7 +315,7 @@ impl Supervisor {
                     }
                     Verdict::GiveUp => {
                         m.state = State::GivenUp(status);
-                        let restart = &self.policy.restart;
+                        let restart = &self.policy.restart[i];
                         let message = format!(
                             "node '{name}' {}, and was restarted {} times in {:.0}s: giving it up",
                             describe(status),
@@ -343,7 +348,7 @@ impl Supervisor {
 
     /// Time passed: restarts that are due, and the tick's reports and look
     /// at the silence.
-    fn wake(&mut self, received: u64, now: Instant) -> Vec<Action> {
+    fn wake(&mut self, received: Option<u64>, now: Instant) -> Vec<Action> {
         match self.phase {
             Phase::Launching => return self.late(now).into_iter().collect(),
             Phase::Stopping if self.kill_at.is_some_and(|at| now >= at) => return self.kill(false),
@@ -357,7 +362,8 @@ impl Supervisor {
         let mut actions: Vec<Action> = due.map(|(i, _)| Action::Start(i)).collect();
         if self.policy.ticking && self.ticker.due(now) {
             actions.push(Action::Report);
-            if let Some(why) = self.healing.as_mut().and_then(|h| h.look(received, now)) {
+            let healing = self.healing.as_mut().zip(received);
+            if let Some(why) = healing.and_then(|(h, received)| h.look(received, now)) {
                 actions.push(self.reinject(why, now));
             }
         }
@@ -405,9 +411,10 @@ impl Supervisor {
             k => format!(" and {k} more"),
         };
         Some(Action::End(Err(format!(
-            "node '{}'{more} not ready after --ready-timeout {:.1}s",
+            "node '{}'{more} not ready after --ready-timeout {:.1}s{}",
             self.policy.names[first],
-            self.policy.ready_timeout.as_secs_f64()
+            self.policy.ready_timeout.as_secs_f64(),
+            self.policy.waiting_for.get(first).map_or("", String::as_str),
         ))))
     }
 

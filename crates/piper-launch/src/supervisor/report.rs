@@ -89,10 +89,15 @@ impl Meter {
 }
 
 /// The status line on a terminal: nodes alive, messages per second over
-/// the last tick, and the totals.
-pub fn status_line(alive: usize, nodes: usize, rate: f64, totals: Counts) -> String {
+/// the last tick, and the totals, and how many report no counts (their
+/// messages are not in the totals: not zero, unknown).
+pub fn status_line(alive: usize, nodes: usize, rate: f64, totals: Counts, uncounted: usize) -> String {
     let Counts { received, dropped, .. } = totals;
-    format!("piper-launch: {alive}/{nodes} alive, {rate:.0} msg/s, received {received}, dropped {dropped}")
+    let line = format!("piper-launch: {alive}/{nodes} alive, {rate:.0} msg/s, received {received}, dropped {dropped}");
+    match uncounted {
+        0 => line,
+        k => format!("{line}, {k} with no counts"),
+    }
 }
 
 /// How a member ended, for the ring summary: "exited 0", "killed by
@@ -108,8 +113,15 @@ pub fn end(state: State) -> String {
 }
 
 /// The ring summary's line: the counts added up, then how many ended each
-/// way (in the order first seen), then restarts and re-injections if any.
-pub fn summary_line(states: impl IntoIterator<Item = State>, totals: Counts, restarts: u64, reinjected: u32) -> String {
+/// way (in the order first seen), then restarts and re-injections if any,
+/// then the members that reported no counts, by name.
+pub fn summary_line(
+    states: impl IntoIterator<Item = State>,
+    totals: Counts,
+    restarts: u64,
+    reinjected: u32,
+    uncounted: &[&str],
+) -> String {
     let mut tally: Vec<(String, usize)> = Vec::new();
     let mut nodes = 0;
     for state in states {
@@ -125,7 +137,14 @@ pub fn summary_line(states: impl IntoIterator<Item = State>, totals: Counts, res
         (0, 0) => String::new(),
         (r, k) => format!("; {r} restarts, {k} re-injected"),
     };
-    format!("piper-launch: ring of {nodes}: {totals}; {}{again}", ends.join(", "))
+    let unknown = match uncounted {
+        [] => String::new(),
+        names => format!("; no counts from {}", names.join(", ")),
+    };
+    format!(
+        "piper-launch: ring of {nodes}: {totals}; {}{again}{unknown}",
+        ends.join(", ")
+    )
 }
 
 /// "1 node", "2 nodes".
@@ -158,13 +177,19 @@ mod tests {
             State::Planned,
         ];
         assert_eq!(
-            summary_line(states, totals, 0, 0),
+            summary_line(states, totals, 0, 0, &[]),
             "piper-launch: ring of 5: received 7, sent 6, dropped 1; \
              2 exited 0, 1 killed by SIGKILL, 1 given up, 1 not running"
         );
         assert_eq!(
-            summary_line([State::Ended(WaitStatus::Exited(p, 0))], totals, 3, 1),
+            summary_line([State::Ended(WaitStatus::Exited(p, 0))], totals, 3, 1, &[]),
             "piper-launch: ring of 1: received 7, sent 6, dropped 1; 1 exited 0; 3 restarts, 1 re-injected"
+        );
+        // A program that never reports counts is named, not counted as zero.
+        let ended = [State::Ended(WaitStatus::Exited(p, 0)); 3];
+        assert_eq!(
+            summary_line(ended, totals, 0, 0, &["c", "seed"]),
+            "piper-launch: ring of 3: received 7, sent 6, dropped 1; 3 exited 0; no counts from c, seed"
         );
     }
 
@@ -219,8 +244,12 @@ mod tests {
             dropped: 3,
         };
         assert_eq!(
-            status_line(29, 30, 99.6, counts),
+            status_line(29, 30, 99.6, counts, 0),
             "piper-launch: 29/30 alive, 100 msg/s, received 250, dropped 3"
+        );
+        assert_eq!(
+            status_line(4, 4, 5.0, counts, 1),
+            "piper-launch: 4/4 alive, 5 msg/s, received 250, dropped 3, 1 with no counts"
         );
     }
 

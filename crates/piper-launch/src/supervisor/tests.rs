@@ -22,16 +22,20 @@ fn policy(restart: RestartPolicy) -> Policy {
         names: ["a", "b", "c"].iter().map(|n| Name::new(n).unwrap()).collect(),
         foreground: 2,
         ready_timeout: Duration::from_secs(10),
-        restart: Restart {
-            policy: restart,
-            delay: Duration::from_millis(100),
-            burst: 2,
-            interval: Duration::from_secs(10),
-            foreground: false,
-        },
+        restart: vec![
+            Restart {
+                policy: restart,
+                delay: Duration::from_millis(100),
+                burst: 2,
+                interval: Duration::from_secs(10),
+                foreground: false,
+            };
+            3
+        ],
         fail_fast: false,
         healing: None,
         ticking: false,
+        waiting_for: vec![String::new(); 3],
     }
 }
 
@@ -272,8 +276,8 @@ fn a_dead_node_is_started_again_after_the_delay() {
         }
     );
     assert_eq!(s.next_wake(), Some(t(2.1)));
-    assert_eq!(s.handle(Event::Wake { received: 0 }, t(2.05)), [], "not yet");
-    assert_eq!(s.handle(Event::Wake { received: 0 }, t(2.1)), [Action::Start(0)]);
+    assert_eq!(s.handle(Event::Wake { received: Some(0) }, t(2.05)), [], "not yet");
+    assert_eq!(s.handle(Event::Wake { received: Some(0) }, t(2.1)), [Action::Start(0)]);
     s.handle(
         Event::Started {
             member: 0,
@@ -317,7 +321,10 @@ fn a_node_that_dies_too_often_is_given_up() {
             },
             t(at),
         );
-        assert_eq!(s.handle(Event::Wake { received: 0 }, t(at + 0.1)), [Action::Start(0)]);
+        assert_eq!(
+            s.handle(Event::Wake { received: Some(0) }, t(at + 0.1)),
+            [Action::Start(0)]
+        );
         p = 30 + k as i32;
         s.handle(
             Event::Started {
@@ -346,10 +353,13 @@ fn a_node_that_dies_too_often_is_given_up() {
     // With --fail-fast, giving up ends the run.
     let mut s = watching(Policy {
         fail_fast: true,
-        restart: Restart {
-            burst: 0,
-            ..policy(RestartPolicy::Always).restart
-        },
+        restart: vec![
+            Restart {
+                burst: 0,
+                ..policy(RestartPolicy::Always).restart[0]
+            };
+            3
+        ],
         ..policy(RestartPolicy::Always)
     });
     let said = s.handle(
@@ -365,10 +375,13 @@ fn a_node_that_dies_too_often_is_given_up() {
 #[test]
 fn the_foreground_is_restarted_when_asked_to_be() {
     let mut s = watching(Policy {
-        restart: Restart {
-            foreground: true,
-            ..policy(RestartPolicy::Always).restart
-        },
+        restart: vec![
+            Restart {
+                foreground: true,
+                ..policy(RestartPolicy::Always).restart[0]
+            };
+            3
+        ],
         ..policy(RestartPolicy::Always)
     });
     let said = s.handle(
@@ -379,7 +392,7 @@ fn the_foreground_is_restarted_when_asked_to_be() {
         t(2.0),
     );
     assert!(warned(&said, log::Level::Warn, "restarting it"));
-    assert_eq!(s.handle(Event::Wake { received: 0 }, t(2.1)), [Action::Start(2)]);
+    assert_eq!(s.handle(Event::Wake { received: Some(0) }, t(2.1)), [Action::Start(2)]);
 }
 
 #[test]
@@ -392,13 +405,13 @@ fn reports_come_once_a_second_while_the_ring_runs() {
         t(0.0),
     );
     assert_eq!(s.next_wake(), Some(t(10.0)), "the launch's deadline, no ticks");
-    assert_eq!(s.handle(Event::Wake { received: 0 }, t(0.5)), []);
+    assert_eq!(s.handle(Event::Wake { received: Some(0) }, t(0.5)), []);
     s.watch(t(1.0));
     assert_eq!(s.next_wake(), Some(t(1.0)));
-    assert_eq!(s.handle(Event::Wake { received: 0 }, t(1.0)), [Action::Report]);
-    assert_eq!(s.handle(Event::Wake { received: 0 }, t(1.5)), []);
+    assert_eq!(s.handle(Event::Wake { received: Some(0) }, t(1.0)), [Action::Report]);
+    assert_eq!(s.handle(Event::Wake { received: Some(0) }, t(1.5)), []);
     assert_eq!(s.next_wake(), Some(t(2.0)));
-    assert_eq!(s.handle(Event::Wake { received: 0 }, t(2.0)), [Action::Report]);
+    assert_eq!(s.handle(Event::Wake { received: Some(0) }, t(2.0)), [Action::Report]);
     s.stop(t(2.5), Duration::from_secs(5));
     assert_eq!(s.next_wake(), None, "no ticks in the teardown (and no one alive)");
 }
@@ -410,7 +423,7 @@ fn a_ring_silent_since_a_restart_gets_its_chain_again_once() {
         healing: Some((Duration::from_secs(2), false)),
         ..policy(RestartPolicy::Always)
     });
-    assert_eq!(s.handle(Event::Wake { received: 10 }, t(1.0)), [Action::Report]);
+    assert_eq!(s.handle(Event::Wake { received: Some(10) }, t(1.0)), [Action::Report]);
     // b dies with the message; it is restarted; nothing moves from then on.
     s.handle(
         Event::Ended {
@@ -419,7 +432,7 @@ fn a_ring_silent_since_a_restart_gets_its_chain_again_once() {
         },
         t(1.2),
     );
-    assert_eq!(s.handle(Event::Wake { received: 10 }, t(1.3)), [Action::Start(1)]);
+    assert_eq!(s.handle(Event::Wake { received: Some(10) }, t(1.3)), [Action::Start(1)]);
     s.handle(
         Event::Started {
             member: 1,
@@ -428,8 +441,8 @@ fn a_ring_silent_since_a_restart_gets_its_chain_again_once() {
         },
         t(1.3),
     );
-    assert_eq!(s.handle(Event::Wake { received: 10 }, t(2.0)), [Action::Report]);
-    let third = s.handle(Event::Wake { received: 10 }, t(3.0));
+    assert_eq!(s.handle(Event::Wake { received: Some(10) }, t(2.0)), [Action::Report]);
+    let third = s.handle(Event::Wake { received: Some(10) }, t(3.0));
     assert_eq!(
         third,
         [
@@ -442,15 +455,102 @@ fn a_ring_silent_since_a_restart_gets_its_chain_again_once() {
     s.handle(Event::Reinjected, t(3.0));
     assert_eq!(s.reinjections(), 1);
     assert_eq!(
-        s.handle(Event::Wake { received: 10 }, t(4.0)),
+        s.handle(Event::Wake { received: Some(10) }, t(4.0)),
         [Action::Report],
         "once per silence"
     );
     assert_eq!(
-        s.handle(Event::Wake { received: 11 }, t(5.0)),
+        s.handle(Event::Wake { received: Some(11) }, t(5.0)),
         [Action::Report],
         "it moves again"
     );
+}
+
+#[test]
+fn a_ring_with_a_member_that_reports_no_counts_is_never_judged_silent() {
+    // A program that sends no STATUS= (the C node, the seed's): the totals
+    // say nothing of the ring's progress, so no silence is ever seen.
+    let mut s = watching(Policy {
+        ticking: true,
+        healing: Some((Duration::from_secs(2), false)),
+        ..policy(RestartPolicy::Always)
+    });
+    assert_eq!(s.handle(Event::Wake { received: None }, t(1.0)), [Action::Report]);
+    s.handle(
+        Event::Ended {
+            member: 1,
+            status: killed(12),
+        },
+        t(1.2),
+    );
+    assert_eq!(s.handle(Event::Wake { received: None }, t(1.3)), [Action::Start(1)]);
+    s.handle(
+        Event::Started {
+            member: 1,
+            pid: pid(22),
+            group: pid(10),
+        },
+        t(1.3),
+    );
+    for at in [2.0, 3.0, 4.0, 10.0, 60.0] {
+        assert_eq!(
+            s.handle(Event::Wake { received: None }, t(at)),
+            [Action::Report],
+            "at {at} s"
+        );
+    }
+    assert_eq!(s.reinjections(), 0);
+}
+
+#[test]
+fn each_member_is_restarted_as_its_own_policy_says() {
+    // a: no restart; b: on-failure, burst 0 (given up at once); c (the
+    // foreground): always, and restarted as the foreground.
+    let base = policy(RestartPolicy::No).restart[0];
+    let mut s = watching(Policy {
+        restart: vec![
+            base,
+            Restart {
+                policy: RestartPolicy::OnFailure,
+                burst: 0,
+                ..base
+            },
+            Restart {
+                policy: RestartPolicy::Always,
+                delay: Duration::from_secs(1),
+                foreground: true,
+                ..base
+            },
+        ],
+        ..policy(RestartPolicy::No)
+    });
+    let a = s.handle(
+        Event::Ended {
+            member: 0,
+            status: killed(11),
+        },
+        t(2.0),
+    );
+    assert!(warned(&a, log::Level::Warn, "node 'a' (pid 11) was killed by SIGKILL"));
+    assert_eq!(s.state(0), State::Ended(killed(11)), "a stays dead");
+    let b = s.handle(
+        Event::Ended {
+            member: 1,
+            status: killed(12),
+        },
+        t(2.0),
+    );
+    assert!(warned(&b, log::Level::Error, "giving it up"));
+    let c = s.handle(
+        Event::Ended {
+            member: 2,
+            status: WaitStatus::Exited(pid(13), 0),
+        },
+        t(2.0),
+    );
+    assert!(warned(&c, log::Level::Warn, "restarting it (restart 1)"), "{c:?}");
+    assert_eq!(s.handle(Event::Wake { received: None }, t(2.5)), []);
+    assert_eq!(s.handle(Event::Wake { received: None }, t(3.0)), [Action::Start(2)]);
 }
 
 #[test]
@@ -480,7 +580,7 @@ fn in_the_teardown_ends_are_recorded_and_a_second_stop_kills() {
         [],
         "no restart"
     );
-    assert_eq!(s.handle(Event::Wake { received: 0 }, t(3.0)), []);
+    assert_eq!(s.handle(Event::Wake { received: Some(0) }, t(3.0)), []);
     assert_eq!(
         s.handle(Event::Stop(Signal::SIGINT), t(3.5)),
         [
@@ -492,7 +592,7 @@ fn in_the_teardown_ends_are_recorded_and_a_second_stop_kills() {
         ]
     );
     assert_eq!(s.handle(Event::Stop(Signal::SIGINT), t(3.6)), [], "once");
-    assert_eq!(s.handle(Event::Wake { received: 0 }, t(9.0)), []);
+    assert_eq!(s.handle(Event::Wake { received: Some(0) }, t(9.0)), []);
 }
 
 #[test]
@@ -501,7 +601,7 @@ fn a_stop_before_the_teardown_kills_no_one_and_the_grace_still_ends() {
     assert_eq!(s.handle(Event::Stop(Signal::SIGINT), t(2.0)), [Action::End(Ok(130))]);
     assert_eq!(s.handle(Event::Stop(Signal::SIGTERM), t(2.0)), [], "the same wake-up");
     s.stop(t(2.0), Duration::from_secs(1));
-    let actions = s.handle(Event::Wake { received: 0 }, t(3.0));
+    let actions = s.handle(Event::Wake { received: Some(0) }, t(3.0));
     assert_eq!(
         actions.last(),
         Some(&Action::Kill(vec![(0, pid(11)), (1, pid(12)), (2, pid(13))]))
@@ -519,9 +619,9 @@ fn the_grace_period_ends_with_sigkill_for_whoever_ignored_sigterm() {
         },
         t(2.1),
     );
-    assert_eq!(s.handle(Event::Wake { received: 0 }, t(6.9)), []);
+    assert_eq!(s.handle(Event::Wake { received: Some(0) }, t(6.9)), []);
     assert_eq!(
-        s.handle(Event::Wake { received: 0 }, t(7.0)),
+        s.handle(Event::Wake { received: Some(0) }, t(7.0)),
         [
             Action::Log(log::Level::Warn, "node 'b' ignored SIGTERM; sending SIGKILL".into()),
             Action::Log(log::Level::Warn, "node 'c' ignored SIGTERM; sending SIGKILL".into()),
@@ -533,7 +633,7 @@ fn the_grace_period_ends_with_sigkill_for_whoever_ignored_sigterm() {
     let mut s = watching(policy(RestartPolicy::No));
     s.stop(t(2.0), Duration::ZERO);
     assert_eq!(
-        s.handle(Event::Wake { received: 0 }, t(2.0)),
+        s.handle(Event::Wake { received: Some(0) }, t(2.0)),
         [
             Action::Log(log::Level::Info, "--grace 0: sending SIGKILL to 3 nodes".into()),
             Action::Kill(vec![(0, pid(11)), (1, pid(12)), (2, pid(13))])
@@ -566,7 +666,7 @@ fn a_launcher_that_did_not_start_the_ring_never_sends_its_chain() {
         t(1.5),
     );
     assert_eq!(
-        s.handle(Event::Wake { received: 0 }, t(1.6)),
+        s.handle(Event::Wake { received: Some(0) }, t(1.6)),
         [Action::Start(0), Action::Report]
     );
     s.handle(
@@ -578,7 +678,7 @@ fn a_launcher_that_did_not_start_the_ring_never_sends_its_chain() {
         t(1.6),
     );
     for at in 2..60 {
-        let actions = s.handle(Event::Wake { received: 0 }, t(at as f64));
+        let actions = s.handle(Event::Wake { received: Some(0) }, t(at as f64));
         assert!(actions.iter().all(|a| *a == Action::Report), "at {at} s: {actions:?}");
     }
     assert_eq!(s.reinjections(), 0);
@@ -611,13 +711,16 @@ fn a_ring_with_a_given_up_node_is_not_sent_its_chain_again() {
     let mut s = watching(Policy {
         ticking: true,
         healing: Some((Duration::from_secs(2), true)),
-        restart: Restart {
-            burst: 0,
-            ..policy(RestartPolicy::Always).restart
-        },
+        restart: vec![
+            Restart {
+                burst: 0,
+                ..policy(RestartPolicy::Always).restart[0]
+            };
+            3
+        ],
         ..policy(RestartPolicy::Always)
     });
-    assert_eq!(s.handle(Event::Wake { received: 10 }, t(1.0)), [Action::Report]);
+    assert_eq!(s.handle(Event::Wake { received: Some(10) }, t(1.0)), [Action::Report]);
     s.handle(
         Event::Ended {
             member: 1,
@@ -626,9 +729,9 @@ fn a_ring_with_a_given_up_node_is_not_sent_its_chain_again() {
         t(1.2),
     );
     for at in [2.0, 3.0, 4.0, 5.0] {
-        assert_eq!(s.handle(Event::Wake { received: 10 }, t(at)), [Action::Report]);
+        assert_eq!(s.handle(Event::Wake { received: Some(10) }, t(at)), [Action::Report]);
     }
-    let said = s.handle(Event::Wake { received: 10 }, t(6.0));
+    let said = s.handle(Event::Wake { received: Some(10) }, t(6.0));
     assert!(
         warned(
             &said,
@@ -639,7 +742,7 @@ fn a_ring_with_a_given_up_node_is_not_sent_its_chain_again() {
     );
     assert!(!said.iter().any(|a| matches!(a, Action::Reinject(_))));
     assert_eq!(
-        s.handle(Event::Wake { received: 10 }, t(7.0)),
+        s.handle(Event::Wake { received: Some(10) }, t(7.0)),
         [Action::Report],
         "said once"
     );
@@ -667,9 +770,9 @@ fn a_launch_that_outlasts_the_ready_timeout_names_the_late_nodes() {
         },
         t(0.2),
     );
-    assert_eq!(s.handle(Event::Wake { received: 0 }, t(9.9)), []);
+    assert_eq!(s.handle(Event::Wake { received: Some(0) }, t(9.9)), []);
     assert_eq!(
-        s.handle(Event::Wake { received: 0 }, t(10.0)),
+        s.handle(Event::Wake { received: Some(0) }, t(10.0)),
         [Action::End(Err(
             "node 'a' and 1 more not ready after --ready-timeout 10.0s".into()
         ))]
@@ -690,14 +793,14 @@ fn a_launch_that_outlasts_the_ready_timeout_names_the_late_nodes() {
         }
     }
     assert_eq!(
-        s.handle(Event::Wake { received: 0 }, t(11.0)),
+        s.handle(Event::Wake { received: Some(0) }, t(11.0)),
         [Action::End(
             Err("node 'c' not ready after --ready-timeout 10.0s".into())
         )]
     );
     // All ready in time: no end, and no deadline once the ring runs.
     let mut s = watching(policy(RestartPolicy::No));
-    assert_eq!(s.handle(Event::Wake { received: 0 }, t(20.0)), []);
+    assert_eq!(s.handle(Event::Wake { received: Some(0) }, t(20.0)), []);
     assert_eq!(s.next_wake(), None);
 }
 
@@ -715,5 +818,5 @@ fn ctrl_z_stops_the_ring_with_the_launcher_and_sigcont_continues_it() {
     let mut s = watching(policy(RestartPolicy::Always));
     s.handle(Event::Suspend(Signal::SIGTTOU), t(2.0));
     assert_eq!(s.alive().count(), 3);
-    assert_eq!(s.handle(Event::Wake { received: 0 }, t(60.0)), []);
+    assert_eq!(s.handle(Event::Wake { received: Some(0) }, t(60.0)), []);
 }
