@@ -137,9 +137,11 @@ pub fn summary_line(
         (0, 0) => String::new(),
         (r, k) => format!("; {r} restarts, {k} re-injected"),
     };
-    let unknown = match uncounted {
-        [] => String::new(),
-        names => format!("; no counts from {}", names.join(", ")),
+    // Counts nobody reported are unknown, not zero.
+    let (totals, unknown) = match uncounted {
+        [] => (totals.to_string(), String::new()),
+        names if names.len() == nodes => ("no counts".to_string(), String::new()),
+        names => (totals.to_string(), format!("; no counts from {}", names.join(", "))),
     };
     format!(
         "piper-launch: ring of {nodes}: {totals}; {}{again}{unknown}",
@@ -190,6 +192,11 @@ mod tests {
         assert_eq!(
             summary_line(ended, totals, 0, 0, &["c", "seed"]),
             "piper-launch: ring of 3: received 7, sent 6, dropped 1; 3 exited 0; no counts from c, seed"
+        );
+        let ended = [State::Ended(WaitStatus::Exited(p, 0)); 2];
+        assert_eq!(
+            summary_line(ended, Counts::default(), 0, 0, &["ping", "pong"]),
+            "piper-launch: ring of 2: no counts; 2 exited 0"
         );
     }
 
