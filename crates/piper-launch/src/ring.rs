@@ -793,8 +793,22 @@ impl Ring<'_> {
             actions = self.wait_events(wake);
         }
         log::debug!("reaped after {:?}", started.elapsed());
+        // The whole group, not only the member: a program's own children
+        // (a shell's, say) ignored SIGTERM with it, and must not outlive
+        // the run. A live member keeps its group's id from being reused.
+        let mut groups: Vec<Pid> = self
+            .alive()
+            .filter(|(i, _, _)| stubborn.iter().any(|(k, _)| k == i))
+            .map(|(_, _, group)| group)
+            .collect();
+        groups.sort_unstable();
+        groups.dedup();
+        for group in groups {
+            let _ = killpg(group, Signal::SIGKILL);
+        }
         for &(_, pid) in &stubborn {
             // Our own child, not yet reaped: the pid cannot have been reused.
+            // (It may have left the group.)
             let _ = kill(pid, Signal::SIGKILL);
         }
         for (i, pid) in stubborn {
