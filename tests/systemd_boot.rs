@@ -308,6 +308,51 @@ fn the_readme_systemd_walkthrough_works_under_a_real_systemd() {
     booted.ok(&["systemctl", "stop", "piper-launch.service"]);
     assert_eq!(booted.property("piper-launch.service", "Result"), "success");
     assert_eq!(booted.property("piper-launch.service", "ExecMainStatus"), "0");
+
+    // The same unit running a topology file, /etc/piper/piper.toml:
+    // piper-node and the Python example in one ring, as the user piper.
+    let root = format!("/proc/{}/root", booted.pid1);
+    let lib = format!("{root}/usr/local/lib/piper-example");
+    std::fs::create_dir_all(&lib).unwrap();
+    let node_py = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/node.py");
+    std::fs::copy(node_py, format!("{lib}/node.py")).unwrap();
+    std::fs::set_permissions(
+        format!("{lib}/node.py"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let topology = "start = \"ping\"\n\
+                    [[node]]\nname = \"ping\"\nexec = [\"piper-node\", \"--interval=100\"]\n\
+                    [[node]]\nname = \"py\"\nexec = [\"/usr/local/lib/piper-example/node.py\"]\n\
+                    env = { PIPER_INTERVAL = \"100\" }\n";
+    std::fs::write(format!("{root}/etc/piper/piper.toml"), topology).unwrap();
+    let env_file = format!("{root}/etc/piper/launch.env");
+    let shipped_env = std::fs::read_to_string(&env_file).unwrap();
+    std::fs::write(&env_file, "PIPER_FILE=/etc/piper/piper.toml\n").unwrap();
+    booted.ok(&["piper-launch", "--file", "/etc/piper/piper.toml", "--check"]);
+    booted.ok(&["systemctl", "start", "piper-launch.service"]);
+    let counted = |s: &str| {
+        s.strip_prefix("ring of 2: 2 alive, ")
+            .and_then(counts)
+            .is_some_and(|c| c.received >= 4)
+    };
+    let ring = wait_until(wait, || counted(&status("piper-launch.service")));
+    assert!(ring, "{}", status("piper-launch.service"));
+    let journal = booted.journal("piper-launch", "info");
+    assert!(journal.contains("py received: 'ping'"), "{journal}");
+    assert!(journal.contains("ping received: 'py'"), "{journal}");
+    booted.ok(&["systemctl", "stop", "piper-launch.service"]);
+    assert_eq!(booted.property("piper-launch.service", "Result"), "success");
+    assert_eq!(booted.property("piper-launch.service", "ExecMainStatus"), "0");
+    let run = booted.ok(&["ls", "-A", "/run"]);
+    assert!(
+        !run.contains("piper-ring"),
+        "the ring's directory and sockets are gone: {run}"
+    );
+    // As it was, for the package's steps below.
+    std::fs::write(&env_file, shipped_env).unwrap();
+    std::fs::remove_file(format!("{root}/etc/piper/piper.toml")).unwrap();
+
     for unit in ["piper-node@pong.service", "piper-launch.service"] {
         let out = booted.run(&["systemd-analyze", "security", "--no-pager", unit]);
         let score = text(&out).lines().last().unwrap_or_default().to_string();

@@ -53,6 +53,14 @@ pub const ENVIRONMENT: &[(&str, &str)] = &[
         "RUST_LOG",
         "which diagnostics reach stderr: error, warn, info (the default), debug",
     ),
+    (
+        "PIPER_NODES",
+        "the ring when --nodes is not given (piper-launch.service sets it)",
+    ),
+    (
+        "PIPER_FILE",
+        "the topology file when --file is not given (piper-launch.service sets it)",
+    ),
     ("NO_COLOR", "when set and not empty, no colours on a terminal"),
     (
         "NOTIFY_SOCKET",
@@ -73,6 +81,7 @@ pub struct Args {
     /// of piper-nodes.
     #[arg(
         long,
+        env = "PIPER_NODES",
         value_name = "LIST|N",
         required_unless_present = "file",
         conflicts_with = "file"
@@ -80,7 +89,7 @@ pub struct Args {
     pub nodes: Option<String>,
     /// Run the topology file FILE (TOML): any program as a node, each with
     /// its own socket mode, readiness and restart policy.
-    #[arg(long, value_name = "FILE", value_hint = clap::ValueHint::FilePath)]
+    #[arg(long, env = "PIPER_FILE", value_name = "FILE", value_hint = clap::ValueHint::FilePath)]
     pub file: Option<PathBuf>,
     /// With --file: check the file, print the plan it would run, and exit
     /// (2 and FILE:LINE:COL for a mistake). Nothing is started.
