@@ -74,7 +74,10 @@ pub const LAUNCHER: &[Row] = &[
         "1",
         "a node failed to start or to become ready, or died under `--fail-fast`",
     ),
-    ("2", "usage error"),
+    (
+        "2",
+        "usage error, or a mistake in a topology file (one line: `FILE:LINE:COL: what`)",
+    ),
     (
         "3",
         "a node's name is in use: the launcher claims every name before it starts any node",
