@@ -350,7 +350,9 @@ fn program(base: &Path, exec: &[String]) -> Result<Program, String> {
         return Ok(Program::Node(args[1..].to_vec()));
     }
     let path = if first.contains('/') {
-        let path = base.join(first);
+        // Without `.` components: the plan names `examples/node.py`, not
+        // `examples/./node.py`.
+        let path: PathBuf = base.join(first).components().collect();
         if !is_executable(&path) {
             let why = match path.exists() {
                 true => "is not an executable file",

@@ -172,7 +172,7 @@ fn every_mistake_is_named_with_its_line_and_column() {
         ),
         (
             a("exec = [\"./missing\"]\n"),
-            "3:8: exec: './missing' (/etc/piper/./missing) is not found",
+            "3:8: exec: './missing' (/etc/piper/missing) is not found",
         ),
         // Readiness that cannot work with the socket mode.
         (
