@@ -573,6 +573,43 @@ fn a_childs_signal_dispositions_and_mask_are_the_defaults() {
 }
 
 #[test]
+fn every_program_is_told_its_name_next_and_dir_and_its_own_variables_win_for_it_alone() {
+    let dir = Dir::new("topo-env");
+    // Each prints what it was told, then waits to be stopped.
+    let script = "echo \"$PIPER_NAME $PIPER_NEXT $PIPER_DIR $FOO $LISTEN_FDS\"; exec sleep 1000";
+    let text = format!(
+        "[[node]]\nname = \"a\"\nready = \"exec\"\nenv = {{ FOO = \"mine\" }}\nexec = [\"sh\", \"-c\", {script:?}]\n\
+         [[node]]\nname = \"b\"\nready = \"exec\"\nexec = [\"sh\", \"-c\", {script:?}]\n\
+         [[node]]\nname = \"c\"\nsocket = \"own\"\nready = \"exec\"\nexec = [\"sh\", \"-c\", {script:?}]\n"
+    );
+    let file = topology(&dir, "ring.toml", &text);
+    let mut cmd = launch_cmd(&dir, &["--file", file.to_str().unwrap()]);
+    cmd.env("FOO", "inherited")
+        .env("PIPER_NAME", "stale")
+        .env("PIPER_NEXT", "stale");
+    let mut launcher = Proc::spawn(&dir, "launch", cmd);
+    assert!(
+        wait_until(PROMPT, || launcher.lines().len() == 3),
+        "{:?}",
+        launcher.lines()
+    );
+    let mut lines = launcher.lines();
+    lines.sort();
+    let d = dir.path().display();
+    assert_eq!(
+        lines,
+        [
+            format!("a b {d} mine 1"),
+            format!("b c {d} inherited 1"),
+            // Its own socket: no LISTEN_* variables.
+            format!("c a {d} inherited "),
+        ]
+    );
+    launcher.signal(Signal::SIGTERM);
+    assert_eq!(launcher.code(PROMPT), Some(0));
+}
+
+#[test]
 fn no_program_outlives_a_launcher_killed_with_sigkill() {
     let dir = Dir::new("topo-kill-launcher");
     let Some(p) = programs(&dir) else { return };

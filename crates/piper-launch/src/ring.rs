@@ -116,7 +116,7 @@ pub fn run(plan: &Plan, options: &Options, display: Display) -> Outcome {
         .map_or(0, |d| d.as_nanos());
     // First: its descriptors are then low in the table, and each child
     // copies only those (see Spawner::start).
-    let spawner = Spawner::new(plan).map_err(fail)?;
+    let spawner = Spawner::new().map_err(fail)?;
     let notices = Notices::bind(
         &format!("piper-launch/{}/{nonce}", std::process::id()),
         plan.members.len(),

@@ -3,7 +3,7 @@
 //! the members' process group and tied to the launcher's life by
 //! `PR_SET_PDEATHSIG`.
 
-use std::ffi::{CString, OsString};
+use std::ffi::CString;
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStringExt;
@@ -102,17 +102,17 @@ const FIRST_SLOT: RawFd = 4;
 const CHILD_STACK: usize = 64 * 1024;
 
 impl Spawner {
-    /// Prepares to start the plan's members.
-    pub fn new(plan: &Plan) -> Result<Spawner, String> {
+    /// Prepares to start members: what they share.
+    pub fn new() -> Result<Spawner, String> {
         // Our own manager's variables are ours: children report to us. What
-        // the plan sets for a member is its alone.
-        let skip: Vec<&str> = env::MANAGER.into_iter().chain([env::LAUNCHER]).collect();
-        let set: std::collections::HashSet<OsString> = (0..plan.members.len())
-            .flat_map(|i| plan.env(i))
-            .map(|(k, _)| k)
+        // every member is told of itself is the plan's (its own variables
+        // replace inherited ones at each start).
+        let skip: Vec<&str> = env::MANAGER
+            .into_iter()
+            .chain([env::LAUNCHER, env::DIR, env::NAME, env::NEXT])
             .collect();
         let mut vars: Vec<CString> = std::env::vars_os()
-            .filter(|(k, _)| !skip.iter().any(|s| k == s) && !set.contains(k))
+            .filter(|(k, _)| !skip.iter().any(|s| k == s))
             .filter_map(|(k, v)| {
                 let mut kv = k.into_vec();
                 kv.push(b'=');
@@ -253,9 +253,18 @@ impl Spawner {
         // A held socket comes with systemd's three variables; a member that
         // binds its own gets none of them.
         let activation = [fds.as_ptr(), names.as_ptr(), listen_pid.cast_const().cast()];
+        // An inherited variable the member sets itself is left out.
+        let replaced = |inherited: &CString| {
+            let inherited = inherited.as_bytes();
+            own.iter().any(|var| {
+                let key = var.as_bytes().split(|&b| b == b'=').next().unwrap_or_default();
+                inherited.len() > key.len() && inherited.starts_with(key) && inherited[key.len()] == b'='
+            })
+        };
         let envp: Vec<*const nix::libc::c_char> = self
             .env
             .iter()
+            .filter(|e| !replaced(e))
             .chain(&own)
             .map(|e| e.as_ptr())
             .chain([notify.as_ptr()])
@@ -591,7 +600,7 @@ mod tests {
         // (The test process has other threads, unlike the launcher; the
         // child touches only what `start` prepared, which they do not.)
         let plan = plan(b"/run/p", &["a"]);
-        let mut spawner = Spawner::new(&plan).unwrap();
+        let mut spawner = Spawner::new().unwrap();
         let socket = File::open("/dev/null").unwrap();
         let io = NodeIo {
             notify_socket: "@piper-test-stack",
@@ -624,8 +633,7 @@ mod tests {
 
     #[test]
     fn the_childs_stack_has_an_inaccessible_guard_page_below_it() {
-        let plan = plan(b"/run/p", &["a"]);
-        let spawner = Spawner::new(&plan).unwrap();
+        let spawner = Spawner::new().unwrap();
         let bottom = spawner.stack.as_ptr() as usize;
         assert!(spawner.stack.len() >= CHILD_STACK);
         // /proc/self/maps: "start-end perms ...", in hexadecimal.
