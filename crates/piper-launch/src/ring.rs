@@ -490,8 +490,12 @@ impl Ring<'_> {
         while !reachable(&self.plan.dir) {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
+                let what = match &self.plan.file {
+                    None => format!("--ring-next '{next}'"),
+                    Some(file) => format!("remote '{next}' ({})", file.display()),
+                };
                 return ControlFlow::Break(Err(fail(format!(
-                    "--ring-next '{next}' is not reachable in {}: is its bridge (or the node) running?",
+                    "{what} is not reachable in {}: is its bridge (or the node) running?",
                     self.plan.dir.display_address(next)
                 ))));
             }
