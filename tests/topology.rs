@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use piper_tests::{bin, bin_dir, launch_cmd, may_run, running, wait_until, Dir, Needs, Proc, PROMPT};
+use piper_tests::{bin, bin_dir, launch_cmd, may_run, running, state, wait_until, Dir, Needs, Proc, PROMPT};
 
 /// The workspace's examples directory.
 fn examples() -> PathBuf {
@@ -60,6 +60,21 @@ fn programs(dir: &Dir) -> Option<Programs> {
         rust: copy(&ring_member, "ring_member"),
         seed: copy(&Path::new(env!("CARGO_MANIFEST_DIR")).join("seed/piper.py"), "piper.py"),
     })
+}
+
+/// A ring of the four kinds of held node (piper-node, Python, C, Rust),
+/// started, at 20 ms a hop.
+fn polyglot_ring(p: &Programs) -> String {
+    format!(
+        "start = \"ping\"\n[defaults]\nenv = {{ PIPER_INTERVAL = \"20\" }}\n\
+         [[node]]\nname = \"ping\"\nexec = [\"piper-node\", \"--interval=20\"]\n\
+         [[node]]\nname = \"py\"\nexec = [{}]\n\
+         [[node]]\nname = \"c\"\nexec = [{}]\n\
+         [[node]]\nname = \"rust\"\nexec = [{}]\n",
+        quoted(&p.py),
+        quoted(&p.c),
+        quoted(&p.rust)
+    )
 }
 
 /// `path` as a TOML string.
@@ -610,20 +625,44 @@ fn every_program_is_told_its_name_next_and_dir_and_its_own_variables_win_for_it_
 }
 
 #[test]
+fn ctrl_z_stops_every_kind_of_node_and_fg_resumes_them_all() {
+    let dir = Dir::new("topo-tstp");
+    let Some(p) = programs(&dir) else { return };
+    let text = polyglot_ring(&p);
+    let file = topology(&dir, "ring.toml", &text);
+    let mut launcher = launch_file(&dir, &file, &[]);
+    wait_ready(&launcher, 4);
+    let members: Vec<Pid> = ["ping", "py", "c", "rust"]
+        .iter()
+        .map(|n| wait_member(&launcher, n, None))
+        .collect();
+    let everyone: Vec<Pid> = members.iter().copied().chain([launcher.pid()]).collect();
+    launcher.signal(Signal::SIGTSTP);
+    assert!(
+        wait_until(PROMPT, || everyone.iter().all(|&p| state(p) == 'T')),
+        "not all stopped: {:?}",
+        everyone.iter().map(|&p| state(p)).collect::<Vec<_>>()
+    );
+    let lines = launcher.lines().len();
+    launcher.signal(Signal::SIGCONT);
+    assert!(
+        wait_until(PROMPT, || everyone.iter().all(|&p| state(p) != 'T')),
+        "not all resumed"
+    );
+    assert!(
+        wait_until(PROMPT, || launcher.lines().len() > lines + 8),
+        "the chain goes on"
+    );
+    launcher.signal(Signal::SIGTERM);
+    assert_eq!(launcher.code(PROMPT), Some(0));
+    assert_all_gone(&dir);
+}
+
+#[test]
 fn no_program_outlives_a_launcher_killed_with_sigkill() {
     let dir = Dir::new("topo-kill-launcher");
     let Some(p) = programs(&dir) else { return };
-    let text = format!(
-        "start = \"ping\"\n[defaults]\nenv = {{ PIPER_INTERVAL = \"20\" }}\n\
-         [[node]]\nname = \"ping\"\nexec = [\"piper-node\", \"--interval=20\"]\n\
-         [[node]]\nname = \"py\"\nexec = [{}]\n\
-         [[node]]\nname = \"c\"\nexec = [{}]\n\
-         [[node]]\nname = \"rust\"\nexec = [{}]\n",
-        quoted(&p.py),
-        quoted(&p.c),
-        quoted(&p.rust)
-    );
-    let file = topology(&dir, "ring.toml", &text);
+    let file = topology(&dir, "ring.toml", &polyglot_ring(&p));
     let mut launcher = launch_file(&dir, &file, &[]);
     wait_ready(&launcher, 4);
     let members: Vec<Pid> = ["ping", "py", "c", "rust"]

@@ -41,6 +41,32 @@ fn a_ring_of_piper_nodes_is_the_simplest_file() {
 }
 
 #[test]
+fn the_ring_nodes_generates_is_the_file_that_says_only_names() {
+    // `--nodes a,b,c` and a file of three bare [[node]]s with start = "a"
+    // make the same members: one code path from here on.
+    let t = read("start = \"a\"\n[[node]]\nname = \"a\"\n[[node]]\nname = \"b\"\n[[node]]\nname = \"c\"\n").unwrap();
+    let names = ["a", "b", "c"].map(|n| Name::new(n).unwrap()).to_vec();
+    let (members, remote, kick) = crate::plan::generated(names, None, true, restart());
+    let shape = |m: &Member| {
+        (
+            m.name.clone(),
+            m.next.clone(),
+            m.program.clone(),
+            m.socket,
+            m.ready,
+            m.restart.policy,
+            m.cpu,
+            m.env.clone(),
+            m.show,
+        )
+    };
+    let file: Vec<_> = t.members.iter().map(shape).collect();
+    let generated: Vec<_> = members.iter().map(shape).collect();
+    assert_eq!(file, generated);
+    assert_eq!((t.remote.clone(), t.kick()), (remote, kick));
+}
+
+#[test]
 fn defaults_apply_to_every_node_and_a_node_overrides_them() {
     let text = r#"
 dir = "/tmp"
