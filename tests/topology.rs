@@ -506,6 +506,40 @@ fn every_kind_of_mistake_in_a_file_is_exit_2_with_file_line_col_and_nothing_star
 }
 
 #[test]
+fn the_shipped_seed_file_checks_and_bound_readiness_needs_files() {
+    let dir = Dir::new("topo-seed-check");
+    let seed = examples().join("seed.toml");
+    let mut cmd = Command::new(bin("piper-launch"));
+    cmd.args(["--file", seed.to_str().unwrap(), "--check"]);
+    let mut run = Proc::spawn(&dir, "check", cmd);
+    assert_eq!(run.code(PROMPT), Some(0), "{}", run.stderr());
+    let out = run.stdout();
+    assert!(
+        out.starts_with("dir /tmp\nstart: 'ping' sent to 'pong' once all are ready\n"),
+        "{out}"
+    );
+    for name in ["ping", "pong"] {
+        assert!(out.contains(&format!("node {name}")), "{out}");
+    }
+    assert_eq!(
+        out.matches("socket own, ready bound, restart on-failure").count(),
+        2,
+        "{out}"
+    );
+    assert!(out.contains("/tests/seed/piper.py ping\n"), "{out}");
+    // A bound socket at an abstract address could never be seen.
+    let mut cmd = Command::new(bin("piper-launch"));
+    cmd.args(["--file", seed.to_str().unwrap(), "--check", "--abstract"]);
+    let mut run = Proc::spawn(&dir, "abstract", cmd);
+    assert_eq!(run.code(PROMPT), Some(2));
+    assert!(
+        run.stderr().contains("--abstract: node 'ping' is ready = \"bound\""),
+        "{}",
+        run.stderr()
+    );
+}
+
+#[test]
 fn check_prints_the_plan_and_starts_and_makes_nothing() {
     let dir = Dir::new("topo-check");
     let sockets = dir.aux("sockets");

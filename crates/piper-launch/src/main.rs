@@ -82,6 +82,16 @@ fn run(args: Args) -> Result<u8, Failure> {
     };
     let mut sockets = args.sockets.clone();
     sockets.dir = sockets.dir.or(shape.dir);
+    // An abstract address has no file to probe: a bound socket there
+    // would never be seen, and the member never ready.
+    let bound = shape.members.iter().find(|m| m.ready == plan::Ready::Bound);
+    if let (piper_core::Namespace::Abstract, Some(m)) = (sockets.namespace(), bound) {
+        return Err(Failure::usage(format!(
+            "--abstract: node '{}' is ready = \"bound\", which cannot be seen at an abstract address \
+             (use ready = \"notify\" or \"exec\")",
+            m.name
+        )));
+    }
     if args.check {
         let kick = shape.kick.as_ref().filter(|_| !args.no_start);
         print!(
