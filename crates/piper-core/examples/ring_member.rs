@@ -51,7 +51,8 @@ fn main() -> Result<(), piper_core::Error> {
             }
             counts.received += 1;
             println!("{} received: '{}'", node.name(), escape(msg.payload));
-            std::thread::sleep(interval);
+            // A pause that a stop cuts short: the teardown waits for no one.
+            let _ = signals.sleep(interval);
             match node.send_to(&next, node.name().as_bytes()) {
                 Ok(()) => counts.sent += 1,
                 Err(e) => {
