@@ -159,6 +159,20 @@ fn socket_inodes(unix: &str, addresses: &[String]) -> HashMap<u64, usize> {
         .collect()
 }
 
+/// Of the processes holding one socket, the one that owns its name: a
+/// launcher (it holds its nodes' sockets for them), else one that is not
+/// the service manager (systemd holds a socket it activates a node on),
+/// else the first.
+fn likeliest_owner(pids: &[i32]) -> Option<i32> {
+    let mut pids = pids.to_vec();
+    pids.sort_unstable();
+    pids.dedup();
+    let manager = |pid: i32| pid == 1 || std::fs::read(format!("/proc/{pid}/comm")).is_ok_and(|c| c == b"systemd\n");
+    (pids.iter().copied().find(|&pid| is_launcher(pid)))
+        .or_else(|| pids.iter().copied().find(|&pid| !manager(pid)))
+        .or(pids.first().copied())
+}
+
 /// Every open socket of every process we may look at: (pid, inode).
 fn socket_fds() -> Vec<(i32, u64)> {
     let Ok(procs) = std::fs::read_dir("/proc") else {
@@ -274,26 +288,28 @@ impl SocketDir {
     /// [`SocketDir::owner_pid`] for each of `addresses`, in one pass over
     /// the process table.
     fn owners(&self, addresses: &[String]) -> Vec<Option<i32>> {
-        let unix = std::fs::read_to_string("/proc/net/unix").unwrap_or_default();
-        let inodes = socket_inodes(&unix, addresses);
-        let mut holders = vec![Vec::new(); addresses.len()];
-        if !inodes.is_empty() {
-            for (pid, inode) in socket_fds() {
-                if let Some(&i) = inodes.get(&inode) {
-                    holders[i].push(pid);
-                }
+        let fds = socket_fds();
+        // Each network namespace lists its own sockets (a service with
+        // PrivateNetwork= has one of its own): read once per namespace,
+        // through a process in it.
+        let mut namespaces = std::collections::HashSet::new();
+        let mut inodes = HashMap::new();
+        for &(pid, _) in &fds {
+            let Ok(ns) = std::fs::read_link(format!("/proc/{pid}/ns/net")) else {
+                continue;
+            };
+            if namespaces.insert(ns) {
+                let unix = std::fs::read_to_string(format!("/proc/{pid}/net/unix")).unwrap_or_default();
+                inodes.extend(socket_inodes(&unix, addresses));
             }
         }
-        holders
-            .into_iter()
-            .map(|mut pids| {
-                pids.sort_unstable();
-                pids.iter()
-                    .copied()
-                    .find(|&pid| is_launcher(pid))
-                    .or(pids.first().copied())
-            })
-            .collect()
+        let mut holders = vec![Vec::new(); addresses.len()];
+        for (pid, inode) in fds {
+            if let Some(&i) = inodes.get(&inode) {
+                holders[i].push(pid);
+            }
+        }
+        holders.into_iter().map(|pids| likeliest_owner(&pids)).collect()
     }
 
     /// Probes `name`'s socket file: [`Liveness::Live`] if something reads it,
@@ -548,6 +564,15 @@ Num       RefCount Protocol Flags    Type St Inode Path
         let spaced = socket_inodes(UNIX, &["/run/p/piper-a b".to_string()]);
         assert_eq!(spaced, HashMap::from([(4243, 0)]));
         assert!(socket_inodes("", &addresses).is_empty());
+    }
+
+    #[test]
+    fn the_owner_among_a_sockets_holders_is_not_the_service_manager() {
+        let me = std::process::id() as i32;
+        assert_eq!(likeliest_owner(&[]), None);
+        assert_eq!(likeliest_owner(&[1, me]), Some(me), "pid 1 holds an activated socket");
+        assert_eq!(likeliest_owner(&[me, me]), Some(me));
+        assert_eq!(likeliest_owner(&[1]), Some(1));
     }
 
     #[test]
