@@ -358,13 +358,22 @@ fn the_readme_systemd_walkthrough_works_under_a_real_systemd() {
         let score = text(&out).lines().last().unwrap_or_default().to_string();
         eprintln!("systemd-analyze security {unit}: {score}");
     }
-    let state = booted.run(&["systemctl", "is-system-running"]);
-    assert_eq!(
-        text(&state).trim(),
-        "running",
-        "{}",
-        booted.ok(&["systemctl", "--failed", "--no-pager"])
-    );
+    // No unit of ours failed. (The machine's own units may: the booted
+    // system is this machine's, and a package installed here, such as
+    // nvme-cli or openipmi, brings units that fail in namespaces.)
+    let failed = booted.ok(&[
+        "systemctl",
+        "list-units",
+        "--failed",
+        "--plain",
+        "--no-legend",
+        "--no-pager",
+    ]);
+    let ours: Vec<&str> = failed.lines().filter(|l| l.trim_start().starts_with("piper")).collect();
+    assert!(ours.is_empty(), "{failed}");
+    if !failed.trim().is_empty() {
+        eprintln!("failed units not of piper's, left alone:\n{failed}");
+    }
 
     // The user units, as an ordinary user with a user manager of its own.
     booted.ok(&["useradd", "-m", "tester"]);
