@@ -339,6 +339,30 @@ impl SocketDir {
         Ok(listing.collect())
     }
 
+    /// Checks that `name` is free to bind: [`Error::NameInUse`] (naming the
+    /// owner, if it can be seen) if something answers on its socket,
+    /// [`Error::NameTaken`] if something other than a socket is there. A
+    /// stale socket is free: binding reclaims it. Makes and removes
+    /// nothing; an abstract name is always free here (its bind decides).
+    pub fn check_free(&self, name: &Name) -> Result<()> {
+        match self.probe(name)? {
+            Liveness::Live | Liveness::Unknown => {
+                let pid = self.owner_pid(name);
+                Err(Error::NameInUse {
+                    name: name.clone(),
+                    address: self.display_address(name),
+                    pid,
+                    launcher: pid.is_some_and(is_launcher),
+                })
+            }
+            Liveness::NotSocket => Err(Error::NameTaken {
+                name: name.clone(),
+                what: format!("{}, which is not a socket", self.display_address(name)),
+            }),
+            Liveness::Stale | Liveness::Missing => Ok(()),
+        }
+    }
+
     /// Removes what a dead node left behind (its stale socket file and lock
     /// file), if the name is not owned by a live process. Returns whether a
     /// socket file was removed. A node whose launcher died calls this for
@@ -464,6 +488,23 @@ mod tests {
         assert_eq!(abs.probe(&name("live")).unwrap(), Liveness::Missing);
         assert!(abs.socket_names().unwrap().is_empty());
         assert!(!abs.reclaim(&name("stale")).unwrap());
+    }
+
+    #[test]
+    fn a_name_is_free_unless_something_answers_on_it_or_is_no_socket() {
+        let t = Temp::new("free");
+        assert!(t.1.check_free(&name("none")).is_ok());
+        let path = stale(&t.1, "dead");
+        assert!(t.1.check_free(&name("dead")).is_ok());
+        assert!(path.exists(), "checking removes nothing");
+        let live = crate::Node::bind(&t.1, name("live")).unwrap();
+        let me = Some(std::process::id() as i32);
+        assert!(matches!(
+            t.1.check_free(live.name()),
+            Err(Error::NameInUse { pid, launcher: false, .. }) if pid == me
+        ));
+        std::fs::write(t.1.socket_path(&name("file")).unwrap(), "").unwrap();
+        assert!(matches!(t.1.check_free(&name("file")), Err(Error::NameTaken { .. })));
     }
 
     #[test]
