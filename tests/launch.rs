@@ -220,7 +220,7 @@ fn the_ready_timeout_names_the_late_node_and_tears_down() {
 #[test]
 fn a_name_in_use_is_refused_before_anything_starts() {
     let dir = Dir::new("launch-inuse");
-    // Someone already holds "pong": the launcher claims every name itself,
+    // Someone already holds "pong": the launcher checks every name itself,
     // before it starts any node, so it knows at once.
     let squatter = std::os::unix::net::UnixDatagram::bind(dir.join("piper-pong")).unwrap();
     let mut launcher = launch(&dir, &["--nodes", "ping,pong", "--foreground", "ping"]);

@@ -80,7 +80,7 @@ pub const LAUNCHER: &[Row] = &[
     ),
     (
         "3",
-        "a node's name is in use: the launcher claims every name before it starts any node",
+        "a node's name is in use: the launcher checks every name before it starts any node",
     ),
     ("4", "socket directory unusable or unsafe"),
     ("127", "the `piper-node` binary was not found"),
