@@ -401,6 +401,37 @@ fn a_program_that_never_becomes_ready_fails_the_launch_naming_it_the_file_and_th
 }
 
 #[test]
+fn a_program_that_dies_before_it_is_ready_says_where_its_stderr_went() {
+    let dir = Dir::new("topo-crash");
+    let text = format!(
+        "[[node]]\nname = \"crash\"\nexec = [\"sh\", \"-c\", \"echo boom >&2; exit 1\", {root}]\n[[node]]\nname = \"sink\"\n",
+        root = quoted(dir.path())
+    );
+    let file = topology(&dir, "ring.toml", &text);
+    let mut launcher = launch_file(&dir, &file, &[]);
+    assert_eq!(launcher.code(PROMPT), Some(1));
+    let err = launcher.stderr();
+    assert!(
+        err.contains(
+            "exited with status 1 before the ring was ready (its stderr is not shown: --log-dir DIR keeps every node's)"
+        ),
+        "{err}"
+    );
+    assert!(!err.contains("boom"), "{err}");
+    // With --log-dir, its stderr is in its log, and the error says no more.
+    let logs = dir.aux("logs");
+    let mut launcher = launch_file(&dir, &file, &["--log-dir", logs.to_str().unwrap()]);
+    assert_eq!(launcher.code(PROMPT), Some(1));
+    let err = launcher.stderr();
+    assert!(
+        err.contains("exited with status 1 before the ring was ready\n"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(logs.join("crash.log")).unwrap(), "boom\n");
+    assert_all_gone(&dir);
+}
+
+#[test]
 fn a_program_that_exits_1_at_once_is_given_up_after_the_burst() {
     let dir = Dir::new("topo-burst");
     // It fails as soon as it has started, every time; ready once exec'd.

@@ -308,6 +308,14 @@ impl Plan {
         shown && self.members[i].show
     }
 
+    /// Whether member `i`'s stderr reaches the user: the foreground's goes
+    /// to the launcher's stderr, and with `--log-dir` every other's to its
+    /// log; a background member's goes nowhere otherwise (a thousand
+    /// nodes' warnings and summaries would drown the stream).
+    pub fn keeps_stderr(&self, i: usize) -> bool {
+        i == self.foreground || self.log_dir.is_some()
+    }
+
     /// The program member `i` execs, and its argument vector.
     pub fn command(&self, i: usize) -> (PathBuf, Vec<OsString>) {
         match &self.members[i].program {

@@ -155,6 +155,7 @@ pub fn run(plan: &Plan, options: &Options, display: Display) -> Outcome {
         ticking: manager.is_some() || display.has_status_line() || healing.is_some(),
         healing,
         waiting_for: (0..n).map(|i| waiting_for(plan, i)).collect(),
+        stderr_lost: (0..n).map(|i| !plan.keeps_stderr(i)).collect(),
     };
     let mut ring = Ring {
         plan,

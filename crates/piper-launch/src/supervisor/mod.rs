@@ -55,7 +55,14 @@ pub struct Policy {
     /// What each member's readiness waits for, said when it is late (empty
     /// for a ring of piper-nodes, whose readiness needs no explaining).
     pub waiting_for: Vec<String>,
+    /// Per member, whether its stderr goes nowhere (a background member
+    /// without `--log-dir`): its failure then says where to find it.
+    pub stderr_lost: Vec<bool>,
 }
+
+/// Said after a failure of a member whose stderr goes nowhere, so that
+/// its own account of why it failed can be had next time.
+pub const STDERR_LOST: &str = "its stderr is not shown: --log-dir DIR keeps every node's";
 
 /// The run's phases, as the decisions differ.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -289,10 +296,14 @@ impl Supervisor {
         m.state = State::Ended(status);
         let name = &self.policy.names[i];
         let foreground = i == self.policy.foreground;
+        let lost = match self.policy.stderr_lost.get(i) {
+            Some(true) => format!(" ({STDERR_LOST})"),
+            _ => String::new(),
+        };
         match self.phase {
             Phase::Stopping => vec![],
             Phase::Launching => vec![Action::End(Err(format!(
-                "node '{name}' {} before the ring was ready",
+                "node '{name}' {} before the ring was ready{lost}",
                 describe(status)
             )))],
             Phase::Watching if foreground && !self.policy.restart[i].foreground => {
@@ -317,7 +328,7 @@ impl Supervisor {
                         m.state = State::GivenUp(status);
                         let restart = &self.policy.restart[i];
                         let message = format!(
-                            "node '{name}' {}, and was restarted {} times in {:.0}s: giving it up",
+                            "node '{name}' {}, and was restarted {} times in {:.0}s: giving it up{lost}",
                             describe(status),
                             restart.burst,
                             restart.interval.as_secs_f64()
@@ -330,7 +341,7 @@ impl Supervisor {
                 }
             }
             Phase::Watching => {
-                let message = format!("node '{name}' {}", describe(status));
+                let message = format!("node '{name}' {}{lost}", describe(status));
                 let end = if foreground {
                     Some(Action::End(Ok(status_code(status))))
                 } else if self.policy.fail_fast {

@@ -36,6 +36,7 @@ fn policy(restart: RestartPolicy) -> Policy {
         healing: None,
         ticking: false,
         waiting_for: vec![String::new(); 3],
+        stderr_lost: vec![false; 3],
     }
 }
 
@@ -71,6 +72,74 @@ fn warned(actions: &[Action], level: log::Level, text: &str) -> bool {
     actions
         .iter()
         .any(|a| matches!(a, Action::Log(l, m) if *l == level && m.contains(text)))
+}
+
+#[test]
+fn a_failure_of_a_member_whose_stderr_goes_nowhere_says_how_to_keep_it() {
+    let lost = || Policy {
+        stderr_lost: vec![true, false, false],
+        ..policy(RestartPolicy::No)
+    };
+    // Before the ring is ready.
+    let mut s = Supervisor::new(lost(), t(0.0));
+    let (p, g) = (pid(11), pid(11));
+    s.handle(
+        Event::Started {
+            member: 0,
+            pid: p,
+            group: g,
+        },
+        t(0.0),
+    );
+    let end = s.handle(
+        Event::Ended {
+            member: 0,
+            status: WaitStatus::Exited(p, 1),
+        },
+        t(0.1),
+    );
+    let want = format!("node 'a' (pid 11) exited with status 1 before the ring was ready ({STDERR_LOST})");
+    assert_eq!(end, [Action::End(Err(want))]);
+    // Once it runs; a member whose stderr is kept says nothing more.
+    let mut s = watching(lost());
+    let said = s.handle(
+        Event::Ended {
+            member: 0,
+            status: WaitStatus::Exited(pid(11), 1),
+        },
+        t(2.0),
+    );
+    assert!(warned(&said, log::Level::Warn, STDERR_LOST), "{said:?}");
+    let said = s.handle(
+        Event::Ended {
+            member: 1,
+            status: WaitStatus::Exited(pid(12), 1),
+        },
+        t(2.0),
+    );
+    assert!(!warned(&said, log::Level::Warn, STDERR_LOST), "{said:?}");
+    // Given up.
+    let mut s = watching(Policy {
+        restart: vec![
+            Restart {
+                burst: 0,
+                ..policy(RestartPolicy::Always).restart[0]
+            };
+            3
+        ],
+        ..lost()
+    });
+    let said = s.handle(
+        Event::Ended {
+            member: 0,
+            status: killed(11),
+        },
+        t(2.0),
+    );
+    assert!(
+        warned(&said, log::Level::Error, &format!("giving it up ({STDERR_LOST})")),
+        "{said:?}"
+    );
 }
 
 #[test]
