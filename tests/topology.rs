@@ -559,15 +559,50 @@ fn the_shipped_seed_file_checks_and_bound_readiness_needs_files() {
     );
     assert!(out.contains("/tests/seed/piper.py ping\n"), "{out}");
     // A bound socket at an abstract address could never be seen.
+    let bound = topology(
+        &dir,
+        "bound.toml",
+        "[[node]]\nname = \"a\"\nsocket = \"own\"\n[[node]]\nname = \"b\"\n",
+    );
     let mut cmd = Command::new(bin("piper-launch"));
-    cmd.args(["--file", seed.to_str().unwrap(), "--check", "--abstract"]);
-    let mut run = Proc::spawn(&dir, "abstract", cmd);
+    cmd.args(["--file", bound.to_str().unwrap(), "--check", "--abstract"]);
+    let mut run = Proc::spawn(&dir, "abstract-bound", cmd);
     assert_eq!(run.code(PROMPT), Some(2));
     assert!(
-        run.stderr().contains("--abstract: node 'ping' is ready = \"bound\""),
+        run.stderr().contains("--abstract: node 'a' is ready = \"bound\""),
         "{}",
         run.stderr()
     );
+}
+
+#[test]
+fn abstract_addresses_are_refused_for_programs_that_are_not_told_of_them() {
+    let dir = Dir::new("topo-abstract");
+    let file = topology(
+        &dir,
+        "ring.toml",
+        "[[node]]\nname = \"a\"\n[[node]]\nname = \"b\"\nexec = [\"sh\", \"-c\", \"exec sleep 1000\"]\n",
+    );
+    let sockets = dir.aux("sockets");
+    for check in [true, false] {
+        let mut cmd = Command::new(bin("piper-launch"));
+        cmd.arg("--dir")
+            .arg(&sockets)
+            .args(["--file", file.to_str().unwrap(), "--abstract"]);
+        if check {
+            cmd.arg("--check");
+        }
+        let mut run = Proc::spawn(&dir, &format!("abstract-{check}"), cmd);
+        assert_eq!(run.code(PROMPT), Some(2), "{}", run.stderr());
+        assert_eq!(
+            run.stderr(),
+            "piper-launch: error: --abstract: node 'b' runs a program other than piper-node, which is not told \
+             that addresses are abstract (leave out --abstract)\n"
+        );
+        assert_eq!(run.stdout(), "");
+    }
+    assert!(!sockets.exists(), "nothing made");
+    assert_eq!(dir.wait_no_processes(PROMPT), Vec::<i32>::new());
 }
 
 #[test]

@@ -82,6 +82,20 @@ fn run(args: Args) -> Result<u8, Failure> {
     };
     let mut sockets = args.sockets.clone();
     sockets.dir = sockets.dir.or(shape.dir);
+    // Only piper-node is told (--abstract) that the addresses are
+    // abstract; any other program would look for DIR/piper-NEXT as a file,
+    // find none, and the ring would stall without a word.
+    let program = shape
+        .members
+        .iter()
+        .find(|m| matches!(m.program, plan::Program::Exec(..)));
+    if let (piper_core::Namespace::Abstract, Some(m)) = (sockets.namespace(), program) {
+        return Err(Failure::usage(format!(
+            "--abstract: node '{}' runs a program other than piper-node, which is not told that \
+             addresses are abstract (leave out --abstract)",
+            m.name
+        )));
+    }
     // An abstract address has no file to probe: a bound socket there
     // would never be seen, and the member never ready.
     let bound = shape.members.iter().find(|m| m.ready == plan::Ready::Bound);
