@@ -172,7 +172,8 @@ fn the_polyglot_ring_runs_its_counts_add_up_and_ctrl_c_leaves_nothing() {
         );
     }
     let file = topology(&dir, "polyglot.toml", &text);
-    let mut launcher = launch_file(&dir, &file, &[]);
+    // piper-node takes its pace from the command line, as the file says.
+    let mut launcher = launch_file(&dir, &file, &["--interval", "5"]);
     assert!(
         wait_until(PROMPT, || launcher.lines().len() >= 40),
         "{}",
@@ -533,6 +534,39 @@ fn every_kind_of_mistake_in_a_file_is_exit_2_with_file_line_col_and_nothing_star
         }
         assert!(!sockets.exists(), "{label}: the socket directory was made");
     }
+    assert_eq!(dir.wait_no_processes(PROMPT), Vec::<i32>::new());
+}
+
+#[test]
+fn an_option_given_both_in_an_exec_and_on_the_command_line_is_exit_2_even_for_check() {
+    let dir = Dir::new("topo-twice");
+    let file = topology(
+        &dir,
+        "ring.toml",
+        "[[node]]\nname = \"a\"\nexec = [\"piper-node\", \"--interval=300\"]\n[[node]]\nname = \"b\"\n",
+    );
+    let sockets = dir.aux("sockets");
+    for check in [true, false] {
+        let mut cmd = Command::new(bin("piper-launch"));
+        cmd.arg("--dir")
+            .arg(&sockets)
+            .args(["--file", file.to_str().unwrap(), "--interval", "0"]);
+        if check {
+            cmd.arg("--check");
+        }
+        let mut run = Proc::spawn(&dir, &format!("twice-{check}"), cmd);
+        assert_eq!(run.code(PROMPT), Some(2), "{}", run.stderr());
+        assert_eq!(
+            run.stderr(),
+            format!(
+                "piper-launch: error: {}:3:8: node 'a': exec gives piper-node --interval=300, and so does the \
+                 command line's --interval: give it in one place\n",
+                file.display()
+            )
+        );
+        assert_eq!(run.stdout(), "");
+    }
+    assert!(!sockets.exists(), "nothing made");
     assert_eq!(dir.wait_no_processes(PROMPT), Vec::<i32>::new());
 }
 

@@ -57,7 +57,7 @@ fn run(args: Args) -> Result<u8, Failure> {
     // Both ways of naming a ring become the same members: --nodes is the
     // simplest topology, generated.
     let shape = match &args.file {
-        Some(file) => from_file(file, restart)?,
+        Some(file) => from_file(file, restart, &given(&args))?,
         None => from_nodes(args.nodes.as_deref().unwrap_or_default(), &args, restart)?,
     };
     let names: Vec<Name> = shape.members.iter().map(|m| m.name.clone()).collect();
@@ -208,8 +208,8 @@ fn from_nodes(spec: &str, args: &Args, restart: ring::Restart) -> Result<Shape, 
 
 /// The topology file's members; a mistake in it is a usage error that
 /// names the file, the line and the column.
-fn from_file(file: &std::path::Path, restart: ring::Restart) -> Result<Shape, Failure> {
-    let topology = topology::read(file, restart).map_err(|m| Failure::usage(m.to_string()))?;
+fn from_file(file: &std::path::Path, restart: ring::Restart, given: &[&str]) -> Result<Shape, Failure> {
+    let topology = topology::read(file, restart, given).map_err(|m| Failure::usage(m.to_string()))?;
     Ok(Shape {
         kick: topology.kick(),
         members: topology.members,
@@ -217,6 +217,31 @@ fn from_file(file: &std::path::Path, restart: ring::Restart) -> Result<Shape, Fa
         foreground: topology.foreground,
         dir: topology.dir,
     })
+}
+
+/// The piper-node options the command line has the launcher pass to
+/// every piper-node (`plan.rs` passes them): a file's `exec` may not give
+/// them too. `--count` and `--json` reach the foreground alone, but are
+/// refused in any node's `exec`: `--foreground` may yet move the
+/// foreground. `--allow-uid` may be given many times, and is not here.
+fn given(args: &Args) -> Vec<&'static str> {
+    let mut given = Vec::new();
+    if args.interval.is_some() {
+        given.push("--interval");
+    }
+    if args.quiet {
+        given.push("--quiet");
+    }
+    if args.sockets.namespace() == piper_core::Namespace::Abstract {
+        given.push("--abstract");
+    }
+    if args.count.is_some() {
+        given.push("--count");
+    }
+    if args.json {
+        given.push("--json");
+    }
+    given
 }
 
 /// A CPU list must name CPUs this process may use.

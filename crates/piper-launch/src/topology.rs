@@ -155,20 +155,27 @@ enum RestartKey {
 /// The longest `restart-delay`: a year, as on the command line.
 const MAX_SECONDS: f64 = 365.0 * 24.0 * 3600.0;
 
+/// The piper-node options the launcher always gives a ring member, from
+/// the file's `dir` and `next`: an `exec` must not give them again.
+const LAUNCHER_GIVES: [&str; 2] = ["--dir", "--next"];
+
 /// Reads `file` and checks it. `restart` is the command line's restart
-/// policy, which the file's keys override per node.
-pub fn read(file: &Path, restart: Restart) -> Result<Topology, Mistake> {
+/// policy, which the file's keys override per node; `given` are the
+/// piper-node options the command line passes to every piper-node
+/// (`--interval`), which an `exec` must not give as well: piper-node
+/// takes each once.
+pub fn read(file: &Path, restart: Restart, given: &[&str]) -> Result<Topology, Mistake> {
     let text = std::fs::read_to_string(file).map_err(|e| Mistake {
         file: file.to_path_buf(),
         line: 1,
         column: 1,
         what: format!("cannot read it: {e}"),
     })?;
-    parse(file, &text, restart)
+    parse(file, &text, restart, given)
 }
 
 /// Checks `text`, the contents of `file`.
-pub fn parse(file: &Path, text: &str, restart: Restart) -> Result<Topology, Mistake> {
+pub fn parse(file: &Path, text: &str, restart: Restart, given: &[&str]) -> Result<Topology, Mistake> {
     let at = |span: Range<usize>, what: String| {
         let (line, column) = line_column(text, span.start);
         Mistake {
@@ -236,6 +243,27 @@ pub fn parse(file: &Path, text: &str, restart: Restart) -> Result<Topology, Mist
             None => Program::Node(Vec::new()),
             Some(exec) => program(base, exec.get_ref()).map_err(|what| at(exec.span(), what))?,
         };
+        if let (Program::Node(extra), Some(exec)) = (&program, exec) {
+            let options = extra.iter().take_while(|a| *a != "--");
+            let twice = options.filter_map(|a| a.to_str()).find_map(|a| {
+                let flag = a.split_once('=').map_or(a, |(flag, _)| flag);
+                let by_launcher = LAUNCHER_GIVES.contains(&flag);
+                (by_launcher || given.contains(&flag)).then_some((a, flag, by_launcher))
+            });
+            if let Some((arg, flag, by_launcher)) = twice {
+                let what = match by_launcher {
+                    true => format!(
+                        "node '{me}': exec gives piper-node {arg}, which the launcher gives it \
+                         (from the file's dir and next, or --dir)"
+                    ),
+                    false => format!(
+                        "node '{me}': exec gives piper-node {arg}, and so does the command line's {flag}: \
+                         give it in one place"
+                    ),
+                };
+                return Err(at(exec.span(), what));
+            }
+        }
         let socket = match node.socket.as_ref().or(d.socket.as_ref()).map(|s| *s.get_ref()) {
             Some(SocketKey::Own) => Socket::Own,
             Some(SocketKey::Held) | None => Socket::Held,

@@ -13,7 +13,7 @@ fn restart() -> Restart {
 }
 
 fn read(text: &str) -> Result<Topology, Mistake> {
-    parse(Path::new("/etc/piper/ring.toml"), text, restart())
+    parse(Path::new("/etc/piper/ring.toml"), text, restart(), &[])
 }
 
 /// The mistake's `line:col: what`, without the file.
@@ -133,7 +133,7 @@ fn a_relative_exec_path_is_relative_to_the_file() {
     std::fs::write(&prog, "#!/bin/sh\n").unwrap();
     std::fs::set_permissions(&prog, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let text = "[[node]]\nname = \"a\"\nexec = [\"./prog\"]\n[[node]]\nname = \"b\"\n";
-    let t = parse(&dir.join("ring.toml"), text, restart());
+    let t = parse(&dir.join("ring.toml"), text, restart(), &[]);
     std::fs::remove_dir_all(&dir).unwrap();
     match &t.unwrap().members[0].program {
         Program::Exec(path, argv) => {
@@ -245,4 +245,29 @@ fn columns_count_characters_not_bytes() {
     assert_eq!(line_column("a\nüü = 1", 7), (2, 4));
     assert_eq!(line_column("abc", 0), (1, 1));
     assert_eq!(line_column("abc", 99), (1, 4));
+}
+
+#[test]
+fn an_exec_may_not_give_piper_node_an_option_it_is_given_anyway() {
+    let text = "[[node]]\nname = \"a\"\nexec = [\"piper-node\", \"--interval=300\"]\n[[node]]\nname = \"b\"\n";
+    assert!(read(text).is_ok(), "alone, it is the file's to give");
+    let m = parse(
+        Path::new("/etc/piper/ring.toml"),
+        text,
+        restart(),
+        &["--quiet", "--interval"],
+    )
+    .unwrap_err();
+    assert_eq!(
+        format!("{}:{}: {}", m.line, m.column, m.what),
+        "3:8: node 'a': exec gives piper-node --interval=300, and so does the command line's --interval: \
+         give it in one place"
+    );
+    assert_eq!(
+        mistake("[[node]]\nname = \"a\"\nexec = [\"piper-node\", \"--next\", \"b\"]\n[[node]]\nname = \"b\"\n"),
+        "3:8: node 'a': exec gives piper-node --next, which the launcher gives it (from the file's dir and next, or --dir)"
+    );
+    // After `--`, an argument is not an option.
+    let text = "[[node]]\nname = \"a\"\nexec = [\"piper-node\", \"--\", \"--interval\"]\n[[node]]\nname = \"b\"\n";
+    assert!(parse(Path::new("/etc/piper/ring.toml"), text, restart(), &["--interval"]).is_ok());
 }
