@@ -571,6 +571,25 @@ fn an_option_given_both_in_an_exec_and_on_the_command_line_is_exit_2_even_for_ch
 }
 
 #[test]
+fn the_readmes_example_file_runs_as_written() {
+    let dir = Dir::new("topo-lab");
+    if !may_run(Needs::Tool("python3")) {
+        return;
+    }
+    let lab = examples().join("lab.toml");
+    let mut launcher = launch_file(&dir, &lab, &[]);
+    wait_ready(&launcher, 2);
+    assert!(
+        wait_until(PROMPT, || launcher.stdout().contains("py received: 'ping'")),
+        "{}",
+        launcher.stderr()
+    );
+    launcher.signal(Signal::SIGTERM);
+    assert_eq!(launcher.code(PROMPT), Some(0), "{}", launcher.stderr());
+    assert_all_gone(&dir);
+}
+
+#[test]
 fn the_shipped_seed_file_checks_and_bound_readiness_needs_files() {
     let dir = Dir::new("topo-seed-check");
     let seed = examples().join("seed.toml");

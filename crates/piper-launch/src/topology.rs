@@ -348,6 +348,14 @@ pub fn parse(file: &Path, text: &str, restart: Restart, given: &[&str]) -> Resul
             show: node.show.or(d.show).unwrap_or(true),
         });
     }
+    // The chain waits until every remote name is reachable: one that no
+    // `next` names would hold the start forever for nothing.
+    for (r, n) in table.remote.iter().zip(&remote) {
+        if !members.iter().any(|m| m.next == *n) {
+            let what = format!("remote '{n}' is named by no next: the start would wait for it forever");
+            return Err(at(r.span(), what));
+        }
+    }
     let start = match &table.start {
         None => None,
         Some(start) => {

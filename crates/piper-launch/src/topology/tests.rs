@@ -186,6 +186,10 @@ fn every_mistake_is_named_with_its_line_and_column() {
             format!("remote = [\"a\"]\n{two}[[node]]\nname = \"b\"\n"),
             "1:11: remote 'a' is also a [[node]] here",
         ),
+        (
+            format!("remote = [\"far\"]\n{two}[[node]]\nname = \"b\"\n"),
+            "1:11: remote 'far' is named by no next: the start would wait for it forever",
+        ),
         // Programs.
         (a("exec = []\n"), "3:8: exec = []: give the program"),
         (
