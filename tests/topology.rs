@@ -607,10 +607,15 @@ fn the_shipped_seed_file_checks_and_bound_readiness_needs_files() {
     }
     assert_eq!(
         out.matches("socket own, ready bound, restart on-failure").count(),
-        2,
+        1,
         "{out}"
     );
     assert!(out.contains("/tests/seed/piper.py ping\n"), "{out}");
+    // The foreground's end ends the run, whatever its restart key says.
+    assert!(
+        out.contains("restart no (its end ends the run; --restart-foreground restarts it); runs"),
+        "{out}"
+    );
     // A bound socket at an abstract address could never be seen.
     let bound = topology(
         &dir,
@@ -686,7 +691,10 @@ fn check_prints_the_plan_and_starts_and_makes_nothing() {
         "{out}"
     );
     assert!(
-        out.contains("node b (foreground): next a, socket held, ready exec, restart no; runs /"),
+        out.contains(
+            "node b (foreground): next a, socket held, ready exec, restart no (its end ends the run; \
+             --restart-foreground restarts it); runs /"
+        ),
         "{out}"
     );
     assert!(!sockets.exists(), "nothing made");

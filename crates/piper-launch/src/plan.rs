@@ -200,7 +200,11 @@ pub fn describe(
         out.push_str(&format!("remote: {}\n", names.join(", ")));
     }
     for (i, m) in members.iter().enumerate() {
+        // The foreground's end ends the run unless --restart-foreground
+        // says otherwise, whatever its restart key says.
+        let ends_run = i == foreground && !m.restart.foreground;
         let policy = match m.restart.policy {
+            _ if ends_run => "no (its end ends the run; --restart-foreground restarts it)".to_string(),
             piper_launch::cli::RestartPolicy::No => "no".to_string(),
             p => format!(
                 "{} (delay {}s, burst {})",
