@@ -590,6 +590,28 @@ fn the_readmes_example_file_runs_as_written() {
 }
 
 #[test]
+fn a_file_without_start_says_that_nothing_starts_the_chain() {
+    let dir = Dir::new("topo-no-start");
+    let file = topology(&dir, "ring.toml", "[[node]]\nname = \"a\"\n[[node]]\nname = \"b\"\n");
+    let mut launcher = launch_file(&dir, &file, &[]);
+    wait_ready(&launcher, 2);
+    let want = format!(
+        "piper-launch: info: nothing here starts the chain (no start in {}, or --no-start): the ring waits for a \
+         message to one of its nodes\n",
+        file.display()
+    );
+    assert!(
+        wait_until(PROMPT, || launcher.stderr().contains(&want)),
+        "{}",
+        launcher.stderr()
+    );
+    launcher.signal(Signal::SIGTERM);
+    assert_eq!(launcher.code(PROMPT), Some(0), "{}", launcher.stderr());
+    assert_eq!(launcher.stdout(), "", "a silent ring");
+    assert_all_gone(&dir);
+}
+
+#[test]
 fn the_shipped_seed_file_checks_and_bound_readiness_needs_files() {
     let dir = Dir::new("topo-seed-check");
     let seed = examples().join("seed.toml");

@@ -544,6 +544,12 @@ impl Ring<'_> {
         // Under systemd (Type=notify) the launcher is ready when its ring is.
         notify_manager("READY=1");
         if self.plan.kick.is_none() {
+            // A silent ring looks like a stalled one: say why it is silent.
+            let why = match &self.plan.file {
+                Some(file) => format!("no start in {}, or --no-start", file.display()),
+                None => "--no-start".to_string(),
+            };
+            log::info!("nothing here starts the chain ({why}): the ring waits for a message to one of its nodes");
             return ControlFlow::Continue(());
         }
         for next in &self.plan.remote {
