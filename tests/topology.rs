@@ -612,6 +612,44 @@ fn a_file_without_start_says_that_nothing_starts_the_chain() {
 }
 
 #[test]
+fn the_usage_asks_for_nodes_or_file_and_check_takes_either() {
+    let dir = Dir::new("topo-usage");
+    let run = |label: &str, args: &[&str]| {
+        let mut cmd = Command::new(bin("piper-launch"));
+        cmd.env_remove("PIPER_NODES").env_remove("PIPER_FILE").args(args);
+        let mut run = Proc::spawn(&dir, label, cmd);
+        let code = run.code(PROMPT);
+        (code, run.stdout(), run.stderr())
+    };
+    for (label, args) in [("none", &[][..]), ("check", &["--check"][..])] {
+        let (code, out, err) = run(label, args);
+        assert_eq!(code, Some(2), "{label}: {err}");
+        assert!(
+            err.contains("required arguments were not provided:\n  <--nodes <LIST|N>|--file <FILE>>"),
+            "{label}: {err}"
+        );
+        assert_eq!(out, "");
+    }
+    let (code, _, err) = run("both", &["--nodes", "a,b", "--file", "x.toml"]);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("'--nodes <LIST|N>' cannot be used with '--file <FILE>'"),
+        "{err}"
+    );
+    let sockets = dir.aux("sockets");
+    let (code, out, err) = run(
+        "check-nodes",
+        &["--check", "--nodes", "a,b", "--dir", sockets.to_str().unwrap()],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.starts_with(&format!("dir {}\nstart: 'a' sent to 'b'", sockets.display())),
+        "{out}"
+    );
+    assert!(!sockets.exists(), "nothing made");
+}
+
+#[test]
 fn the_shipped_seed_file_checks_and_bound_readiness_needs_files() {
     let dir = Dir::new("topo-seed-check");
     let seed = examples().join("seed.toml");

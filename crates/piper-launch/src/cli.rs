@@ -76,24 +76,21 @@ pub fn after_long_help() -> String {
 /// Runs a ring of piper nodes, one process each, and shows one of them.
 #[derive(Debug, Parser)]
 #[command(version, about, after_help = exit::help(exit::LAUNCHER), after_long_help = after_long_help())]
+// A ring is named one way: by --nodes or by --file, never both.
+#[command(group(clap::ArgGroup::new("ring").args(["nodes", "file"]).required(true).multiple(false)))]
 pub struct Args {
     /// Comma-separated node names, or a number N for node1..nodeN: a ring
     /// of piper-nodes.
-    #[arg(
-        long,
-        env = "PIPER_NODES",
-        value_name = "LIST|N",
-        required_unless_present = "file",
-        conflicts_with = "file"
-    )]
+    #[arg(long, env = "PIPER_NODES", value_name = "LIST|N")]
     pub nodes: Option<String>,
     /// Run the topology file FILE (TOML): any program as a node, each with
     /// its own socket mode, readiness and restart policy.
     #[arg(long, env = "PIPER_FILE", value_name = "FILE", value_hint = clap::ValueHint::FilePath)]
     pub file: Option<PathBuf>,
-    /// With --file: check the file, print the plan it would run, and exit
-    /// (2 and FILE:LINE:COL for a mistake). Nothing is started.
-    #[arg(long, requires = "file")]
+    /// Check the ring (--file's file, or --nodes), print the plan it would
+    /// run, and exit (2, with FILE:LINE:COL for a mistake in a file).
+    /// Nothing is started or made.
+    #[arg(long)]
     pub check: bool,
     /// Close the ring through NAME, a node this launcher does not start
     /// (one on another host, reached through piper-bridge): the last node
