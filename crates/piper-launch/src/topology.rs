@@ -235,7 +235,13 @@ pub fn parse(file: &Path, text: &str, restart: Restart, given: &[&str]) -> Resul
         };
         if next == *me {
             let span = node.next.as_ref().map_or(node.name.span(), Spanned::span);
-            let what = format!("node '{me}' would answer itself (a node never does): give it a next, or another node");
+            let what = match node.next {
+                Some(_) => format!("node '{me}' would answer itself (a node never does): name another node"),
+                None => format!(
+                    "node '{me}' would answer itself (a node never does): add another [[node]], or give it a \
+                     next that names a remote"
+                ),
+            };
             return Err(at(span, what));
         }
         let exec = node.exec.as_ref().or(d.exec.as_ref());

@@ -175,9 +175,17 @@ fn every_mistake_is_named_with_its_line_and_column() {
         ),
         (
             format!("{two}next = \"a\"\n[[node]]\nname = \"b\"\n"),
-            "3:8: node 'a' would answer itself",
+            "3:8: node 'a' would answer itself (a node never does): name another node",
         ),
-        (two.to_string(), "2:8: node 'a' would answer itself"),
+        (
+            format!("{two}next = \"a\"\n"),
+            "3:8: node 'a' would answer itself (a node never does): name another node",
+        ),
+        (
+            two.to_string(),
+            "2:8: node 'a' would answer itself (a node never does): add another [[node]], or give it a next \
+             that names a remote",
+        ),
         (
             format!("start = \"z\"\n{two}[[node]]\nname = \"b\"\n"),
             "1:9: start = \"z\" names no node",
