@@ -650,6 +650,27 @@ fn the_usage_asks_for_nodes_or_file_and_check_takes_either() {
 }
 
 #[test]
+fn a_dir_the_file_names_that_cannot_be_made_is_named_with_its_line_and_column() {
+    let dir = Dir::new("topo-dir");
+    // A directory under a plain file cannot be made, even by root.
+    let file = topology(
+        &dir,
+        "ring.toml",
+        "dir = \"plain/sockets\"\n[[node]]\nname = \"a\"\n[[node]]\nname = \"b\"\n",
+    );
+    std::fs::write(dir.aux("plain"), "").unwrap();
+    let mut cmd = Command::new(bin("piper-launch"));
+    cmd.args(["--file", file.to_str().unwrap()]);
+    let mut run = Proc::spawn(&dir, "launch", cmd);
+    let code = run.code(PROMPT);
+    let err = run.stderr();
+    assert!(matches!(code, Some(c) if c != 0 && c != 1), "{code:?}: {err}");
+    let want = format!("piper-launch: error: {}:1:7: dir: ", file.display());
+    assert!(err.starts_with(&want) && err.lines().count() == 1, "{err}");
+    assert_eq!(dir.wait_no_processes(PROMPT), Vec::<i32>::new());
+}
+
+#[test]
 fn the_shipped_seed_file_checks_and_bound_readiness_needs_files() {
     let dir = Dir::new("topo-seed-check");
     let seed = examples().join("seed.toml");

@@ -123,7 +123,17 @@ fn run(args: Args) -> Result<u8, Failure> {
     }
     // Every name is checked before the directory is made: a name that
     // cannot work leaves nothing behind.
-    let dir = sockets.open_for(names.iter().chain(&shape.remote))?;
+    let dir = sockets.open_for(names.iter().chain(&shape.remote)).map_err(|e| {
+        // A directory the file names is a mistake in the file: say where.
+        let failure = Failure::from(e);
+        match (&args.sockets.dir, &args.file, shape.dir_at) {
+            (None, Some(file), Some((line, column))) => Failure::new(
+                failure.code,
+                format!("{}:{line}:{column}: dir: {}", file.display(), failure.message),
+            ),
+            _ => failure,
+        }
+    })?;
     // Logs carry every payload: as private as the sockets, in a directory
     // checked as theirs is.
     let log_dir = args
@@ -189,6 +199,8 @@ struct Shape {
     foreground: Option<usize>,
     /// The topology's socket directory, if it names one.
     dir: Option<std::path::PathBuf>,
+    /// Where the topology file names it: line and column.
+    dir_at: Option<(usize, usize)>,
 }
 
 /// The ring `--nodes` names (and `--ring-next` closes), as a generated
@@ -203,6 +215,7 @@ fn from_nodes(spec: &str, args: &Args, restart: ring::Restart) -> Result<Shape, 
         kick,
         foreground: None,
         dir: None,
+        dir_at: None,
     })
 }
 
@@ -216,6 +229,7 @@ fn from_file(file: &std::path::Path, restart: ring::Restart, given: &[&str]) -> 
         remote: topology.remote,
         foreground: topology.foreground,
         dir: topology.dir,
+        dir_at: topology.dir_at,
     })
 }
 

@@ -64,6 +64,8 @@ impl std::fmt::Display for Mistake {
 #[derive(Debug)]
 pub struct Topology {
     pub dir: Option<PathBuf>,
+    /// Where `dir` is in the file (line, column), for an error in making it.
+    pub dir_at: Option<(usize, usize)>,
     pub members: Vec<Member>,
     pub remote: Vec<Name>,
     /// The node whose name starts the chain, sent to its next.
@@ -371,8 +373,10 @@ pub fn parse(file: &Path, text: &str, restart: Restart, given: &[&str]) -> Resul
         }
     };
     let dir = table.dir.as_ref().map(|d| base.join(d.get_ref()));
+    let dir_at = table.dir.as_ref().map(|d| line_column(text, d.span().start));
     Ok(Topology {
         dir,
+        dir_at,
         members,
         remote,
         start,
