@@ -47,7 +47,7 @@ pub const NODE: &[Row] = &[
     ("2", "usage error or invalid node name"),
     (
         "3",
-        "name in use: a live process owns the name (its pid is named when known, and said to be a `piper-launch`'s when the launcher that holds the name runs it), or something else occupies its socket or lock file",
+        "name in use: a live process owns the name (its pid is named when known, and said to be a `piper-launch`'s when the launcher that holds the name runs it), or something else occupies its socket file (or, while a stale one is reclaimed, its lock file)",
     ),
     (
         "4",
