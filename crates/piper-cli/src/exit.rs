@@ -25,7 +25,7 @@ pub const INTERRUPTED: u8 = 130;
 pub fn of(e: &Error) -> u8 {
     match e {
         Error::InvalidName { .. } | Error::NameTooLong { .. } => USAGE,
-        Error::NameInUse { .. } | Error::NameTaken { .. } => NAME_IN_USE,
+        Error::NameInUse { .. } | Error::NameTaken { .. } | Error::ControlInUse { .. } => NAME_IN_USE,
         Error::Dir { .. } | Error::DirTooLong { .. } | Error::InsecureDir { .. } | Error::Activation { .. } => {
             ENVIRONMENT
         }

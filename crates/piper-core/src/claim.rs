@@ -57,7 +57,29 @@ pub enum Liveness {
 impl Claim {
     /// Takes the lock for `name`, or says who holds it.
     pub(crate) fn acquire(dir: &SocketDir, name: &Name) -> Result<Claim> {
-        let lock_path = dir.lock_path(name);
+        let in_use = || {
+            // Someone is reclaiming the name, and will own it.
+            let pid = dir.owner_pid(name);
+            Error::NameInUse {
+                name: name.clone(),
+                address: dir.display_address(name),
+                pid,
+                launcher: pid.is_some_and(is_launcher),
+            }
+        };
+        Claim::acquire_at(dir.lock_path(name), in_use, |lock_path, e| {
+            lock_error(dir, name, lock_path, e)
+        })
+    }
+
+    /// Takes the lock at `lock_path`: `in_use` says who holds it, and
+    /// `unusable` why the file cannot be opened. For a name
+    /// ([`Claim::acquire`]) and for a launcher's control socket.
+    pub(crate) fn acquire_at(
+        lock_path: PathBuf,
+        in_use: impl FnOnce() -> Error,
+        unusable: impl FnOnce(&Path, std::io::Error) -> Error,
+    ) -> Result<Claim> {
         loop {
             let opened = std::fs::OpenOptions::new()
                 .read(true)
@@ -69,20 +91,11 @@ impl Claim {
                 .open(&lock_path);
             let file = match opened {
                 Ok(file) => file,
-                Err(e) => return Err(lock_error(dir, name, &lock_path, e)),
+                Err(e) => return Err(unusable(&lock_path, e)),
             };
             let lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
                 Ok(lock) => lock,
-                Err((_, Errno::EWOULDBLOCK)) => {
-                    // Someone is reclaiming the name, and will own it.
-                    let pid = dir.owner_pid(name);
-                    return Err(Error::NameInUse {
-                        name: name.clone(),
-                        address: dir.display_address(name),
-                        pid,
-                        launcher: pid.is_some_and(is_launcher),
-                    });
-                }
+                Err((_, Errno::EWOULDBLOCK)) => return Err(in_use()),
                 Err((_, e)) => return Err(Error::io("lock", lock_path.display(), e)),
             };
             // The previous owner may have removed the lock file between our
@@ -195,9 +208,15 @@ fn socket_fds() -> Vec<(i32, u64)> {
     .collect()
 }
 
-/// Probes the socket at `path`: live if a `connect` succeeds, stale if it is
-/// refused.
+/// Probes the datagram socket at `path`: live if a `connect` succeeds,
+/// stale if it is refused.
 fn probe_path(path: &Path) -> Result<Liveness> {
+    probe_path_as(path, SockType::Datagram)
+}
+
+/// Probes the socket of type `kind` at `path` (a `connect` of another type
+/// fails with `EPROTOTYPE`).
+pub(crate) fn probe_path_as(path: &Path, kind: SockType) -> Result<Liveness> {
     let meta = match std::fs::symlink_metadata(path) {
         Ok(meta) => meta,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Liveness::Missing),
@@ -206,7 +225,7 @@ fn probe_path(path: &Path) -> Result<Liveness> {
     if !std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()) {
         return Ok(Liveness::NotSocket);
     }
-    let fd = socket(AddressFamily::Unix, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None)
+    let fd = socket(AddressFamily::Unix, kind, SockFlag::SOCK_CLOEXEC, None)
         .map_err(|e| Error::io("create a socket to probe", path.display(), e))?;
     let addr = UnixAddr::new(path).map_err(|e| Error::io("probe", path.display(), e))?;
     match connect(fd.as_raw_fd(), &addr) {
@@ -255,7 +274,7 @@ pub(crate) fn clear_stale(dir: &SocketDir, name: &Name, path: &Path) -> Result<b
 
 /// Whether a removal removed something: a file already gone (someone
 /// cleared it first) is no error.
-fn removed(path: &Path, result: std::io::Result<()>) -> Result<bool> {
+pub(crate) fn removed(path: &Path, result: std::io::Result<()>) -> Result<bool> {
     match result {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
@@ -283,6 +302,11 @@ impl SocketDir {
     /// user's process shows only to root; reads only.
     pub fn owner_pid(&self, name: &Name) -> Option<i32> {
         self.owners(&[self.display_address(name)]).pop().flatten()
+    }
+
+    /// [`SocketDir::owner_pid`] for any socket address (a path, or `@name`).
+    pub(crate) fn owner_of(&self, address: String) -> Option<i32> {
+        self.owners(&[address]).pop().flatten()
     }
 
     /// [`SocketDir::owner_pid`] for each of `addresses`, in one pass over

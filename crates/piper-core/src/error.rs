@@ -68,6 +68,14 @@ pub enum Error {
         /// the nodes it runs (so the pid is the launcher's, not a node's).
         launcher: bool,
     },
+    /// Another live process (a piper-launch, by the rule) owns the socket
+    /// directory's control socket.
+    ControlInUse {
+        /// The control socket's address.
+        address: String,
+        /// The owner's pid, when known.
+        pid: Option<i32>,
+    },
     /// The name's path is taken by something that is not a piper node's
     /// socket: a regular file, say, or a lock file another user made.
     NameTaken {
@@ -215,6 +223,10 @@ impl fmt::Display for Error {
                 ),
             },
             Error::NameTaken { name, what } => write!(f, "name in use: node '{name}' is taken by {what}"),
+            Error::ControlInUse { address, pid } => match pid {
+                Some(pid) => write!(f, "control socket {address} is in use by pid {pid}"),
+                None => write!(f, "control socket {address} is in use by another process"),
+            },
             Error::PeerNotSocket { peer, path } => {
                 write!(f, "peer '{peer}' is not a node: {} is not a socket", path.display())
             }

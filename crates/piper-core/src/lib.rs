@@ -42,13 +42,16 @@
 //! - [`serve`]: a receive loop generic over its handler;
 //! - [`notify`] and [`activation`]: the service manager's two protocols,
 //!   and [`mod@env`]: the names of the variables they and piper share;
-//!   [`counts`]: the counts a node reports through the first.
+//!   [`counts`]: the counts a node reports through the first;
+//! - [`control`]: where a launcher's control socket is, claimed and
+//!   reclaimed as names are.
 //!
 //! Linux only: abstract sockets and `SO_PASSCRED` are used.
 #![deny(missing_docs)]
 
 pub mod activation;
 mod claim;
+pub mod control;
 pub mod counts;
 pub mod dir;
 pub mod env;
