@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use piper_core::Error;
 
 pub mod args;
+pub mod endpoint;
 pub mod exit;
 pub mod json;
 pub mod signals;
