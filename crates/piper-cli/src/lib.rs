@@ -1,7 +1,9 @@
 //! What piper's binaries share: their exit codes (one table each, from which
 //! `--help` and the README's tables are written), the [`Failure`] every
-//! error becomes, the flags they take alike ([`args`]), and logging to
-//! stderr, with the journal's priority prefixes when stderr is the journal.
+//! error becomes, the flags they take alike ([`args`]), logging to stderr,
+//! with the journal's priority prefixes when stderr is the journal, and
+//! what their event loops serve besides nodes: one-request connections
+//! ([`endpoint`]) and Prometheus metrics over them ([`metrics`]).
 //!
 //! Not a library for embedding piper: that is `piper-core`. This crate holds
 //! the command-line conventions, so that `piper-node`, `piper-launch` and
@@ -20,6 +22,7 @@ pub mod args;
 pub mod endpoint;
 pub mod exit;
 pub mod json;
+pub mod metrics;
 pub mod signals;
 
 /// A failure, with the exit code it maps to and its one-line message.
