@@ -18,6 +18,12 @@ pub const NAME_IN_USE: u8 = 3;
 pub const ENVIRONMENT: u8 = 4;
 /// The node binary could not be found (as a shell says for a missing command).
 pub const NOT_FOUND: u8 = 127;
+/// `piper-launch ctl`: the ring has no node of that name.
+pub const UNKNOWN_NODE: u8 = 3;
+/// `piper-launch ctl`: no launcher runs in that socket directory.
+pub const NO_LAUNCHER: u8 = 4;
+/// `piper-launch ctl`: the launcher is another user's.
+pub const DENIED: u8 = 5;
 /// Interrupted by SIGINT (128 + 2).
 pub const INTERRUPTED: u8 = 130;
 
@@ -86,6 +92,25 @@ pub const LAUNCHER: &[Row] = &[
     ("127", "the `piper-node` binary was not found"),
 ];
 
+/// `piper-launch ctl`'s exit codes.
+pub const CTL: &[Row] = &[
+    ("0", "done: the launcher did what was asked, or said what was asked"),
+    (
+        "1",
+        "the launcher could not do it (the ring is still starting or stopping, a node is not running, the chain could not be sent), or stopped answering",
+    ),
+    ("2", "usage error"),
+    ("3", "unknown node: the ring has no node of that name"),
+    (
+        "4",
+        "no launcher for this directory: no control socket, or a stale one (and `--abstract` for a launcher started with it)",
+    ),
+    (
+        "5",
+        "permission denied: the launcher runs as another user (only its own user and root may control it)",
+    ),
+];
+
 /// piper-bridge's exit codes.
 pub const BRIDGE: &[Row] = &[
     ("0", "SIGTERM or SIGHUP: a normal stop, after telling the other bridges"),
@@ -138,6 +163,7 @@ mod tests {
         for (program, rows) in [
             ("piper-node", NODE),
             ("piper-launch", LAUNCHER),
+            ("piper-launch ctl", CTL),
             ("piper-bridge", BRIDGE),
         ] {
             let table = markdown(program, rows);
@@ -238,6 +264,10 @@ mod tests {
         let launcher: Vec<&str> = LAUNCHER.iter().map(|r| r.0).collect();
         for code in [OK, FAILURE, USAGE, NAME_IN_USE, ENVIRONMENT, NOT_FOUND, INTERRUPTED] {
             assert!(launcher.contains(&code.to_string().as_str()), "{code}");
+        }
+        let ctl: Vec<&str> = CTL.iter().map(|r| r.0).collect();
+        for code in [OK, FAILURE, USAGE, UNKNOWN_NODE, NO_LAUNCHER, DENIED] {
+            assert!(ctl.contains(&code.to_string().as_str()), "{code}");
         }
         let bridge: Vec<&str> = BRIDGE.iter().map(|r| r.0).collect();
         for code in [OK, FAILURE, USAGE, ENVIRONMENT, INTERRUPTED] {

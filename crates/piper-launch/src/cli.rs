@@ -75,10 +75,21 @@ pub fn after_long_help() -> String {
 
 /// Runs a ring of piper nodes, one process each, and shows one of them.
 #[derive(Debug, Parser)]
-#[command(version, about, after_help = exit::help(exit::LAUNCHER), after_long_help = after_long_help())]
-// A ring is named one way: by --nodes or by --file, never both.
+#[command(
+    version,
+    about,
+    after_help = exit::help(exit::LAUNCHER),
+    after_long_help = after_long_help(),
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+// A ring is named one way: by --nodes or by --file, never both (or not at
+// all, for a subcommand).
 #[command(group(clap::ArgGroup::new("ring").args(["nodes", "file"]).required(true).multiple(false)))]
 pub struct Args {
+    /// Control a running launcher from another terminal (see `piper-launch ctl --help`).
+    #[command(subcommand)]
+    pub command: Option<Command>,
     /// Comma-separated node names, or a number N for node1..nodeN: a ring
     /// of piper-nodes.
     #[arg(long, env = "PIPER_NODES", value_name = "LIST|N")]
@@ -171,6 +182,101 @@ pub struct Args {
     /// each node's counts and how it ended.
     #[arg(long)]
     pub json: bool,
+}
+
+/// What piper-launch does besides running a ring.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Control the launcher running in a socket directory: its status, its
+    /// metrics, and its nodes stopped, started, restarted or signalled.
+    #[command(after_help = exit::help(exit::CTL), after_long_help = ctl_after_long_help())]
+    Ctl(Ctl),
+}
+
+/// `piper-launch ctl`: the launcher is found from its socket directory.
+#[derive(Debug, clap::Args)]
+pub struct Ctl {
+    /// The launcher's socket directory [env: PIPER_DIR] [default: $XDG_RUNTIME_DIR/piper, else /dev/shm/piper-$UID, else /tmp/piper-$UID].
+    #[arg(long, value_name = "DIR", value_hint = clap::ValueHint::DirPath, global = true)]
+    pub dir: Option<PathBuf>,
+    /// The launcher was started with --abstract.
+    #[arg(long = "abstract", global = true)]
+    pub abstract_ns: bool,
+    /// What to ask [default: status].
+    #[command(subcommand)]
+    pub command: Option<CtlCommand>,
+}
+
+/// What `piper-launch ctl` asks.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum CtlCommand {
+    /// One line per node: name, state, pid, restarts, received, sent,
+    /// dropped, messages per second lately, and the CPUs it may run on.
+    Status {
+        /// One JSON object instead.
+        #[arg(long)]
+        json: bool,
+        /// Show it again every second, as `watch` does, until Ctrl-C.
+        #[arg(long)]
+        watch: bool,
+    },
+    /// Stop these nodes and start them again at once (no --restart-delay);
+    /// a deliberate act, which the restart limit does not count.
+    Restart {
+        /// The nodes.
+        #[arg(required = true, value_name = "NODE")]
+        nodes: Vec<String>,
+    },
+    /// Stop these nodes and leave them stopped: their sockets keep what is
+    /// sent to them, for when they start again.
+    Stop {
+        /// The nodes.
+        #[arg(required = true, value_name = "NODE")]
+        nodes: Vec<String>,
+    },
+    /// Start these nodes if they are not running (stopped, dead, given up,
+    /// or waiting for a restart).
+    Start {
+        /// The nodes.
+        #[arg(required = true, value_name = "NODE")]
+        nodes: Vec<String>,
+    },
+    /// Start the chain again: the first node's name to the second, as at
+    /// the start.
+    Kick,
+    /// Send a signal (TERM, USR1, 9, ...) to a node's process.
+    Signal {
+        /// The node.
+        #[arg(value_name = "NODE")]
+        node: String,
+        /// The signal, by name or number.
+        #[arg(value_name = "SIG")]
+        signal: String,
+    },
+    /// The launcher's metrics, as --metrics serves them.
+    Metrics,
+}
+
+/// Examples of `piper-launch ctl`, for its long help and man page.
+pub const CTL_EXAMPLES: &[(&str, &str)] = &[
+    (
+        "piper-launch ctl",
+        "the status of the launcher in the default directory",
+    ),
+    (
+        "piper-launch ctl --dir /run/piper status --watch",
+        "its counts, refreshed every second",
+    ),
+    (
+        "piper-launch ctl restart node7",
+        "a new process for node7; what was sent to it waits for it",
+    ),
+    ("piper-launch ctl signal node7 USR1", "a signal to node7's process"),
+];
+
+/// `piper-launch ctl`'s long help tail.
+pub fn ctl_after_long_help() -> String {
+    piper_cli::help_sections(CTL_EXAMPLES, &ENVIRONMENT[..2], exit::CTL)
 }
 
 /// Whose message lines `--output` shows.

@@ -10,6 +10,8 @@
 //! `supervisor` decides, and `signals` blocks the launcher's signals and
 //! reads them from a signalfd.
 
+mod ctl;
+mod io;
 mod output;
 mod placement;
 mod plan;
@@ -26,11 +28,16 @@ use std::time::Duration;
 use clap::Parser;
 use piper_cli::{exit, Failure};
 use piper_core::Name;
-use piper_launch::cli::{Args, Cpus, Output};
+use piper_launch::cli::{Args, Command, Cpus, Output};
 
 fn main() -> ExitCode {
     piper_cli::init_logging_to("piper-launch".into(), "info", Box::new(output::StderrClearingStatus));
-    piper_cli::finish("piper-launch", run(Args::parse()))
+    let mut args = Args::parse();
+    let outcome = match args.command.take() {
+        Some(Command::Ctl(ctl)) => ctl::run(ctl),
+        None => run(args),
+    };
+    piper_cli::finish("piper-launch", outcome)
 }
 
 fn run(args: Args) -> Result<u8, Failure> {
@@ -187,7 +194,7 @@ fn run(args: Args) -> Result<u8, Failure> {
         json: args.json,
         cpus: check_cpus(args.cpus)?,
     };
-    ring::run(&plan, &options, display)
+    ring::run(&plan, &options, display, None)
 }
 
 /// What a run's members are, before the directory is opened.

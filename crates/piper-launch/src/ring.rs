@@ -22,6 +22,7 @@ use piper_cli::{exit, Failure};
 use piper_core::notify::{Listener, Notifier};
 use piper_core::{send_unbound, Counts, Liveness, Name, Node};
 
+use crate::io::control::{Control, Refusal, Request};
 use crate::output::{Display, Relay, Route};
 use crate::placement::Placer;
 use crate::plan::{Plan, Program, Ready, Socket};
@@ -29,8 +30,9 @@ use crate::signals::{self as blocked, SUSPENDING, TERMINATING};
 use crate::spawn::{NodeIo, Spawner};
 use crate::supervisor::healing::{self, Reinject};
 use crate::supervisor::member::State;
-use crate::supervisor::report::{self, nodes, Meter, Reported};
+use crate::supervisor::report::{self, nodes, Meter, Rate, Reported, View};
 use crate::supervisor::{fail, stop_code, Action, Event, Outcome, Policy, Supervisor};
+use piper_cli::metrics::Server as Metrics;
 use piper_cli::signals::Blocked as Signals;
 use piper_launch::cli::RestartPolicy;
 
@@ -69,6 +71,8 @@ struct Member {
     /// Its output pipes, while the relay reads them: stdout, and (for the
     /// foreground under a status line) stderr.
     relays: Vec<Relay>,
+    /// Its rate, from its reports.
+    rate: Rate,
 }
 
 impl Member {
@@ -107,6 +111,10 @@ struct Ring<'a> {
     /// The held sockets still being bound, in order, on a thread of their
     /// own while the launch starts the nodes (see [`Ring::bind`]).
     binder: Option<Binder>,
+    /// The control socket, if this launcher has one, and the metrics
+    /// endpoint, if asked for: served between the ring's events.
+    control: Option<Control>,
+    metrics: Option<Metrics>,
 }
 
 /// The thread that binds the held sockets during a launch, and what it has
@@ -119,7 +127,7 @@ struct Binder {
 
 /// Runs the plan: launch, wait for readiness, start the chain, watch, tear
 /// down, and sum up.
-pub fn run(plan: &Plan, options: &Options, display: Display) -> Outcome {
+pub fn run(plan: &Plan, options: &Options, display: Display, metrics: Option<Metrics>) -> Outcome {
     let started = Instant::now();
     let signals = blocked::block().map_err(|e| Failure::new(exit::FAILURE, format!("cannot block signals: {e}")))?;
     let nonce = std::time::SystemTime::now()
@@ -171,6 +179,7 @@ pub fn run(plan: &Plan, options: &Options, display: Display) -> Outcome {
                 // other program counts once it has.
                 counted: matches!(m.program, Program::Node(_)),
                 relays: Vec::new(),
+                rate: Rate::default(),
             })
             .collect(),
         by_pid: HashMap::with_capacity(n),
@@ -186,6 +195,8 @@ pub fn run(plan: &Plan, options: &Options, display: Display) -> Outcome {
         stdout_pipe: stdout_is_pipe(),
         bound: (0..n).filter(|&i| plan.members[i].ready == Ready::Bound).collect(),
         binder: None,
+        control: None,
+        metrics,
     };
     let outcome = match ring.bind(started)? {
         ControlFlow::Break(sig) => Ok(stop_code(sig)),
@@ -220,6 +231,7 @@ impl Ring<'_> {
     /// instant between its check and its bind ends the run as a name in
     /// use does, the nodes already started torn down.
     fn bind(&mut self, started: Instant) -> Result<ControlFlow<Signal>, Failure> {
+        self.control = Control::bind(&self.plan.dir);
         let n = self.members.len();
         let dir = &self.plan.dir;
         for i in 0..n {
@@ -312,6 +324,18 @@ impl Ring<'_> {
             true => Some(timeout.map_or(BOUND_EVERY, |t| t.min(BOUND_EVERY))),
             false => timeout,
         };
+        // A connection that runs out of time is closed on time.
+        let now = Instant::now();
+        let served = self.control.as_ref().and_then(Control::next_deadline);
+        let served = served
+            .into_iter()
+            .chain(self.metrics.as_ref().and_then(Metrics::next_deadline))
+            .min();
+        let timeout = match (timeout, served) {
+            (Some(t), Some(at)) => Some(t.min(at.saturating_duration_since(now))),
+            (None, Some(at)) => Some(at.saturating_duration_since(now)),
+            (t, None) => t,
+        };
         let timeout = timeout.map_or(PollTimeout::NONE, |t| {
             PollTimeout::try_from(t.as_millis()).unwrap_or(PollTimeout::MAX)
         });
@@ -320,11 +344,18 @@ impl Ring<'_> {
             .flat_map(|i| (0..self.members[i].relays.len()).map(move |k| (i, k)))
             .collect();
         let mut stdout_gone = false;
+        let (mut control_ready, mut metrics_ready) = (false, false);
         let readable: Vec<(usize, usize)> = {
             let mut fds = vec![
                 PollFd::new(self.signals.as_fd(), PollFlags::POLLIN),
                 PollFd::new(self.notices.as_fd(), PollFlags::POLLIN),
             ];
+            let served = [
+                self.control.as_ref().map(|c| c.as_fd()),
+                self.metrics.as_ref().map(|m| m.as_fd()),
+            ];
+            fds.extend(served.iter().flatten().map(|&fd| PollFd::new(fd, PollFlags::POLLIN)));
+            let first_relay = fds.len();
             let relays = relaying.iter().map(|&(i, k)| self.members[i].relays[k].as_fd());
             fds.extend(relays.map(|fd| PollFd::new(fd, PollFlags::POLLIN)));
             // A pipe's write end polls as POLLERR once its reader is gone;
@@ -339,9 +370,17 @@ impl Ring<'_> {
                 self.stdout_pipe = false;
                 stdout_gone = true;
             }
+            let mut k = 2;
+            for (kind, fd) in served.iter().enumerate() {
+                if fd.is_some() {
+                    let is_ready = ready(&fds[k]);
+                    *[&mut control_ready, &mut metrics_ready][kind] = is_ready;
+                    k += 1;
+                }
+            }
             relaying
                 .iter()
-                .zip(&fds[2..])
+                .zip(&fds[first_relay..])
                 .filter(|(_, fd)| ready(fd))
                 .map(|(&ik, _)| ik)
                 .collect()
@@ -382,6 +421,7 @@ impl Ring<'_> {
         if binding {
             self.look_bound();
         }
+        self.serve(control_ready, metrics_ready, &mut actions);
         if reap {
             loop {
                 let status = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
@@ -421,8 +461,10 @@ impl Ring<'_> {
                 if line == "READY=1" {
                     self.became_ready(i, pid);
                 } else if let Some(counts) = Counts::from_status(line) {
-                    self.members[i].counts = counts;
-                    self.members[i].counted = true;
+                    let member = &mut self.members[i];
+                    member.counts = counts;
+                    member.counted = true;
+                    member.rate.record(member.all_counts().received, Instant::now());
                 }
             }
         }
@@ -497,6 +539,123 @@ impl Ring<'_> {
 
     fn ready(&self) -> usize {
         self.sup.ready()
+    }
+
+    /// Answers what the control socket and the metrics endpoint were
+    /// asked (those that were `ready`, and any connection out of time).
+    /// What a user asked the supervisor to do joins `actions`, for the
+    /// phase's loop to carry out with the rest.
+    fn serve(&mut self, control_ready: bool, metrics_ready: bool, actions: &mut Vec<Action>) {
+        let now = Instant::now();
+        let due = |deadline: Option<Instant>| deadline.is_some_and(|at| at <= now);
+        if let Some(mut metrics) = self.metrics.take() {
+            if metrics_ready || due(metrics.next_deadline()) {
+                metrics.serve(now, || self.metrics_text(now));
+            }
+            self.metrics = Some(metrics);
+        }
+        if let Some(mut control) = self.control.take() {
+            if control_ready || due(control.next_deadline()) {
+                for (id, request) in control.requests(now) {
+                    let answer = self.answer(request, now, actions);
+                    control.respond(id, answer);
+                }
+            }
+            self.control = Some(control);
+        }
+    }
+
+    /// What the control socket answers to `request`.
+    fn answer(&mut self, request: Request, now: Instant, actions: &mut Vec<Action>) -> Result<String, Refusal> {
+        let ring = report::Ring {
+            dir: &self.dir_shown(),
+            reinjected: self.sup.reinjections(),
+        };
+        match request {
+            Request::Status { json } => {
+                let views = self.views(now, true);
+                Ok(match json {
+                    true => report::status_json(ring, &views) + "\n",
+                    false => report::status_text(ring, &views),
+                })
+            }
+            Request::Metrics => Ok(self.metrics_text(now)),
+            Request::Act(act, names) => {
+                let members = names.iter().map(|n| self.member(n)).collect::<Result<Vec<_>, _>>()?;
+                let mut said = String::new();
+                for i in members {
+                    let (what, acts) = self.sup.act(i, act, now).map_err(Refusal::Failed)?;
+                    log::info!("asked through the control socket: {what}");
+                    said.push_str(&what);
+                    said.push('\n');
+                    actions.extend(acts);
+                }
+                Ok(said)
+            }
+            Request::Kick => {
+                self.kick()
+                    .map_err(|e| Refusal::Failed(format!("cannot start the chain: {e}")))?;
+                log::info!("asked through the control socket: starting the chain");
+                Ok("started the chain\n".into())
+            }
+            Request::Signal(name, sig) => {
+                let i = self.member(&name)?;
+                let Some((pid, _)) = self.sup.state(i).live() else {
+                    let state = report::state_word(self.sup.state(i));
+                    return Err(Refusal::Failed(format!("'{name}' is not running ({state})")));
+                };
+                // Our own child, not yet reaped: the pid cannot have been reused.
+                kill(pid, sig).map_err(|e| Refusal::Failed(format!("cannot signal '{name}': {}", e.desc())))?;
+                log::info!(
+                    "asked through the control socket: sent {} to '{name}' (pid {pid})",
+                    sig.as_str()
+                );
+                Ok(format!("sent {} to '{name}' (pid {pid})\n", sig.as_str()))
+            }
+        }
+    }
+
+    /// The index of the member named `name`.
+    fn member(&self, name: &Name) -> Result<usize, Refusal> {
+        (self.members.iter().position(|m| m.name == *name))
+            .ok_or_else(|| Refusal::Unknown(format!("no node '{name}' in this ring")))
+    }
+
+    /// The socket directory as status shows it.
+    fn dir_shown(&self) -> String {
+        let path = self.plan.dir.path().display();
+        match self.plan.dir.namespace() {
+            piper_core::Namespace::Abstract => format!("@{path}"),
+            piper_core::Namespace::Filesystem => path.to_string(),
+        }
+    }
+
+    /// Every member as the control socket and the metrics show it; with
+    /// `cpus`, where each may run (one system call per live node).
+    fn views(&self, now: Instant, cpus: bool) -> Vec<View<'_>> {
+        (self.members.iter().enumerate())
+            .map(|(i, m)| {
+                let state = self.sup.state(i);
+                View {
+                    name: &m.name,
+                    state,
+                    restarts: self.sup.restarts(i),
+                    counts: m.all_counts(),
+                    rate: m.rate.per_second(now),
+                    cpus: state.live().filter(|_| cpus).and_then(|(pid, _)| cpu_list(pid)),
+                    changed: self.sup.changed(i),
+                }
+            })
+            .collect()
+    }
+
+    /// The metrics, as `--metrics` and `ctl metrics` give them.
+    fn metrics_text(&self, now: Instant) -> String {
+        let ring = report::Ring {
+            dir: &self.dir_shown(),
+            reinjected: self.sup.reinjections(),
+        };
+        report::metrics(ring, &self.views(now, false), now, std::time::SystemTime::now())
     }
 
     /// Starts every node and waits until all are ready, then starts the
@@ -690,6 +849,7 @@ impl Ring<'_> {
                         self.draw_status();
                     }
                     Action::Reinject(why) => self.reinject(why),
+                    Action::Terminate { pid, .. } => terminate(pid),
                     Action::Place { .. } | Action::Kill(_) | Action::Suspend | Action::Resume => {}
                 }
             }
@@ -1030,12 +1190,12 @@ const PROGRESS_EVERY: Duration = Duration::from_millis(100);
 /// One node's line in the JSON ring summary.
 fn member_json(member: &Member, state: State, restarts: u32) -> String {
     let (pid, exit, signal) = match state {
-        State::Ended(WaitStatus::Exited(pid, code)) | State::GivenUp(WaitStatus::Exited(pid, code)) => {
-            (Some(pid.as_raw()), Some(code), None)
-        }
-        State::Ended(WaitStatus::Signaled(pid, sig, _)) | State::GivenUp(WaitStatus::Signaled(pid, sig, _)) => {
-            (Some(pid.as_raw()), None, Some(sig.as_str()))
-        }
+        State::Ended(WaitStatus::Exited(pid, code))
+        | State::GivenUp(WaitStatus::Exited(pid, code))
+        | State::Stopped(Some(WaitStatus::Exited(pid, code))) => (Some(pid.as_raw()), Some(code), None),
+        State::Ended(WaitStatus::Signaled(pid, sig, _))
+        | State::GivenUp(WaitStatus::Signaled(pid, sig, _))
+        | State::Stopped(Some(WaitStatus::Signaled(pid, sig, _))) => (Some(pid.as_raw()), None, Some(sig.as_str())),
         // Never started, or waiting for a restart. (After the teardown no
         // node is running.)
         _ => (None, None, None),
@@ -1052,6 +1212,36 @@ fn member_json(member: &Member, state: State, restarts: u32) -> String {
         .opt_num("sent", counts.map(|c| c.sent))
         .opt_num("dropped", counts.map(|c| c.dropped))
         .finish()
+}
+
+/// The CPUs process `pid` may run on, as a list (`0`, `0-1`, `0,2`).
+fn cpu_list(pid: Pid) -> Option<String> {
+    let set = nix::sched::sched_getaffinity(pid).ok()?;
+    let cpus: Vec<usize> = (0..nix::sched::CpuSet::count())
+        .filter(|&c| set.is_set(c).unwrap_or(false))
+        .collect();
+    let mut ranges: Vec<String> = Vec::new();
+    let mut k = 0;
+    while k < cpus.len() {
+        let start = cpus[k];
+        while k + 1 < cpus.len() && cpus[k + 1] == cpus[k] + 1 {
+            k += 1;
+        }
+        ranges.push(match cpus[k] == start {
+            true => start.to_string(),
+            false => format!("{start}-{}", cpus[k]),
+        });
+        k += 1;
+    }
+    Some(ranges.join(","))
+}
+
+/// Asks a node to stop, as the teardown does: SIGTERM, and SIGCONT in
+/// case it is stopped. Our own child, not yet reaped: the pid cannot have
+/// been reused.
+fn terminate(pid: Pid) {
+    let _ = kill(pid, Signal::SIGTERM);
+    let _ = kill(pid, Signal::SIGCONT);
 }
 
 /// Whether stdout is a pipe.

@@ -21,14 +21,22 @@ pub enum State {
     Waiting { until: Instant, after: WaitStatus },
     /// Dead too often in too short a time: left dead.
     GivenUp(WaitStatus),
+    /// Told to stop by a user (`piper-launch ctl stop` or `restart`), and
+    /// not reaped yet; started again once it is if `then_start`.
+    Stopping { pid: Pid, group: Pid, then_start: bool },
+    /// Stopped by a user, as `after` says (if it ran at all): left
+    /// stopped until a user starts it. Its socket keeps what is sent to it.
+    Stopped(Option<WaitStatus>),
 }
 
 impl State {
     /// The process and its group, while it lives.
     pub fn live(&self) -> Option<(Pid, Pid)> {
         match *self {
-            State::Starting { pid, group } | State::Ready { pid, group } => Some((pid, group)),
-            State::Planned | State::Ended(_) | State::Waiting { .. } | State::GivenUp(_) => None,
+            State::Starting { pid, group } | State::Ready { pid, group } | State::Stopping { pid, group, .. } => {
+                Some((pid, group))
+            }
+            State::Planned | State::Ended(_) | State::Waiting { .. } | State::GivenUp(_) | State::Stopped(_) => None,
         }
     }
 
@@ -36,8 +44,9 @@ impl State {
     /// node's last counts may come after it was reaped).
     pub fn pid(&self) -> Option<Pid> {
         match *self {
-            State::Starting { pid, .. } | State::Ready { pid, .. } => Some(pid),
+            State::Starting { pid, .. } | State::Ready { pid, .. } | State::Stopping { pid, .. } => Some(pid),
             State::Ended(status) | State::Waiting { after: status, .. } | State::GivenUp(status) => status.pid(),
+            State::Stopped(status) => status.and_then(|s| s.pid()),
             State::Planned => None,
         }
     }
@@ -51,15 +60,18 @@ pub struct Member {
     pub starts: Vec<Instant>,
     /// How often it was started again.
     pub restarts: u32,
+    /// When its state last changed.
+    pub changed: Instant,
 }
 
 impl Member {
-    /// A member not started yet.
-    pub fn new() -> Member {
+    /// A member not started yet, planned at `now`.
+    pub fn new(now: Instant) -> Member {
         Member {
             state: State::Planned,
             starts: Vec::new(),
             restarts: 0,
+            changed: now,
         }
     }
 }
@@ -87,6 +99,17 @@ mod tests {
                 None,
             ),
             (State::GivenUp(ended), Some(pid), None),
+            (
+                State::Stopping {
+                    pid,
+                    group,
+                    then_start: true,
+                },
+                Some(pid),
+                Some((pid, group)),
+            ),
+            (State::Stopped(Some(ended)), Some(pid), None),
+            (State::Stopped(None), None, None),
         ];
         for (state, pid, live) in cases {
             assert_eq!((state.pid(), state.live()), (pid, live), "{state:?}");

@@ -128,6 +128,23 @@ pub enum Action {
     /// Continue the ring's stopped nodes (a SIGSTOP may have reached some
     /// alone, or the launcher with them).
     Resume,
+    /// Tell member `member`'s process `pid` to stop (SIGTERM, and SIGCONT
+    /// should it be stopped): a user asked for it.
+    Terminate { member: usize, pid: Pid },
+}
+
+/// What a user asks of one member through the control socket. Each is a
+/// deliberate act: the restart policy does not restart a node stopped
+/// this way, and the burst limit counts neither its end nor its start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Act {
+    /// Stop it and leave it stopped; its socket keeps what is sent to it.
+    Stop,
+    /// Start it if it is not running (stopped, dead, given up, or waiting
+    /// for a restart).
+    Start,
+    /// Stop it if it runs, and start it again once it has ended.
+    Restart,
 }
 
 /// The decisions of a run.
@@ -152,7 +169,7 @@ impl Supervisor {
     /// `now`.
     pub fn new(policy: Policy, now: Instant) -> Supervisor {
         Supervisor {
-            members: policy.names.iter().map(|_| Member::new()).collect(),
+            members: policy.names.iter().map(|_| Member::new(now)).collect(),
             deadline: now + policy.ready_timeout,
             kill_at: None,
             graceless: false,
@@ -200,6 +217,20 @@ impl Supervisor {
         ready.count()
     }
 
+    /// When member `i`'s state last changed.
+    pub fn changed(&self, i: usize) -> Instant {
+        self.members[i].changed
+    }
+
+    /// Dates member `member`'s state, if it changed from `before`.
+    fn note_change(&mut self, member: Option<usize>, before: Option<State>, now: Instant) {
+        if let (Some(i), Some(before)) = (member, before) {
+            if self.members[i].state != before {
+                self.members[i].changed = now;
+            }
+        }
+    }
+
     /// How often member `i` was started again.
     pub fn restarts(&self, i: usize) -> u32 {
         self.members[i].restarts
@@ -235,7 +266,13 @@ impl Supervisor {
     /// Once it says [`Action::End`], the run is stopping: later events are
     /// only recorded.
     pub fn handle(&mut self, event: Event, now: Instant) -> Vec<Action> {
+        let member = match event {
+            Event::Started { member, .. } | Event::Ready { member, .. } | Event::Ended { member, .. } => Some(member),
+            _ => None,
+        };
+        let before = member.map(|i| self.members[i].state);
         let actions = self.decide(event, now);
+        self.note_change(member, before, now);
         if actions.iter().any(|a| matches!(a, Action::End(_))) {
             self.phase = Phase::Stopping;
         }
@@ -292,6 +329,23 @@ impl Supervisor {
         // Only its current process's end counts (an earlier one was reaped).
         if m.state.live().map(|(pid, _)| pid) != status.pid() {
             return vec![];
+        }
+        if let (State::Stopping { then_start, .. }, Phase::Watching) = (m.state, self.phase) {
+            // Deliberate: no restart policy, no burst, no end of the run.
+            m.state = State::Stopped(Some(status));
+            let name = &self.policy.names[i];
+            let mut actions = vec![Action::Log(
+                log::Level::Info,
+                format!("node '{name}' {}, as asked", describe(status)),
+            )];
+            if then_start {
+                m.starts.clear();
+                if let Some(h) = &mut self.healing {
+                    h.restarted(now);
+                }
+                actions.push(Action::Start(i));
+            }
+            return actions;
         }
         m.state = State::Ended(status);
         let name = &self.policy.names[i];
@@ -383,6 +437,66 @@ impl Supervisor {
 }
 
 impl Supervisor {
+    /// A user asks `act` of member `i` at `now`: what is being done, to
+    /// tell them, and the actions that do it; or why it cannot be done.
+    pub fn act(&mut self, i: usize, act: Act, now: Instant) -> Result<(String, Vec<Action>), String> {
+        let before = Some(self.members[i].state);
+        let acted = self.decide_act(i, act, now);
+        self.note_change(Some(i), before, now);
+        acted
+    }
+
+    fn decide_act(&mut self, i: usize, act: Act, now: Instant) -> Result<(String, Vec<Action>), String> {
+        if self.phase != Phase::Watching {
+            let why = match self.phase {
+                Phase::Launching => "the ring is still starting",
+                _ => "the ring is stopping",
+            };
+            return Err(why.into());
+        }
+        let name = &self.policy.names[i];
+        let m = &mut self.members[i];
+        let start = |m: &mut Member| {
+            // A deliberate start is a first start: the burst limit counts
+            // from here, whatever came before.
+            m.starts.clear();
+            (format!("starting '{name}'"), vec![Action::Start(i)])
+        };
+        Ok(match (act, m.state) {
+            (Act::Stop | Act::Restart, State::Starting { pid, group } | State::Ready { pid, group }) => {
+                let then_start = act == Act::Restart;
+                m.state = State::Stopping { pid, group, then_start };
+                let what = if then_start { "restarting" } else { "stopping" };
+                let said = format!("{what} '{name}' (pid {pid})");
+                (said, vec![Action::Terminate { member: i, pid }])
+            }
+            (_, State::Stopping { pid, group, .. }) => {
+                let then_start = act != Act::Stop;
+                m.state = State::Stopping { pid, group, then_start };
+                let then = if then_start { ", then starting it" } else { "" };
+                (format!("'{name}' (pid {pid}) is stopping{then}"), vec![])
+            }
+            (Act::Stop, State::Stopped(_)) => (format!("'{name}' is stopped already"), vec![]),
+            (Act::Stop, State::Ended(status) | State::GivenUp(status) | State::Waiting { after: status, .. }) => {
+                m.state = State::Stopped(Some(status));
+                (format!("'{name}' is not running: left stopped"), vec![])
+            }
+            (Act::Start, State::Starting { pid, .. } | State::Ready { pid, .. }) => {
+                (format!("'{name}' is running already (pid {pid})"), vec![])
+            }
+            (_, State::Planned) => return Err(format!("'{name}' was never started")),
+            (
+                Act::Start | Act::Restart,
+                State::Stopped(_) | State::Ended(_) | State::GivenUp(_) | State::Waiting { .. },
+            ) => {
+                if let Some(h) = &mut self.healing {
+                    h.restarted(now);
+                }
+                start(m)
+            }
+        })
+    }
+
     /// Kills the members still alive, once: at the end of the grace
     /// period, or at a second stop signal (`again`). A node that let the
     /// whole grace period pass is named: it ignored SIGTERM.
@@ -434,16 +548,27 @@ impl Supervisor {
     /// again would only feed a node that is not coming back. Said once per
     /// silence, as a re-injection would be.
     fn reinject(&mut self, why: Reinject, now: Instant) -> Action {
-        let given_up = self.members.iter().position(|m| matches!(m.state, State::GivenUp(_)));
-        let (Some(i), Some(healing)) = (given_up, &mut self.healing) else {
+        // A node a user stopped keeps the chain in its queue until it is
+        // started again: a second message would be added to it.
+        let held = self.members.iter().position(|m| {
+            matches!(
+                m.state,
+                State::GivenUp(_) | State::Stopped(_) | State::Stopping { then_start: false, .. }
+            )
+        });
+        let (Some(i), Some(healing)) = (held, &mut self.healing) else {
             return Action::Reinject(why);
         };
         healing.declined(now);
         let (Reinject::AfterRestart { silent } | Reinject::Lost { silent }) = why;
+        let was = match self.members[i].state {
+            State::GivenUp(_) => "was given up",
+            _ => "is stopped",
+        };
         Action::Log(
             log::Level::Warn,
             format!(
-                "the ring has been silent for {:.1}s, and node '{}' was given up: not starting the chain again",
+                "the ring has been silent for {:.1}s, and node '{}' {was}: not starting the chain again",
                 silent.as_secs_f64(),
                 self.policy.names[i]
             ),

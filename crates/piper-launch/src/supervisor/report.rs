@@ -1,10 +1,12 @@
 //! What the launcher tells its manager and its status line, and when: at
 //! most once a second (a tick), and to the manager only when it changed.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use nix::sys::wait::WaitStatus;
-use piper_core::Counts;
+use piper_cli::json::Object;
+use piper_cli::metrics::{Exposition, Kind};
+use piper_core::{Counts, Name};
 
 use super::member::State;
 
@@ -88,6 +90,33 @@ impl Meter {
     }
 }
 
+/// A node's rate over about the last second: between the last two counts
+/// it reported (a node reports at most once a second, and only when its
+/// counts changed), while the last is recent; an idle node reports
+/// nothing, and its rate falls to zero.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Rate {
+    last: Option<(Instant, u64)>,
+    before: Option<(Instant, u64)>,
+}
+
+impl Rate {
+    /// The node had received `received` in all (over its lives) by `now`.
+    pub fn record(&mut self, received: u64, now: Instant) {
+        self.before = self.last.replace((now, received));
+    }
+
+    /// Messages per second at `now`.
+    pub fn per_second(&self, now: Instant) -> f64 {
+        match (self.before, self.last) {
+            (Some((t0, r0)), Some((t1, r1))) if now.saturating_duration_since(t1) <= 2 * STATUS_EVERY => {
+                rate(r1, r0, t1.saturating_duration_since(t0))
+            }
+            _ => 0.0,
+        }
+    }
+}
+
 /// The status line on a terminal: nodes alive, messages per second over
 /// the last tick, and the totals, and how many report no counts (their
 /// messages are not in the totals: not zero, unknown).
@@ -107,6 +136,7 @@ pub fn end(state: State) -> String {
         State::Ended(WaitStatus::Exited(_, code)) => format!("exited {code}"),
         State::Ended(WaitStatus::Signaled(_, sig, _)) => format!("killed by {}", sig.as_str()),
         State::GivenUp(_) => "given up".into(),
+        State::Stopped(_) => "stopped".into(),
         State::Planned | State::Waiting { .. } => "not running".into(),
         _ => "unknown".into(),
     }
@@ -147,6 +177,228 @@ pub fn summary_line(
         "piper-launch: ring of {nodes}: {totals}; {}{again}{unknown}",
         ends.join(", ")
     )
+}
+
+/// A member's state in a word or two, as `piper-launch ctl status` and the
+/// metrics say it.
+pub fn state_word(state: State) -> &'static str {
+    match state {
+        State::Planned | State::Starting { .. } => "starting",
+        State::Ready { .. } => "ready",
+        State::Ended(_) => "dead",
+        State::Waiting { .. } => "restarting",
+        State::GivenUp(_) => "given up",
+        State::Stopping { then_start: true, .. } => "restarting",
+        State::Stopping { .. } => "stopping",
+        State::Stopped(_) => "stopped",
+    }
+}
+
+/// One member as the control socket and the metrics show it.
+#[derive(Clone, Debug)]
+pub struct View<'a> {
+    pub name: &'a Name,
+    pub state: State,
+    pub restarts: u32,
+    /// Its counts over all its lives.
+    pub counts: Counts,
+    /// Messages per second lately ([`Rate`]).
+    pub rate: f64,
+    /// The CPUs its process may run on (`0`, `0-3`), while it runs.
+    pub cpus: Option<String>,
+    /// When its state last changed.
+    pub changed: Instant,
+}
+
+/// The ring as a whole, beside its members.
+#[derive(Clone, Copy, Debug)]
+pub struct Ring<'a> {
+    /// The socket directory, as shown.
+    pub dir: &'a str,
+    pub reinjected: u32,
+}
+
+/// `piper-launch ctl status`: the ring in a line, then one line per
+/// member under a header.
+pub fn status_text(ring: Ring<'_>, members: &[View<'_>]) -> String {
+    let totals: Counts = members.iter().map(|m| m.counts).sum();
+    let alive = members.iter().filter(|m| m.state.live().is_some()).count();
+    let rate: f64 = members.iter().map(|m| m.rate).sum();
+    let mut rows = vec![[
+        "NAME", "STATE", "PID", "RESTARTS", "RECEIVED", "SENT", "DROPPED", "MSG/S", "CPUS",
+    ]
+    .map(String::from)];
+    for m in members {
+        let pid = m.state.live().map_or("-".into(), |(pid, _)| pid.to_string());
+        rows.push([
+            m.name.to_string(),
+            state_word(m.state).into(),
+            pid,
+            m.restarts.to_string(),
+            m.counts.received.to_string(),
+            m.counts.sent.to_string(),
+            m.counts.dropped.to_string(),
+            format!("{:.0}", m.rate),
+            m.cpus.clone().unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    let widths: Vec<usize> = (0..9)
+        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+        .collect();
+    let mut text = format!(
+        "ring of {} in {}: {alive} alive, {rate:.0} msg/s, {totals}\n",
+        members.len(),
+        ring.dir
+    );
+    for row in rows {
+        let cells: Vec<String> = row
+            .iter()
+            .enumerate()
+            .map(|(c, cell)| match c {
+                // Names and states to the left, numbers to the right.
+                0 | 1 | 8 => format!("{cell:<w$}", w = widths[c]),
+                _ => format!("{cell:>w$}", w = widths[c]),
+            })
+            .collect();
+        text.push_str(cells.join("  ").trim_end());
+        text.push('\n');
+    }
+    text
+}
+
+/// `piper-launch ctl status --json`: one object, the ring's totals and
+/// each member's line.
+pub fn status_json(ring: Ring<'_>, members: &[View<'_>]) -> String {
+    let totals: Counts = members.iter().map(|m| m.counts).sum();
+    let alive = members.iter().filter(|m| m.state.live().is_some()).count();
+    let each: Vec<String> = members
+        .iter()
+        .map(|m| {
+            Object::new()
+                .str("name", m.name.as_str())
+                .str("state", state_word(m.state))
+                .opt_num("pid", m.state.live().map(|(pid, _)| pid.as_raw()))
+                .num("restarts", m.restarts)
+                .num("received", m.counts.received)
+                .num("sent", m.counts.sent)
+                .num("dropped", m.counts.dropped)
+                .float("rate", m.rate)
+                .opt_str("cpus", m.cpus.as_deref())
+                .finish()
+        })
+        .collect();
+    Object::new()
+        .str("dir", ring.dir)
+        .num("nodes", members.len() as u64)
+        .num("alive", alive as u64)
+        .num("received", totals.received)
+        .num("sent", totals.sent)
+        .num("dropped", totals.dropped)
+        .num("restarts", members.iter().map(|m| u64::from(m.restarts)).sum::<u64>())
+        .num("reinjected", ring.reinjected)
+        .float("rate", members.iter().map(|m| m.rate).sum())
+        .raw("members", &format!("[{}]", each.join(",")))
+        .finish()
+}
+
+/// The launcher's metrics, in Prometheus's text format: the ring's
+/// totals, and each member's counts (over all its lives, so a counter
+/// never goes down across a restart), restarts, state, and when the state
+/// last changed (dated by `wall`, the wall clock at `now`).
+pub fn metrics(ring: Ring<'_>, members: &[View<'_>], now: Instant, wall: SystemTime) -> String {
+    let mut text = Exposition::new();
+    piper_cli::metrics::build_info(&mut text, "piper-launch", env!("CARGO_PKG_VERSION"));
+    let totals: Counts = members.iter().map(|m| m.counts).sum();
+    let alive = members.iter().filter(|m| m.state.live().is_some()).count();
+    text.single("piper_ring_nodes", Kind::Gauge, "Nodes in the ring.", members.len());
+    text.single(
+        "piper_ring_nodes_alive",
+        Kind::Gauge,
+        "Nodes whose process runs.",
+        alive,
+    );
+    let ring_counts = [
+        (
+            "piper_ring_received_total",
+            "Messages the ring's nodes received.",
+            totals.received,
+        ),
+        ("piper_ring_sent_total", "Messages the ring's nodes sent.", totals.sent),
+        (
+            "piper_ring_dropped_total",
+            "Datagrams the ring's nodes did not answer.",
+            totals.dropped,
+        ),
+    ];
+    for (name, help, value) in ring_counts {
+        text.single(name, Kind::Counter, help, value);
+    }
+    let restarts: u64 = members.iter().map(|m| u64::from(m.restarts)).sum();
+    text.single(
+        "piper_ring_restarts_total",
+        Kind::Counter,
+        "Nodes started again after they died.",
+        restarts,
+    );
+    text.single(
+        "piper_ring_reinjections_total",
+        Kind::Counter,
+        "Times the chain was started again after a silence.",
+        ring.reinjected,
+    );
+    type Of = fn(&View<'_>) -> u64;
+    let node_counts: [(&str, Kind, &str, Of); 6] = [
+        (
+            "piper_node_received_total",
+            Kind::Counter,
+            "Messages the node received, over all its lives.",
+            |m| m.counts.received,
+        ),
+        (
+            "piper_node_sent_total",
+            Kind::Counter,
+            "Messages the node sent, over all its lives.",
+            |m| m.counts.sent,
+        ),
+        (
+            "piper_node_dropped_total",
+            Kind::Counter,
+            "Datagrams the node did not answer, over all its lives.",
+            |m| m.counts.dropped,
+        ),
+        (
+            "piper_node_restarts_total",
+            Kind::Counter,
+            "Times the node was started again after it died.",
+            |m| u64::from(m.restarts),
+        ),
+        ("piper_node_up", Kind::Gauge, "Whether the node's process runs.", |m| {
+            u64::from(m.state.live().is_some())
+        }),
+        (
+            "piper_node_ready",
+            Kind::Gauge,
+            "Whether the node's process said READY=1.",
+            |m| u64::from(matches!(m.state, State::Ready { .. })),
+        ),
+    ];
+    for (name, kind, help, of) in node_counts {
+        text.family(name, kind, help);
+        for m in members {
+            text.sample(name, &[("node", m.name.as_str())], of(m));
+        }
+    }
+    let name = "piper_node_last_change_timestamp_seconds";
+    text.family(
+        name,
+        Kind::Gauge,
+        "When the node's state last changed, in seconds since the epoch.",
+    );
+    for m in members {
+        let at = piper_cli::metrics::unix_seconds(m.changed, now, wall);
+        text.sample(name, &[("node", m.name.as_str())], format!("{at:.3}"));
+    }
+    text.finish()
 }
 
 /// "1 node", "2 nodes".
@@ -258,6 +510,94 @@ mod tests {
             status_line(4, 4, 5.0, counts, 1),
             "piper-launch: 4/4 alive, 5 msg/s, received 250, dropped 3, 1 with no counts"
         );
+    }
+
+    #[test]
+    fn a_node_s_rate_is_between_its_last_two_reports_while_they_are_fresh() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut rate = Rate::default();
+        assert_eq!(rate.per_second(t0), 0.0, "nothing reported");
+        rate.record(100, at(0));
+        assert_eq!(rate.per_second(at(500)), 0.0, "one report is no rate");
+        rate.record(600, at(1000));
+        assert_eq!(rate.per_second(at(1000)), 500.0);
+        assert_eq!(rate.per_second(at(3000)), 500.0, "still fresh");
+        assert_eq!(rate.per_second(at(3001)), 0.0, "idle: no report for over 2 s");
+        rate.record(700, at(5000));
+        assert_eq!(rate.per_second(at(5000)), 25.0, "100 over the 4 s since the last");
+    }
+
+    fn view<'a>(name: &'a Name, state: State, received: u64, changed: Instant) -> View<'a> {
+        View {
+            name,
+            state,
+            restarts: 1,
+            counts: Counts {
+                received,
+                sent: received,
+                dropped: 2,
+            },
+            rate: 12.4,
+            cpus: state.live().map(|_| "0-1".to_string()),
+            changed,
+        }
+    }
+
+    #[test]
+    fn status_is_a_line_for_the_ring_and_a_table_of_its_nodes() {
+        use nix::unistd::Pid;
+        let (a, bb) = (Name::new("a").unwrap(), Name::new("bb").unwrap());
+        let now = Instant::now();
+        let ready = State::Ready {
+            pid: Pid::from_raw(42),
+            group: Pid::from_raw(40),
+        };
+        let members = [view(&a, ready, 1000, now), view(&bb, State::Stopped(None), 7, now)];
+        let ring = Ring {
+            dir: "/run/piper",
+            reinjected: 0,
+        };
+        assert_eq!(
+            status_text(ring, &members),
+            "ring of 2 in /run/piper: 1 alive, 25 msg/s, received 1007, sent 1007, dropped 4\n\
+             NAME  STATE    PID  RESTARTS  RECEIVED  SENT  DROPPED  MSG/S  CPUS\n\
+             a     ready     42         1      1000  1000        2     12  0-1\n\
+             bb    stopped    -         1         7     7        2     12  -\n"
+        );
+        let json = status_json(ring, &members);
+        assert!(
+            json.starts_with("{\"dir\":\"/run/piper\",\"nodes\":2,\"alive\":1,\"received\":1007,"),
+            "{json}"
+        );
+        assert!(
+            json.contains("{\"name\":\"bb\",\"state\":\"stopped\",\"pid\":null,\"restarts\":1,\"received\":7,"),
+            "{json}"
+        );
+    }
+
+    #[test]
+    fn metrics_count_every_node_and_the_ring() {
+        let a = Name::new("a").unwrap();
+        let now = Instant::now();
+        let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let members = [view(&a, State::Stopped(None), 9, now - Duration::from_millis(250))];
+        let ring = Ring {
+            dir: "/d",
+            reinjected: 3,
+        };
+        let text = metrics(ring, &members, now, wall);
+        for line in [
+            "# TYPE piper_node_received_total counter",
+            "piper_node_received_total{node=\"a\"} 9",
+            "piper_node_up{node=\"a\"} 0",
+            "piper_node_last_change_timestamp_seconds{node=\"a\"} 999999.750",
+            "piper_ring_reinjections_total 3",
+            "piper_ring_nodes_alive 0",
+            "piper_ring_dropped_total 2",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
     }
 
     #[test]

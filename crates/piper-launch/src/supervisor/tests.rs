@@ -889,3 +889,213 @@ fn ctrl_z_stops_the_ring_with_the_launcher_and_sigcont_continues_it() {
     assert_eq!(s.alive().count(), 3);
     assert_eq!(s.handle(Event::Wake { received: Some(0) }, t(60.0)), []);
 }
+
+/// Member `i` was started again as `p` at `at`.
+fn started(s: &mut Supervisor, i: usize, p: i32, at: f64) {
+    s.handle(
+        Event::Started {
+            member: i,
+            pid: pid(p),
+            group: pid(10),
+        },
+        t(at),
+    );
+}
+
+#[test]
+fn a_node_a_user_stops_stays_stopped_whatever_the_policy() {
+    let mut s = watching(policy(RestartPolicy::Always));
+    let (said, actions) = s.act(0, Act::Stop, t(2.0)).unwrap();
+    assert_eq!(said, "stopping 'a' (pid 11)");
+    assert_eq!(
+        actions,
+        [Action::Terminate {
+            member: 0,
+            pid: pid(11)
+        }]
+    );
+    let status = WaitStatus::Exited(pid(11), 0);
+    let ended = s.handle(Event::Ended { member: 0, status }, t(2.1));
+    assert!(warned(
+        &ended,
+        log::Level::Info,
+        "node 'a' (pid 11) exited with status 0, as asked"
+    ));
+    assert!(!ended.iter().any(|a| matches!(a, Action::Start(_) | Action::End(_))));
+    assert_eq!(s.state(0), State::Stopped(Some(status)));
+    assert_eq!((s.changed(0), s.changed(1)), (t(2.1), t(0.2)), "when each last changed");
+    assert_eq!(
+        s.handle(Event::Wake { received: Some(0) }, t(60.0)),
+        [],
+        "never restarted"
+    );
+    assert_eq!(s.act(0, Act::Stop, t(61.0)).unwrap().0, "'a' is stopped already");
+    // Started by hand, it counts as a first start, not a restart.
+    assert_eq!(
+        s.act(0, Act::Start, t(62.0)).unwrap(),
+        ("starting 'a'".into(), vec![Action::Start(0)])
+    );
+    started(&mut s, 0, 31, 62.0);
+    assert_eq!(s.restarts(0), 0);
+    assert_eq!(
+        s.act(0, Act::Start, t(63.0)).unwrap().0,
+        "'a' is running already (pid 31)"
+    );
+}
+
+#[test]
+fn stopping_the_foreground_by_hand_does_not_end_the_run() {
+    let mut s = watching(policy(RestartPolicy::No));
+    s.act(2, Act::Stop, t(2.0)).unwrap();
+    let ended = s.handle(
+        Event::Ended {
+            member: 2,
+            status: killed(13),
+        },
+        t(2.1),
+    );
+    assert!(!ended.iter().any(|a| matches!(a, Action::End(_))), "{ended:?}");
+    assert_eq!(s.state(2), State::Stopped(Some(killed(13))));
+}
+
+#[test]
+fn a_restart_by_hand_starts_at_once_and_the_burst_limit_never_sees_it() {
+    // Burst 2 in 10 s: a user restarting a node five times in five seconds
+    // is no failure; a crash after that is still restarted.
+    let mut s = watching(policy(RestartPolicy::OnFailure));
+    let mut p = 11;
+    for k in 0..5 {
+        let at = 2.0 + k as f64;
+        let (said, actions) = s.act(0, Act::Restart, t(at)).unwrap();
+        assert_eq!(said, format!("restarting 'a' (pid {p})"));
+        assert_eq!(actions, [Action::Terminate { member: 0, pid: pid(p) }]);
+        // A second ask while it stops changes nothing.
+        assert_eq!(s.act(0, Act::Restart, t(at)).unwrap().1, []);
+        let ended = s.handle(
+            Event::Ended {
+                member: 0,
+                status: WaitStatus::Signaled(pid(p), Signal::SIGTERM, false),
+            },
+            t(at + 0.1),
+        );
+        assert_eq!(ended.last(), Some(&Action::Start(0)), "at once, no --restart-delay");
+        p = 40 + k;
+        started(&mut s, 0, p, at + 0.1);
+    }
+    let crashed = s.handle(
+        Event::Ended {
+            member: 0,
+            status: killed(p),
+        },
+        t(7.5),
+    );
+    assert!(
+        warned(&crashed, log::Level::Warn, "restarting it (restart 1)"),
+        "{crashed:?}"
+    );
+    assert_eq!(s.handle(Event::Wake { received: Some(0) }, t(7.6)), [Action::Start(0)]);
+}
+
+#[test]
+fn a_given_up_or_waiting_node_can_be_started_or_stopped_by_hand() {
+    let mut s = watching(Policy {
+        restart: vec![
+            Restart {
+                burst: 0,
+                ..policy(RestartPolicy::Always).restart[0]
+            };
+            3
+        ],
+        ..policy(RestartPolicy::Always)
+    });
+    s.handle(
+        Event::Ended {
+            member: 0,
+            status: killed(11),
+        },
+        t(2.0),
+    );
+    assert_eq!(s.state(0), State::GivenUp(killed(11)));
+    assert_eq!(s.act(0, Act::Restart, t(3.0)).unwrap().1, [Action::Start(0)]);
+    started(&mut s, 0, 31, 3.0);
+    // A node waiting for its restart delay: stopped, it is not restarted.
+    let mut s = watching(policy(RestartPolicy::Always));
+    s.handle(
+        Event::Ended {
+            member: 1,
+            status: killed(12),
+        },
+        t(2.0),
+    );
+    assert!(matches!(s.state(1), State::Waiting { .. }));
+    assert_eq!(
+        s.act(1, Act::Stop, t(2.05)).unwrap().0,
+        "'b' is not running: left stopped"
+    );
+    assert_eq!(s.handle(Event::Wake { received: Some(0) }, t(2.2)), []);
+    assert_eq!(s.state(1), State::Stopped(Some(killed(12))));
+}
+
+#[test]
+fn nothing_is_asked_of_a_ring_that_is_starting_or_stopping() {
+    let mut s = Supervisor::new(policy(RestartPolicy::No), t(0.0));
+    assert_eq!(s.act(0, Act::Stop, t(0.1)), Err("the ring is still starting".into()));
+    let mut s = watching(policy(RestartPolicy::No));
+    s.stop(t(2.0), Duration::from_secs(5));
+    assert_eq!(s.act(0, Act::Start, t(2.1)), Err("the ring is stopping".into()));
+    // A node told to stop by a user and then by the teardown just ended.
+    let mut s = watching(policy(RestartPolicy::Always));
+    s.act(0, Act::Restart, t(2.0)).unwrap();
+    s.stop(t(2.1), Duration::from_secs(5));
+    assert_eq!(
+        s.handle(
+            Event::Ended {
+                member: 0,
+                status: killed(11)
+            },
+            t(2.2)
+        ),
+        []
+    );
+    assert_eq!(s.state(0), State::Ended(killed(11)));
+}
+
+#[test]
+fn a_ring_with_a_node_stopped_by_hand_is_not_sent_its_chain_again() {
+    // The chain waits in b's queue while b is stopped: sending it again
+    // would make two once b starts.
+    let mut s = watching(Policy {
+        ticking: true,
+        healing: Some((Duration::from_secs(2), false)),
+        ..policy(RestartPolicy::Always)
+    });
+    assert_eq!(s.handle(Event::Wake { received: Some(10) }, t(1.0)), [Action::Report]);
+    s.act(1, Act::Restart, t(1.1)).unwrap();
+    s.handle(
+        Event::Ended {
+            member: 1,
+            status: killed(12),
+        },
+        t(1.2),
+    );
+    started(&mut s, 1, 22, 1.2);
+    s.act(1, Act::Stop, t(1.3)).unwrap();
+    s.handle(
+        Event::Ended {
+            member: 1,
+            status: killed(22),
+        },
+        t(1.4),
+    );
+    assert_eq!(s.handle(Event::Wake { received: Some(10) }, t(2.0)), [Action::Report]);
+    let said = s.handle(Event::Wake { received: Some(10) }, t(3.0));
+    assert!(
+        warned(
+            &said,
+            log::Level::Warn,
+            "and node 'b' is stopped: not starting the chain again"
+        ),
+        "{said:?}"
+    );
+    assert!(!said.iter().any(|a| matches!(a, Action::Reinject(_))));
+}

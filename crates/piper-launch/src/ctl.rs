@@ -1,0 +1,109 @@
+//! `piper-launch ctl`: asks the launcher of a socket directory, through its
+//! control socket ([`crate::io::control`]), and prints what it says.
+//!
+//! Errors are one line and an exit code of their own
+//! (`piper_cli::exit::CTL`): no launcher for this directory, permission
+//! denied, unknown node, or a request the launcher could not do.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use piper_cli::args::Sockets;
+use piper_cli::{exit, Failure};
+use piper_core::{Name, SocketDir};
+use piper_launch::cli::{Ctl, CtlCommand};
+
+use crate::io::control::{self, parse_answer, Refusal, Request};
+use crate::supervisor::Act;
+
+/// How long the launcher has to answer: it answers from its event loop,
+/// at once unless it is stopped (Ctrl-Z) or stuck.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+/// Runs `ctl`: the launcher's answer on stdout, or an error.
+pub fn run(ctl: Ctl) -> Result<u8, Failure> {
+    let sockets = Sockets {
+        dir: ctl.dir,
+        abstract_ns: ctl.abstract_ns,
+        allow_uids: Vec::new(),
+    };
+    let command = ctl.command.unwrap_or(CtlCommand::Status {
+        json: false,
+        watch: false,
+    });
+    let names = |nodes: &[String]| -> Result<Vec<Name>, Failure> {
+        (nodes.iter())
+            .map(|n| Name::new(n).map_err(|e| Failure::new(exit::UNKNOWN_NODE, e.to_string())))
+            .collect()
+    };
+    let (request, watch) = match &command {
+        CtlCommand::Status { json, watch } => (Request::Status { json: *json }, *watch),
+        CtlCommand::Metrics => (Request::Metrics, false),
+        CtlCommand::Kick => (Request::Kick, false),
+        CtlCommand::Stop { nodes } => (Request::Act(Act::Stop, names(nodes)?), false),
+        CtlCommand::Start { nodes } => (Request::Act(Act::Start, names(nodes)?), false),
+        CtlCommand::Restart { nodes } => (Request::Act(Act::Restart, names(nodes)?), false),
+        CtlCommand::Signal { node, signal } => {
+            let node = Name::new(node).map_err(|e| Failure::new(exit::UNKNOWN_NODE, e.to_string()))?;
+            let sig = control::parse_signal(signal).map_err(Failure::usage)?;
+            (Request::Signal(node, sig), false)
+        }
+    };
+    let dir = sockets.open_existing().map_err(|e| {
+        Failure::new(
+            exit::NO_LAUNCHER,
+            format!("no launcher for {}: {e}", sockets.path().display()),
+        )
+    })?;
+    if !watch {
+        print(&ask(&dir, &request)?)?;
+        return Ok(exit::OK);
+    }
+    // As `watch` does: the screen cleared, the answer, every second, until
+    // Ctrl-C (whose default action ends us) or the launcher goes.
+    loop {
+        let answer = ask(&dir, &request)?;
+        print(&format!("\x1b[H\x1b[2J{answer}"))?;
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// Sends `request` to `dir`'s launcher and returns its answer's body.
+fn ask(dir: &SocketDir, request: &Request) -> Result<String, Failure> {
+    let fd = piper_core::control::connect(dir).map_err(|e| match e.raw_os_error() {
+        Some(nix::libc::ENOENT | nix::libc::ECONNREFUSED) => Failure::new(
+            exit::NO_LAUNCHER,
+            format!(
+                "no launcher for {}: nothing listens on {}{}",
+                dir.path().display(),
+                dir.display_control(),
+                match dir.namespace() {
+                    piper_core::Namespace::Filesystem => " (was it started with --abstract?)",
+                    piper_core::Namespace::Abstract => " (was it started without --abstract?)",
+                }
+            ),
+        ),
+        Some(nix::libc::EACCES | nix::libc::EPERM) => Failure::new(exit::DENIED, format!("permission denied: {e}")),
+        _ => Failure::new(exit::FAILURE, e.to_string()),
+    })?;
+    let mut stream = UnixStream::from(fd);
+    let lost = |e: std::io::Error| Failure::new(exit::FAILURE, format!("the launcher stopped answering: {e}"));
+    stream.set_read_timeout(Some(PATIENCE)).map_err(lost)?;
+    stream.set_write_timeout(Some(PATIENCE)).map_err(lost)?;
+    stream.write_all(request.line().as_bytes()).map_err(lost)?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).map_err(lost)?;
+    parse_answer(&answer).map_err(|refusal: Refusal| Failure::new(refusal.code(), refusal.message()))
+}
+
+/// Writes `text` to stdout; a reader gone (`| head`) is no failure.
+fn print(text: &str) -> Result<(), Failure> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(Failure::new(exit::FAILURE, format!("cannot write to stdout: {e}")))
+        }
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,4 @@
+//! What the event loop (`ring.rs`) serves besides its nodes: the control
+//! socket ([`control`]).
+
+pub mod control;
