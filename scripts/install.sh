@@ -76,6 +76,8 @@ for program in "${programs[@]}"; do
   install -m 0644 "$PIPER_DIST_DIR/completions/zsh/_$program" "$share/zsh/vendor-completions/"
   install -m 0644 "$PIPER_DIST_DIR/completions/fish/$program.fish" "$share/fish/vendor_completions.d/"
 done
+# piper-launch ctl has a page of its own, as git's subcommands do.
+install -m 0644 "$PIPER_DIST_DIR/man/man1/piper-launch-ctl.1" "$share/man/man1/"
 
 # The units name /usr/local, /etc/piper and /run; point them at this
 # install. A user manager has no User= to switch to, its runtime directory

@@ -39,6 +39,7 @@ fn the_package_holds_exactly_the_expected_files() {
             "/usr/share/doc/piper/copyright",
             "/usr/share/fish/vendor_completions.d/piper-launch.fish",
             "/usr/share/fish/vendor_completions.d/piper-node.fish",
+            "/usr/share/man/man1/piper-launch-ctl.1.gz",
             "/usr/share/man/man1/piper-launch.1.gz",
             "/usr/share/man/man1/piper-node.1.gz",
             "/usr/share/zsh/vendor-completions/_piper-launch",
@@ -143,6 +144,24 @@ fn man_pages_render_without_warnings_and_say_it_all() {
             "{program}: {synopsis}"
         );
     }
+    // piper-launch ctl, on a page of its own: its commands and exit codes.
+    let page = dist_dir().join("man/man1/piper-launch-ctl.1");
+    let out = Command::new("groff")
+        .args(["-z", "-wall", "-man"])
+        .arg(&page)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "",
+        "piper-launch-ctl: groff warnings"
+    );
+    let text = std::fs::read_to_string(&page).unwrap();
+    let synopsis = text.split(".SH SYNOPSIS").nth(1).unwrap_or_default();
+    assert!(synopsis.contains("\\fBpiper\\-launch ctl\\fR"), "{synopsis}");
+    for part in ["restart", "signal", "metrics", "permission denied", "unknown node"] {
+        assert!(text.contains(part), "piper-launch-ctl lacks {part}");
+    }
 }
 
 #[test]
@@ -170,6 +189,20 @@ fn completions_load_in_bash() {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "auto pack spread none\n");
+    // ctl <TAB> offers its commands.
+    let complete = "source \"$1\"; COMP_WORDS=(piper-launch ctl ''); COMP_CWORD=2; \
+                    _piper__launch piper-launch '' ctl; echo \"${COMPREPLY[@]}\"";
+    let out = Command::new("bash")
+        .args(["-c", complete, "bash"])
+        .arg(&script)
+        .output()
+        .unwrap();
+    let offered = String::from_utf8_lossy(&out.stdout);
+    for command in [
+        "status", "restart", "stop", "start", "kick", "signal", "metrics", "--dir",
+    ] {
+        assert!(offered.split_whitespace().any(|w| w == command), "{command}: {offered}");
+    }
     // --dir <TAB> offers directories, in every shell.
     for program in ["piper-node", "piper-launch"] {
         let zsh = std::fs::read_to_string(dist_dir().join(format!("completions/zsh/_{program}"))).unwrap();

@@ -37,6 +37,9 @@ struct Program {
     examples: &'static [(&'static str, &'static str)],
     environment: &'static [(&'static str, &'static str)],
     exits: &'static [piper_cli::exit::Row],
+    /// Whether it has completions of its own (a subcommand's are its
+    /// program's).
+    completions: bool,
 }
 
 fn programs() -> Vec<Program> {
@@ -46,18 +49,35 @@ fn programs() -> Vec<Program> {
             examples: piper_node::cli::EXAMPLES,
             environment: piper_node::cli::ENVIRONMENT,
             exits: piper_cli::exit::NODE,
+            completions: true,
         },
         Program {
             command: piper_launch::cli::Args::command().name("piper-launch"),
             examples: piper_launch::cli::EXAMPLES,
             environment: piper_launch::cli::ENVIRONMENT,
             exits: piper_cli::exit::LAUNCHER,
+            completions: true,
+        },
+        Program {
+            // A page of its own, as git's subcommands have: `man piper-launch-ctl`.
+            command: piper_launch::cli::Args::command()
+                .find_subcommand("ctl")
+                .expect("piper-launch has ctl")
+                .clone()
+                .name("piper-launch-ctl")
+                .bin_name("piper-launch ctl")
+                .version(env!("CARGO_PKG_VERSION")),
+            examples: piper_launch::cli::CTL_EXAMPLES,
+            environment: &piper_launch::cli::ENVIRONMENT[..2],
+            exits: piper_cli::exit::CTL,
+            completions: false,
         },
         Program {
             command: piper_bridge::cli::Args::command().name("piper-bridge"),
             examples: piper_bridge::cli::EXAMPLES,
             environment: piper_bridge::cli::ENVIRONMENT,
             exits: piper_cli::exit::BRIDGE,
+            completions: true,
         },
     ]
 }
@@ -69,6 +89,9 @@ fn dist(dir: &Path) -> Result<(), String> {
         let name = program.command.get_name().to_string();
         let page = man_page(&program).map_err(|e| e.to_string())?;
         made.push(write(&man_dir.join(format!("{name}.1")), &page)?);
+        if !program.completions {
+            continue;
+        }
         for (shell, sub, file) in [
             (Shell::Bash, "bash", name.clone()),
             (Shell::Zsh, "zsh", format!("_{name}")),
@@ -76,6 +99,9 @@ fn dist(dir: &Path) -> Result<(), String> {
         ] {
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut program.command.clone(), &name, &mut script);
+            if shell == Shell::Bash {
+                script = bash_subcommands_found(&name, script);
+            }
             made.push(write(&dir.join("completions").join(sub).join(file), &script)?);
         }
     }
@@ -83,6 +109,19 @@ fn dist(dir: &Path) -> Result<(), String> {
         println!("{}", path.display());
     }
     Ok(())
+}
+
+/// clap_complete's bash script for a hyphenated program names its
+/// subcommands' states two ways (`piper__launch__subcmd__ctl` where it
+/// walks the words, `piper__subcmd__launch__subcmd__ctl` where it answers),
+/// so `piper-launch ctl <TAB>` offered nothing: the answering side is
+/// renamed to match.
+fn bash_subcommands_found(name: &str, script: Vec<u8>) -> Vec<u8> {
+    let walked = name.replace('-', "__");
+    let answered = name.replace('-', "__subcmd__");
+    String::from_utf8_lossy(&script)
+        .replace(&format!("{answered}__"), &format!("{walked}__"))
+        .into_bytes()
 }
 
 fn write(path: &Path, bytes: &[u8]) -> Result<PathBuf, String> {
@@ -109,6 +148,9 @@ fn man_page(program: &Program) -> std::io::Result<Vec<u8>> {
     synopsis(&program.command).to_writer(&mut out)?;
     man.render_description_section(&mut out)?;
     man.render_options_section(&mut out)?;
+    if program.command.has_subcommands() {
+        commands(&program.command).to_writer(&mut out)?;
+    }
     let mut roff = Roff::new();
     roff.control("SH", ["EXAMPLES"]);
     for (command, what) in program.examples {
@@ -131,7 +173,8 @@ fn man_page(program: &Program) -> std::io::Result<Vec<u8>> {
     roff.control("SH", ["SEE ALSO"]);
     let other = match program.command.get_name() {
         "piper-node" => "piper-launch(1), piper-bridge(1)",
-        "piper-launch" => "piper-node(1), piper-bridge(1)",
+        "piper-launch" => "piper-launch-ctl(1), piper-node(1), piper-bridge(1)",
+        "piper-launch-ctl" => "piper-launch(1), piper-node(1)",
         _ => "piper-node(1), piper-launch(1), mosquitto(8)",
     };
     roff.text([roman(format!("{other}, systemd.socket(5), sd_notify(3)"))]);
@@ -148,7 +191,8 @@ fn synopsis(command: &clap::Command) -> Roff {
     // Built, so that --help and --version are there too.
     let mut command = command.clone();
     command.build();
-    let mut line: Vec<Inline> = vec![bold(command.get_name().to_string())];
+    let name = command.get_bin_name().unwrap_or(command.get_name()).to_string();
+    let mut line: Vec<Inline> = vec![bold(name)];
     let visible = command.get_arguments().filter(|a| !a.is_hide_set());
     let (positional, options): (Vec<&clap::Arg>, Vec<&clap::Arg>) = visible.partition(|a| a.is_positional());
     for arg in options {
@@ -184,9 +228,57 @@ fn synopsis(command: &clap::Command) -> Roff {
         let (open, close) = if arg.is_required_set() { ("", "") } else { ("[", "]") };
         line.extend([roman(format!(" {open}")), italic(name), roman(close)]);
     }
+    if command.has_subcommands() {
+        line.push(roman(" ["));
+        line.push(italic("COMMAND"));
+        line.push(roman("]"));
+    }
     let mut roff = Roff::new();
     roff.control("SH", ["SYNOPSIS"]);
     roff.text(line);
+    roff
+}
+
+/// The COMMANDS section: each subcommand with what it takes and its help
+/// (clap_mangen's own section points to a page per subcommand, which we
+/// make only for `ctl`).
+fn commands(command: &clap::Command) -> Roff {
+    let mut roff = Roff::new();
+    roff.control("SH", ["COMMANDS"]);
+    for sub in command
+        .get_subcommands()
+        .filter(|s| !s.is_hide_set() && s.get_name() != "help")
+    {
+        let mut line = vec![bold(sub.get_name().to_string())];
+        for arg in sub.get_arguments().filter(|a| !a.is_hide_set() && !a.is_global_set()) {
+            let (open, close) = if arg.is_required_set() { ("", "") } else { ("[", "]") };
+            let many = matches!(arg.get_action(), clap::ArgAction::Append);
+            line.push(roman(format!(" {open}")));
+            match arg.get_long() {
+                Some(long) => line.push(bold(format!("--{long}"))),
+                None => {
+                    let name = arg.get_value_names().map_or(arg.get_id().to_string(), |n| n.join(" "));
+                    line.push(italic(name));
+                    if many {
+                        line.push(roman("..."));
+                    }
+                }
+            }
+            line.push(roman(close));
+        }
+        roff.control("TP", [] as [&str; 0]);
+        roff.text(line);
+        let about = sub
+            .get_long_about()
+            .or(sub.get_about())
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let see = match command.get_name() {
+            "piper-launch" => format!(" (see {}-{}(1))", command.get_name(), sub.get_name()),
+            _ => String::new(),
+        };
+        roff.text([roman(format!("{about}{see}"))]);
+    }
     roff
 }
 
