@@ -78,7 +78,7 @@ pub const LAUNCHER: &[Row] = &[
     ("130", "the launcher itself got SIGINT"),
     (
         "1",
-        "a node failed to start or to become ready, or died under `--fail-fast`",
+        "a node failed to start or to become ready, or died under `--fail-fast`; or `--metrics` cannot listen",
     ),
     (
         "2",

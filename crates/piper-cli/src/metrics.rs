@@ -77,8 +77,8 @@ impl Address {
 impl std::fmt::Display for Address {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Address::Tcp(addr) => write!(f, "http://{addr}/metrics"),
-            Address::Unix(path) => write!(f, "{} (HTTP)", path.display()),
+            Address::Tcp(addr) => write!(f, "{addr}"),
+            Address::Unix(path) => write!(f, "{}", path.display()),
         }
     }
 }

@@ -182,6 +182,14 @@ pub struct Args {
     /// each node's counts and how it ended.
     #[arg(long)]
     pub json: bool,
+    /// Serve Prometheus metrics over HTTP at ADDR: a loopback HOST:PORT
+    /// (127.0.0.1:9464) or a socket path (./metrics.sock).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<String>,
+    /// Let --metrics listen on an address that is not loopback: the
+    /// metrics name every node to whoever can reach it.
+    #[arg(long, requires = "metrics")]
+    pub metrics_remote: bool,
 }
 
 /// What piper-launch does besides running a ring.

@@ -162,6 +162,9 @@ fn run(args: Args) -> Result<u8, Failure> {
             })
         })
         .transpose()?;
+    // Listening before any name is claimed: a port in use ends the run
+    // with nothing started.
+    let metrics = metrics_server(args.metrics.as_deref(), args.metrics_remote)?;
     raise_fd_limit(names.len());
     let stdout_tty = std::io::stdout().is_terminal();
     let prefix = (stdout_tty || args.prefix) && !args.no_prefix;
@@ -194,7 +197,18 @@ fn run(args: Args) -> Result<u8, Failure> {
         json: args.json,
         cpus: check_cpus(args.cpus)?,
     };
-    ring::run(&plan, &options, display, None)
+    ring::run(&plan, &options, display, metrics)
+}
+
+/// The `--metrics` endpoint, if asked for: an address that is not
+/// loopback is a usage error unless `remote`; one we cannot listen on
+/// ends the run (exit 1).
+fn metrics_server(address: Option<&str>, remote: bool) -> Result<Option<piper_cli::metrics::Server>, Failure> {
+    let Some(address) = address else { return Ok(None) };
+    let address = piper_cli::metrics::Address::parse(address, remote).map_err(Failure::usage)?;
+    let server = piper_cli::metrics::Server::listen(&address).map_err(|m| Failure::new(exit::FAILURE, m))?;
+    log::info!("metrics on {address} (GET /metrics)");
+    Ok(Some(server))
 }
 
 /// What a run's members are, before the directory is opened.
