@@ -89,6 +89,8 @@ pub struct Config {
     pub notifier: Option<Notifier>,
     /// Its watchdog interval, if it wants one.
     pub watchdog: Option<Duration>,
+    /// The `--metrics` endpoint, if asked for.
+    pub metrics: Option<piper_cli::metrics::Server>,
 }
 
 /// Why the bridge stopped.
@@ -133,6 +135,13 @@ async fn serve(
     let stand_ins = unsafe { AsyncFd::register(bridge.borrow().stand_ins.raw_fd()) }.map_err(io)?;
     // SAFETY: as above.
     let signal_fd = unsafe { AsyncFd::register(signals.as_fd().as_raw_fd()) }.map_err(io)?;
+    let metrics_fd = bridge.borrow().metrics.as_ref().map(|m| m.as_fd().as_raw_fd());
+    // SAFETY: the metrics server lives in `bridge` until the end of this
+    // function, after this registration is dropped below.
+    let metrics_fd = metrics_fd
+        .map(|fd| unsafe { AsyncFd::register(fd) })
+        .transpose()
+        .map_err(io)?;
 
     let mqtt = async {
         loop {
@@ -195,6 +204,17 @@ async fn serve(
                         guard.clear_ready();
                     }
                 }
+                ready = async {
+                    match &metrics_fd {
+                        Some(fd) => fd.readable().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    if let Ok(mut guard) = ready {
+                        bridge.borrow_mut().serve_metrics();
+                        guard.clear_ready();
+                    }
+                }
                 _ = tick.tick() => bridge.borrow_mut().tick(),
             }
         }
@@ -205,6 +225,7 @@ async fn serve(
     };
     drop(signal_fd);
     drop(stand_ins);
+    drop(metrics_fd);
 
     // Say goodbye: this run is over, so the other bridges drop its names at
     // once (a clean disconnect does not fire the last will), then the
@@ -305,11 +326,14 @@ struct Bridge {
     counts: Counts,
     warnings: RateLimit,
     buf: Option<RecvBuf>,
+    /// The `--metrics` endpoint, served from this loop.
+    metrics: Option<piper_cli::metrics::Server>,
 }
 
 impl Bridge {
-    fn new(cfg: Config, client: AsyncClient, stand_ins: StandIns) -> Bridge {
+    fn new(mut cfg: Config, client: AsyncClient, stand_ins: StandIns) -> Bridge {
         Bridge {
+            metrics: cfg.metrics.take(),
             presence: Presence::new(cfg.id.clone()),
             watchdog: cfg.watchdog.map(Watchdog::new),
             broker_max: cfg.max_packet,
@@ -867,6 +891,11 @@ impl Bridge {
     fn tick(&mut self) {
         self.was_paused();
         let now = Instant::now();
+        // Also on the tick: a scrape that ran out of time is closed within
+        // one, and the runtime's edge-triggered wake-up cannot leave one
+        // unanswered (a look at an epoll set with nothing ready costs a
+        // system call).
+        self.serve_metrics();
         if self.link.beat_due(now) && self.outbox.is_empty() && self.in_window < self.window {
             self.outbox
                 .push_back(Control::Send(self.cfg.topics.beat(&self.cfg.id), Vec::new()));
@@ -1023,6 +1052,30 @@ impl Bridge {
         if let Some(text) = self.status.offer(Instant::now(), text) {
             self.notify(&text);
         }
+    }
+
+    /// Answers the scrapes that are complete.
+    fn serve_metrics(&mut self) {
+        let Some(mut server) = self.metrics.take() else { return };
+        let now = Instant::now();
+        server.serve(now, || {
+            let (up, since) = match self.link.link() {
+                link::Link::Never => (false, None),
+                link::Link::Up { since, .. } => (true, Some(since)),
+                link::Link::Down { since, .. } => (false, Some(since)),
+            };
+            let wall = SystemTime::now();
+            let seen = crate::counts::Seen {
+                ring: self.cfg.topics.ring(),
+                id: self.cfg.id.as_str(),
+                up,
+                since: since.map(|at| piper_cli::metrics::unix_seconds(at, now, wall)),
+                local: self.local.len(),
+                remote: self.stand_ins.len(),
+            };
+            crate::counts::metrics(&self.counts, seen)
+        });
+        self.metrics = Some(server);
     }
 
     fn notify(&self, state: &str) {

@@ -104,6 +104,13 @@ pub struct Args {
     /// The summary at exit as one JSON object on stderr.
     #[arg(long)]
     pub json: bool,
+    /// Serve Prometheus metrics over HTTP at ADDR: a loopback HOST:PORT
+    /// (127.0.0.1:9465) or a socket path.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<String>,
+    /// Let --metrics listen on an address that is not loopback.
+    #[arg(long, requires = "metrics")]
+    pub metrics_remote: bool,
 }
 
 /// Where the broker is.

@@ -130,6 +130,15 @@ fn run(args: Args) -> Result<u8, Failure> {
         options.set_transport(transport);
     }
 
+    let metrics = match &args.metrics {
+        Some(address) => {
+            let address = piper_cli::metrics::Address::parse(address, args.metrics_remote).map_err(Failure::usage)?;
+            let server = piper_cli::metrics::Server::listen(&address).map_err(|m| Failure::new(exit::FAILURE, m))?;
+            log::info!("metrics on {address} (GET /metrics)");
+            Some(server)
+        }
+        None => None,
+    };
     let notifier = notify::Notifier::from_env()
         .map_err(|e| log::warn!("cannot notify the service manager: {e}"))
         .ok()
@@ -146,6 +155,7 @@ fn run(args: Args) -> Result<u8, Failure> {
         broker_port: broker.port,
         notifier,
         watchdog: notify::watchdog_interval(),
+        metrics,
     };
     // Before the runtime starts its threads, so that they inherit the mask.
     let signals = signals::block().map_err(|e| Failure::new(exit::FAILURE, format!("cannot block signals: {e}")))?;

@@ -63,6 +63,12 @@ impl Topics {
         }
     }
 
+    /// The ring's name.
+    pub fn ring(&self) -> &str {
+        let ring = self.prefix.strip_prefix("piper/").unwrap_or(&self.prefix);
+        ring.strip_suffix('/').unwrap_or(ring)
+    }
+
     /// Whether bridge `id` is up.
     pub fn host(&self, id: &Name) -> String {
         format!("{}hosts/{id}", self.prefix)
@@ -182,6 +188,7 @@ mod tests {
 
     #[test]
     fn topics_are_under_the_rings_prefix() {
+        assert_eq!(Topics::new(&Name::new("piper").unwrap()).ring(), "piper");
         let t = Topics::new(&name("lab"));
         assert_eq!(t.msg(&name("pong")), "piper/lab/msg/pong");
         assert_eq!(t.host(&name("h1")), "piper/lab/hosts/h1");
