@@ -132,6 +132,14 @@ pub struct Args {
     /// DIR/NAME.log instead of the stream.
     #[arg(long, value_name = "DIR", value_hint = clap::ValueHint::DirPath)]
     pub log_dir: Option<PathBuf>,
+    /// Rotate each node's log when it would grow past SIZE (bytes, or with
+    /// K, M or G), cutting only between lines.
+    #[arg(long, value_name = "SIZE", default_value = "1M", requires = "log_dir")]
+    pub log_max_size: String,
+    /// How many rotated files each node's log keeps (NAME.log.1 is the
+    /// newest) besides NAME.log.
+    #[arg(long, value_name = "N", default_value_t = 4, requires = "log_dir")]
+    pub log_keep: u32,
     /// Where the sockets are, and whom the nodes trust: passed to every node.
     #[command(flatten)]
     pub sockets: Sockets,

@@ -196,6 +196,11 @@ fn run(args: Args) -> Result<u8, Failure> {
         fail_fast: args.fail_fast,
         json: args.json,
         cpus: check_cpus(args.cpus)?,
+        logs: io::logs::Rotation {
+            max_size: io::logs::parse_size(&args.log_max_size)
+                .map_err(|e| Failure::usage(format!("--log-max-size: {e}")))?,
+            keep: args.log_keep,
+        },
     };
     ring::run(&plan, &options, display, metrics)
 }
@@ -294,14 +299,15 @@ fn check_cpus(policy: Cpus) -> Result<Cpus, Failure> {
 
 /// Makes room for what the launcher holds per node (the soft limit is often
 /// 1024): its socket (and a lock file while it reclaims a stale one), a
-/// relay pipe, and a share of a notify socket (one per five nodes); up to
-/// the hard limit, which only root could raise.
+/// relay pipe (or a log pipe and its log file), and a share of a notify
+/// socket (one per five nodes); up to the hard limit, which only root
+/// could raise.
 fn raise_fd_limit(nodes: usize) {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
     let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
         return;
     };
-    let want = (4 * nodes as u64 + 64).min(hard);
+    let want = (5 * nodes as u64 + 64).min(hard);
     if soft < want {
         if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, want, hard) {
             log::warn!("cannot raise the open-file limit to {want}: {}", e.desc());

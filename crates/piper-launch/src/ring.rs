@@ -23,6 +23,7 @@ use piper_core::notify::{Listener, Notifier};
 use piper_core::{send_unbound, Counts, Liveness, Name, Node};
 
 use crate::io::control::{Control, Refusal, Request};
+use crate::io::logs::{Log, LogPipe, Rotation};
 use crate::output::{Display, Relay, Route};
 use crate::placement::Placer;
 use crate::plan::{Plan, Program, Ready, Socket};
@@ -51,6 +52,8 @@ pub struct Options {
     pub json: bool,
     /// Where the nodes run.
     pub cpus: piper_launch::cli::Cpus,
+    /// How `--log-dir`'s files are rotated.
+    pub logs: Rotation,
 }
 
 /// One node of the ring, as the launcher knows it.
@@ -73,6 +76,10 @@ struct Member {
     relays: Vec<Relay>,
     /// Its rate, from its reports.
     rate: Rate,
+    /// Its log (`--log-dir`), opened at its first start and kept across
+    /// its restarts, and the pipe its current life writes to it through.
+    log: Option<Log>,
+    log_pipe: Option<LogPipe>,
 }
 
 impl Member {
@@ -115,6 +122,8 @@ struct Ring<'a> {
     /// endpoint, if asked for: served between the ring's events.
     control: Option<Control>,
     metrics: Option<Metrics>,
+    /// How logs are rotated.
+    rotation: Rotation,
 }
 
 /// The thread that binds the held sockets during a launch, and what it has
@@ -180,6 +189,8 @@ pub fn run(plan: &Plan, options: &Options, display: Display, metrics: Option<Met
                 counted: matches!(m.program, Program::Node(_)),
                 relays: Vec::new(),
                 rate: Rate::default(),
+                log: None,
+                log_pipe: None,
             })
             .collect(),
         by_pid: HashMap::with_capacity(n),
@@ -197,6 +208,7 @@ pub fn run(plan: &Plan, options: &Options, display: Display, metrics: Option<Met
         binder: None,
         control: None,
         metrics,
+        rotation: options.logs,
     };
     let outcome = match ring.bind(started)? {
         ControlFlow::Break(sig) => Ok(stop_code(sig)),
@@ -339,10 +351,15 @@ impl Ring<'_> {
         let timeout = timeout.map_or(PollTimeout::NONE, |t| {
             PollTimeout::try_from(t.as_millis()).unwrap_or(PollTimeout::MAX)
         });
-        // (member, relay) for every open relay pipe, in poll order.
+        // (member, relay) for every open relay pipe, in poll order, and
+        // the members whose log pipe is open.
         let relaying: Vec<(usize, usize)> = (0..self.members.len())
             .flat_map(|i| (0..self.members[i].relays.len()).map(move |k| (i, k)))
             .collect();
+        let logging: Vec<usize> = (0..self.members.len())
+            .filter(|&i| self.members[i].log_pipe.is_some())
+            .collect();
+        let logs_ready: Vec<usize>;
         let mut stdout_gone = false;
         let (mut control_ready, mut metrics_ready) = (false, false);
         let readable: Vec<(usize, usize)> = {
@@ -358,6 +375,9 @@ impl Ring<'_> {
             let first_relay = fds.len();
             let relays = relaying.iter().map(|&(i, k)| self.members[i].relays[k].as_fd());
             fds.extend(relays.map(|fd| PollFd::new(fd, PollFlags::POLLIN)));
+            let first_log = fds.len();
+            let pipes = logging.iter().filter_map(|&i| self.members[i].log_pipe.as_ref());
+            fds.extend(pipes.map(|p| PollFd::new(p.as_fd(), PollFlags::POLLIN)));
             // A pipe's write end polls as POLLERR once its reader is gone;
             // nothing else is asked of it.
             let stdout = std::io::stdout();
@@ -378,6 +398,10 @@ impl Ring<'_> {
                     k += 1;
                 }
             }
+            logs_ready = (logging.iter().zip(&fds[first_log..]))
+                .filter(|(_, fd)| ready(fd))
+                .map(|(&i, _)| i)
+                .collect();
             relaying
                 .iter()
                 .zip(&fds[first_relay..])
@@ -385,6 +409,9 @@ impl Ring<'_> {
                 .map(|(&ik, _)| ik)
                 .collect()
         };
+        for i in logs_ready {
+            self.drain_log(i);
+        }
         // Back to front, so that removing a closed pipe moves no index yet to come.
         for &(i, k) in readable.iter().rev() {
             let member = &mut self.members[i];
@@ -615,6 +642,17 @@ impl Ring<'_> {
         }
     }
 
+    /// Writes what member `i`'s log pipe holds to its log; forgets the
+    /// pipe once its life has closed it.
+    fn drain_log(&mut self, i: usize) {
+        let member = &mut self.members[i];
+        if let (Some(pipe), Some(log)) = (&mut member.log_pipe, &mut member.log) {
+            if !pipe.drain(log) {
+                member.log_pipe = None;
+            }
+        }
+    }
+
     /// The index of the member named `name`.
     fn member(&self, name: &Name) -> Result<usize, Refusal> {
         (self.members.iter().position(|m| m.name == *name))
@@ -772,6 +810,22 @@ impl Ring<'_> {
             true => Some(pipe(true)?),
             false => None,
         };
+        // A logged node writes through a pipe of its own into its log,
+        // which its first start opens; what its last life left is written
+        // first.
+        let logged = match &self.plan.log_dir {
+            Some(dir) if !self.plan.shows(i) && i != self.plan.foreground => {
+                if self.members[i].log.is_none() {
+                    let path = dir.join(format!("{}.log", self.members[i].name));
+                    self.members[i].log = Some(Log::open(path, self.rotation)?);
+                }
+                self.drain_log(i);
+                let (pipe, write) = LogPipe::new().map_err(|e| format!("cannot make a pipe: {}", e.desc()))?;
+                Some((pipe, write))
+            }
+            _ => None,
+        };
+        let log_fd = logged.as_ref().map(|(_, write)| write.as_raw_fd());
         let fd = |p: &Option<(Relay, std::os::fd::OwnedFd)>| p.as_ref().map(|(_, write)| write.as_raw_fd());
         let socket = match (&self.members[i].socket, self.plan.members[i].socket) {
             (Some(socket), _) => Some(socket.as_fd().as_raw_fd()),
@@ -789,8 +843,8 @@ impl Ring<'_> {
         let io = NodeIo {
             notify_socket: self.notices.address(i),
             socket,
-            stdout: fd(&out),
-            stderr: fd(&err),
+            stdout: fd(&out).or(log_fd),
+            stderr: fd(&err).or(log_fd),
         };
         let (pid, group) = self.spawner.start(self.plan, i, io, cpus)?;
         let member = &mut self.members[i];
@@ -799,6 +853,7 @@ impl Ring<'_> {
             self.display.read(relay, i, &member.name);
         }
         member.relays = out.into_iter().chain(err).map(|(relay, _)| relay).collect();
+        member.log_pipe = logged.map(|(pipe, _)| pipe);
         // A new life counts from zero; the last one's counts are kept.
         member.earlier += std::mem::take(&mut member.counts);
         self.sup
@@ -901,12 +956,14 @@ impl Ring<'_> {
     /// The ring summary at exit: the nodes' counts added up and how they
     /// ended, as one line, or one JSON object with each node's figures.
     fn summary(&mut self, json: bool, failure: Option<&str>) {
-        // What the nodes printed last, before the launcher's last words.
+        // What the nodes printed last, before the launcher's last words;
+        // and the rest of their logs.
         for i in 0..self.members.len() {
             let member = &mut self.members[i];
             for relay in &mut member.relays {
                 self.display.read(relay, i, &member.name);
             }
+            self.drain_log(i);
         }
         self.display.flush();
         self.display.clear_status();

@@ -222,7 +222,6 @@ impl Spawner {
             })
             .collect::<Result<_, _>>()?;
         let held = plan.members[i].socket == Socket::Held && socket.is_some();
-        let log;
         let null = self.null.as_raw_fd();
         let (out, err) = if i == plan.foreground {
             let out = if plan.shows(i) { stdout.unwrap_or(1) } else { null };
@@ -231,11 +230,10 @@ impl Spawner {
             // Its lines in the stream; its warnings and summary would be a
             // thousand nodes' noise: the ring summary counts for them.
             (stdout.unwrap_or(1), null)
-        } else if let Some(log_dir) = &plan.log_dir {
-            log = open_log(&log_dir.join(format!("{name}.log")))?;
-            (log.as_raw_fd(), log.as_raw_fd())
         } else {
-            (null, null)
+            // Into its log (a pipe the launcher writes to the file), or
+            // nowhere.
+            (stdout.unwrap_or(null), stderr.unwrap_or(null))
         };
         // Everything the child touches is built before the clone: it allocates
         // nothing. LISTEN_PID must be the child's own pid, known only after
@@ -322,50 +320,6 @@ impl Spawner {
         self.group = Some(pgid);
         Ok((child, pgid))
     }
-}
-
-/// Opens a node's log file for writing, empty: never through a symlink,
-/// never a FIFO or device, never a file another user owns (a directory
-/// others may write to, if sticky, is allowed, as for sockets: whatever
-/// they planted there is refused, not written to). Logs carry every
-/// payload: they are made as private as the sockets (0600).
-fn open_log(path: &Path) -> Result<File, String> {
-    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-    let refuse = |why: String| format!("refusing log file {}: {why}", path.display());
-    // Not truncated yet: it may not be ours. O_NONBLOCK: a planted FIFO
-    // with no reader fails at once instead of blocking the launch.
-    let file = File::options()
-        .write(true)
-        .create(true)
-        .mode(0o600)
-        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_CLOEXEC)
-        .open(path)
-        .map_err(|e| match e.raw_os_error() {
-            Some(nix::libc::ELOOP) => refuse("it is a symbolic link".into()),
-            Some(nix::libc::ENXIO) => refuse("it is not a regular file".into()),
-            _ => format!("cannot create {}: {e}", path.display()),
-        })?;
-    let meta = file
-        .metadata()
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let me = nix::unistd::Uid::effective().as_raw();
-    if !meta.file_type().is_file() {
-        return Err(refuse("it is not a regular file".into()));
-    }
-    if meta.uid() != me {
-        return Err(refuse(format!("it is owned by uid {}, not by uid {me}", meta.uid())));
-    }
-    if meta.mode() & 0o077 != 0 {
-        // Ours, but readable by others: made private before anything is written.
-        file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))
-            .map_err(|e| format!("cannot chmod {}: {e}", path.display()))?;
-    }
-    file.set_len(0)
-        .map_err(|e| format!("cannot empty {}: {e}", path.display()))?;
-    let flags = nix::fcntl::OFlag::O_WRONLY;
-    nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_SETFL(flags))
-        .map_err(|e| format!("cannot configure {}: {}", path.display(), e.desc()))?;
-    Ok(file)
 }
 
 /// The child's stack: an anonymous mapping with an inaccessible guard page
