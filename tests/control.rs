@@ -1,0 +1,343 @@
+//! Steering a running ring from another terminal: `piper-launch ctl`
+//! against real launchers, real nodes and the control socket.
+
+use std::collections::HashMap;
+use std::os::unix::net::UnixDatagram;
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use nix::sys::signal::Signal;
+use piper_tests::{bin, launch_cmd, may_run, wait_until, Dir, Needs, Proc, PROMPT};
+
+const NOBODY: u32 = 65534;
+
+fn launch(dir: &Dir, label: &str, args: &[&str]) -> Proc {
+    Proc::spawn(dir, label, launch_cmd(dir, args))
+}
+
+fn wait_ready(launcher: &Proc) {
+    assert!(
+        wait_until(PROMPT, || launcher.stderr().contains("nodes ready in")),
+        "{}",
+        launcher.stderr()
+    );
+}
+
+/// `piper-launch ctl --dir DIR ARGS` (socket directory `sockets`): its exit
+/// code, stdout and stderr.
+fn ctl_at(dir: &Dir, sockets: &std::path::Path, args: &[&str], uid: Option<u32>) -> (i32, String, String) {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let mut cmd = Command::new(bin("piper-launch"));
+    cmd.arg("ctl").arg("--dir").arg(sockets).args(args);
+    if let Some(uid) = uid {
+        cmd.uid(uid).gid(uid);
+    }
+    let label = format!("ctl-{}", N.fetch_add(1, Ordering::SeqCst));
+    let mut proc = Proc::spawn(dir, &label, cmd);
+    let code = proc.code(PROMPT).expect("ctl answers within its patience");
+    (code, proc.stdout(), proc.stderr())
+}
+
+fn ctl(dir: &Dir, args: &[&str]) -> (i32, String, String) {
+    ctl_at(dir, dir.path(), args, None)
+}
+
+/// `ctl ARGS`, which must succeed: its stdout.
+fn ok(dir: &Dir, args: &[&str]) -> String {
+    let (code, out, err) = ctl(dir, args);
+    assert_eq!((code, err.as_str()), (0, ""), "ctl {args:?}: {out}");
+    out
+}
+
+/// One member of `status --json` (or of the ring summary's JSON).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Member {
+    state: String,
+    pid: Option<i32>,
+    restarts: u64,
+    counts: [u64; 3],
+}
+
+fn members(json: &str) -> HashMap<String, Member> {
+    let list = json.split("\"members\":[").nth(1).expect("members");
+    list.split("},{")
+        .map(|m| {
+            let field = |key: &str| -> String {
+                let rest = m.split(&format!("\"{key}\":")).nth(1).unwrap_or("null");
+                rest.split([',', '}']).next().unwrap().trim_matches('"').to_string()
+            };
+            let n = |key: &str| field(key).parse::<u64>().unwrap();
+            let member = Member {
+                state: field("state"),
+                pid: field("pid").parse().ok(),
+                restarts: n("restarts"),
+                counts: [n("received"), n("sent"), n("dropped")],
+            };
+            (field("name"), member)
+        })
+        .collect()
+}
+
+fn status(dir: &Dir) -> HashMap<String, Member> {
+    members(&ok(dir, &["status", "--json"]))
+}
+
+/// Waits until `cond` holds of the status.
+fn wait_status(dir: &Dir, mut cond: impl FnMut(&HashMap<String, Member>) -> bool) -> HashMap<String, Member> {
+    let mut last = HashMap::new();
+    let held = wait_until(PROMPT, || {
+        last = status(dir);
+        cond(&last)
+    });
+    assert!(held, "the status never got there: {last:?}");
+    last
+}
+
+#[test]
+fn status_json_matches_each_node_s_own_summary_at_exit() {
+    let dir = Dir::new("ctl-status");
+    let logs = dir.aux("logs");
+    let args = ["--nodes", "a,b,c", "--json", "--log-dir", logs.to_str().unwrap()];
+    let mut launcher = launch(&dir, "launch", &args);
+    wait_ready(&launcher);
+    wait_status(&dir, |s| s["a"].counts[0] > 1000);
+    let text = ok(&dir, &[]);
+    let header = format!("ring of 3 in {}: 3 alive, ", dir.path().display());
+    assert!(text.starts_with(&header), "{text}");
+    let table: Vec<&str> = text.lines().skip(1).collect();
+    assert!(
+        table[0].starts_with("NAME  STATE") && table[0].ends_with("MSG/S  CPUS"),
+        "{text}"
+    );
+    assert!(table[1].starts_with("a     ready"), "{text}");
+    // Stopped by hand, every node reports its last counts as it ends, and
+    // the ring stands still: the foreground too, without ending the run.
+    let said = ok(&dir, &["stop", "a", "b", "c"]);
+    assert_eq!(said.lines().count(), 3, "{said}");
+    assert!(said.starts_with("stopping 'a' (pid "), "{said}");
+    let stopped = wait_status(&dir, |s| s.values().all(|m| m.state == "stopped"));
+    assert!(stopped.values().all(|m| m.pid.is_none()));
+    assert_eq!(status(&dir), stopped, "nothing moves any more");
+    launcher.signal(Signal::SIGTERM);
+    assert_eq!(launcher.code(PROMPT), Some(0));
+    let err = launcher.stderr();
+    for name in ["a", "b", "c"] {
+        // a and b log their summaries; c, the foreground, writes to ours.
+        let text = match name {
+            "c" => err.clone(),
+            _ => std::fs::read_to_string(logs.join(format!("{name}.log"))).unwrap(),
+        };
+        let own = piper_tests::summary(&text);
+        let [received, sent, dropped] = stopped[name].counts;
+        assert_eq!(
+            (received, sent, dropped),
+            (own.received, own.sent, own.dropped),
+            "{name}"
+        );
+    }
+    let ring = members(err.lines().last().unwrap());
+    for name in ["a", "b", "c"] {
+        assert_eq!(ring[name].counts, stopped[name].counts, "{name} in the ring summary");
+    }
+    assert_eq!(dir.entries(), Vec::<String>::new(), "no control socket left");
+}
+
+#[test]
+fn stop_start_kick_and_signal_do_what_they_say() {
+    let dir = Dir::new("ctl-acts");
+    let mut launcher = launch(
+        &dir,
+        "launch",
+        &["--nodes", "a,b", "--no-start", "--output", "foreground"],
+    );
+    wait_ready(&launcher);
+    let before = status(&dir);
+    assert_eq!(before["b"].state, "ready");
+    assert_eq!(before["b"].counts, [0, 0, 0], "--no-start: nothing moves");
+    // kick starts the chain.
+    assert_eq!(ok(&dir, &["kick"]), "started the chain\n");
+    wait_status(&dir, |s| s["a"].counts[0] > 100 && s["b"].counts[0] > 100);
+    let b = before["b"].pid.expect("b runs");
+    assert_eq!(ok(&dir, &["stop", "b"]), format!("stopping 'b' (pid {b})\n"));
+    let stopped = wait_status(&dir, |s| s["b"].state == "stopped");
+    assert_eq!(ok(&dir, &["stop", "b"]), "'b' is stopped already\n");
+    // Sent while b is stopped: the launcher holds its socket, and the
+    // datagram waits in its queue (behind the chain's message) for b's
+    // next life, which answers it (to a, as a ring member does).
+    let me = UnixDatagram::unbound().unwrap();
+    me.send_to(b"t", dir.join("piper-b")).unwrap();
+    assert!(!launcher.lines().contains(&"b received: 't'".to_string()));
+    assert_eq!(ok(&dir, &["start", "b"]), "starting 'b'\n");
+    assert!(
+        wait_until(PROMPT, || launcher.lines().contains(&"b received: 't'".to_string())),
+        "b's next life takes what was sent while it was stopped"
+    );
+    let after = wait_status(&dir, |s| {
+        s["b"].state == "ready" && s["b"].counts[0] > stopped["b"].counts[0] + 100
+    });
+    assert_ne!(after["b"].pid, Some(b), "a new process");
+    assert_eq!(after["b"].restarts, 0, "a deliberate start is no restart");
+    // signal: a's process gets it; with no restart policy, a stays dead.
+    let a = after["a"].pid.unwrap();
+    assert_eq!(
+        ok(&dir, &["signal", "a", "KILL"]),
+        format!("sent SIGKILL to 'a' (pid {a})\n")
+    );
+    wait_status(&dir, |s| s["a"].state == "dead");
+    let (code, out, err) = ctl(&dir, &["signal", "a", "TERM"]);
+    assert_eq!((code, out.as_str()), (1, ""));
+    assert_eq!(err, "piper-launch: error: 'a' is not running (dead)\n");
+    // A dead node started by hand comes back.
+    assert_eq!(ok(&dir, &["start", "a"]), "starting 'a'\n");
+    wait_status(&dir, |s| s["a"].state == "ready");
+    // Errors: one line and their own exit code each.
+    let cases: [(&[&str], i32, &str); 4] = [
+        (&["stop", "x"], 3, "piper-launch: error: no node 'x' in this ring\n"),
+        (
+            &["start", "a", "../x"],
+            3,
+            "piper-launch: error: invalid node name '../x': ",
+        ),
+        (
+            &["signal", "a", "NOPE"],
+            2,
+            "piper-launch: error: 'NOPE' is not a signal",
+        ),
+        (
+            &["restart"],
+            2,
+            "error: the following required arguments were not provided",
+        ),
+    ];
+    for (args, want, says) in cases {
+        let (code, out, err) = ctl(&dir, args);
+        assert_eq!((code, out.as_str()), (want, ""), "{args:?}: {err}");
+        assert!(err.starts_with(says), "{args:?}: {err}");
+    }
+    launcher.signal(Signal::SIGTERM);
+    assert_eq!(launcher.code(PROMPT), Some(0));
+    assert_eq!(dir.entries(), Vec::<String>::new());
+    // No launcher any more: exit 4, one line.
+    let (code, _, err) = ctl(&dir, &[]);
+    assert_eq!(code, 4, "{err}");
+    assert!(
+        err.starts_with("piper-launch: error: no launcher for ") && err.lines().count() == 1,
+        "{err}"
+    );
+}
+
+#[test]
+fn restart_gives_the_node_a_new_pid_and_the_ring_goes_on() {
+    // No restart policy at all: only the deliberate act brings it back.
+    let dir = Dir::new("ctl-restart");
+    let mut launcher = launch(&dir, "launch", &["--nodes", "a,b,c", "--quiet"]);
+    wait_ready(&launcher);
+    let before = wait_status(&dir, |s| s["b"].counts[0] > 100);
+    let old = before["b"].pid.unwrap();
+    assert_eq!(ok(&dir, &["restart", "b"]), format!("restarting 'b' (pid {old})\n"));
+    let after = wait_status(&dir, |s| s["b"].state == "ready" && s["b"].pid != Some(old));
+    // Its counts carry on from its last life's, and the chain goes on
+    // through it.
+    let moved = wait_status(&dir, |s| s["b"].counts[0] > after["b"].counts[0] + 100);
+    assert!(moved["b"].counts[0] >= before["b"].counts[0]);
+    assert_eq!(moved["b"].restarts, 0);
+    let err = launcher.stderr();
+    assert!(
+        err.contains(&format!("node 'b' (pid {old}) exited with status 0, as asked")),
+        "{err}"
+    );
+    assert!(!err.contains("warn"), "{err}");
+    launcher.signal(Signal::SIGTERM);
+    assert_eq!(launcher.code(PROMPT), Some(0));
+}
+
+#[test]
+fn another_user_is_refused() {
+    if !may_run(Needs::Root("to ask as another uid")) {
+        return;
+    }
+    // Abstract: no file mode stands in the way, so the launcher's own
+    // check (SO_PEERCRED) is what refuses.
+    let dir = Dir::new("ctl-uid");
+    let mut launcher = launch(&dir, "launch", &["--nodes", "a,b", "--quiet", "--abstract"]);
+    wait_ready(&launcher);
+    let (code, out, err) = ctl_at(&dir, dir.path(), &["--abstract", "stop", "a"], Some(NOBODY));
+    assert_eq!((code, out.as_str()), (5, ""), "{err}");
+    assert_eq!(
+        err,
+        "piper-launch: error: permission denied: uid 65534 is not this launcher's (uid 0) or root\n"
+    );
+    // Socket files: the directory's mode keeps the stranger out first.
+    let mut files = launch(&dir, "files", &["--nodes", "c,d", "--quiet"]);
+    wait_ready(&files);
+    let (code, _, err) = ctl_at(&dir, dir.path(), &["status"], Some(NOBODY));
+    assert_eq!(code, 5, "{err}");
+    assert!(err.starts_with("piper-launch: error: permission denied: "), "{err}");
+    // Nothing was done: a still runs.
+    let (code, out, _) = ctl_at(&dir, dir.path(), &["--abstract", "status", "--json"], None);
+    assert_eq!(code, 0);
+    assert_eq!(members(&out)["a"].state, "ready");
+    for l in [&mut launcher, &mut files] {
+        l.signal(Signal::SIGTERM);
+        assert_eq!(l.code(PROMPT), Some(0));
+    }
+}
+
+#[test]
+fn each_launcher_is_reached_by_its_own_directory_only() {
+    let one = Dir::new("ctl-one");
+    let two = Dir::new("ctl-two");
+    // A control socket left by a launcher killed with SIGKILL: stale, and
+    // reclaimed as a node's socket is.
+    drop(std::os::unix::net::UnixListener::bind(one.join(".piper-launch.sock")).unwrap());
+    let mut first = launch(&one, "first", &["--nodes", "a,b", "--quiet"]);
+    let mut second = launch(&two, "second", &["--nodes", "c,d", "--quiet"]);
+    wait_ready(&first);
+    wait_ready(&second);
+    let names = |dir: &Dir| {
+        let mut names: Vec<String> = status(dir).into_keys().collect();
+        names.sort();
+        names
+    };
+    assert_eq!(names(&one), ["a", "b"]);
+    assert_eq!(names(&two), ["c", "d"]);
+    let (code, _, err) = ctl(&two, &["stop", "a"]);
+    assert_eq!(code, 3, "{err}");
+    assert_eq!(status(&one)["a"].state, "ready", "untouched");
+    // A third in the first's directory has no control socket: ctl still
+    // reaches the first, and the third says so.
+    let mut third = launch(&one, "third", &["--nodes", "e,f", "--quiet"]);
+    wait_ready(&third);
+    assert!(
+        third.stderr().contains("another piper-launch runs in this directory"),
+        "{}",
+        third.stderr()
+    );
+    assert_eq!(names(&one), ["a", "b"]);
+    for l in [&mut third, &mut first, &mut second] {
+        l.signal(Signal::SIGTERM);
+        assert_eq!(l.code(PROMPT), Some(0));
+    }
+    assert_eq!(one.entries(), Vec::<String>::new());
+    assert_eq!(two.entries(), Vec::<String>::new());
+}
+
+#[test]
+fn a_launcher_killed_with_sigkill_leaves_a_socket_the_next_one_takes() {
+    let dir = Dir::new("ctl-stale");
+    let mut launcher = launch(&dir, "launch", &["--nodes", "a,b", "--quiet"]);
+    wait_ready(&launcher);
+    launcher.signal(Signal::SIGKILL);
+    launcher.wait(PROMPT).expect("killed");
+    assert!(dir.wait_no_processes(PROMPT).is_empty(), "the nodes follow it");
+    assert!(dir.entries().contains(&".piper-launch.sock".to_string()));
+    let (code, _, err) = ctl(&dir, &[]);
+    assert_eq!(code, 4, "a stale socket is no launcher: {err}");
+    let mut next = launch(&dir, "next", &["--nodes", "a,b", "--quiet"]);
+    wait_ready(&next);
+    assert_eq!(status(&dir)["a"].state, "ready");
+    next.signal(Signal::SIGTERM);
+    assert_eq!(next.code(PROMPT), Some(0));
+    assert_eq!(dir.entries(), Vec::<String>::new());
+}
