@@ -10,6 +10,8 @@
 //! each process's command line, stdout and stderr, as ripgrep's test
 //! harness does. A test body is only its scenario and its assertions.
 
+pub mod http;
+
 use std::cell::RefCell;
 use std::fs::File;
 use std::io::Write;
