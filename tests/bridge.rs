@@ -740,6 +740,61 @@ fn a_far_node_that_is_gone_is_reported_and_then_not_found_as_locally() {
 }
 
 /// Runs `cmd`, which must succeed.
+#[test]
+fn the_bridge_serves_its_counts_and_its_link_to_prometheus() {
+    if !may_run(Needs::Tool("promtool")) {
+        return;
+    }
+    let dir = Dir::new("bridge-metrics");
+    let Some(mut broker) = Broker::start(&dir) else { return };
+    let (mut a, mut b) = (Host::new(&dir, "a"), Host::new(&dir, "b"));
+    let socket = dir.aux("a-metrics.sock");
+    a.start_bridge_with(
+        &dir,
+        &broker.url(),
+        &["--metrics", socket.to_str().unwrap()],
+        "bridge-a",
+    );
+    b.start_bridge(&dir, &broker, "bridge-b");
+    let mut pong = b.node(&dir, "pong", "pong", &["--quiet"]);
+    a.await_has("pong");
+    let mut ping = a.node(&dir, "ping", "ping", &["--send", "pong", "--count", "100", "--quiet"]);
+    assert_eq!(ping.code(LONG), Some(0), "ping's exit");
+    let at = http::At::Socket(&socket);
+    let mut text = String::new();
+    assert!(
+        wait_until(PROMPT, || {
+            text = http::scrape(at);
+            http::sample(&text, "piper_bridge_delivered_total") >= Some(100.0)
+        }),
+        "{text}"
+    );
+    let (passed, said) = http::promtool(&text);
+    assert!(passed && said.trim().is_empty(), "promtool: {said}\n{text}");
+    let value = |series: &str| http::sample(&text, series).unwrap_or_else(|| panic!("no {series} in\n{text}"));
+    assert_eq!(value("piper_bridge_info{ring=\"t\",id=\"a\"}"), 1.0);
+    assert_eq!(value("piper_bridge_link_up"), 1.0);
+    assert!(value("piper_bridge_published_total") >= 100.0);
+    assert_eq!(value("piper_bridge_dropped_total{direction=\"out\"}"), 0.0);
+    assert_eq!(value("piper_bridge_remote_nodes"), 1.0, "pong's stand-in");
+    let up_since = value("piper_bridge_link_change_timestamp_seconds");
+    // The broker goes: the link is down within its 2 s of silence.
+    broker.kill();
+    assert!(
+        wait_until(PROMPT, || {
+            text = http::scrape(at);
+            http::sample(&text, "piper_bridge_link_up") == Some(0.0)
+        }),
+        "{text}"
+    );
+    assert!(http::sample(&text, "piper_bridge_link_change_timestamp_seconds") > Some(up_since));
+    pong.signal(Signal::SIGTERM);
+    assert_eq!(pong.code(PROMPT), Some(0));
+    a.stop_bridge();
+    b.stop_bridge();
+    assert!(!socket.exists(), "the metrics socket goes with the bridge");
+}
+
 fn run(cmd: &mut Command) {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
     assert!(
