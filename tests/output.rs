@@ -752,3 +752,89 @@ fn a_launcher_in_the_background_draws_no_status_line_over_the_prompt() {
     assert_eq!(run.code(PROMPT), Some(0));
     assert!(status_lines(&run.stdout()).is_empty(), "{:?}", run.stdout());
 }
+
+/// A background node's log files in `logs`, oldest first (`a.log.N` …
+/// `a.log.1`, then `a.log`), with their contents.
+fn log_files(logs: &std::path::Path, name: &str) -> Vec<(String, String)> {
+    let mut rotated: Vec<(u32, String)> = std::fs::read_dir(logs)
+        .unwrap()
+        .filter_map(|e| {
+            let file = e.unwrap().file_name().into_string().unwrap();
+            let n = file.strip_prefix(&format!("{name}.log."))?.parse().ok()?;
+            Some((n, file))
+        })
+        .collect();
+    rotated.sort_by_key(|r| std::cmp::Reverse(r.0));
+    (rotated.into_iter().map(|(_, f)| f))
+        .chain([format!("{name}.log")])
+        .map(|f| {
+            let text = std::fs::read_to_string(logs.join(&f)).unwrap();
+            (f, text)
+        })
+        .collect()
+}
+
+#[test]
+fn logs_rotate_at_full_speed_keeping_every_line_whole_and_in_order() {
+    const MAX: usize = 32 * 1024;
+    // Lines of 16 bytes ("a received: 'c'"): 2048 fill a file exactly.
+    for keep in ["100", "2"] {
+        let dir = Dir::new("out-rotate");
+        let logs = dir.aux("logs");
+        let max = MAX.to_string();
+        let args = [
+            "--nodes",
+            "a,b,c",
+            "--count",
+            "20000",
+            "--log-dir",
+            logs.to_str().unwrap(),
+            "--log-max-size",
+            &max,
+            "--log-keep",
+            keep,
+        ];
+        let mut launcher = Proc::spawn(&dir, "launch", launch_cmd(&dir, &args));
+        assert_eq!(launcher.code(PROMPT), Some(0), "{}", launcher.stderr());
+        // Each node receives from the one before it in the ring.
+        for (name, from) in [("a", "c"), ("b", "a")] {
+            let files = log_files(&logs, name);
+            let line = format!("{name} received: '{from}'");
+            let all: String = files.iter().map(|(_, text)| text.as_str()).collect();
+            let lines: Vec<&str> = all.lines().collect();
+            // Whole lines only, the summary last; each file cut between
+            // lines, the rotated ones within a line of the limit.
+            let (summary, messages) = lines.split_last().unwrap();
+            assert!(
+                summary.starts_with(&format!("piper-node[{name}]: received ")),
+                "{summary}"
+            );
+            assert!(
+                messages.iter().all(|l| *l == line),
+                "a line cut or mixed in {name}'s logs"
+            );
+            for (file, text) in &files {
+                assert!(text.ends_with('\n'), "{file} ends mid-line");
+                assert!(text.len() <= MAX, "{file}: {} bytes", text.len());
+            }
+            for (file, text) in &files[..files.len() - 1] {
+                assert!(text.len() > MAX - 16, "{file} rotated early: {} bytes", text.len());
+            }
+            let own = piper_tests::summary(summary);
+            match keep {
+                // Room for all: nothing lost, over 9 files of 32 KiB.
+                "100" => {
+                    assert_eq!(messages.len() as u64, own.received, "{name}: every line, none lost");
+                    assert!(files.len() >= 9, "{} files", files.len());
+                }
+                // Exactly two rotated files kept, the newest lines.
+                _ => {
+                    let names: Vec<&str> = files.iter().map(|(f, _)| f.as_str()).collect();
+                    let want = [format!("{name}.log.2"), format!("{name}.log.1"), format!("{name}.log")];
+                    assert_eq!(names, want);
+                    assert!((messages.len() as u64) < own.received);
+                }
+            }
+        }
+    }
+}
