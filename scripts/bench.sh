@@ -5,6 +5,7 @@
 #   scripts/bench.sh             # the full run (a few minutes), medians of 5
 #   scripts/bench.sh --update    # the same, and rewrite the tracked BENCHMARKS.md
 #   scripts/bench.sh --smoke     # tiny counts, to prove the harness works (CI)
+#   scripts/bench.sh --scraped   # only the hop rate with and without a 100 ms metrics scraper
 #   scripts/bench.sh --reps 9 --count 500000 --out FILE ...   # piper-bench flags
 #
 # The binaries are built the way scripts/install.sh ships them: release,
@@ -45,6 +46,8 @@ case "${1:-}" in
       --placement-count 2000 --placement-laps 5 "$@"
     out=""
     bridge --reps 1 --count 200 ;;
+  --scraped)
+    "$bin/piper-bench" --bin "$bin" "$@" ;;
   --update)
     shift
     out=BENCHMARKS.md

@@ -6,7 +6,8 @@
 //! the figures interleaved so that drift in the machine's load hits every
 //! one alike. The modules: `raw` (the baselines, with no piper code),
 //! `piper` (the same measurements through the real binaries), `report`
-//! (medians, the machine, the table), `scratch` (temp dirs and child
+//! (medians, the machine, the table), `scraped` (the hop rate with and
+//! without a metrics scraper, `--scraped`), `scratch` (temp dirs and child
 //! guards). The helper processes the raw baselines need are subcommands of
 //! this same binary.
 
@@ -14,6 +15,7 @@ mod piper;
 mod placement;
 mod raw;
 mod report;
+mod scraped;
 mod scratch;
 
 use std::path::PathBuf;
@@ -63,6 +65,14 @@ pub struct Settings {
     /// Laps of the big ring in the placement table.
     #[arg(long, default_value_t = 50)]
     placement_laps: u64,
+    /// Measure only the hop rate with and without a client scraping the
+    /// launcher's --metrics every --scrape-every ms (the 2-node ring with
+    /// --count round trips, and the big ring).
+    #[arg(long)]
+    scraped: bool,
+    /// How often the scraper of --scraped asks, in milliseconds.
+    #[arg(long, default_value_t = 100)]
+    scrape_every: u64,
     #[command(subcommand)]
     helper: Option<Helper>,
 }
@@ -129,6 +139,13 @@ fn main() {
             // The placement table pins a whole raw ring by pinning its root.
             placement::pin_self(std::env::var("PIPER_BENCH_CPU").ok().and_then(|c| c.parse().ok()));
             println!("{:.0}", raw::ring(n, laps.unwrap_or((200_000 / n as u64).max(1))))
+        }
+        None if s.scraped => {
+            let text = scraped::table(&s);
+            print!("{text}");
+            if let Some(out) = &s.out {
+                std::fs::write(out, text).unwrap_or_else(|e| panic!("write {}: {e}", out.display()));
+            }
         }
         None => run(&s),
     }
