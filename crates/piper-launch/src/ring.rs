@@ -243,7 +243,6 @@ impl Ring<'_> {
     /// instant between its check and its bind ends the run as a name in
     /// use does, the nodes already started torn down.
     fn bind(&mut self, started: Instant) -> Result<ControlFlow<Signal>, Failure> {
-        self.control = Control::bind(&self.plan.dir);
         let n = self.members.len();
         let dir = &self.plan.dir;
         for i in 0..n {
@@ -258,6 +257,9 @@ impl Ring<'_> {
             }
         }
         log::debug!("checked {n} names in {:?}", started.elapsed());
+        // Once every name is checked free: a launcher that cannot run has
+        // nothing to say about the control socket.
+        self.control = Control::bind(&self.plan.dir);
         let held: Vec<(usize, Name)> = (0..n)
             .filter(|&i| self.plan.members[i].socket == Socket::Held)
             .map(|i| (i, self.members[i].name.clone()))
@@ -1066,6 +1068,9 @@ impl Ring<'_> {
         // gone counts the reply dropped without a warning; before, it was
         // sent into a socket that nobody would read.
         let sockets: Vec<Node> = self.members.iter_mut().filter_map(|m| m.socket.take()).collect();
+        // The control socket goes with them: the directory is free for the
+        // next launcher, and there is nothing left to ask of this ring.
+        self.control = None;
         let removal = std::thread::Builder::new()
             .name("remove".into())
             .spawn(move || drop(sockets))
