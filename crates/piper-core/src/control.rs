@@ -62,6 +62,11 @@ impl SocketDir {
         self.path().join(SOCKET)
     }
 
+    /// The lock file a reclaim of the control socket holds.
+    fn control_lock_path(&self) -> PathBuf {
+        self.path().join(LOCK)
+    }
+
     /// The control socket's address.
     pub fn control_address(&self) -> Result<UnixAddr> {
         let path = self.control_path();
@@ -70,6 +75,37 @@ impl SocketDir {
             Namespace::Abstract => UnixAddr::new_abstract(path.as_os_str().as_bytes()),
         };
         addr.map_err(|e| Error::io("build the address of", self.display_control(), e))
+    }
+
+    /// Removes the control socket (and its lock file) that a launcher
+    /// killed with SIGKILL left behind, if no live process owns it: a node
+    /// whose launcher died calls this as it reclaims its own name, so a
+    /// killed ring leaves nothing. Returns whether a socket file was
+    /// removed.
+    pub fn reclaim_control(&self) -> Result<bool> {
+        if self.namespace() == Namespace::Abstract {
+            return Ok(false);
+        }
+        // Someone else is reclaiming it: theirs to do.
+        let in_use = || Error::ControlInUse {
+            address: self.display_control(),
+            pid: None,
+        };
+        // Dropping the claim removes the lock file, on every path out of here.
+        let _claim = match Claim::acquire_at(self.control_lock_path(), in_use, |lock, e| {
+            Error::io("open lock file", lock.display(), e)
+        }) {
+            Ok(claim) => claim,
+            Err(Error::ControlInUse { .. }) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        let path = self.control_path();
+        match claim::probe_path_as(&path, SockType::Stream)? {
+            Liveness::Stale if !self.is_sticky() || owned_by_me(&path) => {
+                claim::removed(&path, std::fs::remove_file(&path))
+            }
+            _ => Ok(false),
+        }
     }
 
     /// The control socket's address as people read it: its path, or
@@ -118,7 +154,7 @@ impl ControlListener {
             (Namespace::Abstract, Err(Errno::EADDRINUSE)) => return Err(in_use()),
             (Namespace::Filesystem, Err(Errno::EADDRINUSE)) => {
                 let path = dir.control_path();
-                let _claim = Claim::acquire_at(dir.path().join(LOCK), in_use, |lock, e| {
+                let _claim = Claim::acquire_at(dir.control_lock_path(), in_use, |lock, e| {
                     Error::io("open lock file", lock.display(), e)
                 })?;
                 match claim::probe_path_as(&path, SockType::Stream)? {
@@ -243,7 +279,13 @@ mod tests {
         assert_eq!(connect(&dir).unwrap_err().raw_os_error(), Some(nix::libc::ECONNREFUSED));
         let again = ControlListener::bind(&dir).unwrap();
         drop(connect(&dir).unwrap());
+        assert!(!dir.reclaim_control().unwrap(), "a live one is never reclaimed");
+        assert!(dir.control_path().exists());
         drop(again);
+        // What a node whose launcher was killed does.
+        drop(std::os::unix::net::UnixListener::bind(dir.control_path()).unwrap());
+        assert!(dir.reclaim_control().unwrap());
+        assert!(!dir.reclaim_control().unwrap(), "nothing left");
         assert_eq!(
             std::fs::read_dir(&t.0).unwrap().count(),
             0,

@@ -15,14 +15,16 @@
 //! main loop cannot notice, such as a write to a stalled terminal.
 
 use std::ffi::CString;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
+use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::sys::signal::Signal;
+use nix::sys::socket::UnixAddr;
 use signal_hook::SigId;
 
 use crate::error::{Error, Result};
@@ -72,6 +74,9 @@ struct Shared {
     /// Files to remove then too if, by then, the process's parent is no
     /// longer this pid: what that parent held for us, and left.
     orphaned: OnceLock<(i32, Vec<CString>)>,
+    /// And a stream socket the parent held for itself (a launcher's
+    /// control socket), if nobody listens on it any more.
+    orphaned_listener: OnceLock<(UnixAddr, CString)>,
     /// Sockets to make non-blocking on a stop request; -1 is a free slot.
     interrupt: [AtomicI32; SLOTS],
     /// How many stop requests are between reading a slot and being done
@@ -105,6 +110,11 @@ impl Shared {
                         for path in paths {
                             let _ = nix::unistd::unlink(path.as_c_str());
                         }
+                        if let Some((addr, socket)) = self.orphaned_listener.get() {
+                            if nobody_listens(addr) {
+                                let _ = nix::unistd::unlink(socket.as_c_str());
+                            }
+                        }
                     }
                 }
                 signal_hook::low_level::exit(128 + signo);
@@ -135,6 +145,16 @@ impl Shared {
     }
 }
 
+/// Whether a `connect` to the stream socket at `addr` is refused: nobody
+/// listens on it. Async-signal-safe: socket(2), connect(2), close(2).
+fn nobody_listens(addr: &UnixAddr) -> bool {
+    use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType};
+    let Ok(fd) = socket(AddressFamily::Unix, SockType::Stream, SockFlag::SOCK_CLOEXEC, None) else {
+        return false;
+    };
+    matches!(connect(fd.as_raw_fd(), addr), Err(Errno::ECONNREFUSED))
+}
+
 impl Signals {
     /// A new set that watches nothing yet.
     pub fn new() -> Result<Signals> {
@@ -147,6 +167,7 @@ impl Signals {
                 first: AtomicI32::new(-1),
                 emergency: OnceLock::new(),
                 orphaned: OnceLock::new(),
+                orphaned_listener: OnceLock::new(),
                 interrupt: [const { AtomicI32::new(-1) }; SLOTS],
                 touching: AtomicUsize::new(0),
             }),
@@ -208,6 +229,18 @@ impl Signals {
             .filter_map(|p| CString::new(p.as_os_str().as_bytes()).ok())
             .collect();
         let _ = self.shared.orphaned.set((parent.as_raw(), paths));
+    }
+
+    /// With [`Signals::exit_on_repeat_orphaned`]: the emergency exit of an
+    /// orphan also removes the stream socket at `socket`, if nobody
+    /// listens on it any more (a `connect` is refused): the control socket
+    /// of a launcher killed with SIGKILL. Checked, not assumed: another
+    /// launcher may have taken the directory since.
+    pub fn exit_on_repeat_orphaned_listener(&self, socket: &std::path::Path) {
+        let (Ok(addr), Ok(path)) = (UnixAddr::new(socket), CString::new(socket.as_os_str().as_bytes())) else {
+            return;
+        };
+        let _ = self.shared.orphaned_listener.set((addr, path));
     }
 
     /// Runs `f`, during which a stop request also sets `socket` non-blocking,
@@ -500,6 +533,7 @@ pub(crate) mod tests {
             _ => nix::unistd::Pid::from_raw(1),
         };
         signals.exit_on_repeat_orphaned(parent, &[file("PIPER_UNIT_FILE")]);
+        signals.exit_on_repeat_orphaned_listener(&file("PIPER_UNIT_SOCKET"));
         signals.trigger().fire();
         nix::sys::signal::raise(Signal::SIGUSR1).unwrap();
         std::process::exit(3);
@@ -507,19 +541,43 @@ pub(crate) mod tests {
 
     #[test]
     fn an_orphan_removes_what_its_dead_parent_held() {
-        for (parent, removed) in [("gone", true), ("alive", false)] {
-            let file = std::env::temp_dir().join(format!("piper-signals-orphan-{}-{parent}", std::process::id()));
+        // The parent's listener (a launcher's control socket) goes only if
+        // nobody listens on it any more.
+        let cases = [
+            ("gone", false, true, true),
+            ("gone", true, true, false),
+            ("alive", false, false, false),
+        ];
+        for (parent, listening, removed, listener_removed) in cases {
+            let tmp = |what: &str| {
+                let path =
+                    std::env::temp_dir().join(format!("piper-signals-orphan-{}-{parent}-{what}", std::process::id()));
+                let _ = std::fs::remove_file(&path);
+                path
+            };
+            let (file, socket) = (tmp("file"), tmp("socket"));
             std::fs::write(&file, "").unwrap();
+            let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+            let listener = listening.then_some(listener);
             let status = in_child(
                 "signals::tests::child_exits_on_the_second_signal_as_an_orphan",
                 &[
                     ("PIPER_UNIT_FILE", file.to_str().unwrap()),
+                    ("PIPER_UNIT_SOCKET", socket.to_str().unwrap()),
                     ("PIPER_UNIT_PARENT", parent),
                 ],
             );
             assert_eq!(status.code(), Some(128 + Signal::SIGUSR1 as i32));
             assert_eq!(!file.exists(), removed, "parent {parent}");
-            let _ = std::fs::remove_file(&file);
+            assert_eq!(
+                !socket.exists(),
+                listener_removed,
+                "parent {parent}, listening {listening}"
+            );
+            drop(listener);
+            for path in [file, socket] {
+                let _ = std::fs::remove_file(&path);
+            }
         }
     }
 

@@ -122,6 +122,9 @@ fn run(args: Args) -> Result<u8, Failure> {
         // signal's exit at once removes what it left, as the normal end
         // does (below).
         signals.exit_on_repeat_orphaned(launcher, &dir.name_paths(node.name())?);
+        if dir.namespace() == piper_core::Namespace::Filesystem {
+            signals.exit_on_repeat_orphaned_listener(&dir.control_path());
+        }
     }
     if let Some(n) = &notifier {
         // Readiness must not be lost to a busy (or stopped) manager whose
@@ -163,6 +166,10 @@ fn run(args: Args) -> Result<u8, Failure> {
         match dir.reclaim(&name) {
             Ok(_) => {}
             Err(e) => log::warn!("{e}"),
+        }
+        // And its control socket, which no one else would remove either.
+        if let Err(e) = dir.reclaim_control() {
+            log::warn!("{e}");
         }
     }
     let (stats, end) = result?;
