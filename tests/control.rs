@@ -324,16 +324,19 @@ fn each_launcher_is_reached_by_its_own_directory_only() {
 }
 
 #[test]
-fn a_launcher_killed_with_sigkill_leaves_a_socket_the_next_one_takes() {
-    let dir = Dir::new("ctl-stale");
+fn a_launcher_killed_with_sigkill_leaves_no_control_socket() {
+    let dir = Dir::new("ctl-killed");
     let mut launcher = launch(&dir, "launch", &["--nodes", "a,b", "--quiet"]);
     wait_ready(&launcher);
+    assert!(dir.entries().contains(&".piper-launch.sock".to_string()));
     launcher.signal(Signal::SIGKILL);
     launcher.wait(PROMPT).expect("killed");
-    assert!(dir.wait_no_processes(PROMPT).is_empty(), "the nodes follow it");
-    assert!(dir.entries().contains(&".piper-launch.sock".to_string()));
+    // Its nodes follow it, and remove what it held: their sockets and
+    // its control socket.
+    assert!(dir.wait_no_processes(PROMPT).is_empty());
+    assert!(wait_until(PROMPT, || dir.entries().is_empty()), "{:?}", dir.entries());
     let (code, _, err) = ctl(&dir, &[]);
-    assert_eq!(code, 4, "a stale socket is no launcher: {err}");
+    assert_eq!(code, 4, "{err}");
     let mut next = launch(&dir, "next", &["--nodes", "a,b", "--quiet"]);
     wait_ready(&next);
     assert_eq!(status(&dir)["a"].state, "ready");
