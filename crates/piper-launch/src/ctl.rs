@@ -57,7 +57,11 @@ pub fn run(ctl: Ctl) -> Result<u8, Failure> {
         )
     })?;
     if !watch {
-        print(&ask(&dir, &request)?)?;
+        // A request is at most MAX_REQUEST bytes: a long list of nodes goes
+        // in several, one after the other, each answered before the next.
+        for request in split(request) {
+            print(&ask(&dir, &request)?)?;
+        }
         return Ok(exit::OK);
     }
     // As `watch` does: the screen cleared, the answer, every second, until
@@ -67,6 +71,26 @@ pub fn run(ctl: Ctl) -> Result<u8, Failure> {
         print(&format!("\x1b[H\x1b[2J{answer}"))?;
         std::thread::sleep(Duration::from_secs(1));
     }
+}
+
+/// `request` as requests of at most [`control::MAX_REQUEST`] bytes each.
+fn split(request: Request) -> Vec<Request> {
+    let Request::Act(act, names) = request else {
+        return vec![request];
+    };
+    let mut requests = Vec::new();
+    let mut batch: Vec<Name> = Vec::new();
+    let mut len = 16;
+    for name in names {
+        if len + name.as_str().len() + 1 > control::MAX_REQUEST && !batch.is_empty() {
+            requests.push(Request::Act(act, std::mem::take(&mut batch)));
+            len = 16;
+        }
+        len += name.as_str().len() + 1;
+        batch.push(name);
+    }
+    requests.push(Request::Act(act, batch));
+    requests
 }
 
 /// Sends `request` to `dir`'s launcher and returns its answer's body.
@@ -105,5 +129,26 @@ fn print(text: &str) -> Result<(), Failure> {
             Err(Failure::new(exit::FAILURE, format!("cannot write to stdout: {e}")))
         }
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_list_of_nodes_goes_in_requests_that_fit() {
+        let names: Vec<Name> = (0..20_000).map(|k| Name::new(&format!("node{k}")).unwrap()).collect();
+        let requests = split(Request::Act(Act::Stop, names.clone()));
+        assert!(requests.len() > 1);
+        assert!(requests.iter().all(|r| r.line().len() <= control::MAX_REQUEST));
+        let back: Vec<Name> = (requests.into_iter())
+            .flat_map(|r| match r {
+                Request::Act(Act::Stop, names) => names,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(back, names, "every name, in order");
+        assert_eq!(split(Request::Kick), [Request::Kick]);
     }
 }

@@ -26,8 +26,8 @@ use piper_core::{Credentials, Name, SocketDir};
 
 use crate::supervisor::Act;
 
-/// The longest request: a command and a few names (larger lists are sent
-/// in several requests by the client).
+/// The longest request: a command and its names (`ctl` sends a longer
+/// list in several requests).
 pub const MAX_REQUEST: usize = 64 * 1024;
 
 /// What a client asks.
