@@ -344,3 +344,36 @@ fn a_launcher_killed_with_sigkill_leaves_no_control_socket() {
     assert_eq!(next.code(PROMPT), Some(0));
     assert_eq!(dir.entries(), Vec::<String>::new());
 }
+
+#[test]
+fn status_watch_shows_the_status_again_every_second() {
+    let dir = Dir::new("ctl-watch");
+    let mut launcher = launch(&dir, "launch", &["--nodes", "a,b", "--quiet"]);
+    wait_ready(&launcher);
+    let mut cmd = Command::new(bin("piper-launch"));
+    cmd.args(["ctl", "status", "--watch", "--dir"]).arg(dir.path());
+    let mut watch = Proc::spawn(&dir, "watch", cmd);
+    // A screen cleared, then the status, once a second: the counts move
+    // from one to the next.
+    let screens = |out: &str| -> Vec<String> { out.split("\x1b[H\x1b[2J").skip(1).map(String::from).collect() };
+    assert!(
+        wait_until(PROMPT, || screens(&watch.stdout()).len() >= 3),
+        "{}",
+        watch.stdout()
+    );
+    let shown = screens(&watch.stdout());
+    assert!(shown.iter().all(|s| s.starts_with("ring of 2 in ")), "{shown:?}");
+    assert_ne!(shown[0], shown[2], "the counts moved");
+    watch.signal(Signal::SIGINT);
+    assert_eq!(watch.code(PROMPT), Some(130));
+    // It ends with its launcher, with exit 4.
+    let mut again = Proc::spawn(&dir, "watch-again", {
+        let mut cmd = Command::new(bin("piper-launch"));
+        cmd.args(["ctl", "status", "--watch", "--dir"]).arg(dir.path());
+        cmd
+    });
+    assert!(wait_until(PROMPT, || !screens(&again.stdout()).is_empty()));
+    launcher.signal(Signal::SIGTERM);
+    assert_eq!(launcher.code(PROMPT), Some(0));
+    assert_eq!(again.code(PROMPT), Some(4), "{}", again.stderr());
+}
