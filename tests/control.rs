@@ -67,7 +67,8 @@ fn members(json: &str) -> HashMap<String, Member> {
                 let rest = m.split(&format!("\"{key}\":")).nth(1).unwrap_or("null");
                 rest.split([',', '}']).next().unwrap().trim_matches('"').to_string()
             };
-            let n = |key: &str| field(key).parse::<u64>().unwrap();
+            // null for a program that reports no counts.
+            let n = |key: &str| field(key).parse::<u64>().unwrap_or(0);
             let member = Member {
                 state: field("state"),
                 pid: field("pid").parse().ok(),
@@ -376,4 +377,46 @@ fn status_watch_shows_the_status_again_every_second() {
     launcher.signal(Signal::SIGTERM);
     assert_eq!(launcher.code(PROMPT), Some(0));
     assert_eq!(again.code(PROMPT), Some(4), "{}", again.stderr());
+}
+
+#[test]
+fn any_program_of_a_topology_file_is_controlled_and_measured_too() {
+    // A piper-node and a program that reports no counts (ready once it has
+    // exec'd): stopped, started and restarted as any node, and shown with
+    // its counts unknown, not zero.
+    let dir = Dir::new("ctl-topology");
+    let file = dir.aux("ring.toml");
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    let text = "[[node]]\nname = \"a\"\n\n[[node]]\nname = \"s\"\nexec = [\"sleep\", \"1000\"]\nready = \"exec\"\nforeground = false\n";
+    std::fs::write(&file, text).unwrap();
+    let socket = dir.aux("metrics.sock");
+    let mut cmd = launch_cmd(&dir, &["--file", file.to_str().unwrap(), "--quiet"]);
+    cmd.arg("--metrics").arg(&socket);
+    let mut launcher = Proc::spawn(&dir, "launch", cmd);
+    wait_ready(&launcher);
+    let before = wait_status(&dir, |s| s["s"].state == "ready");
+    let text = ok(&dir, &["status"]);
+    assert!(text.lines().next().unwrap().ends_with(", 1 with no counts"), "{text}");
+    let row = text.lines().find(|l| l.starts_with("s ")).unwrap();
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cells[4..8], ["-", "-", "-", "-"], "{row}");
+    let old = before["s"].pid.unwrap();
+    assert_eq!(ok(&dir, &["restart", "s"]), format!("restarting 's' (pid {old})\n"));
+    let after = wait_status(&dir, |s| s["s"].state == "ready" && s["s"].pid != Some(old));
+    assert_eq!(after["s"].restarts, 0);
+    let metrics = piper_tests::http::scrape(piper_tests::http::At::Socket(&socket));
+    assert!(metrics.contains("\npiper_node_up{node=\"s\"} 1\n"), "{metrics}");
+    assert!(
+        metrics.contains("\npiper_node_received_total{node=\"a\"} "),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("piper_node_received_total{node=\"s\"}"), "{metrics}");
+    assert_eq!(
+        ok(&dir, &["stop", "s"]),
+        format!("stopping 's' (pid {})\n", after["s"].pid.unwrap())
+    );
+    wait_status(&dir, |s| s["s"].state == "stopped");
+    launcher.signal(Signal::SIGTERM);
+    assert_eq!(launcher.code(PROMPT), Some(0));
+    assert_eq!(dir.entries(), Vec::<String>::new());
 }

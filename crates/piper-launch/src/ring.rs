@@ -680,7 +680,7 @@ impl Ring<'_> {
                     name: &m.name,
                     state,
                     restarts: self.sup.restarts(i),
-                    counts: m.all_counts(),
+                    counts: Some(m.all_counts()).filter(|_| m.counted),
                     rate: m.rate.per_second(now),
                     cpus: state.live().filter(|_| cpus).and_then(|(pid, _)| cpu_list(pid)),
                     changed: self.sup.changed(i),

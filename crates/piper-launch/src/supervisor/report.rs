@@ -200,8 +200,9 @@ pub struct View<'a> {
     pub name: &'a Name,
     pub state: State,
     pub restarts: u32,
-    /// Its counts over all its lives.
-    pub counts: Counts,
+    /// Its counts over all its lives; `None` for a program that has never
+    /// reported any (unknown, not zero).
+    pub counts: Option<Counts>,
     /// Messages per second lately ([`Rate`]).
     pub rate: f64,
     /// The CPUs its process may run on (`0`, `0-3`), while it runs.
@@ -221,32 +222,37 @@ pub struct Ring<'a> {
 /// `piper-launch ctl status`: the ring in a line, then one line per
 /// member under a header.
 pub fn status_text(ring: Ring<'_>, members: &[View<'_>]) -> String {
-    let totals: Counts = members.iter().map(|m| m.counts).sum();
+    let totals: Counts = members.iter().filter_map(|m| m.counts).sum();
     let alive = members.iter().filter(|m| m.state.live().is_some()).count();
-    let rate: f64 = members.iter().map(|m| m.rate).sum();
+    let rate: f64 = members.iter().filter(|m| m.counts.is_some()).map(|m| m.rate).sum();
     let mut rows = vec![[
         "NAME", "STATE", "PID", "RESTARTS", "RECEIVED", "SENT", "DROPPED", "MSG/S", "CPUS",
     ]
     .map(String::from)];
     for m in members {
         let pid = m.state.live().map_or("-".into(), |(pid, _)| pid.to_string());
+        let count = |of: fn(&Counts) -> u64| m.counts.as_ref().map_or("-".into(), |c| of(c).to_string());
         rows.push([
             m.name.to_string(),
             state_word(m.state).into(),
             pid,
             m.restarts.to_string(),
-            m.counts.received.to_string(),
-            m.counts.sent.to_string(),
-            m.counts.dropped.to_string(),
-            format!("{:.0}", m.rate),
+            count(|c| c.received),
+            count(|c| c.sent),
+            count(|c| c.dropped),
+            m.counts.map_or("-".into(), |_| format!("{:.0}", m.rate)),
             m.cpus.clone().unwrap_or_else(|| "-".into()),
         ]);
     }
     let widths: Vec<usize> = (0..9)
         .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
         .collect();
+    let uncounted = match members.iter().filter(|m| m.counts.is_none()).count() {
+        0 => String::new(),
+        k => format!(", {k} with no counts"),
+    };
     let mut text = format!(
-        "ring of {} in {}: {alive} alive, {rate:.0} msg/s, {totals}\n",
+        "ring of {} in {}: {alive} alive, {rate:.0} msg/s, {totals}{uncounted}\n",
         members.len(),
         ring.dir
     );
@@ -269,7 +275,7 @@ pub fn status_text(ring: Ring<'_>, members: &[View<'_>]) -> String {
 /// `piper-launch ctl status --json`: one object, the ring's totals and
 /// each member's line.
 pub fn status_json(ring: Ring<'_>, members: &[View<'_>]) -> String {
-    let totals: Counts = members.iter().map(|m| m.counts).sum();
+    let totals: Counts = members.iter().filter_map(|m| m.counts).sum();
     let alive = members.iter().filter(|m| m.state.live().is_some()).count();
     let each: Vec<String> = members
         .iter()
@@ -279,10 +285,10 @@ pub fn status_json(ring: Ring<'_>, members: &[View<'_>]) -> String {
                 .str("state", state_word(m.state))
                 .opt_num("pid", m.state.live().map(|(pid, _)| pid.as_raw()))
                 .num("restarts", m.restarts)
-                .num("received", m.counts.received)
-                .num("sent", m.counts.sent)
-                .num("dropped", m.counts.dropped)
-                .float("rate", m.rate)
+                .opt_num("received", m.counts.map(|c| c.received))
+                .opt_num("sent", m.counts.map(|c| c.sent))
+                .opt_num("dropped", m.counts.map(|c| c.dropped))
+                .float("rate", m.counts.map_or(f64::NAN, |_| m.rate))
                 .opt_str("cpus", m.cpus.as_deref())
                 .finish()
         })
@@ -296,7 +302,10 @@ pub fn status_json(ring: Ring<'_>, members: &[View<'_>]) -> String {
         .num("dropped", totals.dropped)
         .num("restarts", members.iter().map(|m| u64::from(m.restarts)).sum::<u64>())
         .num("reinjected", ring.reinjected)
-        .float("rate", members.iter().map(|m| m.rate).sum())
+        .float(
+            "rate",
+            members.iter().filter(|m| m.counts.is_some()).map(|m| m.rate).sum(),
+        )
         .raw("members", &format!("[{}]", each.join(",")))
         .finish()
 }
@@ -308,7 +317,7 @@ pub fn status_json(ring: Ring<'_>, members: &[View<'_>]) -> String {
 pub fn metrics(ring: Ring<'_>, members: &[View<'_>], now: Instant, wall: SystemTime) -> String {
     let mut text = Exposition::new();
     piper_cli::metrics::build_info(&mut text, "piper-launch", env!("CARGO_PKG_VERSION"));
-    let totals: Counts = members.iter().map(|m| m.counts).sum();
+    let totals: Counts = members.iter().filter_map(|m| m.counts).sum();
     let alive = members.iter().filter(|m| m.state.live().is_some()).count();
     text.single("piper_ring_nodes", Kind::Gauge, "Nodes in the ring.", members.len());
     text.single(
@@ -346,46 +355,49 @@ pub fn metrics(ring: Ring<'_>, members: &[View<'_>], now: Instant, wall: SystemT
         "Times the chain was started again after a silence.",
         ring.reinjected,
     );
-    type Of = fn(&View<'_>) -> u64;
+    // A member that reports no counts has no count samples: unknown, not 0.
+    type Of = fn(&View<'_>) -> Option<u64>;
     let node_counts: [(&str, Kind, &str, Of); 6] = [
         (
             "piper_node_received_total",
             Kind::Counter,
             "Messages the node received, over all its lives.",
-            |m| m.counts.received,
+            |m| m.counts.map(|c| c.received),
         ),
         (
             "piper_node_sent_total",
             Kind::Counter,
             "Messages the node sent, over all its lives.",
-            |m| m.counts.sent,
+            |m| m.counts.map(|c| c.sent),
         ),
         (
             "piper_node_dropped_total",
             Kind::Counter,
             "Datagrams the node did not answer, over all its lives.",
-            |m| m.counts.dropped,
+            |m| m.counts.map(|c| c.dropped),
         ),
         (
             "piper_node_restarts_total",
             Kind::Counter,
             "Times the node was started again after it died.",
-            |m| u64::from(m.restarts),
+            |m| Some(u64::from(m.restarts)),
         ),
         ("piper_node_up", Kind::Gauge, "Whether the node's process runs.", |m| {
-            u64::from(m.state.live().is_some())
+            Some(u64::from(m.state.live().is_some()))
         }),
         (
             "piper_node_ready",
             Kind::Gauge,
             "Whether the node's process said READY=1.",
-            |m| u64::from(matches!(m.state, State::Ready { .. })),
+            |m| Some(u64::from(matches!(m.state, State::Ready { .. }))),
         ),
     ];
     for (name, kind, help, of) in node_counts {
         text.family(name, kind, help);
         for m in members {
-            text.sample(name, &[("node", m.name.as_str())], of(m));
+            if let Some(value) = of(m) {
+                text.sample(name, &[("node", m.name.as_str())], value);
+            }
         }
     }
     let name = "piper_node_last_change_timestamp_seconds";
@@ -533,11 +545,11 @@ mod tests {
             name,
             state,
             restarts: 1,
-            counts: Counts {
+            counts: Some(Counts {
                 received,
                 sent: received,
                 dropped: 2,
-            },
+            }),
             rate: 12.4,
             cpus: state.live().map(|_| "0-1".to_string()),
             changed,
@@ -598,6 +610,42 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
         }
+    }
+
+    #[test]
+    fn a_program_that_reports_no_counts_is_shown_as_unknown_not_zero() {
+        let (a, c) = (Name::new("a").unwrap(), Name::new("c").unwrap());
+        let now = Instant::now();
+        let silent = View {
+            counts: None,
+            ..view(&c, State::Stopped(None), 0, now)
+        };
+        let members = [view(&a, State::Stopped(None), 9, now), silent];
+        let ring = Ring {
+            dir: "/d",
+            reinjected: 0,
+        };
+        let text = status_text(ring, &members);
+        assert!(
+            text.starts_with("ring of 2 in /d: 0 alive, 12 msg/s, received 9, sent 9, dropped 2, 1 with no counts\n"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("\nc     stopped    -         1         -     -        -      -  -\n"),
+            "{text}"
+        );
+        let json = status_json(ring, &members);
+        assert!(json.contains("\"name\":\"c\",\"state\":\"stopped\",\"pid\":null,\"restarts\":1,\"received\":null,\"sent\":null,\"dropped\":null,\"rate\":null"), "{json}");
+        let metrics = metrics(ring, &members, now, SystemTime::now());
+        assert!(
+            metrics.contains("\npiper_node_received_total{node=\"a\"} 9\n"),
+            "{metrics}"
+        );
+        assert!(
+            !metrics.contains("received_total{node=\"c\"}"),
+            "no sample: unknown, not 0"
+        );
+        assert!(metrics.contains("\npiper_node_up{node=\"c\"} 0\n"));
     }
 
     #[test]
