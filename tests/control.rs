@@ -156,8 +156,8 @@ fn stop_start_kick_and_signal_do_what_they_say() {
     let before = status(&dir);
     assert_eq!(before["b"].state, "ready");
     assert_eq!(before["b"].counts, [0, 0, 0], "--no-start: nothing moves");
-    // kick starts the chain.
-    assert_eq!(ok(&dir, &["kick"]), "started the chain\n");
+    // kick starts the chain, which --no-start left to someone else.
+    assert_eq!(ok(&dir, &["kick"]), "started the chain: 'a' to 'b'\n");
     wait_status(&dir, |s| s["a"].counts[0] > 100 && s["b"].counts[0] > 100);
     let b = before["b"].pid.expect("b runs");
     assert_eq!(ok(&dir, &["stop", "b"]), format!("stopping 'b' (pid {b})\n"));

@@ -257,8 +257,8 @@ pub enum CtlCommand {
         #[arg(required = true, value_name = "NODE")]
         nodes: Vec<String>,
     },
-    /// Start the chain again: the first node's name to the second, as at
-    /// the start.
+    /// Start the chain again, as at the start (or, for a ring another
+    /// launcher was to start, the first node's name to its next).
     Kick,
     /// Send a signal (TERM, USR1, 9, ...) to a node's process.
     Signal {

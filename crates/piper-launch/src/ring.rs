@@ -622,10 +622,18 @@ impl Ring<'_> {
                 Ok(said)
             }
             Request::Kick => {
-                self.kick()
+                // What the plan's start sends; a ring that another launcher
+                // (or nobody) was to start gets the first member's name, sent
+                // to its next, as --nodes would have sent it.
+                let first = &self.plan.members[0];
+                let (from, to) = match &self.plan.kick {
+                    Some((from, to)) => (from, to),
+                    None => (&first.name, &first.next),
+                };
+                send_unbound(&self.plan.dir, to, from.as_bytes())
                     .map_err(|e| Refusal::Failed(format!("cannot start the chain: {e}")))?;
-                log::info!("asked through the control socket: starting the chain");
-                Ok("started the chain\n".into())
+                log::info!("asked through the control socket: starting the chain ('{from}' to '{to}')");
+                Ok(format!("started the chain: '{from}' to '{to}'\n"))
             }
             Request::Signal(name, sig) => {
                 let i = self.member(&name)?;
