@@ -61,7 +61,7 @@ impl Placer {
         placer.sets = match policy {
             Cpus::None => vec![None; n],
             Cpus::Pack | Cpus::Auto => {
-                let least = least_busy(&allowed);
+                let least = least_busy(&allowed, Duration::from_millis(30));
                 let cpu = match (least, policy) {
                     // auto does not pack onto a CPU that is busy already.
                     (Some((_, busy)), Cpus::Auto) if busy > BUSY => {
@@ -274,65 +274,11 @@ fn parse_stat(stat: &str) -> Vec<(usize, u64, u64)> {
         .collect()
 }
 
-/// How long the launcher samples the CPUs' load before it chooses one to
-/// pack onto (nothing starts meanwhile: the nodes' start would be the
-/// load). With the idle states' times (microseconds), a first look of
-/// [`SAMPLE_FIRST`] decides when it finds a CPU nearly idle
-/// ([`NEARLY_IDLE`]); otherwise, and from `/proc/stat` (whose ticks are
-/// 10 ms long), the sample lasts [`SAMPLE_ALL`]: a short look at a busy
-/// machine could take a burst for a busy CPU, and not pack at all.
-const SAMPLE_FIRST: Duration = Duration::from_millis(5);
-const SAMPLE_ALL: Duration = Duration::from_millis(30);
-const NEARLY_IDLE: f64 = 0.1;
-
-/// The least busy of `cpus`, sampled now, and its busy share.
-pub fn least_busy(cpus: &[usize]) -> Option<(usize, f64)> {
-    let idle = |cpus: &[usize]| -> Option<Vec<(usize, u64)>> { cpus.iter().map(|&c| Some((c, idle_us(c)?))).collect() };
-    let start = Instant::now();
-    if let Some(before) = idle(cpus) {
-        std::thread::sleep(SAMPLE_FIRST);
-        let first = idle(cpus).and_then(|after| least_idle_of(&before, &after, start.elapsed()));
-        if first.is_some_and(|(_, busy)| busy <= NEARLY_IDLE) {
-            return first;
-        }
-        std::thread::sleep(SAMPLE_ALL.saturating_sub(start.elapsed()));
-        if let Some(after) = idle(cpus) {
-            return least_idle_of(&before, &after, start.elapsed());
-        }
-    }
+/// The least busy of `cpus` over `sample`, and its busy share.
+pub fn least_busy(cpus: &[usize], sample: Duration) -> Option<(usize, f64)> {
     let before = cpu_times();
-    std::thread::sleep(SAMPLE_ALL);
+    std::thread::sleep(sample);
     least_busy_of(cpus, &before, &cpu_times())
-}
-
-/// How long `cpu` has been idle, in µs: the sum of its idle states' times
-/// (`/sys/devices/system/cpu/cpuN/cpuidle`), if a cpuidle driver keeps them.
-fn idle_us(cpu: usize) -> Option<u64> {
-    let driver = std::fs::read_to_string("/sys/devices/system/cpu/cpuidle/current_driver").ok()?;
-    if driver.trim().is_empty() || driver.trim() == "none" {
-        return None;
-    }
-    let states = std::fs::read_dir(format!("/sys/devices/system/cpu/cpu{cpu}/cpuidle")).ok()?;
-    let mut total = 0;
-    let mut any = false;
-    for state in states.flatten() {
-        let time = std::fs::read_to_string(state.path().join("time")).ok()?;
-        total += time.trim().parse::<u64>().ok()?;
-        any = true;
-    }
-    any.then_some(total)
-}
-
-/// The least busy CPU, and its busy share, from each CPU's idle time (µs)
-/// before and after `elapsed`. Ties go to the highest-numbered CPU.
-fn least_idle_of(before: &[(usize, u64)], after: &[(usize, u64)], elapsed: Duration) -> Option<(usize, f64)> {
-    let wall = elapsed.as_micros().max(1) as f64;
-    before
-        .iter()
-        .zip(after)
-        .rev()
-        .map(|(&(cpu, a), &(_, b))| (cpu, (1.0 - b.saturating_sub(a) as f64 / wall).clamp(0.0, 1.0)))
-        .min_by(|x, y| x.1.total_cmp(&y.1))
 }
 
 /// The least busy of `cpus` between two [`cpu_times`]; a CPU missing from
@@ -378,14 +324,8 @@ mod tests {
         let cpus = allowed();
         assert!(!cpus.is_empty());
         assert!(cpu_times().iter().any(|t| t.0 == cpus[0] && t.2 >= t.1));
-        let (cpu, busy) = least_busy(&cpus).unwrap();
+        let (cpu, busy) = least_busy(&cpus, Duration::from_millis(10)).unwrap();
         assert!(cpus.contains(&cpu) && (0.0..=1.0).contains(&busy));
-        // Where a cpuidle driver keeps idle times, they are read.
-        let driver = std::fs::read_to_string("/sys/devices/system/cpu/cpuidle/current_driver").unwrap_or_default();
-        let kept = std::path::Path::new("/sys/devices/system/cpu/cpu0/cpuidle/state0/time").exists();
-        if kept && !["", "none"].contains(&driver.trim()) {
-            assert!(idle_us(0).is_some());
-        }
         let (run, _) = sched_times(Pid::this()).expect("schedstat");
         assert!(run > 0);
     }
@@ -518,22 +458,5 @@ mod tests {
         assert_eq!(parse_schedstat("123456 7890 42\n"), Some((123456, 7890)));
         assert_eq!(parse_schedstat("123456\n"), None);
         assert_eq!(parse_schedstat("x 1 2\n"), None);
-    }
-
-    #[test]
-    fn the_least_busy_cpu_by_idle_time_is_the_most_idle_and_ties_go_high() {
-        let ms = Duration::from_millis;
-        let before = [(0, 1_000), (1, 2_000)];
-        // CPU 0 idle 4 of 5 ms, CPU 1 idle 1 of 5 ms.
-        let after = [(0, 5_000), (1, 3_000)];
-        let (cpu, busy) = least_idle_of(&before, &after, ms(5)).unwrap();
-        assert_eq!(cpu, 0);
-        assert!((busy - 0.2).abs() < 1e-9, "{busy}");
-        // Both idle all along: the higher one (CPU 0 takes the interrupts).
-        let (cpu, busy) = least_idle_of(&before, &[(0, 6_000), (1, 7_000)], ms(5)).unwrap();
-        assert_eq!((cpu, busy), (1, 0.0));
-        // More idle than wall time (counters read a little apart) is idle.
-        assert_eq!(least_idle_of(&[(3, 0)], &[(3, 9_000)], ms(5)), Some((3, 0.0)));
-        assert_eq!(least_idle_of(&[], &[], ms(5)), None);
     }
 }
