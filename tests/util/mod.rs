@@ -583,9 +583,10 @@ pub fn start_node(dir: &Dir, ready: &mut Ready, label: &str, name: &str, args: &
 /// The pid of the live node `name` in `dir`, waiting up to `bound` for it
 /// to appear. Only a pid that is safe to signal is returned: greater than
 /// 1, not ours, and a piper node (or the test's fake node) of that name
-/// whose command line names this test's directory. A node started by hand
-/// owns its name's lock; one started by the launcher runs on a socket the
-/// launcher holds, so it is found by its command line.
+/// whose command line names this test's directory, found by its command
+/// line. (Not by who holds its socket: that walks every process's open
+/// files, and a test polling it takes enough of a CPU for `--cpus auto` to
+/// see the CPU its ring is packed on as busy, and move the ring.)
 pub fn node_pid(dir: &Dir, name: &str, bound: Duration) -> Option<Pid> {
     let needle = dir.root.to_string_lossy().into_owned();
     let me = std::process::id() as i32;
@@ -601,17 +602,13 @@ pub fn node_pid(dir: &Dir, name: &str, bound: Duration) -> Option<Pid> {
         let node = program.ends_with("piper-node") || args.iter().any(|a| a.ends_with(b"node.py"));
         pid > 1 && pid != me && node && named && ours && running(Pid::from_raw(pid))
     };
-    let sockets = piper_core::SocketDir::open(dir.path()).expect("socket dir");
-    let lock_name = piper_core::Name::new(name).expect("a valid name");
     let mut pid = None;
     wait_until(bound, || {
-        pid = sockets.owner_pid(&lock_name).filter(|&p| is_node(p)).or_else(|| {
-            std::fs::read_dir("/proc")
-                .into_iter()
-                .flatten()
-                .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-                .find(|&p| is_node(p))
-        });
+        pid = std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+            .find(|&p| is_node(p));
         pid.is_some()
     });
     pid.map(Pid::from_raw)
