@@ -380,6 +380,30 @@ fn status_watch_shows_the_status_again_every_second() {
 }
 
 #[test]
+fn status_watch_ends_quietly_when_its_reader_goes() {
+    use std::io::BufRead;
+    // `piper-launch ctl status --json --watch | head -1`: once head has
+    // gone, the next write finds no reader, and ctl ends, exit 0.
+    let dir = Dir::new("ctl-watch-head");
+    let mut launcher = launch(&dir, "launch", &["--nodes", "a,b", "--quiet"]);
+    wait_ready(&launcher);
+    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+    let mut cmd = Command::new(bin("piper-launch"));
+    cmd.args(["ctl", "status", "--json", "--watch", "--dir"])
+        .arg(dir.path());
+    let mut watch = Proc::spawn_with_stdout(&dir, "watch", cmd, write.into());
+    let mut head = std::io::BufReader::new(std::fs::File::from(read));
+    let mut line = String::new();
+    head.read_line(&mut line).unwrap();
+    assert!(line.contains("\"members\":["), "{line:?}");
+    drop(head);
+    assert_eq!(watch.code(PROMPT), Some(0), "{}", watch.stderr());
+    assert_eq!(watch.stderr(), "");
+    launcher.signal(Signal::SIGTERM);
+    assert_eq!(launcher.code(PROMPT), Some(0));
+}
+
+#[test]
 fn any_program_of_a_topology_file_is_controlled_and_measured_too() {
     // A piper-node and a program that reports no counts (ready once it has
     // exec'd): stopped, started and restarted as any node, and shown with

@@ -60,15 +60,20 @@ pub fn run(ctl: Ctl) -> Result<u8, Failure> {
         // A request is at most MAX_REQUEST bytes: a long list of nodes goes
         // in several, one after the other, each answered before the next.
         for request in split(request) {
-            print(&ask(&dir, &request)?)?;
+            if !print(&ask(&dir, &request)?)? {
+                break;
+            }
         }
         return Ok(exit::OK);
     }
     // As `watch` does: the screen cleared, the answer, every second, until
-    // Ctrl-C (whose default action ends us) or the launcher goes.
+    // Ctrl-C (whose default action ends us), the launcher goes, or the
+    // reader does (`| head`: SIGPIPE is ignored, so EPIPE says it).
     loop {
         let answer = ask(&dir, &request)?;
-        print(&format!("\x1b[H\x1b[2J{answer}"))?;
+        if !print(&format!("\x1b[H\x1b[2J{answer}"))? {
+            return Ok(exit::OK);
+        }
         std::thread::sleep(Duration::from_secs(1));
     }
 }
@@ -121,14 +126,14 @@ fn ask(dir: &SocketDir, request: &Request) -> Result<String, Failure> {
     parse_answer(&answer).map_err(|refusal: Refusal| Failure::new(refusal.code(), refusal.message()))
 }
 
-/// Writes `text` to stdout; a reader gone (`| head`) is no failure.
-fn print(text: &str) -> Result<(), Failure> {
+/// Writes `text` to stdout: whether its reader is still there. A reader
+/// gone (`| head`) is no failure, and nothing more is worth writing.
+fn print(text: &str) -> Result<bool, Failure> {
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-            Err(Failure::new(exit::FAILURE, format!("cannot write to stdout: {e}")))
-        }
-        _ => Ok(()),
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(Failure::new(exit::FAILURE, format!("cannot write to stdout: {e}"))),
     }
 }
 
