@@ -232,7 +232,9 @@ pub enum CtlCommand {
         /// One JSON object instead.
         #[arg(long)]
         json: bool,
-        /// Show it again every second, as `watch` does, until Ctrl-C.
+        /// Show it again every second, as `watch` does, until Ctrl-C (the
+        /// screen cleared on a terminal only: into a pipe, one answer after
+        /// another).
         #[arg(long)]
         watch: bool,
     },

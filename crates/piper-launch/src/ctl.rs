@@ -5,7 +5,7 @@
 //! (`piper_cli::exit::CTL`): no launcher for this directory, permission
 //! denied, unknown node, or a request the launcher could not do.
 
-use std::io::{Read, Write};
+use std::io::{IsTerminal, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
@@ -68,10 +68,16 @@ pub fn run(ctl: Ctl) -> Result<u8, Failure> {
     }
     // As `watch` does: the screen cleared, the answer, every second, until
     // Ctrl-C (whose default action ends us), the launcher goes, or the
-    // reader does (`| head`: SIGPIPE is ignored, so EPIPE says it).
+    // reader does (`| head`: SIGPIPE is ignored, so EPIPE says it). Into a
+    // pipe or a file, the answers follow one another with no terminal
+    // codes between them, so that `| jq` reads them.
+    let clear = match std::io::stdout().is_terminal() {
+        true => "\x1b[H\x1b[2J",
+        false => "",
+    };
     loop {
         let answer = ask(&dir, &request)?;
-        if !print(&format!("\x1b[H\x1b[2J{answer}"))? {
+        if !print(&format!("{clear}{answer}"))? {
             return Ok(exit::OK);
         }
         std::thread::sleep(Duration::from_secs(1));
