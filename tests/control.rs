@@ -254,6 +254,30 @@ fn restart_gives_the_node_a_new_pid_and_the_ring_goes_on() {
 }
 
 #[test]
+fn a_signal_that_ends_the_foreground_is_warned_of_and_its_end_told() {
+    let dir = Dir::new("ctl-foreground");
+    let mut launcher = launch(&dir, "launch", &["--nodes", "a,b", "--quiet"]);
+    wait_ready(&launcher);
+    let b = status(&dir)["b"].pid.expect("b runs");
+    assert_eq!(
+        ok(&dir, &["signal", "b", "KILL"]),
+        format!(
+            "sent SIGKILL to 'b' (pid {b})\n'b' is the foreground, not restarted after SIGKILL: if it ends, \
+             the run ends (`ctl stop` or `ctl restart` it instead, or run with --restart-foreground)\n"
+        )
+    );
+    assert_eq!(launcher.code(PROMPT), Some(137));
+    let err = launcher.stderr();
+    assert!(
+        err.contains(&format!(
+            "node 'b' (pid {b}) was killed by SIGKILL: it is the foreground, so the run ends\n"
+        )),
+        "{err}"
+    );
+    assert_eq!(dir.entries(), Vec::<String>::new());
+}
+
+#[test]
 fn another_user_is_refused() {
     if !may_run(Needs::Root("to ask as another uid")) {
         return;

@@ -647,7 +647,19 @@ impl Ring<'_> {
                     "asked through the control socket: sent {} to '{name}' (pid {pid})",
                     sig.as_str()
                 );
-                Ok(format!("sent {} to '{name}' (pid {pid})\n", sig.as_str()))
+                // Unlike a stop by hand, a death by a signal is the
+                // foreground's end, and ends the run unless it is restarted:
+                // the user is told before the ring goes.
+                let restart = &self.plan.members[i].restart;
+                let restarted = restart.foreground && restart.wants(WaitStatus::Signaled(pid, sig, false));
+                let warning = match i == self.plan.foreground && !restarted {
+                    true => format!(
+                        "'{name}' is the foreground, not restarted after {}: if it ends, the run ends (`ctl stop` or `ctl restart` it instead, or run with --restart-foreground)\n",
+                        sig.as_str()
+                    ),
+                    false => String::new(),
+                };
+                Ok(format!("sent {} to '{name}' (pid {pid})\n{warning}", sig.as_str()))
             }
         }
     }

@@ -361,7 +361,15 @@ impl Supervisor {
                 describe(status)
             )))],
             Phase::Watching if foreground && !self.policy.restart[i].foreground => {
-                vec![Action::End(Ok(status_code(status)))]
+                // Its clean end (--count reached, a reader gone) is the
+                // run's normal end; any other is told, or all the log would
+                // say is that the ring was torn down.
+                let code = status_code(status);
+                let told = (code != 0).then(|| {
+                    let message = format!("node '{name}' {}{lost}: {FOREGROUND_ENDS}", describe(status));
+                    Action::Log(log::Level::Warn, message)
+                });
+                told.into_iter().chain([Action::End(Ok(code))]).collect()
             }
             Phase::Watching if self.policy.restart[i].wants(status) => {
                 match self.policy.restart[i].after_death(&mut m.starts, now) {
@@ -395,7 +403,11 @@ impl Supervisor {
                 }
             }
             Phase::Watching => {
-                let message = format!("node '{name}' {}{lost}", describe(status));
+                let ends = match foreground {
+                    true => format!(": {FOREGROUND_ENDS}"),
+                    false => String::new(),
+                };
+                let message = format!("node '{name}' {}{lost}{ends}", describe(status));
                 let end = if foreground {
                     Some(Action::End(Ok(status_code(status))))
                 } else if self.policy.fail_fast {
@@ -585,6 +597,9 @@ pub fn stop_code(sig: Signal) -> u8 {
         _ => exit::OK,
     }
 }
+
+/// What the log says when the foreground's end ends the run.
+pub const FOREGROUND_ENDS: &str = "it is the foreground, so the run ends";
 
 /// The foreground's exit code, or 128 + the signal that killed it.
 pub fn status_code(status: WaitStatus) -> u8 {

@@ -256,7 +256,8 @@ fn the_foreground_s_end_ends_the_run_with_its_code() {
         },
         t(2.0),
     );
-    assert_eq!(end, [Action::End(Ok(4))]);
+    let told = |m: &str| Action::Log(log::Level::Warn, format!("node 'c' (pid 13) {m}: {FOREGROUND_ENDS}"));
+    assert_eq!(end, [told("exited with status 4"), Action::End(Ok(4))]);
     let mut s = watching(policy(RestartPolicy::No));
     assert_eq!(
         s.handle(
@@ -266,8 +267,18 @@ fn the_foreground_s_end_ends_the_run_with_its_code() {
             },
             t(2.0)
         ),
-        [Action::End(Ok(137))]
+        [told("was killed by SIGKILL"), Action::End(Ok(137))]
     );
+    // A clean end (--count reached) is the run's normal end: nothing told.
+    let mut s = watching(policy(RestartPolicy::No));
+    let end = s.handle(
+        Event::Ended {
+            member: 2,
+            status: WaitStatus::Exited(pid(13), 0),
+        },
+        t(2.0),
+    );
+    assert_eq!(end, [Action::End(Ok(0))]);
 }
 
 #[test]
