@@ -310,6 +310,37 @@ fn another_user_is_refused() {
 }
 
 #[test]
+fn another_user_s_directory_with_a_control_socket_is_permission_denied() {
+    if !may_run(Needs::Root("to own a directory as another uid")) {
+        return;
+    }
+    // The directory of uid 1001's launcher, as uid 65534 finds it: not
+    // its own, so never used as a socket directory; yet a control socket
+    // there (or one it cannot look for) is that user's launcher, and the
+    // answer is the one its control socket gives: permission denied.
+    let dir = Dir::new("ctl-other-uid");
+    let socket = std::os::unix::net::UnixListener::bind(dir.join(".piper-launch.sock")).unwrap();
+    let other = Some(nix::unistd::Uid::from_raw(1001));
+    nix::unistd::chown(dir.path(), other, None).unwrap();
+    let want = format!(
+        "piper-launch: error: permission denied: {} is uid 1001's, and so is its launcher (only its own user and root may control it)\n",
+        dir.path().display()
+    );
+    let (code, out, err) = ctl_at(&dir, dir.path(), &["status"], Some(NOBODY));
+    assert_eq!((code, out.as_str(), err.as_str()), (5, "", want.as_str()));
+    // Open to look into, and no control socket there: no launcher.
+    drop(socket);
+    std::fs::remove_file(dir.join(".piper-launch.sock")).unwrap();
+    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let (code, _, err) = ctl_at(&dir, dir.path(), &["status"], Some(NOBODY));
+    assert_eq!(code, 4, "{err}");
+    assert!(
+        err.starts_with("piper-launch: error: no launcher for ") && err.contains("owned by uid 1001"),
+        "{err}"
+    );
+}
+
+#[test]
 fn each_launcher_is_reached_by_its_own_directory_only() {
     let one = Dir::new("ctl-one");
     let two = Dir::new("ctl-two");

@@ -6,6 +6,7 @@
 //! denied, unknown node, or a request the launcher could not do.
 
 use std::io::{IsTerminal, Read, Write};
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
@@ -50,12 +51,7 @@ pub fn run(ctl: Ctl) -> Result<u8, Failure> {
             (Request::Signal(node, sig), false)
         }
     };
-    let dir = sockets.open_existing().map_err(|e| {
-        Failure::new(
-            exit::NO_LAUNCHER,
-            format!("no launcher for {}: {e}", sockets.path().display()),
-        )
-    })?;
+    let dir = sockets.open_existing().map_err(|e| no_dir(&sockets, e))?;
     if !watch {
         // A request is at most MAX_REQUEST bytes: a long list of nodes goes
         // in several, one after the other, each answered before the next.
@@ -82,6 +78,30 @@ pub fn run(ctl: Ctl) -> Result<u8, Failure> {
         }
         std::thread::sleep(Duration::from_secs(1));
     }
+}
+
+/// Why `ctl` cannot use the socket directory. One of another user's that
+/// holds a control socket (or does not let us look) is that user's
+/// launcher's: permission denied (exit 5), as its control socket would
+/// answer; else there is no launcher to ask (exit 4).
+fn no_dir(sockets: &Sockets, e: piper_core::Error) -> Failure {
+    let path = sockets.path();
+    if let piper_core::Error::InsecureDir { .. } = e {
+        let me = nix::unistd::geteuid().as_raw();
+        let owner = std::fs::metadata(&path).map(|m| m.uid()).ok().filter(|&uid| uid != me);
+        let control = std::fs::symlink_metadata(path.join(piper_core::control::SOCKET));
+        let absent = matches!(&control, Err(e) if e.kind() == std::io::ErrorKind::NotFound);
+        if let (Some(owner), false) = (owner, absent) {
+            return Failure::new(
+                exit::DENIED,
+                format!(
+                    "permission denied: {} is uid {owner}'s, and so is its launcher (only its own user and root may control it)",
+                    path.display()
+                ),
+            );
+        }
+    }
+    Failure::new(exit::NO_LAUNCHER, format!("no launcher for {}: {e}", path.display()))
 }
 
 /// `request` as requests of at most [`control::MAX_REQUEST`] bytes each.
