@@ -229,6 +229,35 @@ fn stop_start_kick_and_signal_do_what_they_say() {
 }
 
 #[test]
+fn status_s_flags_work_without_naming_status() {
+    let dir = Dir::new("ctl-default-flags");
+    let mut launcher = launch(&dir, "launch", &["--nodes", "a,b", "--quiet"]);
+    wait_ready(&launcher);
+    for args in [&["--json"][..], &["--json", "status"], &["status", "--json"]] {
+        let m = members(&ok(&dir, args));
+        assert_eq!(m["a"].state, "ready", "{args:?}");
+    }
+    let (code, out, err) = ctl(&dir, &["--json", "stop", "a"]);
+    assert_eq!((code, out.as_str()), (2, ""));
+    assert_eq!(
+        err,
+        "piper-launch: error: --json and --watch are status's: give them alone (`ctl --json`) or with status\n"
+    );
+    // The launcher's flags before ctl: said where ctl's go.
+    let mut cmd = Command::new(bin("piper-launch"));
+    cmd.arg("--dir").arg(dir.path()).arg("ctl");
+    let mut misplaced = Proc::spawn(&dir, "misplaced", cmd);
+    assert_eq!(misplaced.code(PROMPT), Some(2));
+    assert_eq!(
+        misplaced.stderr(),
+        "piper-launch: error: options before `ctl` are the launcher's: give ctl's after it (piper-launch ctl --dir DIR ...)\n"
+    );
+    assert_eq!(status(&dir)["a"].state, "ready", "nothing was stopped");
+    launcher.signal(Signal::SIGTERM);
+    assert_eq!(launcher.code(PROMPT), Some(0));
+}
+
+#[test]
 fn restart_gives_the_node_a_new_pid_and_the_ring_goes_on() {
     // No restart policy at all: only the deliberate act brings it back.
     let dir = Dir::new("ctl-restart");

@@ -218,9 +218,37 @@ pub struct Ctl {
     /// The launcher was started with --abstract.
     #[arg(long = "abstract", global = true)]
     pub abstract_ns: bool,
+    /// `status`'s flags, for `status` the default: `ctl --json` is
+    /// `ctl status --json`.
+    #[command(flatten)]
+    pub status: StatusArgs,
     /// What to ask [default: status].
     #[command(subcommand)]
     pub command: Option<CtlCommand>,
+}
+
+/// How `piper-launch ctl status` shows the status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::Args)]
+pub struct StatusArgs {
+    /// One JSON object instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// Show it again every second, as `watch` does, until Ctrl-C (the
+    /// screen cleared on a terminal only: into a pipe, one answer after
+    /// another).
+    #[arg(long)]
+    pub watch: bool,
+}
+
+impl StatusArgs {
+    /// Either's flags: given before `status` (`ctl --json status`) or
+    /// after it.
+    pub fn or(self, other: StatusArgs) -> StatusArgs {
+        StatusArgs {
+            json: self.json || other.json,
+            watch: self.watch || other.watch,
+        }
+    }
 }
 
 /// What `piper-launch ctl` asks.
@@ -228,16 +256,7 @@ pub struct Ctl {
 pub enum CtlCommand {
     /// One line per node: name, state, pid, restarts, received, sent,
     /// dropped, messages per second lately, and the CPUs it may run on.
-    Status {
-        /// One JSON object instead.
-        #[arg(long)]
-        json: bool,
-        /// Show it again every second, as `watch` does, until Ctrl-C (the
-        /// screen cleared on a terminal only: into a pipe, one answer after
-        /// another).
-        #[arg(long)]
-        watch: bool,
-    },
+    Status(StatusArgs),
     /// Stop these nodes and start them again at once (no --restart-delay);
     /// a deliberate act, which the restart limit does not count.
     Restart {
@@ -282,8 +301,12 @@ pub const CTL_EXAMPLES: &[(&str, &str)] = &[
         "the status of the launcher in the default directory",
     ),
     (
-        "piper-launch ctl --dir /run/piper status --watch",
+        "piper-launch ctl --dir /run/piper --watch",
         "its counts, refreshed every second",
+    ),
+    (
+        "piper-launch ctl --json --watch | jq .alive",
+        "how many nodes are alive, every second",
     ),
     (
         "piper-launch ctl restart node7",
@@ -406,6 +429,33 @@ mod tests {
         for bad in ["", "x", "1-0", "0,", "-1", "99999"] {
             assert!(bad.parse::<Cpus>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn status_s_flags_work_before_and_after_status_and_without_it() {
+        let status = |argv: &[&str]| {
+            let args = Args::try_parse_from(argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+            let Some(Command::Ctl(ctl)) = args.command else {
+                panic!("{argv:?}")
+            };
+            match ctl.command {
+                None => ctl.status,
+                Some(CtlCommand::Status(after)) => ctl.status.or(after),
+                Some(other) => panic!("{argv:?}: {other:?}"),
+            }
+        };
+        let both = StatusArgs {
+            json: true,
+            watch: true,
+        };
+        for argv in [
+            &["piper-launch", "ctl", "--json", "--watch"][..],
+            &["piper-launch", "ctl", "--dir", "/d", "--json", "status", "--watch"],
+            &["piper-launch", "ctl", "status", "--json", "--watch", "--dir", "/d"],
+        ] {
+            assert_eq!(status(argv), both, "{argv:?}");
+        }
+        assert_eq!(status(&["piper-launch", "ctl"]), StatusArgs::default());
     }
 
     #[test]

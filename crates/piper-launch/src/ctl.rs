@@ -13,7 +13,7 @@ use std::time::Duration;
 use piper_cli::args::Sockets;
 use piper_cli::{exit, Failure};
 use piper_core::{Name, SocketDir};
-use piper_launch::cli::{Ctl, CtlCommand};
+use piper_launch::cli::{Ctl, CtlCommand, StatusArgs};
 
 use crate::io::control::{self, parse_answer, Refusal, Request};
 use crate::supervisor::Act;
@@ -29,17 +29,22 @@ pub fn run(ctl: Ctl) -> Result<u8, Failure> {
         abstract_ns: ctl.abstract_ns,
         allow_uids: Vec::new(),
     };
-    let command = ctl.command.unwrap_or(CtlCommand::Status {
-        json: false,
-        watch: false,
-    });
+    let command = ctl.command.unwrap_or(CtlCommand::Status(StatusArgs::default()));
+    if ctl.status != StatusArgs::default() && !matches!(command, CtlCommand::Status(_)) {
+        return Err(Failure::usage(
+            "--json and --watch are status's: give them alone (`ctl --json`) or with status",
+        ));
+    }
     let names = |nodes: &[String]| -> Result<Vec<Name>, Failure> {
         (nodes.iter())
             .map(|n| Name::new(n).map_err(|e| Failure::new(exit::UNKNOWN_NODE, e.to_string())))
             .collect()
     };
     let (request, watch) = match &command {
-        CtlCommand::Status { json, watch } => (Request::Status { json: *json }, *watch),
+        CtlCommand::Status(after) => {
+            let StatusArgs { json, watch } = ctl.status.or(*after);
+            (Request::Status { json }, watch)
+        }
         CtlCommand::Metrics => (Request::Metrics, false),
         CtlCommand::Kick => (Request::Kick, false),
         CtlCommand::Stop { nodes } => (Request::Act(Act::Stop, names(nodes)?), false),

@@ -32,7 +32,20 @@ use piper_launch::cli::{Args, Command, Cpus, Output};
 
 fn main() -> ExitCode {
     piper_cli::init_logging_to("piper-launch".into(), "info", Box::new(output::StderrClearingStatus));
-    let mut args = Args::parse();
+    let mut args = match Args::try_parse() {
+        Ok(args) => args,
+        // `piper-launch --dir D ctl`: the flags before `ctl` are the
+        // launcher's, and clap's "cannot be used with" does not say where
+        // ctl's go.
+        Err(e)
+            if e.kind() == clap::error::ErrorKind::ArgumentConflict && std::env::args().skip(1).any(|a| a == "ctl") =>
+        {
+            let message = "options before `ctl` are the launcher's: give ctl's after it \
+                           (piper-launch ctl --dir DIR ...)";
+            return piper_cli::finish("piper-launch", Err(Failure::usage(message)));
+        }
+        Err(e) => e.exit(),
+    };
     let outcome = match args.command.take() {
         Some(Command::Ctl(ctl)) => ctl::run(ctl),
         None => run(args),
