@@ -431,6 +431,50 @@ fn a_launcher_killed_with_sigkill_leaves_no_control_socket() {
 }
 
 #[test]
+fn no_launcher_is_told_with_what_may_be_wrong() {
+    let dir = Dir::new("ctl-none");
+    let d = dir.path().display().to_string();
+    let fails = |sockets: &std::path::Path, args: &[&str]| {
+        let (code, out, err) = ctl_at(&dir, sockets, args, None);
+        assert_eq!((code, out.as_str()), (4, ""), "{err}");
+        err
+    };
+    // A launcher with --abstract makes no directory, and no socket file.
+    let missing = dir.aux("missing");
+    assert_eq!(
+        fails(&missing, &[]),
+        format!(
+            "piper-launch: error: no launcher for {0}: cannot open socket directory {0}: \
+             No such file or directory (was it started with --abstract?)\n",
+            missing.display()
+        )
+    );
+    assert_eq!(
+        fails(dir.path(), &[]),
+        format!(
+            "piper-launch: error: no launcher for {d}: nothing listens on {d}/.piper-launch.sock \
+             (was it started with --abstract?)\n"
+        )
+    );
+    assert_eq!(
+        fails(dir.path(), &["--abstract"]),
+        format!(
+            "piper-launch: error: no launcher for {d}: nothing listens on @{d}/.piper-launch.sock \
+             (was it started without --abstract?)\n"
+        )
+    );
+    // A socket file nobody listens on: its launcher is gone.
+    drop(std::os::unix::net::UnixListener::bind(dir.join(".piper-launch.sock")).unwrap());
+    assert_eq!(
+        fails(dir.path(), &[]),
+        format!(
+            "piper-launch: error: no launcher for {d}: {d}/.piper-launch.sock is stale: \
+             the launcher that made it is gone\n"
+        )
+    );
+}
+
+#[test]
 fn status_watch_shows_the_status_again_every_second() {
     let dir = Dir::new("ctl-watch");
     let mut launcher = launch(&dir, "launch", &["--nodes", "a,b", "--quiet"]);

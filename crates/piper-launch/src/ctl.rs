@@ -106,7 +106,16 @@ fn no_dir(sockets: &Sockets, e: piper_core::Error) -> Failure {
             );
         }
     }
-    Failure::new(exit::NO_LAUNCHER, format!("no launcher for {}: {e}", path.display()))
+    // A launcher started with --abstract makes no directory: a missing one
+    // may be where its addresses are named.
+    let hint = match (sockets.namespace(), e.raw_os_error()) {
+        (piper_core::Namespace::Filesystem, Some(nix::libc::ENOENT)) => " (was it started with --abstract?)",
+        _ => "",
+    };
+    Failure::new(
+        exit::NO_LAUNCHER,
+        format!("no launcher for {}: {e}{hint}", path.display()),
+    )
 }
 
 /// `request` as requests of at most [`control::MAX_REQUEST`] bytes each.
@@ -131,20 +140,30 @@ fn split(request: Request) -> Vec<Request> {
 
 /// Sends `request` to `dir`'s launcher and returns its answer's body.
 fn ask(dir: &SocketDir, request: &Request) -> Result<String, Failure> {
-    let fd = piper_core::control::connect(dir).map_err(|e| match e.raw_os_error() {
-        Some(nix::libc::ENOENT | nix::libc::ECONNREFUSED) => Failure::new(
+    let none = |why: String| {
+        Failure::new(
             exit::NO_LAUNCHER,
-            format!(
-                "no launcher for {}: nothing listens on {}{}",
-                dir.path().display(),
-                dir.display_control(),
-                match dir.namespace() {
-                    piper_core::Namespace::Filesystem => " (was it started with --abstract?)",
-                    piper_core::Namespace::Abstract => " (was it started without --abstract?)",
-                }
-            ),
-        ),
-        Some(nix::libc::EACCES | nix::libc::EPERM) => Failure::new(exit::DENIED, format!("permission denied: {e}")),
+            format!("no launcher for {}: {why}", dir.path().display()),
+        )
+    };
+    let fd = piper_core::control::connect(dir).map_err(|e| match (e.raw_os_error(), dir.namespace()) {
+        // A socket file that refuses: a launcher killed with SIGKILL left
+        // it, and no node was left to remove it.
+        (Some(nix::libc::ECONNREFUSED), piper_core::Namespace::Filesystem) => none(format!(
+            "{} is stale: the launcher that made it is gone",
+            dir.display_control()
+        )),
+        (Some(nix::libc::ENOENT), piper_core::Namespace::Filesystem) => none(format!(
+            "nothing listens on {} (was it started with --abstract?)",
+            dir.display_control()
+        )),
+        (Some(nix::libc::ENOENT | nix::libc::ECONNREFUSED), piper_core::Namespace::Abstract) => none(format!(
+            "nothing listens on {} (was it started without --abstract?)",
+            dir.display_control()
+        )),
+        (Some(nix::libc::EACCES | nix::libc::EPERM), _) => {
+            Failure::new(exit::DENIED, format!("permission denied: {e}"))
+        }
         _ => Failure::new(exit::FAILURE, e.to_string()),
     })?;
     let mut stream = UnixStream::from(fd);
