@@ -120,6 +120,16 @@ fn status_json_matches_each_node_s_own_summary_at_exit() {
     let stopped = wait_status(&dir, |s| s.values().all(|m| m.state == "stopped"));
     assert!(stopped.values().all(|m| m.pid.is_none()));
     assert_eq!(status(&dir), stopped, "nothing moves any more");
+    // And says so at once: no process, no rate, however recent its last.
+    let text = ok(&dir, &["status"]);
+    assert!(
+        text.starts_with(&header.replace("3 alive, ", "0 alive, 0 msg/s, ")),
+        "{text}"
+    );
+    let rates: Vec<&str> = (text.lines().skip(2))
+        .map(|l| l.split_whitespace().nth(7).unwrap())
+        .collect();
+    assert_eq!(rates, ["0", "0", "0"], "{text}");
     launcher.signal(Signal::SIGTERM);
     assert_eq!(launcher.code(PROMPT), Some(0));
     let err = launcher.stderr();

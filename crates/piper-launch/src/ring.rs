@@ -701,7 +701,9 @@ impl Ring<'_> {
                     state,
                     restarts: self.sup.restarts(i),
                     counts: Some(m.all_counts()).filter(|_| m.counted),
-                    rate: m.rate.per_second(now),
+                    // A node with no process moves nothing, whatever its
+                    // last reports said a moment ago.
+                    rate: state.live().map_or(0.0, |_| m.rate.per_second(now)),
                     cpus: state.live().filter(|_| cpus).and_then(|(pid, _)| cpu_list(pid)),
                     changed: self.sup.changed(i),
                 }
