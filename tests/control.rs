@@ -288,6 +288,19 @@ fn restart_gives_the_node_a_new_pid_and_the_ring_goes_on() {
         "{err}"
     );
     assert!(!err.contains("warn"), "{err}");
+    // A kick on a moving ring adds a message to it, and says so.
+    let moving = || {
+        !ok(&dir, &["status"])
+            .lines()
+            .next()
+            .unwrap()
+            .contains(" alive, 0 msg/s")
+    };
+    assert!(wait_until(PROMPT, moving), "the ring never moved");
+    assert_eq!(
+        ok(&dir, &["kick"]),
+        "started the chain: 'a' to 'b'; the ring was moving, so it now carries one message more\n"
+    );
     launcher.signal(Signal::SIGTERM);
     assert_eq!(launcher.code(PROMPT), Some(0));
 }

@@ -279,7 +279,8 @@ pub enum CtlCommand {
         nodes: Vec<String>,
     },
     /// Start the chain again, as at the start (or, for a ring another
-    /// launcher was to start, the first node's name to its next).
+    /// launcher was to start, the first node's name to its next). It adds
+    /// a message: a ring that moves then carries one more.
     Kick,
     /// Send a signal (TERM, USR1, 9, ...) to a node's process.
     Signal {

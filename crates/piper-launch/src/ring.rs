@@ -625,6 +625,9 @@ impl Ring<'_> {
                 // What the plan's start sends; a ring that another launcher
                 // (or nobody) was to start gets the first member's name, sent
                 // to its next, as --nodes would have sent it.
+                // A kick adds a message; it replaces none. On a ring that
+                // moves, the user is told there are now more.
+                let moving = self.views(now, false).iter().any(|v| v.rate > 0.0);
                 let first = &self.plan.members[0];
                 let (from, to) = match &self.plan.kick {
                     Some((from, to)) => (from, to),
@@ -633,7 +636,11 @@ impl Ring<'_> {
                 send_unbound(&self.plan.dir, to, from.as_bytes())
                     .map_err(|e| Refusal::Failed(format!("cannot start the chain: {e}")))?;
                 log::info!("asked through the control socket: starting the chain ('{from}' to '{to}')");
-                Ok(format!("started the chain: '{from}' to '{to}'\n"))
+                let more = match moving {
+                    true => "; the ring was moving, so it now carries one message more",
+                    false => "",
+                };
+                Ok(format!("started the chain: '{from}' to '{to}'{more}\n"))
             }
             Request::Signal(name, sig) => {
                 let i = self.member(&name)?;
