@@ -149,6 +149,16 @@ impl Request {
 pub fn parse_signal(text: &str) -> Result<Signal, String> {
     let bad = || format!("'{}' is not a signal (TERM, SIGUSR1, 9, ...)", text.escape_debug());
     if let Ok(n) = text.parse::<i32>() {
+        // Real signals all the same, but nix's `Signal`, through which every
+        // signal is sent, names none of them: said, not called unknown.
+        let realtime = nix::libc::SIGRTMIN()..=nix::libc::SIGRTMAX();
+        if realtime.contains(&n) {
+            return Err(format!(
+                "'{n}' is a real-time signal ({}-{}), which ctl cannot send: send it with kill(1) to the pid `ctl status` shows",
+                realtime.start(),
+                realtime.end()
+            ));
+        }
         return Signal::try_from(n).map_err(|_| bad());
     }
     let upper = text.to_ascii_uppercase();
@@ -343,6 +353,15 @@ mod tests {
         }
         assert_eq!(parse_signal("kill"), Ok(Signal::SIGKILL));
         assert!(parse_signal("0").is_err());
+        let rtmax = nix::libc::SIGRTMAX();
+        let said = parse_signal(&rtmax.to_string()).unwrap_err();
+        assert!(
+            said.contains("is a real-time signal") && said.contains("kill(1)"),
+            "{said}"
+        );
+        assert!(parse_signal(&(rtmax + 1).to_string())
+            .unwrap_err()
+            .contains("is not a signal"));
         assert!(parse_signal("TERMS").is_err());
     }
 
