@@ -107,7 +107,7 @@ pub const CTL: &[Row] = &[
     ),
     (
         "5",
-        "permission denied: the launcher runs as another user (only its own user and root may control it)",
+        "permission denied: the launcher runs as another user (only its own user and root may control it); so is a socket directory of another user's that holds a control socket, or that we may not look into",
     ),
 ];
 
