@@ -318,7 +318,9 @@ impl SocketDir {
         // through a process in it.
         let mut namespaces = std::collections::HashSet::new();
         let mut inodes = HashMap::new();
-        for &(pid, _) in &fds {
+        let mut pids: Vec<i32> = fds.iter().map(|&(pid, _)| pid).collect();
+        pids.dedup();
+        for pid in pids {
             let Ok(ns) = std::fs::read_link(format!("/proc/{pid}/ns/net")) else {
                 continue;
             };
