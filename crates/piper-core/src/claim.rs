@@ -315,18 +315,28 @@ impl SocketDir {
         let fds = socket_fds();
         // Each network namespace lists its own sockets (a service with
         // PrivateNetwork= has one of its own): read once per namespace,
-        // through a process in it.
+        // through a process in it, ours first. A process that exits
+        // before its list is read leaves the namespace to the next one in
+        // it.
         let mut namespaces = std::collections::HashSet::new();
         let mut inodes = HashMap::new();
         let mut pids: Vec<i32> = fds.iter().map(|&(pid, _)| pid).collect();
         pids.dedup();
-        for pid in pids {
+        let me = std::process::id() as i32;
+        for pid in std::iter::once(me).chain(pids) {
             let Ok(ns) = std::fs::read_link(format!("/proc/{pid}/ns/net")) else {
                 continue;
             };
-            if namespaces.insert(ns) {
-                let unix = std::fs::read_to_string(format!("/proc/{pid}/net/unix")).unwrap_or_default();
-                inodes.extend(socket_inodes(&unix, addresses));
+            if namespaces.contains(&ns) {
+                continue;
+            }
+            match std::fs::read_to_string(format!("/proc/{pid}/net/unix")) {
+                // Even an empty list has its header line.
+                Ok(unix) if !unix.is_empty() => {
+                    inodes.extend(socket_inodes(&unix, addresses));
+                    namespaces.insert(ns);
+                }
+                _ => continue,
             }
         }
         let mut holders = vec![Vec::new(); addresses.len()];
