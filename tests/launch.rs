@@ -123,12 +123,12 @@ fn a_second_sigint_skips_the_grace_period() {
     wait_ready(&launcher);
     let (a, b) = (node_pid(&dir, "a"), node_pid(&dir, "b"));
     launcher.signal(Signal::SIGINT);
-    std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(launcher.code(Duration::ZERO), None, "still in its grace period");
     // The names are free as soon as the nodes are told to stop, while they
-    // still run: the sockets went with the SIGTERM.
+    // still run: the sockets went with the SIGTERM. Waited for: the
+    // launcher removes them when it gets to the SIGINT.
+    assert!(wait_until(PROMPT, || dir.entries().is_empty()), "{:?}", dir.entries());
+    assert_eq!(launcher.code(Duration::ZERO), None, "still in its grace period");
     assert!(running(a) && running(b));
-    assert_eq!(dir.entries(), Vec::<String>::new());
     launcher.signal(Signal::SIGINT);
     assert_eq!(launcher.code(Duration::from_secs(3)), Some(130));
     let err = launcher.stderr();
