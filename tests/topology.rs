@@ -365,10 +365,19 @@ fn a_program_that_ignores_sigterm_is_killed_after_the_grace() {
     let mut launcher = launch_file(&dir, &file, &["--grace", "0.5"]);
     wait_ready(&launcher, 2);
     let stubborn = wait_member(&launcher, "stubborn", None);
+    // The shell's child, the sleep, exists only once the trap is set: the
+    // SIGTERM must come after that, or the shell dies of it.
+    let children = format!("/proc/{stubborn}/task/{stubborn}/children");
+    let mut sleep = None;
     assert!(
-        wait_until(PROMPT, || dir.processes().len() >= 3),
-        "sh, its sleep, and sink"
+        wait_until(PROMPT, || {
+            let text = std::fs::read_to_string(&children).unwrap_or_default();
+            sleep = text.split_whitespace().next().and_then(|p| p.parse().ok());
+            sleep.is_some()
+        }),
+        "sh never started its sleep"
     );
+    let sleep = Pid::from_raw(sleep.unwrap());
     let asked = Instant::now();
     launcher.signal(Signal::SIGTERM);
     assert_eq!(launcher.code(PROMPT), Some(0));
@@ -379,6 +388,7 @@ fn a_program_that_ignores_sigterm_is_killed_after_the_grace() {
         "{err}"
     );
     assert!(!running(stubborn));
+    assert!(wait_until(PROMPT, || !running(sleep)), "the shell's sleep outlived it");
     assert_all_gone(&dir);
 }
 
