@@ -494,6 +494,20 @@ fn a_peer_that_never_reads_costs_only_itself() {
     // One send timeout (250 ms) to find the hostile peer stalled, then none:
     // without the penalty, 20 of them (5 s) before pong gets to ping.
     assert!(took < Duration::from_secs(2), "took {took:?}");
+    // 30 from the hostile peer, 201 from ping, whose last reply may still
+    // be on its way: pong is stopped once its counts say it has it (a stop
+    // that came first would find it queued, and count it dropped only).
+    let all = 30 + 201;
+    let has_all = |ready: &mut Ready| {
+        let messages = ready.messages(pong.pid());
+        let counted = format!("STATUS=received {all}, ");
+        messages.iter().flat_map(|m| m.lines()).any(|l| l.starts_with(&counted))
+    };
+    assert!(
+        wait_until(PROMPT, || has_all(&mut ready)),
+        "{:?}",
+        ready.messages(pong.pid())
+    );
     pong.signal(Signal::SIGTERM);
     assert_eq!(pong.code(PROMPT), Some(0));
     let qlen: u64 = std::fs::read_to_string("/proc/sys/net/unix/max_dgram_qlen")
@@ -509,7 +523,7 @@ fn a_peer_that_never_reads_costs_only_itself() {
     let s = pong.summary();
     // The kernel queues one more than max_dgram_qlen before it refuses.
     assert_eq!(got, (qlen + 1).min(30), "what the hostile queue held");
-    assert_eq!(s.received, 30 + 201, "30 from the hostile peer, 201 from ping");
+    assert_eq!(s.received, all, "30 from the hostile peer, 201 from ping");
     assert_eq!(s.sent + s.dropped, s.received);
     assert!(s.dropped >= 30 - (qlen + 1), "{s:?}");
     drop(hostile);
