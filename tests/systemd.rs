@@ -191,6 +191,9 @@ fn socket_activation_answers_datagrams_queued_before_the_node_started() {
     );
     assert_eq!(ping.code(PROMPT), Some(0));
     assert_eq!(ping.lines().len(), 20);
+    // The five, ping's first send and its 20 replies; the last may still be
+    // on its way: pong is stopped once it has printed it, not before.
+    assert!(wait_until(PROMPT, || pong.lines().len() == 26), "{:?}", pong.lines());
     pong.signal(Signal::SIGTERM);
     assert_eq!(pong.code(PROMPT), Some(0));
     assert!(pong
