@@ -150,6 +150,12 @@ fn chaos_200_kills_and_the_ring_still_runs_with_one_message() {
         let pid = node_pid(&dir, &name, PROMPT).unwrap_or_else(|| panic!("round {round}: {name} is not back"));
         kill(pid, Signal::SIGKILL).unwrap();
         kills += 1;
+        // Gone before the next round looks: a victim not yet scheduled to
+        // die still looks alive, and would be killed (and counted) twice.
+        assert!(
+            wait_until(PROMPT, || !running(pid)),
+            "round {round}: {name} survived SIGKILL"
+        );
         std::thread::sleep(Duration::from_millis(next(40)));
     }
     // Every node alive again, each once.
