@@ -259,7 +259,17 @@ fn a_name_in_use_is_refused_before_anything_starts() {
 #[test]
 fn relayed_lines_are_shown_whole_and_a_last_line_without_newline_too() {
     let dir = Dir::new("launch-half");
-    let mut launcher = launch_fake(&dir, "half-lines", &["--nodes", "a,b", "--prefix", "--output", "all"]);
+    // b, the foreground, ends the run when it exits: each node exits only
+    // once both have written every piece, whichever started first.
+    let done = dir.aux("done");
+    std::fs::create_dir_all(&done).unwrap();
+    let fake = concat!(env!("CARGO_MANIFEST_DIR"), "/fake/node.py");
+    let mut cmd = launch_cmd(&dir, &["--nodes", "a,b", "--prefix", "--output", "all"]);
+    cmd.args(["--node-bin", fake])
+        .env("FAKE_MODE", "half-lines")
+        .env("FAKE_DONE", &done)
+        .env("FAKE_NODES", "2");
+    let mut launcher = Proc::spawn(&dir, "launch", cmd);
     assert_eq!(launcher.code(PROMPT), Some(0), "{}", launcher.stderr());
     let mut lines = launcher.lines();
     lines.sort();

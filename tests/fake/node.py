@@ -9,7 +9,9 @@ misbehaves as FAKE_MODE says:
   die-soon     says READY=1, then exits 1 after 50 ms (after 1 s the first
                time); each start appends a line to $FAKE_LOG
   half-lines   says READY=1, writes a line in two pieces 0.2 s apart, then
-               a last line without its newline, and exits 0
+               a last line without its newline, and exits 0 (with
+               FAKE_DONE=DIR and FAKE_NODES=N, once N nodes, itself
+               included, have written all theirs: see below)
 FAKE_ONLY=NAME limits the misbehaviour to node NAME.
 FAKE_CPUS=PATH: each start appends "NAME CPUS" to PATH, the CPUs it may run
 on as it starts (before READY=1), comma-separated.
@@ -52,6 +54,16 @@ if mode == "half-lines":
         sys.stdout.write(piece)
         sys.stdout.flush()
         time.sleep(0.2)
+    # The foreground's exit ends the run, and its teardown would cut short
+    # a node that started later and has not written all its pieces yet:
+    # each says it is done (a file in FAKE_DONE), and waits for the others.
+    done = os.environ.get("FAKE_DONE")
+    if done:
+        open(os.path.join(done, name), "w").close()
+        want = int(os.environ["FAKE_NODES"])
+        deadline = time.monotonic() + 10
+        while len(os.listdir(done)) < want and time.monotonic() < deadline:
+            time.sleep(0.01)
     sys.exit(0)
 while True:
     time.sleep(60)
