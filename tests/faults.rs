@@ -1,7 +1,7 @@
 //! What survives: floods at one node, and kill -9 at random moments.
 
 use std::os::unix::net::UnixDatagram;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,6 +24,9 @@ fn eight_senders_flood_one_node_and_every_datagram_is_accounted_for() {
     let mut hub = start_node(&dir, &mut ready, "hub", "hub", &["--quiet"]);
     let rss_before = rss_kib(hub.pid());
     let replies = Arc::new(AtomicU64::new(0));
+    // Set once the hub has answered (or dropped) every datagram: each
+    // reader then takes what is left in its queue, and stops.
+    let answered = Arc::new(AtomicBool::new(false));
     let threads: Vec<_> = (0..SENDERS)
         .map(|i| {
             let name = format!("s{i}");
@@ -35,14 +38,23 @@ fn eight_senders_flood_one_node_and_every_datagram_is_accounted_for() {
             // instead of hanging it.
             sock.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
             let reader = sock.try_clone().unwrap();
-            reader.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
-            let replies = Arc::clone(&replies);
+            reader.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+            let (replies, answered) = (Arc::clone(&replies), Arc::clone(&answered));
             let read = std::thread::spawn(move || {
                 let mut buf = [0u8; 16];
-                // Until the hub has been quiet for half a second.
-                while let Ok(n) = reader.recv(&mut buf) {
-                    assert_eq!(&buf[..n], b"hub");
-                    replies.fetch_add(1, Ordering::Relaxed);
+                // Until every answer is read: a receive that times out ends
+                // the reading only once the hub has answered everything (its
+                // answers are then all queued here), however long this
+                // sender was kept waiting for room meanwhile.
+                loop {
+                    match reader.recv(&mut buf) {
+                        Ok(n) => {
+                            assert_eq!(&buf[..n], b"hub");
+                            replies.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(_) if answered.load(Ordering::SeqCst) => break,
+                        Err(_) => {}
+                    }
                 }
             });
             let send = std::thread::spawn(move || {
@@ -53,8 +65,26 @@ fn eight_senders_flood_one_node_and_every_datagram_is_accounted_for() {
             (send, read)
         })
         .collect();
-    for (send, read) in threads {
-        send.join().unwrap();
+    let total = SENDERS as u64 * EACH;
+    let reads: Vec<_> = (threads.into_iter())
+        .map(|(send, read)| {
+            send.join().unwrap();
+            read
+        })
+        .collect();
+    // The hub's counts (STATUS=, at most once a second) say when it has
+    // taken every datagram: each answer was then sent, or counted dropped.
+    let all = format!("STATUS=received {total}, ");
+    let took_all = |ready: &mut Ready| {
+        let messages = ready.messages(hub.pid());
+        messages.iter().flat_map(|m| m.lines()).any(|l| l.starts_with(&all))
+    };
+    assert!(
+        wait_until(PROMPT, || took_all(&mut ready)),
+        "the hub never took all {total}"
+    );
+    answered.store(true, Ordering::SeqCst);
+    for read in reads {
         read.join().unwrap();
     }
     let rss_after = rss_kib(hub.pid());
@@ -66,7 +96,6 @@ fn eight_senders_flood_one_node_and_every_datagram_is_accounted_for() {
         dropped,
         refused,
     } = hub.summary();
-    let total = SENDERS as u64 * EACH;
     assert_eq!(received, total, "every datagram accepted: ");
     assert_eq!(refused, 0);
     assert_eq!(sent + dropped, received, "each answered or counted as dropped");
