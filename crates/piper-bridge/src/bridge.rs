@@ -741,10 +741,22 @@ impl Bridge {
             }
         }
         let (bind, drop) = presence::plan(&wanted.names, self.stand_ins.names(), &local);
+        let mut buf = self.buf.take().unwrap_or_default();
         for name in &drop {
-            self.stand_ins.drop_name(name);
+            // What a local node sent to a name no longer offered has nowhere
+            // to go: dropped, and counted.
+            let unread = self.stand_ins.drop_name(name, &mut buf);
+            for _ in 0..unread {
+                self.counts.took(Out::Dropped);
+            }
+            if unread > 0 {
+                self.warnings.warn(format_args!(
+                    "dropped {unread} datagram(s) for '{name}': it is no longer offered"
+                ));
+            }
             log::debug!("dropped the stand-in for '{name}'");
         }
+        self.buf = Some(buf);
         let mut added = Vec::new();
         for name in bind {
             match self.stand_ins.bind(&self.cfg.dir, &name) {

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
-use piper_core::{Error, Name, Node, SocketDir};
+use piper_core::{Error, Name, Node, RecvBuf, SocketDir};
 
 /// The stand-ins.
 #[derive(Debug)]
@@ -72,14 +72,29 @@ impl StandIns {
         Ok(())
     }
 
-    /// Drops the stand-in for `name` (its socket goes with it).
-    pub fn drop_name(&mut self, name: &Name) {
-        if let Some(slot) = self.by_name.remove(name) {
-            if let Some(node) = self.slots[slot].take() {
-                let _ = self.epoll.delete(node.as_fd());
-            }
-            self.free.push(slot);
+    /// Drops the stand-in for `name` (its socket goes with it), and
+    /// returns how many datagrams were queued in it, unread. It refuses
+    /// datagrams before it counts them, so that none arrives between the
+    /// count and the close: a sender then gets an error, as it would from
+    /// a node that is gone.
+    pub fn drop_name(&mut self, name: &Name, buf: &mut RecvBuf) -> u64 {
+        let Some(slot) = self.by_name.remove(name) else {
+            return 0;
+        };
+        self.free.push(slot);
+        let Some(node) = self.slots[slot].take() else {
+            return 0;
+        };
+        let _ = self.epoll.delete(node.as_fd());
+        if let Err(e) = node.stop_receiving() {
+            log::debug!("{e}");
         }
+        let mut unread = 0;
+        // A datagram too large to read is still one.
+        while let Ok(Some(_)) | Err(Error::Truncated { .. }) = node.try_recv(buf) {
+            unread += 1;
+        }
+        unread
     }
 
     /// The slots of the stand-ins with a datagram waiting, at most
@@ -102,5 +117,31 @@ impl StandIns {
     /// The stand-in in `slot`, if it is still there.
     pub fn slot(&self, slot: usize) -> Option<&Node> {
         self.slots.get(slot).and_then(Option::as_ref)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use piper_core::send_unbound;
+
+    #[test]
+    fn a_dropped_stand_in_counts_what_was_queued_and_refuses_the_rest() {
+        let path = std::env::temp_dir().join(format!("piper-standins-{}", std::process::id()));
+        let dir = SocketDir::open(&path).unwrap();
+        let name = Name::new("far").unwrap();
+        let mut stand_ins = StandIns::new().unwrap();
+        stand_ins.bind(&dir, &name).unwrap();
+        for payload in [&b"one"[..], b"two", b"three"] {
+            send_unbound(&dir, &name, payload).unwrap();
+        }
+        let mut buf = RecvBuf::new();
+        assert_eq!(stand_ins.drop_name(&name, &mut buf), 3);
+        assert!(!stand_ins.contains(&name));
+        assert!(!dir.socket_path(&name).unwrap().exists());
+        assert!(send_unbound(&dir, &name, b"late").is_err());
+        // Dropped twice: nothing the second time.
+        assert_eq!(stand_ins.drop_name(&name, &mut buf), 0);
+        std::fs::remove_dir(&path).unwrap();
     }
 }
