@@ -442,7 +442,10 @@ impl Ring<'_> {
             }
         }
         // Before the deaths: a node that found stdout gone ended for the
-        // same reason, and is no failure.
+        // same reason, and is no failure. The reader may have gone since
+        // the poll, and the node with it: asked again before any death is
+        // judged.
+        let stdout_gone = stdout_gone || (reap && self.stdout_pipe && self.stdout_reader_gone());
         if stdout_gone {
             actions.extend(self.sup.handle(Event::OutputGone, Instant::now()));
         }
@@ -568,6 +571,18 @@ impl Ring<'_> {
 
     fn ready(&self) -> usize {
         self.sup.ready()
+    }
+
+    /// Whether stdout is a pipe whose reader has gone (its write end polls
+    /// as POLLERR); if so, it is not asked again.
+    fn stdout_reader_gone(&mut self) -> bool {
+        let stdout = std::io::stdout();
+        let mut fds = [PollFd::new(stdout.as_fd(), PollFlags::empty())];
+        let gone = matches!(poll(&mut fds, PollTimeout::ZERO), Ok(1));
+        if gone {
+            self.stdout_pipe = false;
+        }
+        gone
     }
 
     /// Answers what the control socket and the metrics endpoint were
