@@ -186,6 +186,14 @@ fn likeliest_owner(pids: &[i32]) -> Option<i32> {
         .or(pids.first().copied())
 }
 
+/// `/proc/PID/net/unix`, the Unix sockets of `pid`'s network namespace;
+/// `None` if it cannot be read (even an empty list has its header line).
+fn unix_sockets(pid: i32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/net/unix"))
+        .ok()
+        .filter(|text| !text.is_empty())
+}
+
 /// Every open socket of every process we may look at: (pid, inode).
 fn socket_fds() -> Vec<(i32, u64)> {
     let Ok(procs) = std::fs::read_dir("/proc") else {
@@ -314,11 +322,11 @@ impl SocketDir {
     fn owners(&self, addresses: &[String]) -> Vec<Option<i32>> {
         let fds = socket_fds();
         // Each network namespace lists its own sockets (a service with
-        // PrivateNetwork= has one of its own): read once per namespace,
-        // through a process in it, ours first. A process that exits
-        // before its list is read leaves the namespace to the next one in
-        // it.
+        // PrivateNetwork= has one of its own): read through a process in
+        // it, ours first. A process that exits before its list is read
+        // leaves the namespace to the next one in it.
         let mut namespaces = std::collections::HashSet::new();
+        let mut readers = Vec::new();
         let mut inodes = HashMap::new();
         let mut pids: Vec<i32> = fds.iter().map(|&(pid, _)| pid).collect();
         pids.dedup();
@@ -330,13 +338,26 @@ impl SocketDir {
             if namespaces.contains(&ns) {
                 continue;
             }
-            match std::fs::read_to_string(format!("/proc/{pid}/net/unix")) {
-                // Even an empty list has its header line.
-                Ok(unix) if !unix.is_empty() => {
+            if let Some(unix) = unix_sockets(pid) {
+                inodes.extend(socket_inodes(&unix, addresses));
+                namespaces.insert(ns);
+                readers.push(pid);
+            }
+        }
+        // The list is read a page at a time, and the kernel finds its place
+        // again by counting; a socket that closes meanwhile shifts the
+        // count, and one still open can be missed. Read again for what is
+        // missing: twice missed is very rare, and a name with no socket
+        // costs two more reads.
+        for _ in 0..2 {
+            let found: std::collections::HashSet<usize> = inodes.values().copied().collect();
+            if found.len() == addresses.len() {
+                break;
+            }
+            for &pid in &readers {
+                if let Some(unix) = unix_sockets(pid) {
                     inodes.extend(socket_inodes(&unix, addresses));
-                    namespaces.insert(ns);
                 }
-                _ => continue,
             }
         }
         let mut holders = vec![Vec::new(); addresses.len()];
