@@ -188,10 +188,11 @@ fn likeliest_owner(pids: &[i32]) -> Option<i32> {
 
 /// `/proc/PID/net/unix`, the Unix sockets of `pid`'s network namespace;
 /// `None` if it cannot be read (even an empty list has its header line).
+/// Any process may bind a path that is not UTF-8: its line is read
+/// lossily, and the others as they are.
 fn unix_sockets(pid: i32) -> Option<String> {
-    std::fs::read_to_string(format!("/proc/{pid}/net/unix"))
-        .ok()
-        .filter(|text| !text.is_empty())
+    let bytes = std::fs::read(format!("/proc/{pid}/net/unix")).ok()?;
+    (!bytes.is_empty()).then(|| String::from_utf8_lossy(&bytes).into_owned())
 }
 
 /// Every open socket of every process we may look at: (pid, inode).
@@ -474,6 +475,17 @@ mod tests {
         let path = dir.socket_path(&name(n)).unwrap();
         drop(std::os::unix::net::UnixDatagram::bind(&path).unwrap());
         path
+    }
+
+    #[test]
+    fn an_owner_is_found_beside_a_socket_whose_path_is_not_utf8() {
+        use std::os::unix::ffi::OsStrExt;
+        let t = Temp::new("utf8");
+        // Anywhere in the network namespace: its list names every socket.
+        let odd = t.0.join(std::ffi::OsStr::from_bytes(b"odd-\xff"));
+        let _odd = std::os::unix::net::UnixDatagram::bind(&odd).unwrap();
+        let live = crate::Node::bind(&t.1, name("live")).unwrap();
+        assert_eq!(t.1.owner_pid(live.name()), Some(std::process::id() as i32));
     }
 
     #[test]
