@@ -470,10 +470,22 @@ mod tests {
         Name::new(s).unwrap()
     }
 
-    /// A socket file nobody reads any more.
+    /// A socket file nobody reads any more. Another test's thread that
+    /// forks a child holds every descriptor of this process until the
+    /// child execs: the socket is stale once no such child holds it, which
+    /// is waited for (bounded).
     fn stale(dir: &SocketDir, n: &str) -> PathBuf {
         let path = dir.socket_path(&name(n)).unwrap();
         drop(std::os::unix::net::UnixDatagram::bind(&path).unwrap());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while probe_path(&path).unwrap() != Liveness::Stale {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} never went stale",
+                path.display()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
         path
     }
 
