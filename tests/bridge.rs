@@ -1671,15 +1671,20 @@ fn a_second_bridge_with_the_same_id_says_so_and_stops_with_3() {
         .contains("connected to the broker")));
     // A clone of A's machine: the same id, another directory. Each
     // connection takes the other's place at the broker; the one that finds
-    // another run's epoch and then loses its place says so and stops.
+    // another run's epoch and then loses its place, twice in a row (once
+    // could be a broker restarting), says so and stops: the newcomer.
     twin.id = "a";
     twin.start_bridge(&dir, &broker, "bridge-twin");
     assert_eq!(twin.bridge().code(PROMPT), Some(3));
     let err = twin.bridge().stderr();
     let said = "piper-bridge: error: another bridge has this bridge's id, and the broker gave it our place: give each bridge of a ring its own --id\n";
     assert!(err.ends_with(said), "{err}");
-    assert!(
-        !err.contains("lost the broker") && !err.contains("reconnected to"),
+    assert_eq!(
+        (
+            err.matches("lost the broker").count(),
+            err.matches("reconnected to").count()
+        ),
+        (1, 1),
         "{err}"
     );
     // The first stays, and works.
@@ -1690,10 +1695,42 @@ fn a_second_bridge_with_the_same_id_says_so_and_stops_with_3() {
     round_trips(&dir, &mut b, 10);
     pong.signal(Signal::SIGTERM);
     assert_eq!(pong.code(PROMPT), Some(0));
+    // Each took the other's place twice before the twin, the later of the
+    // two, had met it twice in a row.
     let ca = a.stop_bridge();
-    assert_eq!(ca.reconnects, 1, "{ca:?}");
+    assert_eq!(ca.reconnects, 2, "{ca:?}");
     assert!(!a.bridge().stderr().contains("error"), "{}", a.bridge().stderr());
     b.stop_bridge();
+}
+
+#[test]
+fn a_restarted_bridge_is_no_twin_of_its_last_run_when_the_broker_restarts() {
+    let dir = Dir::new("bridge-rerun");
+    let Some(mut broker) = Broker::start(&dir) else { return };
+    let mut a = Host::new(&dir, "a");
+    let connected = |a: &mut Host| {
+        let bridge = a.bridge();
+        wait_until(PROMPT, || bridge.stderr().contains("connected to the broker"))
+    };
+    a.start_bridge(&dir, &broker, "bridge-a-1");
+    assert!(connected(&mut a));
+    a.stop_bridge();
+    // The same id again, as systemd restarts it: the broker still holds
+    // the last run's epoch, and sends it as this run subscribes. Then the
+    // broker restarts within seconds, which is no twin taking our place.
+    a.start_bridge(&dir, &broker, "bridge-a-2");
+    assert!(connected(&mut a));
+    broker.kill();
+    broker.restart(&dir);
+    let bridge = a.bridge();
+    assert!(
+        wait_until(PROMPT, || bridge.stderr().contains("reconnected to the broker")),
+        "{}",
+        bridge.stderr()
+    );
+    assert_eq!(bridge.code(Duration::ZERO), None, "{}", bridge.stderr());
+    assert!(!bridge.stderr().contains("another bridge"), "{}", bridge.stderr());
+    a.stop_bridge();
 }
 
 #[test]
