@@ -142,6 +142,8 @@ fn kill_9_at_random_moments_leaves_nothing_and_the_ring_starts_again() {
     for round in 0..ROUNDS {
         let victim = rng.next(3) as usize;
         let delay = Duration::from_millis(rng.next(400));
+        // Stale sockets a killed launcher left for this start to reclaim.
+        let stale_before = dir.entries();
         let mut launcher = launch(&[]);
         std::thread::sleep(delay);
         let context = format!("round {round} (seed {seed}), victim {victim}, after {delay:?}");
@@ -178,23 +180,36 @@ fn kill_9_at_random_moments_leaves_nothing_and_the_ring_starts_again() {
         tally[victim] += 1;
         let left = dir.wait_no_processes(Duration::from_secs(5));
         assert_eq!(left, Vec::<i32>::new(), "{context}: processes left");
-        if victim == 1 {
-            // The launcher held the sockets: a node it had started removes
-            // its own when it sees the launcher gone; the sockets of nodes
-            // not started yet stay, stale, for the next start to reclaim.
+        let all_stale = || {
             let list = std::process::Command::new(piper_tests::bin("piper-node"))
                 .arg("--list")
                 .arg("--dir")
                 .arg(dir.path())
                 .output()
                 .unwrap();
-            let list = String::from_utf8_lossy(&list.stdout);
-            assert!(list.lines().all(|l| l.ends_with("\t-\tstale")), "{context}: {list}");
+            let list = String::from_utf8_lossy(&list.stdout).into_owned();
+            (list.lines().all(|l| l.ends_with("\t-\tstale")), list)
+        };
+        if victim == 1 {
+            // The launcher held the sockets: a node it had started removes
+            // its own when it sees the launcher gone; the sockets of nodes
+            // not started yet stay, stale, for the next start to reclaim.
+            let (stale, list) = all_stale();
+            assert!(stale, "{context}: {list}");
         } else {
+            // Everything this launcher made is gone. A launch that failed
+            // before it reached the stale sockets an earlier killed
+            // launcher left has not reclaimed them: they stay, stale.
             assert!(
-                wait_until(Duration::from_secs(2), || dir.entries().is_empty()),
-                "{context}: files left"
+                wait_until(Duration::from_secs(2), || dir
+                    .entries()
+                    .iter()
+                    .all(|e| stale_before.contains(e))),
+                "{context}: files left: {:?}, stale before: {stale_before:?}",
+                dir.entries()
             );
+            let (stale, list) = all_stale();
+            assert!(stale, "{context}: {list}");
         }
     }
     // And after all that, the same names start and run.
