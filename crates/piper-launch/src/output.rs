@@ -99,12 +99,7 @@ impl Relay {
     /// A pipe for one node: the read end (ours, non-blocking) and the write
     /// end (the child's stdout).
     pub fn pipe(stderr: bool) -> nix::Result<(Relay, OwnedFd)> {
-        let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?;
-        // The node's end blocks: a node outrunning the launcher waits, as a
-        // program printing to a slow terminal does.
-        let flags = nix::fcntl::fcntl(&write, nix::fcntl::FcntlArg::F_GETFL)?;
-        let flags = OFlag::from_bits_truncate(flags) - OFlag::O_NONBLOCK;
-        nix::fcntl::fcntl(&write, nix::fcntl::FcntlArg::F_SETFL(flags))?;
+        let (read, write) = node_pipe()?;
         Ok((
             Relay {
                 fd: read,
@@ -114,6 +109,18 @@ impl Relay {
             write,
         ))
     }
+}
+
+/// A pipe from a node to the launcher: the read end non-blocking (the
+/// launcher's loop never waits on one node), the node's end blocking (a
+/// node outrunning the launcher waits, as a program printing to a slow
+/// terminal does). Both close on exec; the node's end is dup'ed into place.
+pub fn node_pipe() -> nix::Result<(OwnedFd, OwnedFd)> {
+    let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?;
+    let flags = nix::fcntl::fcntl(&write, nix::fcntl::FcntlArg::F_GETFL)?;
+    let flags = OFlag::from_bits_truncate(flags) - OFlag::O_NONBLOCK;
+    nix::fcntl::fcntl(&write, nix::fcntl::FcntlArg::F_SETFL(flags))?;
+    Ok((read, write))
 }
 
 impl AsFd for Relay {

@@ -145,11 +145,7 @@ impl LogPipe {
     /// A pipe for one life of a node: ours to read (non-blocking), and the
     /// end the node writes its stdout and stderr to.
     pub fn new() -> nix::Result<(LogPipe, OwnedFd)> {
-        let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?;
-        // The node's end blocks: a node outrunning the launcher waits.
-        let flags = nix::fcntl::fcntl(&write, nix::fcntl::FcntlArg::F_GETFL)?;
-        let flags = OFlag::from_bits_truncate(flags) - OFlag::O_NONBLOCK;
-        nix::fcntl::fcntl(&write, nix::fcntl::FcntlArg::F_SETFL(flags))?;
+        let (read, write) = crate::output::node_pipe()?;
         Ok((
             LogPipe {
                 fd: read,
