@@ -496,13 +496,18 @@ fn reports_come_once_a_second_while_the_ring_runs() {
     assert_eq!(s.next_wake(), None, "no ticks in the teardown (and no one alive)");
 }
 
-#[test]
-fn a_ring_silent_since_a_restart_gets_its_chain_again_once() {
-    let mut s = watching(Policy {
+/// A ring that is watched for silence (2 s), restarts always, and ticks.
+fn healing_ring() -> Supervisor {
+    watching(Policy {
         ticking: true,
         healing: Some((Duration::from_secs(2), false)),
         ..policy(RestartPolicy::Always)
-    });
+    })
+}
+
+#[test]
+fn a_ring_silent_since_a_restart_gets_its_chain_again_once() {
+    let mut s = healing_ring();
     assert_eq!(s.handle(Event::Wake { received: Some(10) }, t(1.0)), [Action::Report]);
     // b dies with the message; it is restarted; nothing moves from then on.
     s.handle(
@@ -550,11 +555,7 @@ fn a_ring_silent_since_a_restart_gets_its_chain_again_once() {
 fn a_ring_with_a_member_that_reports_no_counts_is_never_judged_silent() {
     // A program that sends no STATUS= (the C node, the seed's): the totals
     // say nothing of the ring's progress, so no silence is ever seen.
-    let mut s = watching(Policy {
-        ticking: true,
-        healing: Some((Duration::from_secs(2), false)),
-        ..policy(RestartPolicy::Always)
-    });
+    let mut s = healing_ring();
     assert_eq!(s.handle(Event::Wake { received: None }, t(1.0)), [Action::Report]);
     s.handle(
         Event::Ended {
@@ -1075,11 +1076,7 @@ fn nothing_is_asked_of_a_ring_that_is_starting_or_stopping() {
 fn a_ring_with_a_node_stopped_by_hand_is_not_sent_its_chain_again() {
     // The chain waits in b's queue while b is stopped: sending it again
     // would make two once b starts.
-    let mut s = watching(Policy {
-        ticking: true,
-        healing: Some((Duration::from_secs(2), false)),
-        ..policy(RestartPolicy::Always)
-    });
+    let mut s = healing_ring();
     assert_eq!(s.handle(Event::Wake { received: Some(10) }, t(1.0)), [Action::Report]);
     s.act(1, Act::Restart, t(1.1)).unwrap();
     s.handle(
