@@ -99,12 +99,21 @@ impl SocketDir {
             Err(Error::ControlInUse { .. }) => return Ok(false),
             Err(e) => return Err(e),
         };
+        Ok(self.remove_stale_control()?.unwrap_or(false))
+    }
+
+    /// With the reclaim's lock held: removes the control socket file if it
+    /// is stale and ours to remove, and says whether it removed one
+    /// (`Some(false)`: there is none). `None`: something else is there, a
+    /// live socket, or another user's in a sticky directory.
+    fn remove_stale_control(&self) -> Result<Option<bool>> {
         let path = self.control_path();
         match claim::probe_path_as(&path, SockType::Stream)? {
+            Liveness::Missing => Ok(Some(false)),
             Liveness::Stale if !self.is_sticky() || owned_by_me(&path) => {
-                claim::removed(&path, std::fs::remove_file(&path))
+                claim::removed(&path, std::fs::remove_file(&path)).map(Some)
             }
-            _ => Ok(false),
+            _ => Ok(None),
         }
     }
 
@@ -157,13 +166,10 @@ impl ControlListener {
                 let _claim = Claim::acquire_at(dir.control_lock_path(), in_use, |lock, e| {
                     Error::io("open lock file", lock.display(), e)
                 })?;
-                match claim::probe_path_as(&path, SockType::Stream)? {
-                    Liveness::Missing => {}
-                    Liveness::Stale if !dir.is_sticky() || owned_by_me(&path) => {
-                        log::info!("removing stale control socket {}", path.display());
-                        claim::removed(&path, std::fs::remove_file(&path))?;
-                    }
-                    _ => return Err(in_use()),
+                match dir.remove_stale_control()? {
+                    Some(true) => log::info!("removed stale control socket {}", path.display()),
+                    Some(false) => {}
+                    None => return Err(in_use()),
                 }
                 match bind(raw, &addr) {
                     Err(Errno::EADDRINUSE) => return Err(in_use()),
